@@ -1,0 +1,181 @@
+"""The per-request walk down a model's tiers, bounded by the model's deadline.
+
+For each tier: open breaker -> skip (no call made); full bulkhead -> skip; else call it bounded by
+min(tier timeout, what is left of the deadline); a failure or a bad answer -> next tier. The safe default
+answers when everything above it was skipped, and corrupt input goes straight to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from failsoft.errors import InvalidOutput, TierError
+from failsoft.metrics import Metrics
+from failsoft.resilience import Breaker, Bulkhead, Clock, Deadline
+from failsoft.schema import Batch, InputSchema, InvalidValue, OutputCheck
+from failsoft.tiers.base import Backend
+from failsoft.tiers.defaults import DefaultBackend
+from failsoft.types import Health, Outcome, Reason, Skip
+
+log = logging.getLogger("failsoft.chain")
+
+
+class RequestIds:
+    """Cheap unique ids: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(4).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
+
+
+class SkipLog:
+    """One structured line per skip, folded to at most one line a second per (model, tier, reason)."""
+
+    def __init__(self, clock: Clock = time.monotonic, interval_s: float = 1.0) -> None:
+        self._clock = clock
+        self._interval = interval_s
+        self._last: dict[tuple[str, str, str], list[float]] = {}
+
+    def skip(self, model: str, tier: str, reason: Reason, request_id: str, detail: str) -> None:
+        key = (model, tier, reason)
+        now = self._clock()
+        entry = self._last.get(key)
+        if entry is not None and now - entry[0] < self._interval:
+            entry[1] += 1
+            return
+        folded = int(entry[1]) if entry else 0
+        self._last[key] = [now, 0]
+        if log.isEnabledFor(logging.INFO):
+            log.info(json.dumps({"event": "tier_skipped", "model": model, "tier": tier, "reason": str(reason),
+                                 "request_id": request_id, "detail": detail[:300], "folded": folded}))
+
+
+class Tier:
+    """One guarded tier of a chain: backend, breaker, bulkhead and timeout."""
+
+    __slots__ = ("backend", "breaker", "bulkhead", "name", "timeout_s")
+
+    def __init__(self, backend: Backend, breaker: Breaker, bulkhead: Bulkhead, timeout_s: float) -> None:
+        self.name = backend.name
+        self.backend = backend
+        self.breaker = breaker
+        self.bulkhead = bulkhead
+        self.timeout_s = timeout_s
+
+
+class Chain:
+    def __init__(self, model: str, version: str, deadline_s: float, schema: InputSchema, check: OutputCheck,
+                 tiers: list[Tier], default: DefaultBackend, metrics: Metrics, skip_log: SkipLog,
+                 clock: Clock = time.monotonic) -> None:
+        self.model = model
+        self.version = version
+        self.deadline_s = deadline_s
+        self.schema = schema
+        self.output_spec = check.spec
+        self.check = check.check
+        self.tiers = tiers
+        self.default = default
+        self.metrics = metrics
+        self.skip_log = skip_log
+        self.clock = clock
+        self.health = Health.LIVE
+
+    def _skip(self, skips: list[Skip], tier: str, reason: Reason, request_id: str, detail: str = "") -> None:
+        skips.append(Skip(tier, reason, detail))
+        self.metrics.skip(self.model, tier, reason)
+        self.skip_log.skip(self.model, tier, reason, request_id, detail)
+
+    def _bad_output(self, out: Any, n: int) -> str | None:
+        if not isinstance(out, list) or len(out) != n:
+            return f"expected {n} answers, got {type(out).__name__}"
+        check = self.check
+        for value in out:
+            if (problem := check(value)) is not None:
+                return problem
+        return None
+
+    async def run(self, rows: list[Any], request_id: str, single: bool = False) -> Outcome:
+        """Answer ``rows``; with ``single`` the outputs are the one row's answer rather than a list."""
+        deadline = Deadline(self.deadline_s, self.clock)
+        skips: list[Skip] = []
+        first = self.tiers[0].name if self.tiers else self.default.name
+        try:
+            batch = self.schema.validate(rows)
+        except InvalidValue as err:
+            self._skip(skips, first, Reason.INVALID_INPUT, request_id, str(err))
+            return self._finish(deadline, request_id, self.default.name, self.default.answer(len(rows)), skips,
+                                single)
+        tiers = self.tiers
+        if self.health is Health.QUARANTINED and tiers:
+            self._skip(skips, tiers[0].name, Reason.QUARANTINED, request_id)
+            tiers = tiers[1:]
+        for tier in tiers:
+            out = await self._call(tier, batch, deadline, skips, request_id)
+            if out is not None:
+                return self._finish(deadline, request_id, tier.name, out, skips, single)
+        return self._finish(deadline, request_id, self.default.name, self.default.answer(len(batch)), skips,
+                            single)
+
+    async def _call(self, tier: Tier, batch: Batch, deadline: Deadline, skips: list[Skip],
+                    request_id: str) -> list[Any] | None:
+        breaker = tier.breaker
+        ticket = breaker.acquire()
+        if ticket is None:
+            self._skip(skips, tier.name, Reason.CIRCUIT_OPEN, request_id)
+            return None
+        if not tier.bulkhead.try_acquire():
+            breaker.cancel(ticket)
+            self._skip(skips, tier.name, Reason.OVERLOADED, request_id)
+            return None
+        budget = deadline.bound(tier.timeout_s)
+        if budget <= 0.0:
+            tier.bulkhead.release()
+            breaker.cancel(ticket)
+            self._skip(skips, tier.name, Reason.TIMEOUT, request_id, "no time left in the deadline")
+            return None
+        backend = tier.backend
+        try:
+            if backend.inline:
+                try:
+                    out = backend.predict_inline(batch)
+                finally:
+                    tier.bulkhead.release()
+            else:
+                async with asyncio.timeout(budget):
+                    out = await backend.predict(batch, request_id, tier.bulkhead.release)
+            problem = self._bad_output(out, len(batch))
+            if problem is not None:
+                raise InvalidOutput(problem)
+        except TimeoutError:
+            reason, detail = Reason.TIMEOUT, f"no answer within {budget * 1000:.1f} ms"
+        except TierError as err:
+            reason, detail = err.reason, str(err)
+        except asyncio.CancelledError:
+            breaker.cancel(ticket)
+            raise
+        except Exception as err:  # the boundary where any model failure becomes a Reason
+            reason, detail = Reason.ERROR, f"{type(err).__name__}: {err}"
+        else:
+            breaker.record(ticket, True)
+            return out
+        breaker.record(ticket, False)
+        self._skip(skips, tier.name, reason, request_id, detail)
+        return None
+
+    def _finish(self, deadline: Deadline, request_id: str, tier: str, outputs: list[Any],
+                skips: list[Skip], single: bool) -> Outcome:
+        latency = deadline.elapsed()
+        degraded = bool(skips)
+        reason = skips[0].reason if skips else None
+        self.metrics.answer(self.model, tier, reason, latency, degraded)
+        return Outcome(id=request_id, model=self.model, version=self.version, tier=tier, degraded=degraded,
+                       reason=reason, outputs=outputs[0] if single else outputs, latency_ms=latency * 1000.0, skips=tuple(skips))

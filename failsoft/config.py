@@ -1,0 +1,273 @@
+"""portfolio.toml -> a typed, validated, immutable spec.
+
+Every error names the file, the key and the fix, e.g.
+``portfolio.toml: models.recs.tiers[1].timeout_ms: Expected `int` >= 1, got -5 (use a positive number of
+milliseconds)``. Relative paths in the file are resolved against the file's own folder.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from failsoft.errors import ConfigError
+
+__all__ = [
+    "BreakerSpec",
+    "DefaultTierSpec",
+    "FeatureSpec",
+    "HttpTierSpec",
+    "ModelSpec",
+    "OipTierSpec",
+    "OutputSpec",
+    "PortfolioSpec",
+    "PythonTierSpec",
+    "ServerSpec",
+    "TierSpec",
+    "load",
+    "parse",
+]
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+
+
+class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class BreakerSpec(_Spec):
+    window: PositiveInt = 20
+    min_calls: PositiveInt = 10
+    failure_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    open_ms: PositiveInt = 5000
+    half_open_probes: PositiveInt = 1
+
+
+class FeatureSpec(_Spec):
+    name: Name
+    type: Literal["float", "int", "bool", "string"] = "float"
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    default: float | int | bool | str | None = None
+
+
+class OutputSpec(_Spec):
+    type: Literal["float", "int", "string", "list", "vector", "any"] = "any"
+    min: float | None = None
+    max: float | None = None
+    length: PositiveInt | None = None
+    min_length: Annotated[int, Meta(ge=0)] = 1
+    max_length: PositiveInt | None = None
+
+
+class _CallTier(_Spec, kw_only=True):
+    name: Name
+    timeout_ms: PositiveInt = 100
+    max_concurrency: PositiveInt = 32
+    breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
+
+
+class PythonTierSpec(_CallTier, tag="python", tag_field="kind"):
+    target: str | None = None
+    path: str | None = None
+    method: Literal["auto", "predict_proba", "predict", "call"] = "auto"
+    column: int | None = None
+    call: Literal["row", "batch"] = "row"
+    compile: bool = True
+    run: Literal["auto", "thread", "inline"] = "auto"
+
+
+class OipTierSpec(_CallTier, tag="oip", tag_field="kind"):
+    url: str
+    model_name: str
+    model_version: str | None = None
+    input_mode: Literal["tensor", "features"] = "tensor"
+    input_name: str = "input"
+    datatype: Literal["FP64", "FP32", "INT64", "INT32"] = "FP64"
+    output_name: str | None = None
+    pool_size: PositiveInt = 100
+
+
+class HttpTierSpec(_CallTier, tag="http", tag_field="kind"):
+    url: str
+    body: Any = msgspec.field(default_factory=lambda: {"inputs": "$inputs"})
+    output_path: str = "outputs"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    batch: bool = False
+    pool_size: PositiveInt = 100
+
+
+class DefaultTierSpec(_Spec, tag="default", tag_field="kind"):
+    name: Name = "default"
+    value: Any = None
+    source: str | None = None
+    item_column: str = "item"
+    count_column: str | None = None
+    top_n: PositiveInt = 10
+    refresh_s: PositiveFloat = 300.0
+
+
+TierSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | DefaultTierSpec
+
+
+class ModelSpec(_Spec):
+    version: str = "1"
+    deadline_ms: PositiveInt = 100
+    inputs: list[FeatureSpec] = msgspec.field(default_factory=list)
+    output: OutputSpec = msgspec.field(default_factory=OutputSpec)
+    tiers: list[TierSpec] = msgspec.field(default_factory=list)
+
+
+class ServerSpec(_Spec):
+    max_body_bytes: PositiveInt = 1 << 20
+    max_batch: PositiveInt = 1024
+
+
+class PortfolioSpec(_Spec):
+    models: dict[Name, ModelSpec]
+    data_dir: str = "failsoft-data"
+    trusted_model_dirs: list[str] = msgspec.field(default_factory=list)
+    server: ServerSpec = msgspec.field(default_factory=ServerSpec)
+    # Where the file lives; relative paths inside it are resolved against this folder.
+    base_dir: str = "."
+    file: str = "portfolio.toml"
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+_FIXES = [
+    (re.compile(r"unknown field"), "remove the key or correct its spelling (see README: portfolio.toml)"),
+    (re.compile(r"missing required field"), "add the key"),
+    (re.compile(r">= 1|> 0"), "use a positive number"),
+    (re.compile(r"Invalid value .* kind|tag"), "kind must be one of: python, oip, http, default"),
+    (re.compile(r"does not match regex"), "use letters, digits, '_', '-' or '.', at most 64 characters"),
+]
+
+
+def _key(path: str) -> str:
+    key = path.removeprefix("$").removeprefix(".")
+    return key
+
+
+def _from_msgspec(file: str, err: msgspec.ValidationError) -> ConfigError:
+    text = str(err)
+    m = re.match(r"^(.*?)(?: - at `(.*)`)?$", text, re.S)
+    problem, at = (m.group(1), m.group(2)) if m else (text, None)
+    key = _key(at or "")
+    if "unknown field" in problem:
+        field = re.search(r"`(.+?)`", problem)
+        if field:
+            key = f"{key}.{field.group(1)}" if key else field.group(1)
+    if "missing required field" in problem:
+        field = re.search(r"`(.+?)`", problem)
+        if field:
+            key = f"{key}.{field.group(1)}" if key else field.group(1)
+    fix = next((f for rx, f in _FIXES if rx.search(problem)), "")
+    return ConfigError(file, key, problem, fix)
+
+
+def parse(raw: dict[str, Any], file: str = "portfolio.toml", base_dir: str = ".") -> PortfolioSpec:
+    """Validate a parsed TOML document. Raises ConfigError naming file, key and fix."""
+    if "models" not in raw:
+        raise ConfigError(file, "models", "no models declared", "add at least one [models.NAME] table")
+    try:
+        spec = msgspec.convert({**raw, "base_dir": base_dir, "file": file}, PortfolioSpec, strict=True)
+    except msgspec.ValidationError as err:
+        raise _from_msgspec(file, err) from None
+    _check(spec)
+    return spec
+
+
+def load(path: str | Path) -> PortfolioSpec:
+    """Read and validate a portfolio.toml file."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "file not found", "pass the path of your portfolio.toml") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(p), "", f"not valid TOML: {err}", "fix the TOML syntax at that line") from None
+    return parse(raw, file=str(p), base_dir=str(p.parent.resolve()))
+
+
+def _check(spec: PortfolioSpec) -> None:
+    """Rules that span keys, which the types alone cannot say."""
+    f = spec.file
+    if not spec.models:
+        raise ConfigError(f, "models", "no models declared", "add at least one [models.NAME] table")
+    for name, model in spec.models.items():
+        at = f"models.{name}"
+        if not model.tiers:
+            raise ConfigError(f, f"{at}.tiers", "the chain is empty", "add [[models.NAME.tiers]] tables")
+        last = model.tiers[-1]
+        if not isinstance(last, DefaultTierSpec):
+            raise ConfigError(
+                f, f"{at}.tiers[{len(model.tiers) - 1}]", "the last tier must be the safe default",
+                'end the chain with a tier of kind = "default"',
+            )
+        seen: set[str] = set()
+        for i, tier in enumerate(model.tiers):
+            tat = f"{at}.tiers[{i}]"
+            if tier.name in seen:
+                raise ConfigError(f, f"{tat}.name", f"duplicate tier name {tier.name!r}", "give each tier its own name")
+            seen.add(tier.name)
+            if isinstance(tier, DefaultTierSpec):
+                if i != len(model.tiers) - 1:
+                    raise ConfigError(f, tat, "a default tier must be the last of the chain", "move it to the end")
+                if tier.value is None and tier.source is None:
+                    raise ConfigError(f, tat, "a default needs a value or a source", "set value = ... or source = FILE")
+            elif isinstance(tier, PythonTierSpec):
+                if (tier.target is None) == (tier.path is None):
+                    raise ConfigError(f, tat, "set exactly one of target and path", 'e.g. target = "pkg.mod:predict"')
+                if tier.target is not None and ":" not in tier.target:
+                    raise ConfigError(f, f"{tat}.target", f"{tier.target!r} is not module:attribute",
+                                      'write it as "package.module:name"')
+                if tier.path is not None:
+                    _check_model_path(spec, tier.path, f"{tat}.path")
+            elif isinstance(tier, OipTierSpec | HttpTierSpec):
+                if not tier.url.startswith(("http://", "https://")):
+                    raise ConfigError(f, f"{tat}.url", f"{tier.url!r} is not an http(s) URL",
+                                      "write it as http://host:port")
+            if not isinstance(tier, DefaultTierSpec) and tier.breaker.min_calls > tier.breaker.window:
+                raise ConfigError(f, f"{tat}.breaker.min_calls", "cannot exceed breaker.window",
+                                  "lower min_calls or raise window")
+        names: set[str] = set()
+        for i, feat in enumerate(model.inputs):
+            fat = f"{at}.inputs[{i}]"
+            if feat.name in names:
+                raise ConfigError(f, f"{fat}.name", f"duplicate feature {feat.name!r}", "name each feature once")
+            names.add(feat.name)
+            if feat.min is not None and feat.max is not None and feat.min > feat.max:
+                raise ConfigError(f, f"{fat}.min", f"min {feat.min} > max {feat.max}", "swap them")
+            if feat.categories is not None and feat.type != "string":
+                raise ConfigError(f, f"{fat}.categories", "categories apply to string features",
+                                  'set type = "string" or remove categories')
+
+
+_MODEL_SUFFIXES = (".onnx", ".joblib", ".pkl", ".pickle", ".txt", ".lgb")
+
+
+def _check_model_path(spec: PortfolioSpec, path: str, key: str) -> None:
+    p = spec.resolve(path)
+    if not p.name.endswith(_MODEL_SUFFIXES):
+        raise ConfigError(spec.file, key, f"unsupported model file {p.name!r}",
+                          "use .onnx, .joblib/.pkl (scikit-learn, LightGBM) or .txt/.lgb (LightGBM booster)")
+    if p.suffix == ".onnx":
+        return
+    # Unpickling runs code: only files under a folder the config trusts are loaded.
+    trusted = [spec.resolve(d).resolve() for d in spec.trusted_model_dirs]
+    real = p.resolve()
+    if not any(real.is_relative_to(d) for d in trusted):
+        raise ConfigError(spec.file, key, f"{path} is not under a trusted folder (loading it would run its code)",
+                          f'add its folder to trusted_model_dirs, e.g. trusted_model_dirs = ["{p.parent}"]')

@@ -1,0 +1,75 @@
+"""The errors failsoft raises. None of them carries an HTTP status: the server maps them at its edge.
+
+    FailsoftError
+    ├── ConfigError            portfolio.toml (or a file it names) is wrong; says file, key and fix
+    ├── UnknownModel           a prediction for a model the portfolio does not serve
+    ├── InvalidRequest         the envelope of a request is malformed (not the values inside it)
+    └── TierError              one tier could not answer; the chain turns it into a Reason
+        ├── TierTimeout
+        ├── TierUnavailable    connection failure, non-2xx, exception in the model
+        ├── InvalidOutput      the answer failed the model's output check
+        └── CircuitOpen        the tier's breaker is open (carries retry_after seconds)
+"""
+
+from __future__ import annotations
+
+from failsoft.types import Reason
+
+__all__ = [
+    "CircuitOpen",
+    "ConfigError",
+    "FailsoftError",
+    "InvalidOutput",
+    "InvalidRequest",
+    "TierError",
+    "TierTimeout",
+    "TierUnavailable",
+    "UnknownModel",
+]
+
+
+class FailsoftError(Exception):
+    """Base of every error failsoft raises on purpose."""
+
+
+class ConfigError(FailsoftError):
+    """A configuration mistake: ``file: key: problem (fix)``."""
+
+    def __init__(self, file: str, key: str, problem: str, fix: str = "") -> None:
+        self.file, self.key, self.problem, self.fix = file, key, problem, fix
+        message = f"{file}: {key}: {problem}" if key else f"{file}: {problem}"
+        super().__init__(f"{message} ({fix})" if fix else message)
+
+
+class UnknownModel(FailsoftError):
+    def __init__(self, model: str, known: list[str]) -> None:
+        self.model = model
+        super().__init__(f"unknown model {model!r}; this portfolio serves {', '.join(sorted(known)) or 'none'}")
+
+
+class InvalidRequest(FailsoftError):
+    """The request envelope is malformed: not JSON, no inputs, a tensor of the wrong shape."""
+
+
+class TierError(FailsoftError):
+    reason: Reason = Reason.ERROR
+
+
+class TierTimeout(TierError):
+    reason = Reason.TIMEOUT
+
+
+class TierUnavailable(TierError):
+    reason = Reason.ERROR
+
+
+class InvalidOutput(TierError):
+    reason = Reason.INVALID_OUTPUT
+
+
+class CircuitOpen(TierError):
+    reason = Reason.CIRCUIT_OPEN
+
+    def __init__(self, tier: str, retry_after: float) -> None:
+        self.tier, self.retry_after = tier, retry_after
+        super().__init__(f"circuit of tier {tier!r} is open; next probe in {retry_after:.3f}s")

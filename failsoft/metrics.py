@@ -1,0 +1,112 @@
+"""Counters the request path updates in nanoseconds, exported in Prometheus format at scrape time.
+
+The hot path touches plain dicts of ints (no locks, no label lookups); a custom collector turns them into
+Prometheus families when ``/metrics`` is read. Each portfolio has its own registry: nothing is global.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+# Seconds. Fine at the bottom: the safe default answers in microseconds, a healthy tier in a millisecond.
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Histogram:
+    __slots__ = ("buckets", "counts", "total")
+
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+
+    def quantile(self, q: float) -> float:
+        """An upper bound of the q-quantile (the bucket edge it falls under)."""
+        n = sum(self.counts)
+        if n == 0:
+            return 0.0
+        seen = 0
+        for edge, c in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            seen += c
+            if seen >= q * n:
+                return edge
+        return float("inf")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str, str], int] = {}
+        self.skips: dict[tuple[str, str, str], int] = {}
+        self.degraded: dict[str, int] = {}
+        self.latency: dict[str, Histogram] = {}
+        self.rejected: dict[tuple[str, str], int] = {}
+        self.gauges: list[Callable[[], Iterator[Metric]]] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)  # type: ignore[arg-type]
+
+    def answer(self, model: str, tier: str, reason: str | None, latency_s: float, degraded: bool) -> None:
+        key = (model, tier, reason or "none")
+        answers = self.answers
+        answers[key] = answers.get(key, 0) + 1
+        if degraded:
+            self.degraded[model] = self.degraded.get(model, 0) + 1
+        hist = self.latency.get(model)
+        if hist is None:
+            hist = self.latency[model] = Histogram()
+        hist.observe(latency_s)
+
+    def skip(self, model: str, tier: str, reason: str) -> None:
+        key = (model, tier, reason)
+        self.skips[key] = self.skips.get(key, 0) + 1
+
+    def reject(self, model: str, why: str) -> None:
+        key = (model, why)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+
+    def total(self, model: str) -> int:
+        return sum(c for (m, _, _), c in self.answers.items() if m == model)
+
+    def collect(self) -> Iterator[Metric]:
+        req = CounterMetricFamily("failsoft_requests", "Answers given, by model, answering tier and reason",
+                                  labels=["model", "tier", "reason"])
+        for (m, t, r), c in list(self.answers.items()):
+            req.add_metric([m, t, r], c)
+        yield req
+        skip = CounterMetricFamily("failsoft_tier_skips", "Tiers passed over, by model, tier and reason",
+                                   labels=["model", "tier", "reason"])
+        for (m, t, r), c in list(self.skips.items()):
+            skip.add_metric([m, t, r], c)
+        yield skip
+        bad = CounterMetricFamily("failsoft_rejected_requests", "Malformed requests answered with a 4xx",
+                                  labels=["model", "why"])
+        for (m, w), c in list(self.rejected.items()):
+            bad.add_metric([m, w], c)
+        yield bad
+        lat = HistogramMetricFamily("failsoft_request_latency_seconds", "Time to answer, by model",
+                                    labels=["model"])
+        ratio = GaugeMetricFamily("failsoft_degraded_ratio", "Share of answers not from the primary tier",
+                                  labels=["model"])
+        for m, h in list(self.latency.items()):
+            cumulative, buckets = 0, []
+            for edge, c in zip((*h.buckets, float("inf")), h.counts, strict=True):
+                cumulative += c
+                buckets.append(("+Inf" if edge == float("inf") else repr(edge), cumulative))
+            lat.add_metric([m], buckets, h.total)
+            ratio.add_metric([m], self.degraded.get(m, 0) / cumulative if cumulative else 0.0)
+        yield lat
+        yield ratio
+        for gauge in self.gauges:
+            yield from gauge()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"answers": {"/".join(k): v for k, v in self.answers.items()},
+                "skips": {"/".join(k): v for k, v in self.skips.items()}}

@@ -1,0 +1,180 @@
+"""Input and output checks, compiled once per model and applied per request.
+
+``InputSchema.validate`` turns raw rows into a ``Batch`` or says exactly what is wrong with a value;
+``OutputCheck.check`` says whether a tier's answer may be shown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from failsoft.config import FeatureSpec, OutputSpec
+
+__all__ = ["Batch", "InputSchema", "InvalidValue", "OutputCheck"]
+
+Row = dict[str, Any]
+Matrix = npt.NDArray[np.float64]
+
+
+class InvalidValue(ValueError):
+    """A value inside a well-formed request is corrupt (NaN, wrong type, out of range, missing)."""
+
+
+class Batch:
+    """Validated rows of one request, in the model's feature order."""
+
+    __slots__ = ("_matrix", "names", "rows")
+
+    def __init__(self, names: tuple[str, ...], rows: list[Row]) -> None:
+        self.names = names
+        self.rows = rows
+        self._matrix: Matrix | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def matrix(self) -> Matrix:
+        """The rows as a float64 matrix (n_rows, n_features); missing optional values are NaN."""
+        if self._matrix is None:
+            names = self.names
+            nan = math.nan
+            self._matrix = np.array(
+                [[nan if (v := row.get(n)) is None else v for n in names] for row in self.rows],
+                dtype=np.float64,
+            )
+        return self._matrix
+
+
+def _feature_check(spec: FeatureSpec) -> Callable[[Any], Any]:
+    name, lo, hi, kind = spec.name, spec.min, spec.max, spec.type
+    cats = frozenset(spec.categories) if spec.categories is not None else None
+
+    def check(v: Any) -> Any:
+        t = type(v)
+        if kind == "float":
+            if t is not float and t is not int:
+                raise InvalidValue(f"{name}: expected a number, got {t.__name__} {v!r:.40}")
+            if t is float and not math.isfinite(v):
+                raise InvalidValue(f"{name}: {v} is not a finite number")
+        elif kind == "int":
+            if t is not int:
+                if t is float and v.is_integer():
+                    v = int(v)
+                else:
+                    raise InvalidValue(f"{name}: expected an integer, got {t.__name__} {v!r:.40}")
+        elif kind == "bool":
+            if t is not bool:
+                raise InvalidValue(f"{name}: expected true or false, got {t.__name__} {v!r:.40}")
+            return v
+        else:
+            if t is not str:
+                raise InvalidValue(f"{name}: expected a string, got {t.__name__} {v!r:.40}")
+            if cats is not None and v not in cats:
+                raise InvalidValue(f"{name}: unknown category {v!r:.40}")
+            return v
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise InvalidValue(f"{name}: {v} is outside [{lo}, {hi}]")
+        return v
+
+    return check
+
+
+class InputSchema:
+    """The declared features of a model. With no features declared, any object row passes."""
+
+    def __init__(self, features: Sequence[FeatureSpec]) -> None:
+        self.features = tuple(features)
+        self.names = tuple(f.name for f in features)
+        self._checks = tuple((f.name, f.required, f.default, _feature_check(f)) for f in features)
+        self.numeric = all(f.type != "string" for f in features)
+
+    def validate(self, rows: list[Any]) -> Batch:
+        """Check every value; raise InvalidValue naming the row and feature at the first bad one."""
+        checks = self._checks
+        out: list[Row] = []
+        for i, row in enumerate(rows):
+            if type(row) is not dict:
+                raise InvalidValue(f"row {i}: expected an object of feature values, got {type(row).__name__}")
+            clean: Row = {}
+            for name, required, default, check in checks:
+                v = row.get(name)
+                if v is None:
+                    if required:
+                        raise InvalidValue(f"row {i}: {name}: required feature is missing")
+                    clean[name] = default
+                    continue
+                try:
+                    clean[name] = check(v)
+                except InvalidValue as err:
+                    raise InvalidValue(f"row {i}: {err}") from None
+            if not checks:
+                clean = row
+            out.append(clean)
+        return Batch(self.names, out)
+
+    def tensor_metadata(self) -> list[dict[str, Any]]:
+        """Open Inference Protocol input tensors: one per feature, a batch dimension of -1."""
+        dt = {"float": "FP64", "int": "INT64", "bool": "BOOL", "string": "BYTES"}
+        return [{"name": f.name, "datatype": dt[f.type], "shape": [-1]} for f in self.features]
+
+
+class OutputCheck:
+    """Whether one row's answer may be shown: type, range, length, no NaN."""
+
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self._check = self._compile(spec)
+
+    def check(self, value: Any) -> str | None:
+        """None when the value passes, else what is wrong with it."""
+        return self._check(value)
+
+    @staticmethod
+    def _compile(spec: OutputSpec) -> Callable[[Any], str | None]:
+        lo, hi = spec.min, spec.max
+
+        def number(v: Any) -> str | None:
+            if type(v) is bool or not isinstance(v, int | float):
+                return f"expected a number, got {type(v).__name__}"
+            if not math.isfinite(v):
+                return f"{v} is not finite"
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                return f"{v} is outside [{lo}, {hi}]"
+            return None
+
+        def sequence(v: Any) -> str | None:
+            if not isinstance(v, list | tuple):
+                return f"expected a list, got {type(v).__name__}"
+            n = len(v)
+            if spec.length is not None and n != spec.length:
+                return f"expected {spec.length} values, got {n}"
+            if n < spec.min_length:
+                return "empty list" if n == 0 else f"expected at least {spec.min_length} items, got {n}"
+            if spec.max_length is not None and n > spec.max_length:
+                return f"expected at most {spec.max_length} items, got {n}"
+            return None
+
+        if spec.type == "float":
+            return number
+        if spec.type == "int":
+            return lambda v: number(v) or (None if type(v) is int else f"expected an integer, got {v!r:.40}")
+        if spec.type == "string":
+            return lambda v: None if type(v) is str and v else f"expected a non-empty string, got {v!r:.40}"
+        if spec.type == "list":
+            return sequence
+        if spec.type == "vector":
+            return lambda v: sequence(v) or next((e for x in v if (e := number(x))), None)
+
+        def anything(v: Any) -> str | None:
+            if v is None:
+                return "no value"
+            if isinstance(v, float) and not math.isfinite(v):
+                return f"{v} is not finite"
+            return None
+
+        return anything

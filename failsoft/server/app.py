@@ -1,0 +1,217 @@
+"""The ASGI application: routing, body limits, and the one place errors become HTTP statuses.
+
+Raw ASGI over msgspec rather than a framework: the request path is a handful of routes, and each
+microsecond here is paid on every prediction (see bench/overhead.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from failsoft.errors import InvalidRequest, UnknownModel
+from failsoft.portfolio import Portfolio
+from failsoft.server import oip
+from failsoft.server.dashboard import PAGE
+from failsoft.types import Outcome, Reason, Skip
+
+log = logging.getLogger("failsoft.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_encode = msgspec.json.Encoder().encode
+_JSON = [(b"content-type", b"application/json")]
+
+
+class PredictRequest(msgspec.Struct):
+    inputs: dict[str, Any] | list[Any]
+    id: str | None = None
+
+
+_decode_predict = msgspec.json.Decoder(PredictRequest).decode
+_decode_infer = msgspec.json.Decoder(oip.InferRequest).decode
+
+
+class TooLarge(Exception):
+    pass
+
+
+class MethodNotAllowed(Exception):
+    pass
+
+
+def _lenient(body: bytes, kind: type[Any]) -> Any:
+    """Decode a body; bodies with NaN/Infinity (which Python's json writes) are read too, and their corrupt
+    values are left for the input checks to answer with the safe default."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as err:
+        raise InvalidRequest(f"malformed request: {err}") from None
+    except msgspec.DecodeError:
+        pass
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidRequest(f"body is not JSON: {err}") from None
+    try:
+        return msgspec.convert(doc, kind)
+    except msgspec.ValidationError as err:
+        raise InvalidRequest(f"malformed request: {err}") from None
+
+
+class App:
+    def __init__(self, portfolio: Portfolio) -> None:
+        self.portfolio = portfolio
+        self.max_body = portfolio.spec.server.max_body_bytes
+        self.max_batch = portfolio.spec.server.max_batch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.portfolio.start()
+                except Exception as err:
+                    await send({"type": "lifespan.startup.failed", "message": str(err)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.portfolio.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        parts = scope["path"].strip("/").split("/")
+        try:
+            status, body, headers = await self._route(method, parts, scope, receive)
+        except InvalidRequest as err:
+            status, body, headers = 400, _encode({"error": str(err)}), _JSON
+        except UnknownModel as err:
+            status, body, headers = 404, _encode({"error": str(err)}), _JSON
+        except TooLarge:
+            status, body, headers = 413, _encode({"error": f"request body over {self.max_body} bytes"}), _JSON
+        except MethodNotAllowed:
+            status, body, headers = 405, _encode({"error": f"{method} not allowed on {scope['path']}"}), _JSON
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and int(value) > self.max_body:
+                raise TooLarge
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise TooLarge
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _route(self, method: str, parts: list[str], scope: Scope,
+                     receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        n = len(parts)
+        head = parts[0]
+        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "predict":
+            _need(method, "POST")
+            return 200, await self._predict_v1(parts[2], await self._read(scope, receive)), _JSON
+        if head == "v2":
+            if n >= 4 and parts[1] == "models" and parts[-1] == "infer" and (n == 4 or (n == 6 and parts[3] == "versions")):
+                _need(method, "POST")
+                return 200, await self._infer(parts[2], await self._read(scope, receive)), _JSON
+            _need(method, "GET")
+            return 200, self._v2_get(parts), _JSON
+        if head == "v1" and n == 2 and parts[1] == "models":
+            _need(method, "GET")
+            return 200, _encode({"models": self.portfolio.describe()}), _JSON
+        if head == "v1" and n == 3 and parts[1] == "models":
+            _need(method, "GET")
+            self.portfolio.chain(parts[2])
+            return 200, _encode(next(m for m in self.portfolio.describe() if m["name"] == parts[2])), _JSON
+        if head == "metrics" and n == 1:
+            _need(method, "GET")
+            return 200, generate_latest(self.portfolio.metrics.registry), [(b"content-type",
+                                                                             CONTENT_TYPE_LATEST.encode())]
+        if head == "" and n == 1:
+            _need(method, "GET")
+            return 200, PAGE, [(b"content-type", b"text/html; charset=utf-8")]
+        return 404, _encode({"error": f"no route {scope['path']}"}), _JSON
+
+    def _v2_get(self, parts: list[str]) -> bytes:
+        n = len(parts)
+        if n == 1:
+            return _encode({"name": "failsoft", "version": _version(), "extensions": ["failsoft_provenance"]})
+        if n == 3 and parts[1] == "health" and parts[2] in {"live", "ready"}:
+            return _encode({"live": True} if parts[2] == "live" else {"ready": self.portfolio.started})
+        if parts[1] == "models" and n >= 3:
+            chain = self.portfolio.chain(parts[2])
+            rest = parts[3:]
+            if rest and rest[0] == "versions":
+                rest = rest[2:]
+            if not rest:
+                return _encode(oip.model_metadata(chain))
+            if rest == ["ready"]:
+                return _encode({"name": chain.model, "ready": self.portfolio.started})
+        raise UnknownModel("/".join(parts[1:]), list(self.portfolio.chains))
+
+    async def _answer(self, model: str, rows: list[Any], request_id: str | None, single: bool) -> Outcome:
+        chain = self.portfolio.chain(model)
+        if len(rows) > self.max_batch:
+            self.portfolio.metrics.reject(model, "batch_too_large")
+            raise InvalidRequest(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
+        if not rows:
+            raise InvalidRequest("inputs is an empty list")
+        rid = request_id or self.portfolio.ids.next()
+        try:
+            return await chain.run(rows, rid, single)
+        except Exception as err:  # a bug of ours must still not reach the product: the safe default answers
+            log.exception("chain of %s failed; answering with the safe default", model)
+            values = chain.default.answer(len(rows))
+            return Outcome(id=rid, model=model, version=chain.version, tier=chain.default.name, degraded=True,
+                           reason=Reason.ERROR, outputs=values[0] if single else values, latency_ms=0.0,
+                           skips=(Skip("gateway", Reason.ERROR, repr(err)),))
+
+    async def _predict_v1(self, model: str, body: bytes) -> bytes:
+        self.portfolio.chain(model)
+        req: PredictRequest = _lenient(body, PredictRequest)
+        single = isinstance(req.inputs, dict)
+        rows = [req.inputs] if single else req.inputs
+        assert isinstance(rows, list)
+        return _encode(await self._answer(model, rows, req.id, single))
+
+    async def _infer(self, model: str, body: bytes) -> bytes:
+        chain = self.portfolio.chain(model)
+        req: oip.InferRequest = _lenient(body, oip.InferRequest)
+        rows = oip.to_rows(req, chain)
+        outcome = await self._answer(model, rows, req.id, single=False)
+        return _encode(oip.to_response(outcome, len(rows), single=False))
+
+
+def _need(method: str, allowed: str) -> None:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise MethodNotAllowed
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("failsoft")

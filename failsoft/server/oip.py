@@ -1,0 +1,131 @@
+"""Open Inference Protocol v2 (KServe v2) request and response shapes for a failsoft model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from failsoft.chain import Chain
+from failsoft.errors import InvalidRequest
+from failsoft.types import Outcome
+
+
+class Tensor(msgspec.Struct):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: Any
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(msgspec.Struct):
+    inputs: list[Tensor]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[dict[str, Any]] | None = None
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        raise InvalidRequest("tensor data must be a list")
+    if data and isinstance(data[0], list):
+        flat: list[Any] = []
+        for d in data:
+            flat.extend(_flatten(d))
+        return flat
+    return data
+
+
+def _size(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        if s < 0:
+            raise InvalidRequest(f"tensor shape {shape} has a negative dimension")
+        n *= s
+    return n
+
+
+def to_rows(req: InferRequest, chain: Chain) -> list[dict[str, Any]]:
+    """Input tensors as rows: one tensor per feature ([n] or [n, 1]), or one [n, n_features] tensor."""
+    if not req.inputs:
+        raise InvalidRequest("inputs is empty: send one tensor per feature or one [rows, features] tensor")
+    names = chain.schema.names
+    tensors = []
+    for t in req.inputs:
+        data = _flatten(t.data)
+        if not t.shape or len(data) != _size(t.shape):
+            raise InvalidRequest(f"tensor {t.name!r}: shape {t.shape} does not hold {len(data)} values")
+        tensors.append((t, data))
+    if len(tensors) == 1 and names and len(tensors[0][0].shape) == 2 and tensors[0][0].name not in names:
+        t, data = tensors[0]
+        n, width = t.shape
+        if width != len(names):
+            raise InvalidRequest(f"tensor {t.name!r} has {width} columns; model {chain.model!r} takes "
+                                 f"{len(names)} features: {', '.join(names)}")
+        return [dict(zip(names, data[i * width : (i + 1) * width], strict=True)) for i in range(n)]
+    n = tensors[0][0].shape[0]
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    for t, data in tensors:
+        if t.shape[0] != n or _size(t.shape) != n:
+            raise InvalidRequest(f"tensor {t.name!r}: shape {t.shape}; every feature tensor must be [{n}] or "
+                                 f"[{n}, 1]")
+        if names and t.name not in names:
+            raise InvalidRequest(f"unknown input {t.name!r}; model {chain.model!r} takes {', '.join(names)}")
+        for row, v in zip(rows, data, strict=True):
+            row[t.name] = v
+    return rows
+
+
+def _datatype(v: Any) -> str:
+    if isinstance(v, bool):
+        return "BOOL"
+    if isinstance(v, int):
+        return "INT64"
+    if isinstance(v, float):
+        return "FP64"
+    return "BYTES"
+
+
+def to_response(outcome: Outcome, n: int, single: bool) -> dict[str, Any]:
+    values = [outcome.outputs] if single else outcome.outputs
+    first = values[0] if values else None
+    if isinstance(first, list) and all(isinstance(v, list) and len(v) == len(first) for v in values):
+        data = [x for v in values for x in v]
+        shape = [n, len(first)]
+        dtype = _datatype(first[0]) if first else "BYTES"
+    else:
+        data, shape, dtype = values, [n], _datatype(first)
+    if dtype == "BYTES":
+        data = [x if isinstance(x, str) else msgspec.json.encode(x).decode() for x in data]
+    return {
+        "model_name": outcome.model,
+        "model_version": outcome.version,
+        "id": outcome.id,
+        "parameters": {
+            "failsoft_tier": outcome.tier,
+            "failsoft_degraded": outcome.degraded,
+            "failsoft_reason": str(outcome.reason) if outcome.reason else "",
+            "failsoft_latency_ms": round(outcome.latency_ms, 3),
+        },
+        "outputs": [{"name": "output", "datatype": dtype, "shape": shape, "data": data}],
+    }
+
+
+def output_metadata(chain: Chain) -> list[dict[str, Any]]:
+    kind = chain.output_spec.type
+    dtype = {"float": "FP64", "int": "INT64", "string": "BYTES"}.get(kind, "BYTES")
+    shape = [-1, -1] if kind in {"list", "vector"} else [-1]
+    return [{"name": "output", "datatype": "FP64" if kind == "vector" else dtype, "shape": shape}]
+
+
+def model_metadata(chain: Chain) -> dict[str, Any]:
+    return {
+        "name": chain.model,
+        "versions": [chain.version],
+        "platform": "failsoft",
+        "inputs": chain.schema.tensor_metadata(),
+        "outputs": output_metadata(chain),
+        "parameters": {"tiers": [t.name for t in chain.tiers] + [chain.default.name],
+                       "deadline_ms": chain.deadline_s * 1000},
+    }

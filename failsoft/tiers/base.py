@@ -1,0 +1,46 @@
+"""The contract every tier backend keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from failsoft.schema import Batch
+from failsoft.types import TierKind
+
+Done = Callable[[], None]
+
+
+class Backend:
+    """Computes one model's answer one way. Raises a TierError (or anything) when it cannot.
+
+    ``predict`` must call ``done`` exactly once, when the work has really finished: a backend whose work
+    can outlive a timeout (a thread running a hung model) calls it late, which keeps its bulkhead slot
+    taken and so bounds how many hung computations can pile up.
+    """
+
+    kind: ClassVar[TierKind]
+    name: str
+    # Answers computed on the event loop in microseconds (compiled arithmetic) skip the timeout machinery.
+    inline: bool = False
+
+    async def start(self) -> None:
+        """Open connections, load files. Called once before traffic."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+    async def predict(self, batch: Batch, request_id: str, done: Done) -> list[Any]:
+        try:
+            return await self.call(batch, request_id)
+        finally:
+            done()
+
+    async def call(self, batch: Batch, request_id: str) -> list[Any]:
+        raise NotImplementedError
+
+    def predict_inline(self, batch: Batch) -> list[Any]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": str(self.kind)}

@@ -1,0 +1,145 @@
+"""The safe default: the last tier of every chain. It answers from memory and cannot fail.
+
+Either a static ``value``, or the Top-N most popular items of a counts or events file (CSV or Parquet),
+recomputed every ``refresh_s`` seconds off the event loop. Each good copy is written to the data folder
+(atomically, fsynced), so a restart starts from the last good list even when the source is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from failsoft.config import DefaultTierSpec
+from failsoft.errors import ConfigError
+from failsoft.schema import OutputCheck
+from failsoft.types import TierKind
+
+log = logging.getLogger("failsoft.tiers.defaults")
+
+
+def top_n(path: Path, item_column: str, count_column: str | None, n: int) -> list[Any]:
+    """The n items with the highest count (summed ``count_column``, else occurrences); ties by item."""
+    counts: Counter[Any] = Counter()
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        cols = [item_column] + ([count_column] if count_column else [])
+        table = pq.read_table(path, columns=cols)
+        items = table.column(item_column).to_pylist()
+        weights = table.column(count_column).to_pylist() if count_column else [1] * len(items)
+        for item, w in zip(items, weights, strict=True):
+            if item is not None and w is not None:
+                counts[item] += w
+    else:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or item_column not in reader.fieldnames:
+                raise ValueError(f"{path.name} has no column {item_column!r} (columns: {reader.fieldnames})")
+            if count_column and count_column not in reader.fieldnames:
+                raise ValueError(f"{path.name} has no column {count_column!r}")
+            for row in reader:
+                item = row[item_column]
+                if item:
+                    counts[item] += float(row[count_column]) if count_column else 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return [item for item, _ in ranked[:n]]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class DefaultBackend:
+    kind = TierKind.DEFAULT
+
+    def __init__(self, spec: DefaultTierSpec, model: str, check: OutputCheck, source: Path | None,
+                 cache_file: Path, file: str, key: str) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.model = model
+        self._check = check
+        self._source = source
+        self._cache_file = cache_file
+        self._file, self._key = file, key
+        self.value: Any = spec.value
+        self.refreshed_at: float | None = None
+        self.origin = "config" if spec.value is not None else "none"
+        self.refresh_errors = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def answer(self, n: int) -> list[Any]:
+        return [self.value] * n
+
+    async def start(self) -> None:
+        if self._source is None:
+            if (problem := self._check.check(self.value)) is not None:
+                raise ConfigError(self._file, f"{self._key}.value", f"fails the model's output check: {problem}",
+                                  "give a value the output check accepts")
+            return
+        self._load_cache()
+        ok = await asyncio.to_thread(self.refresh)
+        if not ok and self.value is None:
+            raise ConfigError(self._file, f"{self._key}.source",
+                              f"cannot compute the default from {self._source} and no last good copy exists",
+                              "fix the source file, or add value = ... as a starting answer")
+        self._task = asyncio.create_task(self._refresh_loop(), name=f"refresh-{self.model}-{self.name}")
+
+    def refresh(self) -> bool:
+        """Recompute from the source; keep the previous answer if that fails. Returns success."""
+        assert self._source is not None
+        try:
+            value = top_n(self._source, self.spec.item_column, self.spec.count_column, self.spec.top_n)
+        except Exception as err:  # a broken source never breaks the default: keep the last good copy
+            self.refresh_errors += 1
+            log.warning(json.dumps({"event": "default_refresh_failed", "model": self.model, "tier": self.name,
+                                    "source": str(self._source), "error": str(err)}))
+            return False
+        if (problem := self._check.check(value)) is not None:
+            self.refresh_errors += 1
+            log.warning(json.dumps({"event": "default_refresh_rejected", "model": self.model, "tier": self.name,
+                                    "problem": problem}))
+            return False
+        self.value, self.refreshed_at, self.origin = value, time.time(), "source"
+        try:
+            write_atomic(self._cache_file, json.dumps({"value": value, "refreshed_at": self.refreshed_at}).encode())
+        except OSError as err:
+            log.warning(json.dumps({"event": "default_cache_write_failed", "model": self.model, "error": str(err)}))
+        return True
+
+    def _load_cache(self) -> None:
+        try:
+            doc = json.loads(self._cache_file.read_text())
+        except (OSError, ValueError):
+            return
+        if self._check.check(doc.get("value")) is None:
+            self.value, self.refreshed_at, self.origin = doc["value"], doc.get("refreshed_at"), "cache"
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.spec.refresh_s)
+            await asyncio.to_thread(self.refresh)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": str(self.kind), "origin": self.origin, "refreshed_at": self.refreshed_at,
+                "source": str(self._source) if self._source else None, "value": self.value}

@@ -1,0 +1,184 @@
+"""In-process tiers: an imported callable or model object, or a model file (ONNX, joblib, LightGBM).
+
+Model files are compiled into validation-free numpy arithmetic when their family allows (see compile.py);
+compiled models answer on the event loop in microseconds. Everything else runs in a thread pool of the
+tier's own, sized to its concurrency limit, so a hung model can neither stall the server nor take more
+threads than its bulkhead allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from failsoft.config import FeatureSpec, PythonTierSpec
+from failsoft.errors import ConfigError, InvalidOutput
+from failsoft.schema import Batch
+from failsoft.tiers.base import Backend, Done
+from failsoft.tiers.compile import Array, compile_model, sample_rows
+from failsoft.types import TierKind
+
+log = logging.getLogger("failsoft.tiers.python")
+
+
+def import_target(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_model_file(path: Path) -> Any:
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        import onnxruntime
+
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    if suffix in {".txt", ".lgb"}:
+        import lightgbm
+
+        return lightgbm.Booster(model_file=str(path))
+    import joblib
+
+    return joblib.load(path)
+
+
+class _Onnx:
+    """An onnxruntime session behind the predict/predict_proba face of a scikit-learn model."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        inp = session.get_inputs()[0]
+        self.input_name = inp.name
+        self.dtype = np.float32 if "float)" in inp.type and "double" not in inp.type else np.float64
+        outs = [o.name for o in session.get_outputs()]
+        self.label_name = outs[0]
+        self.proba_name = next((o for o in outs if "prob" in o.lower()), outs[-1] if len(outs) > 1 else None)
+
+    def _run(self, x: Array, name: str) -> Array:
+        out = self.session.run([name], {self.input_name: x.astype(self.dtype)})[0]
+        if isinstance(out, list):  # ZipMap: a list of {class: probability}
+            return np.array([[row[k] for k in sorted(row)] for row in out])
+        return np.asarray(out)
+
+    def predict(self, x: Array) -> Array:
+        return self._run(x, self.label_name)
+
+    def predict_proba(self, x: Array) -> Array:
+        if self.proba_name is None:
+            raise InvalidOutput("this ONNX model has no probability output")
+        return self._run(x, self.proba_name)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Done) -> None:
+    # A hung model may finish after the server has shut its loop down; there is nothing left to free then.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn)
+
+
+class PythonBackend(Backend):
+    kind = TierKind.PYTHON
+
+    def __init__(self, spec: PythonTierSpec, features: tuple[FeatureSpec, ...], resolve: Callable[[str], Path],
+                 file: str, key: str) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self._features = features
+        self._resolve = resolve
+        self._file, self._key = file, key
+        self._executor: ThreadPoolExecutor | None = None
+        self._fn: Callable[[Batch], list[Any]] | None = None
+        self.compiled = False
+        self.source = spec.target or spec.path or ""
+
+    async def start(self) -> None:
+        obj = self._load()
+        self._fn = self._build(obj)
+        self.inline = self.spec.run == "inline" or (self.spec.run == "auto" and self.compiled)
+        if not self.inline:
+            self._executor = ThreadPoolExecutor(self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}")
+
+    def _load(self) -> Any:
+        spec = self.spec
+        try:
+            if spec.target is not None:
+                return import_target(spec.target)
+            assert spec.path is not None
+            obj = load_model_file(self._resolve(spec.path))
+        except ConfigError:
+            raise
+        except Exception as err:
+            what = "target" if spec.target is not None else "path"
+            raise ConfigError(self._file, f"{self._key}.{what}", f"cannot load {self.source!r}: {err}",
+                              "check the import path or file") from err
+        return _Onnx(obj) if type(obj).__name__ == "InferenceSession" else obj
+
+    def _build(self, obj: Any) -> Callable[[Batch], list[Any]]:
+        spec = self.spec
+        method = spec.method
+        if method == "auto":
+            method = "predict_proba" if hasattr(obj, "predict_proba") else "predict" if hasattr(obj, "predict") \
+                else "call"
+        if method == "call":
+            if not callable(obj):
+                raise ConfigError(self._file, f"{self._key}.target", f"{self.source!r} is not callable",
+                                  "point at a function, or an object with predict/predict_proba")
+            if spec.call == "batch":
+                return lambda batch: list(obj(batch.rows))
+            return lambda batch: [obj(row) for row in batch.rows]
+        if not hasattr(obj, method):
+            raise ConfigError(self._file, f"{self._key}.method", f"{type(obj).__name__} has no {method}",
+                              'use method = "predict" or "predict_proba"')
+        matrix_fn: Callable[[Array], Array] = getattr(obj, method)
+        if spec.compile and self._features:
+            ranges = [(f.min if f.min is not None else -3.0, f.max if f.max is not None else 3.0)
+                      for f in self._features]
+            fast = compile_model(obj, method, sample_rows(obj, len(self._features), ranges))
+            if fast is not None:
+                matrix_fn, self.compiled = fast, True
+                log.info("tier %s: %s compiled to numpy", self.name, type(obj).__name__)
+        column = spec.column
+
+        def run(batch: Batch) -> list[Any]:
+            out = np.asarray(matrix_fn(batch.matrix()))
+            if out.ndim == 2:
+                if column is not None:
+                    out = out[:, column]
+                elif out.shape[1] == 2 and method == "predict_proba":
+                    out = out[:, 1]
+            result: list[Any] = out.tolist()
+            return result
+
+        return run
+
+    def predict_inline(self, batch: Batch) -> list[Any]:
+        assert self._fn is not None
+        return self._fn(batch)
+
+    async def predict(self, batch: Batch, request_id: str, done: Done) -> list[Any]:
+        assert self._fn is not None and self._executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            future = self._executor.submit(self._fn, batch)
+        except BaseException:
+            done()
+            raise
+        # The slot frees when the thread finishes, not when the caller gives up on it.
+        future.add_done_callback(lambda _: _call_soon(loop, done))
+        return await asyncio.wrap_future(future)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "source": self.source, "compiled": self.compiled, "inline": self.inline}

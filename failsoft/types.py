@@ -1,0 +1,63 @@
+"""The vocabulary of failsoft: reasons, health, tier kinds and the Outcome of a prediction."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+__all__ = ["Health", "Outcome", "Reason", "Skip", "TierKind"]
+
+
+class Reason(enum.StrEnum):
+    """Why a tier was skipped (and so why an answer is degraded)."""
+
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    CIRCUIT_OPEN = "circuit_open"
+    OVERLOADED = "overloaded"
+    INVALID_INPUT = "invalid_input"
+    INVALID_OUTPUT = "invalid_output"
+    QUARANTINED = "quarantined"
+    STALE_FEATURES = "stale_features"
+
+
+class Health(enum.StrEnum):
+    LIVE = "live"
+    WARNING = "warning"
+    QUARANTINED = "quarantined"
+    AUDIT = "audit"
+
+
+class TierKind(enum.StrEnum):
+    PYTHON = "python"
+    OIP = "oip"
+    HTTP = "http"
+    DEFAULT = "default"
+
+
+class Skip(msgspec.Struct, frozen=True, array_like=True):
+    """One tier passed over on the way down a chain."""
+
+    tier: str
+    reason: Reason
+    detail: str = ""
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """The answer to one prediction and its provenance.
+
+    ``degraded`` is true when the answer did not come from the chain's first tier; ``reason`` is then the
+    reason the first tier was skipped, and ``skips`` lists every tier passed over.
+    """
+
+    id: str
+    model: str
+    version: str
+    tier: str
+    degraded: bool
+    reason: Reason | None
+    outputs: Any
+    latency_ms: float
+    skips: tuple[Skip, ...] = ()
