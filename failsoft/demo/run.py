@@ -1,0 +1,270 @@
+"""Orchestrates the demo: data and models, a backend process, the gateway process, traffic and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from failsoft.demo import data
+
+# (start as a share of the run, backend action). Every reason of the request path shows up at least once.
+SCHEDULE = [
+    (0.00, "ok"),
+    (0.08, "slow"),     # the remote tier takes 25 ms: its concurrency limit fills -> overloaded
+    (0.20, "hang"),     # no answer: timeout, then the breaker opens -> circuit_open
+    (0.34, "ok"),       # half-open probes succeed, the breaker closes
+    (0.42, "error"),    # HTTP 500 -> error
+    (0.54, "ok"),
+    (0.60, "garbage"),  # not JSON, NaN, out of range, wrong shape -> invalid_output
+    (0.72, "kill"),     # the process dies: connection refused -> error, circuit_open
+    (0.86, "restart"),  # it comes back; the breaker lets probes through and closes
+]
+CONCURRENCY = 6
+RATE_PER_S = 240.0
+CORRUPT_SHARE = 0.03
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Stats:
+    deadlines: dict[str, float]
+    requests: int = 0
+    non_2xx: int = 0
+    degraded: int = 0
+    over_deadline: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_tier: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    phase: str = "starting"
+
+    def add(self, model: str, status: int, body: dict[str, Any] | None, latency_ms: float) -> None:
+        self.requests += 1
+        self.latencies.append(latency_ms)
+        if latency_ms > self.deadlines[model]:
+            self.over_deadline += 1
+        if status >= 300 or body is None:
+            self.non_2xx += 1
+            return
+        self.by_tier[f"{model}/{body['tier']}"] += 1
+        if body["degraded"]:
+            self.degraded += 1
+        for _tier, reason, *_ in body.get("skips", []):
+            self.by_reason[reason] += 1
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.array(self.latencies or [0.0])
+        return {
+            "requests": self.requests, "non_2xx": self.non_2xx, "degraded": self.degraded,
+            "by_reason": dict(sorted(self.by_reason.items())), "by_tier": dict(sorted(self.by_tier.items())),
+            "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
+            "max_ms": round(float(lat.max()), 3), "over_deadline": self.over_deadline,
+        }
+
+
+def churn_row(rng: random.Random) -> dict[str, Any]:
+    return {n: round(max(lo, min(hi, rng.gauss(c, s))), 3) for n, c, s, lo, hi in data.CHURN_FEATURES}
+
+
+def recs_row(rng: random.Random) -> dict[str, Any]:
+    return {"segment": rng.randrange(data.N_SEGMENTS), "hour": rng.randrange(24)}
+
+
+def corrupt(row: dict[str, Any], rng: random.Random) -> bytes:
+    """A well-formed request whose values are broken: NaN, a string, out of range, or a missing feature."""
+    key = rng.choice(list(row))
+    kind = rng.randrange(4)
+    if kind == 0:
+        return json.dumps({"inputs": {**row, key: float("nan")}}).encode()  # Python writes NaN
+    if kind == 1:
+        row = {**row, key: "n/a"}
+    elif kind == 2:
+        row = {**row, key: -1e9}
+    else:
+        row = {k: v for k, v in row.items() if k != key}
+    return json.dumps({"inputs": row}).encode()
+
+
+async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with s.get(url) as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout_s}s")
+
+
+class Demo:
+    def __init__(self, duration: float, port: int, data_dir: Path, faults: bool, console: Console) -> None:
+        self.duration = duration
+        self.port = port or free_port()
+        self.backend_port = free_port()
+        self.data_dir = data_dir
+        self.faults = faults
+        self.console = console
+        self.backend: subprocess.Popen[bytes] | None = None
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.stats = Stats({"churn": 60.0, "recs": 60.0})
+
+    def start_backend(self) -> subprocess.Popen[bytes]:
+        m = self.data_dir / "models"
+        log = (self.data_dir / "backend.log").open("ab")
+        self.backend = subprocess.Popen(
+            [sys.executable, "-m", "failsoft.demo.backend", "--port", str(self.backend_port),
+             "--model", f"churn={m / 'churn_heavy.joblib'}", "--model", f"recs={m / 'recs_heavy.joblib'}"],
+            stdout=log, stderr=log)
+        return self.backend
+
+    async def control(self, session: aiohttp.ClientSession, mode: str) -> None:
+        url = f"http://127.0.0.1:{self.backend_port}/control"
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            async with session.post(url, json={"mode": mode, "delay_ms": 25}) as r:
+                await r.read()
+
+    async def faults_loop(self, session: aiohttp.ClientSession, t0: float) -> None:
+        schedule = SCHEDULE if self.faults else SCHEDULE[:1]
+        for share, action in schedule:
+            await asyncio.sleep(max(0.0, t0 + share * self.duration - time.monotonic()))
+            self.stats.phase = action
+            if action == "kill" and self.backend is not None:
+                self.backend.send_signal(signal.SIGKILL)
+                self.backend.wait()
+            elif action == "restart":
+                self.start_backend()
+            else:
+                await self.control(session, action)
+
+    async def worker(self, session: aiohttp.ClientSession, seed: int, stop_at: float) -> None:
+        rng = random.Random(seed)
+        gap = CONCURRENCY / RATE_PER_S
+        base = f"http://127.0.0.1:{self.port}/v1/models"
+        while (now := time.monotonic()) < stop_at:
+            model = "churn" if rng.random() < 0.6 else "recs"
+            row = churn_row(rng) if model == "churn" else recs_row(rng)
+            body = corrupt(row, rng) if rng.random() < CORRUPT_SHARE else json.dumps({"inputs": row}).encode()
+            t = time.perf_counter()
+            try:
+                async with session.post(f"{base}/{model}/predict", data=body,
+                                        headers={"content-type": "application/json"}) as r:
+                    doc = await r.json() if r.status == 200 else None
+                    status = r.status
+            except (aiohttp.ClientError, OSError):
+                doc, status = None, 599
+            self.stats.add(model, status, doc, (time.perf_counter() - t) * 1000.0)
+            await asyncio.sleep(max(0.0, now + gap * rng.uniform(0.5, 1.5) - time.monotonic()))
+
+    def table(self, elapsed: float) -> Table:
+        s = self.stats
+        t = Table(title=f"failsoft demo: {elapsed:5.1f}/{self.duration:.0f} s, backend {s.phase}", expand=False)
+        t.add_column("requests")
+        t.add_column("non-2xx")
+        t.add_column("degraded")
+        t.add_column("answered by")
+        t.add_column("skips by reason")
+        tiers = ", ".join(f"{k} {v}" for k, v in sorted(s.by_tier.items()))
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.by_reason.items()))
+        t.add_row(str(s.requests), str(s.non_2xx), str(s.degraded), tiers, reasons)
+        return t
+
+    async def run(self, live: bool) -> dict[str, Any]:
+        toml = data.build(self.data_dir, f"http://127.0.0.1:{self.backend_port}")
+        self.console.print(f"[dim]models trained into {self.data_dir}; portfolio: {toml}[/]")
+        self.start_backend()
+        glog = (self.data_dir / "gateway.log").open("ab")
+        self.gateway = subprocess.Popen(
+            [sys.executable, "-m", "failsoft.cli", "serve", str(toml), "--port", str(self.port)],
+            stdout=glog, stderr=glog)
+        try:
+            assert self.backend is not None
+            await wait_ready(f"http://127.0.0.1:{self.backend_port}/v2/health/ready", self.backend)
+            await wait_ready(f"http://127.0.0.1:{self.port}/v2/health/ready", self.gateway)
+            self.console.print(f"[dim]gateway on http://127.0.0.1:{self.port} (dashboard at /), "
+                               f"heavy tier on :{self.backend_port}; logs in {self.data_dir}[/]")
+            return await self._traffic(live)
+        finally:
+            for proc in (self.gateway, self.backend):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+
+    async def _traffic(self, live: bool) -> dict[str, Any]:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            t0 = time.monotonic()
+            stop_at = t0 + self.duration
+            tasks = [asyncio.create_task(self.worker(session, i, stop_at)) for i in range(CONCURRENCY)]
+            faults = asyncio.create_task(self.faults_loop(session, t0))
+            with Live(self.table(0), console=self.console, refresh_per_second=4, transient=False) if live \
+                    else contextlib.nullcontext() as view:
+                last_line = 0.0
+                while not all(t.done() for t in tasks):
+                    await asyncio.sleep(0.25)
+                    elapsed = time.monotonic() - t0
+                    if view is not None:
+                        view.update(self.table(min(elapsed, self.duration)))
+                    elif elapsed - last_line >= 5:
+                        last_line = elapsed
+                        s = self.stats
+                        self.console.print(f"{elapsed:5.1f}s backend={s.phase} requests={s.requests} "
+                                           f"non_2xx={s.non_2xx} degraded={s.degraded}")
+            await asyncio.gather(*tasks)
+            faults.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await faults
+        return self.stats.summary()
+
+
+def run_demo(duration: float = 30.0, port: int = 0, data_dir: str = "failsoft-demo", faults: bool = True,
+             as_json: bool = False) -> int:
+    console = Console(stderr=True)
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    demo = Demo(duration, port, path, faults, console)
+    live = console.is_terminal and not as_json and "CI" not in os.environ
+    try:
+        summary = asyncio.run(demo.run(live))
+    except RuntimeError as err:
+        console.print(f"[red]demo failed: {err}[/] (see {path}/gateway.log and backend.log)")
+        return 1
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        t = Table(title="failsoft demo summary")
+        t.add_column("figure")
+        t.add_column("value")
+        for k, v in summary.items():
+            t.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+        Console().print(t)
+    ok = summary["non_2xx"] == 0 and summary["over_deadline"] == 0
+    return 0 if ok else 1
