@@ -55,8 +55,19 @@ class SkipLog:
         folded = int(entry[1]) if entry else 0
         self._last[key] = [now, 0]
         if log.isEnabledFor(logging.INFO):
-            log.info(json.dumps({"event": "tier_skipped", "model": model, "tier": tier, "reason": str(reason),
-                                 "request_id": request_id, "detail": detail[:300], "folded": folded}))
+            log.info(
+                json.dumps(
+                    {
+                        "event": "tier_skipped",
+                        "model": model,
+                        "tier": tier,
+                        "reason": str(reason),
+                        "request_id": request_id,
+                        "detail": detail[:300],
+                        "folded": folded,
+                    }
+                )
+            )
 
 
 class Tier:
@@ -73,9 +84,19 @@ class Tier:
 
 
 class Chain:
-    def __init__(self, model: str, version: str, deadline_s: float, schema: InputSchema, check: OutputCheck,
-                 tiers: list[Tier], default: DefaultBackend, metrics: Metrics, skip_log: SkipLog,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        deadline_s: float,
+        schema: InputSchema,
+        check: OutputCheck,
+        tiers: list[Tier],
+        default: DefaultBackend,
+        metrics: Metrics,
+        skip_log: SkipLog,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.model = model
         self.version = version
         self.deadline_s = deadline_s
@@ -112,8 +133,9 @@ class Chain:
             batch = self.schema.validate(rows)
         except InvalidValue as err:
             self._skip(skips, first, Reason.INVALID_INPUT, request_id, str(err))
-            return self._finish(deadline, request_id, self.default.name, self.default.answer(len(rows)), skips,
-                                single)
+            return self._finish(
+                deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single
+            )
         tiers = self.tiers
         if self.health is Health.QUARANTINED and tiers:
             self._skip(skips, tiers[0].name, Reason.QUARANTINED, request_id)
@@ -122,11 +144,13 @@ class Chain:
             out = await self._call(tier, batch, deadline, skips, request_id)
             if out is not None:
                 return self._finish(deadline, request_id, tier.name, out, skips, single)
-        return self._finish(deadline, request_id, self.default.name, self.default.answer(len(batch)), skips,
-                            single)
+        return self._finish(
+            deadline, request_id, self.default.name, self.default.answer(len(batch)), skips, single
+        )
 
-    async def _call(self, tier: Tier, batch: Batch, deadline: Deadline, skips: list[Skip],
-                    request_id: str) -> list[Any] | None:
+    async def _call(
+        self, tier: Tier, batch: Batch, deadline: Deadline, skips: list[Skip], request_id: str
+    ) -> list[Any] | None:
         breaker = tier.breaker
         ticket = breaker.acquire()
         if ticket is None:
@@ -171,11 +195,27 @@ class Chain:
         self._skip(skips, tier.name, reason, request_id, detail)
         return None
 
-    def _finish(self, deadline: Deadline, request_id: str, tier: str, outputs: list[Any],
-                skips: list[Skip], single: bool) -> Outcome:
+    def _finish(
+        self,
+        deadline: Deadline,
+        request_id: str,
+        tier: str,
+        outputs: list[Any],
+        skips: list[Skip],
+        single: bool,
+    ) -> Outcome:
         latency = deadline.elapsed()
         degraded = bool(skips)
         reason = skips[0].reason if skips else None
         self.metrics.answer(self.model, tier, reason, latency, degraded)
-        return Outcome(id=request_id, model=self.model, version=self.version, tier=tier, degraded=degraded,
-                       reason=reason, outputs=outputs[0] if single else outputs, latency_ms=latency * 1000.0, skips=tuple(skips))
+        return Outcome(
+            id=request_id,
+            model=self.model,
+            version=self.version,
+            tier=tier,
+            degraded=degraded,
+            reason=reason,
+            outputs=outputs[0] if single else outputs,
+            latency_ms=latency * 1000.0,
+            skips=tuple(skips),
+        )

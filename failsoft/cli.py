@@ -17,6 +17,7 @@ def _check(args: argparse.Namespace) -> int:
     try:
         spec = config.load(args.portfolio)
         if args.load:
+
             async def load() -> None:
                 portfolio = Portfolio(spec)
                 await portfolio.start()
@@ -27,7 +28,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, model in spec.models.items():
-        chain = " -> ".join(f"{t.name} ({type(t).__name__.removesuffix('TierSpec').lower()})" for t in model.tiers)
+        chain = " -> ".join(
+            f"{t.name} ({type(t).__name__.removesuffix('TierSpec').lower()})" for t in model.tiers
+        )
         print(f"{name}: deadline {model.deadline_ms} ms, {len(model.inputs)} inputs, {chain}")
     print(f"{args.portfolio}: ok")
     return 0
@@ -49,8 +52,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from failsoft.demo.run import run_demo
 
-    return run_demo(duration=args.duration, port=args.port, data_dir=args.data_dir, faults=not args.no_faults,
-                     as_json=args.json)
+    return run_demo(
+        duration=args.duration,
+        port=args.port,
+        data_dir=args.data_dir,
+        faults=not args.no_faults,
+        as_json=args.json,
+    )
 
 
 def parser() -> argparse.ArgumentParser:

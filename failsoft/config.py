@@ -42,7 +42,7 @@ class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     pass
 
 
-class BreakerSpec(_Spec):
+class BreakerSpec(_Spec, frozen=True):
     window: PositiveInt = 20
     min_calls: PositiveInt = 10
     failure_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5
@@ -50,7 +50,7 @@ class BreakerSpec(_Spec):
     half_open_probes: PositiveInt = 1
 
 
-class FeatureSpec(_Spec):
+class FeatureSpec(_Spec, frozen=True):
     name: Name
     type: Literal["float", "int", "bool", "string"] = "float"
     required: bool = True
@@ -60,7 +60,7 @@ class FeatureSpec(_Spec):
     default: float | int | bool | str | None = None
 
 
-class OutputSpec(_Spec):
+class OutputSpec(_Spec, frozen=True):
     type: Literal["float", "int", "string", "list", "vector", "any"] = "any"
     min: float | None = None
     max: float | None = None
@@ -69,14 +69,14 @@ class OutputSpec(_Spec):
     max_length: PositiveInt | None = None
 
 
-class _CallTier(_Spec, kw_only=True):
+class _CallTier(_Spec, frozen=True, kw_only=True):
     name: Name
     timeout_ms: PositiveInt = 100
     max_concurrency: PositiveInt = 32
     breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
 
 
-class PythonTierSpec(_CallTier, tag="python", tag_field="kind"):
+class PythonTierSpec(_CallTier, frozen=True, tag="python", tag_field="kind"):
     target: str | None = None
     path: str | None = None
     method: Literal["auto", "predict_proba", "predict", "call"] = "auto"
@@ -86,7 +86,7 @@ class PythonTierSpec(_CallTier, tag="python", tag_field="kind"):
     run: Literal["auto", "thread", "inline"] = "auto"
 
 
-class OipTierSpec(_CallTier, tag="oip", tag_field="kind"):
+class OipTierSpec(_CallTier, frozen=True, tag="oip", tag_field="kind"):
     url: str
     model_name: str
     model_version: str | None = None
@@ -97,7 +97,7 @@ class OipTierSpec(_CallTier, tag="oip", tag_field="kind"):
     pool_size: PositiveInt = 100
 
 
-class HttpTierSpec(_CallTier, tag="http", tag_field="kind"):
+class HttpTierSpec(_CallTier, frozen=True, tag="http", tag_field="kind"):
     url: str
     body: Any = msgspec.field(default_factory=lambda: {"inputs": "$inputs"})
     output_path: str = "outputs"
@@ -106,7 +106,7 @@ class HttpTierSpec(_CallTier, tag="http", tag_field="kind"):
     pool_size: PositiveInt = 100
 
 
-class DefaultTierSpec(_Spec, tag="default", tag_field="kind"):
+class DefaultTierSpec(_Spec, frozen=True, tag="default", tag_field="kind"):
     name: Name = "default"
     value: Any = None
     source: str | None = None
@@ -119,7 +119,7 @@ class DefaultTierSpec(_Spec, tag="default", tag_field="kind"):
 TierSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | DefaultTierSpec
 
 
-class ModelSpec(_Spec):
+class ModelSpec(_Spec, frozen=True):
     version: str = "1"
     deadline_ms: PositiveInt = 100
     inputs: list[FeatureSpec] = msgspec.field(default_factory=list)
@@ -127,12 +127,12 @@ class ModelSpec(_Spec):
     tiers: list[TierSpec] = msgspec.field(default_factory=list)
 
 
-class ServerSpec(_Spec):
+class ServerSpec(_Spec, frozen=True):
     max_body_bytes: PositiveInt = 1 << 20
     max_batch: PositiveInt = 1024
 
 
-class PortfolioSpec(_Spec):
+class PortfolioSpec(_Spec, frozen=True):
     models: dict[Name, ModelSpec]
     data_dir: str = "failsoft-data"
     trusted_model_dirs: list[str] = msgspec.field(default_factory=list)
@@ -213,46 +213,72 @@ def _check(spec: PortfolioSpec) -> None:
         last = model.tiers[-1]
         if not isinstance(last, DefaultTierSpec):
             raise ConfigError(
-                f, f"{at}.tiers[{len(model.tiers) - 1}]", "the last tier must be the safe default",
+                f,
+                f"{at}.tiers[{len(model.tiers) - 1}]",
+                "the last tier must be the safe default",
                 'end the chain with a tier of kind = "default"',
             )
         seen: set[str] = set()
         for i, tier in enumerate(model.tiers):
             tat = f"{at}.tiers[{i}]"
             if tier.name in seen:
-                raise ConfigError(f, f"{tat}.name", f"duplicate tier name {tier.name!r}", "give each tier its own name")
+                raise ConfigError(
+                    f, f"{tat}.name", f"duplicate tier name {tier.name!r}", "give each tier its own name"
+                )
             seen.add(tier.name)
             if isinstance(tier, DefaultTierSpec):
                 if i != len(model.tiers) - 1:
-                    raise ConfigError(f, tat, "a default tier must be the last of the chain", "move it to the end")
+                    raise ConfigError(
+                        f, tat, "a default tier must be the last of the chain", "move it to the end"
+                    )
                 if tier.value is None and tier.source is None:
-                    raise ConfigError(f, tat, "a default needs a value or a source", "set value = ... or source = FILE")
+                    raise ConfigError(
+                        f, tat, "a default needs a value or a source", "set value = ... or source = FILE"
+                    )
             elif isinstance(tier, PythonTierSpec):
                 if (tier.target is None) == (tier.path is None):
-                    raise ConfigError(f, tat, "set exactly one of target and path", 'e.g. target = "pkg.mod:predict"')
+                    raise ConfigError(
+                        f, tat, "set exactly one of target and path", 'e.g. target = "pkg.mod:predict"'
+                    )
                 if tier.target is not None and ":" not in tier.target:
-                    raise ConfigError(f, f"{tat}.target", f"{tier.target!r} is not module:attribute",
-                                      'write it as "package.module:name"')
+                    raise ConfigError(
+                        f,
+                        f"{tat}.target",
+                        f"{tier.target!r} is not module:attribute",
+                        'write it as "package.module:name"',
+                    )
                 if tier.path is not None:
                     _check_model_path(spec, tier.path, f"{tat}.path")
-            elif isinstance(tier, OipTierSpec | HttpTierSpec):
-                if not tier.url.startswith(("http://", "https://")):
-                    raise ConfigError(f, f"{tat}.url", f"{tier.url!r} is not an http(s) URL",
-                                      "write it as http://host:port")
+            elif isinstance(tier, OipTierSpec | HttpTierSpec) and not tier.url.startswith(
+                ("http://", "https://")
+            ):
+                raise ConfigError(
+                    f, f"{tat}.url", f"{tier.url!r} is not an http(s) URL", "write it as http://host:port"
+                )
             if not isinstance(tier, DefaultTierSpec) and tier.breaker.min_calls > tier.breaker.window:
-                raise ConfigError(f, f"{tat}.breaker.min_calls", "cannot exceed breaker.window",
-                                  "lower min_calls or raise window")
+                raise ConfigError(
+                    f,
+                    f"{tat}.breaker.min_calls",
+                    "cannot exceed breaker.window",
+                    "lower min_calls or raise window",
+                )
         names: set[str] = set()
         for i, feat in enumerate(model.inputs):
             fat = f"{at}.inputs[{i}]"
             if feat.name in names:
-                raise ConfigError(f, f"{fat}.name", f"duplicate feature {feat.name!r}", "name each feature once")
+                raise ConfigError(
+                    f, f"{fat}.name", f"duplicate feature {feat.name!r}", "name each feature once"
+                )
             names.add(feat.name)
             if feat.min is not None and feat.max is not None and feat.min > feat.max:
                 raise ConfigError(f, f"{fat}.min", f"min {feat.min} > max {feat.max}", "swap them")
             if feat.categories is not None and feat.type != "string":
-                raise ConfigError(f, f"{fat}.categories", "categories apply to string features",
-                                  'set type = "string" or remove categories')
+                raise ConfigError(
+                    f,
+                    f"{fat}.categories",
+                    "categories apply to string features",
+                    'set type = "string" or remove categories',
+                )
 
 
 _MODEL_SUFFIXES = (".onnx", ".joblib", ".pkl", ".pickle", ".txt", ".lgb")
@@ -261,13 +287,21 @@ _MODEL_SUFFIXES = (".onnx", ".joblib", ".pkl", ".pickle", ".txt", ".lgb")
 def _check_model_path(spec: PortfolioSpec, path: str, key: str) -> None:
     p = spec.resolve(path)
     if not p.name.endswith(_MODEL_SUFFIXES):
-        raise ConfigError(spec.file, key, f"unsupported model file {p.name!r}",
-                          "use .onnx, .joblib/.pkl (scikit-learn, LightGBM) or .txt/.lgb (LightGBM booster)")
+        raise ConfigError(
+            spec.file,
+            key,
+            f"unsupported model file {p.name!r}",
+            "use .onnx, .joblib/.pkl (scikit-learn, LightGBM) or .txt/.lgb (LightGBM booster)",
+        )
     if p.suffix == ".onnx":
         return
     # Unpickling runs code: only files under a folder the config trusts are loaded.
     trusted = [spec.resolve(d).resolve() for d in spec.trusted_model_dirs]
     real = p.resolve()
     if not any(real.is_relative_to(d) for d in trusted):
-        raise ConfigError(spec.file, key, f"{path} is not under a trusted folder (loading it would run its code)",
-                          f'add its folder to trusted_model_dirs, e.g. trusted_model_dirs = ["{p.parent}"]')
+        raise ConfigError(
+            spec.file,
+            key,
+            f"{path} is not under a trusted folder (loading it would run its code)",
+            f'add its folder to trusted_model_dirs, e.g. trusted_model_dirs = ["{p.parent}"]',
+        )

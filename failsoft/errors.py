@@ -1,14 +1,14 @@
 """The errors failsoft raises. None of them carries an HTTP status: the server maps them at its edge.
 
-    FailsoftError
-    ├── ConfigError            portfolio.toml (or a file it names) is wrong; says file, key and fix
-    ├── UnknownModel           a prediction for a model the portfolio does not serve
-    ├── InvalidRequest         the envelope of a request is malformed (not the values inside it)
-    └── TierError              one tier could not answer; the chain turns it into a Reason
-        ├── TierTimeout
-        ├── TierUnavailable    connection failure, non-2xx, exception in the model
-        ├── InvalidOutput      the answer failed the model's output check
-        └── CircuitOpen        the tier's breaker is open (carries retry_after seconds)
+FailsoftError
+├── ConfigError            portfolio.toml (or a file it names) is wrong; says file, key and fix
+├── UnknownModel           a prediction for a model the portfolio does not serve
+├── InvalidRequest         the envelope of a request is malformed (not the values inside it)
+└── TierError              one tier could not answer; the chain turns it into a Reason
+    ├── TierTimeout
+    ├── TierUnavailable    connection failure, non-2xx, exception in the model
+    ├── InvalidOutput      the answer failed the model's output check
+    └── CircuitOpen        the tier's breaker is open (carries retry_after seconds)
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class ConfigError(FailsoftError):
 class UnknownModel(FailsoftError):
     def __init__(self, model: str, known: list[str]) -> None:
         self.model = model
-        super().__init__(f"unknown model {model!r}; this portfolio serves {', '.join(sorted(known)) or 'none'}")
+        super().__init__(
+            f"unknown model {model!r}; this portfolio serves {', '.join(sorted(known)) or 'none'}"
+        )
 
 
 class InvalidRequest(FailsoftError):

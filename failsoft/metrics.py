@@ -51,7 +51,7 @@ class Metrics:
         self.rejected: dict[tuple[str, str], int] = {}
         self.gauges: list[Callable[[], Iterator[Metric]]] = []
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
 
     def answer(self, model: str, tier: str, reason: str | None, latency_s: float, degraded: bool) -> None:
         key = (model, tier, reason or "none")
@@ -76,25 +76,34 @@ class Metrics:
         return sum(c for (m, _, _), c in self.answers.items() if m == model)
 
     def collect(self) -> Iterator[Metric]:
-        req = CounterMetricFamily("failsoft_requests", "Answers given, by model, answering tier and reason",
-                                  labels=["model", "tier", "reason"])
+        req = CounterMetricFamily(
+            "failsoft_requests",
+            "Answers given, by model, answering tier and reason",
+            labels=["model", "tier", "reason"],
+        )
         for (m, t, r), c in list(self.answers.items()):
             req.add_metric([m, t, r], c)
         yield req
-        skip = CounterMetricFamily("failsoft_tier_skips", "Tiers passed over, by model, tier and reason",
-                                   labels=["model", "tier", "reason"])
+        skip = CounterMetricFamily(
+            "failsoft_tier_skips",
+            "Tiers passed over, by model, tier and reason",
+            labels=["model", "tier", "reason"],
+        )
         for (m, t, r), c in list(self.skips.items()):
             skip.add_metric([m, t, r], c)
         yield skip
-        bad = CounterMetricFamily("failsoft_rejected_requests", "Malformed requests answered with a 4xx",
-                                  labels=["model", "why"])
+        bad = CounterMetricFamily(
+            "failsoft_rejected_requests", "Malformed requests answered with a 4xx", labels=["model", "why"]
+        )
         for (m, w), c in list(self.rejected.items()):
             bad.add_metric([m, w], c)
         yield bad
-        lat = HistogramMetricFamily("failsoft_request_latency_seconds", "Time to answer, by model",
-                                    labels=["model"])
-        ratio = GaugeMetricFamily("failsoft_degraded_ratio", "Share of answers not from the primary tier",
-                                  labels=["model"])
+        lat = HistogramMetricFamily(
+            "failsoft_request_latency_seconds", "Time to answer, by model", labels=["model"]
+        )
+        ratio = GaugeMetricFamily(
+            "failsoft_degraded_ratio", "Share of answers not from the primary tier", labels=["model"]
+        )
         for m, h in list(self.latency.items()):
             cumulative, buckets = 0, []
             for edge, c in zip((*h.buckets, float("inf")), h.counts, strict=True):
@@ -108,5 +117,7 @@ class Metrics:
             yield from gauge()
 
     def snapshot(self) -> dict[str, Any]:
-        return {"answers": {"/".join(k): v for k, v in self.answers.items()},
-                "skips": {"/".join(k): v for k, v in self.skips.items()}}
+        return {
+            "answers": {"/".join(k): v for k, v in self.answers.items()},
+            "skips": {"/".join(k): v for k, v in self.skips.items()},
+        }

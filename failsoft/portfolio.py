@@ -23,7 +23,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from failsoft import config
 from failsoft.chain import Chain, RequestIds, SkipLog, Tier
-from failsoft.config import DefaultTierSpec, HttpTierSpec, ModelSpec, OipTierSpec, PortfolioSpec, PythonTierSpec
+from failsoft.config import (
+    DefaultTierSpec,
+    HttpTierSpec,
+    ModelSpec,
+    OipTierSpec,
+    PortfolioSpec,
+    PythonTierSpec,
+)
 from failsoft.errors import UnknownModel
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Clock
@@ -59,7 +66,7 @@ class Portfolio:
         spec = self.spec
         check = OutputCheck(model.output)
         schema = InputSchema(model.inputs)
-        types = {f.name: f.type for f in model.inputs}
+        types: dict[str, str] = {f.name: f.type for f in model.inputs}
         tiers: list[Tier] = []
         default: DefaultBackend | None = None
         for i, t in enumerate(model.tiers):
@@ -77,11 +84,25 @@ class Portfolio:
             elif isinstance(t, HttpTierSpec):
                 backend = HttpBackend(t)
             b = t.breaker
-            policy = BreakerPolicy(b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes)
-            tiers.append(Tier(backend, Breaker(policy, self.clock), Bulkhead(t.max_concurrency), t.timeout_ms / 1000))
+            policy = BreakerPolicy(
+                b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes
+            )
+            tiers.append(
+                Tier(backend, Breaker(policy, self.clock), Bulkhead(t.max_concurrency), t.timeout_ms / 1000)
+            )
         assert default is not None  # config guarantees the chain ends with a default
-        return Chain(name, model.version, model.deadline_ms / 1000.0, schema, check, tiers, default, self.metrics,
-                     self.skip_log, self.clock)
+        return Chain(
+            name,
+            model.version,
+            model.deadline_ms / 1000.0,
+            schema,
+            check,
+            tiers,
+            default,
+            self.metrics,
+            self.skip_log,
+            self.clock,
+        )
 
     # ---- life cycle -------------------------------------------------------------------------------------
 
@@ -117,8 +138,9 @@ class Portfolio:
             raise UnknownModel(model, list(self.chains))
         return chain
 
-    async def predict(self, model: str, inputs: dict[str, Any] | list[dict[str, Any]],
-                      id: str | None = None) -> Outcome:
+    async def predict(
+        self, model: str, inputs: dict[str, Any] | list[dict[str, Any]], id: str | None = None
+    ) -> Outcome:
         """Answer one row (a dict of feature values) or a batch (a list of them). Never raises for bad values:
         those are answered by the safe default with reason ``invalid_input``."""
         chain = self.chain(model)
@@ -137,7 +159,9 @@ class Portfolio:
         asyncio.run_coroutine_threadsafe(self.start(), loop).result()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         loop = self._loop
         if loop is None:
             return
@@ -148,8 +172,9 @@ class Portfolio:
         loop.close()
         self._loop = None
 
-    def predict_sync(self, model: str, inputs: dict[str, Any] | list[dict[str, Any]],
-                     id: str | None = None) -> Outcome:
+    def predict_sync(
+        self, model: str, inputs: dict[str, Any] | list[dict[str, Any]], id: str | None = None
+    ) -> Outcome:
         """``predict`` for synchronous code; use the portfolio as a context manager (``with``) first."""
         if self._loop is None:
             raise RuntimeError("use `with Portfolio.from_toml(...) as p:` before predict_sync")
@@ -163,25 +188,47 @@ class Portfolio:
             tiers = []
             for t in chain.tiers:
                 skips = {r: c for (m, tn, r), c in self.metrics.skips.items() if m == name and tn == t.name}
-                answered = sum(c for (m, tn, _), c in self.metrics.answers.items() if m == name and tn == t.name)
-                tiers.append({**t.backend.describe(), "timeout_ms": t.timeout_s * 1000,
-                              "breaker": {"state": t.breaker.state.value, "failure_share": t.breaker.failure_share(),
-                                          "times_opened": t.breaker.times_opened,
-                                          "retry_after_s": round(t.breaker.retry_after(), 3)},
-                              "in_flight": t.bulkhead.in_flight, "max_concurrency": t.bulkhead.limit,
-                              "answered": answered, "skipped": skips})
+                answered = sum(
+                    c for (m, tn, _), c in self.metrics.answers.items() if m == name and tn == t.name
+                )
+                tiers.append(
+                    {
+                        **t.backend.describe(),
+                        "timeout_ms": t.timeout_s * 1000,
+                        "breaker": {
+                            "state": t.breaker.state.value,
+                            "failure_share": t.breaker.failure_share(),
+                            "times_opened": t.breaker.times_opened,
+                            "retry_after_s": round(t.breaker.retry_after(), 3),
+                        },
+                        "in_flight": t.bulkhead.in_flight,
+                        "max_concurrency": t.bulkhead.limit,
+                        "answered": answered,
+                        "skipped": skips,
+                    }
+                )
             d = chain.default
             answered = sum(c for (m, tn, _), c in self.metrics.answers.items() if m == name and tn == d.name)
             tiers.append({**d.describe(), "answered": answered})
-            out.append({"name": name, "version": chain.version, "deadline_ms": chain.deadline_s * 1000,
-                        "health": str(chain.health), "inputs": [f.name for f in chain.schema.features],
-                        "chain": tiers})
+            out.append(
+                {
+                    "name": name,
+                    "version": chain.version,
+                    "deadline_ms": chain.deadline_s * 1000,
+                    "health": str(chain.health),
+                    "inputs": [f.name for f in chain.schema.features],
+                    "chain": tiers,
+                }
+            )
         return out
 
     def _gauges(self) -> Any:
-        state = GaugeMetricFamily("failsoft_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open",
-                                  labels=["model", "tier"])
-        flight = GaugeMetricFamily("failsoft_tier_in_flight", "Calls in flight per tier", labels=["model", "tier"])
+        state = GaugeMetricFamily(
+            "failsoft_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", labels=["model", "tier"]
+        )
+        flight = GaugeMetricFamily(
+            "failsoft_tier_in_flight", "Calls in flight per tier", labels=["model", "tier"]
+        )
         for name, chain in self.chains.items():
             for t in chain.tiers:
                 state.add_metric([name, t.name], _STATE_VALUE[t.breaker.state])

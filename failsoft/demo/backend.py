@@ -1,5 +1,6 @@
-"""A small Open Inference Protocol server standing in for the heavy tier (Triton, KServe...) in the demo
-and the tests, with faults on command: ``POST /control {"mode": "ok" | "slow" | "hang" | "error" | "garbage"}``.
+"""A small Open Inference Protocol server standing in for the heavy tier (Triton, KServe...) in the
+demo and the tests, with faults on command: ``POST /control {"mode": M}``, M one of ok, slow, hang,
+error, garbage. ``POST /json/NAME {"inputs": {...}}`` serves the same models as a plain JSON endpoint.
 
     python -m failsoft.demo.backend --port 9001 --model churn=models/churn_heavy.joblib
 """
@@ -36,8 +37,13 @@ class Backend:
             body += msg.get("body", b"")
             more = msg.get("more_body", False)
         status, payload = await self.handle(scope["method"], scope["path"].strip("/").split("/"), body)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     async def handle(self, method: str, parts: list[str], body: bytes) -> tuple[int, bytes]:
@@ -54,7 +60,24 @@ class Backend:
         if len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "infer":
             self.calls += 1
             return await self.infer(parts[2], body)
+        if len(parts) == 2 and parts[0] == "json" and method == "POST":
+            self.calls += 1
+            return await self.plain(parts[1], body)
         return 404, enc({"error": "not found"})
+
+    async def plain(self, name: str, body: bytes) -> tuple[int, bytes]:
+        """The plain JSON face: one row's features in, ``{"result": {"score": ...}}`` out."""
+        row = msgspec.json.decode(body)["inputs"]
+        tensor = {"name": "input", "shape": [1, len(row)], "datatype": "FP64", "data": list(row.values())}
+        status, payload = await self.infer(name, msgspec.json.encode({"inputs": [tensor]}))
+        if status != 200:
+            return status, payload
+        try:
+            out = msgspec.json.decode(payload)["outputs"][0]
+        except msgspec.DecodeError:
+            return 200, payload
+        value = out["data"] if out["datatype"] == "BYTES" else out["data"][0]
+        return 200, msgspec.json.encode({"result": {"score": value}})
 
     async def infer(self, name: str, body: bytes) -> tuple[int, bytes]:
         enc = msgspec.json.encode
@@ -90,10 +113,19 @@ class Backend:
                 shape, data = [len(x) + 1], [*data, data[0]]
             else:
                 shape, data = [len(x), 0], []
-            return 200, msgspec.json.encode({"model_name": name, "outputs": [
-                {"name": "output", "datatype": dtype, "shape": shape, "data": data}]}).replace(b"null", b"NaN")
-        return 200, enc({"model_name": name, "id": req.get("id", ""),
-                         "outputs": [{"name": "output", "datatype": dtype, "shape": shape, "data": data}]})
+            return 200, msgspec.json.encode(
+                {
+                    "model_name": name,
+                    "outputs": [{"name": "output", "datatype": dtype, "shape": shape, "data": data}],
+                }
+            ).replace(b"null", b"NaN")
+        return 200, enc(
+            {
+                "model_name": name,
+                "id": req.get("id", ""),
+                "outputs": [{"name": "output", "datatype": dtype, "shape": shape, "data": data}],
+            }
+        )
 
 
 def main() -> None:
@@ -109,8 +141,14 @@ def main() -> None:
     for item in args.model:
         name, _, path = item.partition("=")
         models[name] = joblib.load(path)
-    uvicorn.run(Backend(models, args.mode), host=args.host, port=args.port, log_level="warning",
-                access_log=False, lifespan="off")
+    uvicorn.run(
+        Backend(models, args.mode),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
 
 
 if __name__ == "__main__":

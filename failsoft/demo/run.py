@@ -28,13 +28,13 @@ from failsoft.demo import data
 # (start as a share of the run, backend action). Every reason of the request path shows up at least once.
 SCHEDULE = [
     (0.00, "ok"),
-    (0.08, "slow"),     # the remote tier takes 25 ms: its concurrency limit fills -> overloaded
-    (0.20, "hang"),     # no answer: timeout, then the breaker opens -> circuit_open
-    (0.34, "ok"),       # half-open probes succeed, the breaker closes
-    (0.42, "error"),    # HTTP 500 -> error
+    (0.08, "slow"),  # the remote tier takes 25 ms: its concurrency limit fills -> overloaded
+    (0.20, "hang"),  # no answer: timeout, then the breaker opens -> circuit_open
+    (0.34, "ok"),  # half-open probes succeed, the breaker closes
+    (0.42, "error"),  # HTTP 500 -> error
     (0.54, "ok"),
     (0.60, "garbage"),  # not JSON, NaN, out of range, wrong shape -> invalid_output
-    (0.72, "kill"),     # the process dies: connection refused -> error, circuit_open
+    (0.72, "kill"),  # the process dies: connection refused -> error, circuit_open
     (0.86, "restart"),  # it comes back; the breaker lets probes through and closes
 ]
 CONCURRENCY = 6
@@ -78,10 +78,15 @@ class Stats:
     def summary(self) -> dict[str, Any]:
         lat = np.array(self.latencies or [0.0])
         return {
-            "requests": self.requests, "non_2xx": self.non_2xx, "degraded": self.degraded,
-            "by_reason": dict(sorted(self.by_reason.items())), "by_tier": dict(sorted(self.by_tier.items())),
-            "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
-            "max_ms": round(float(lat.max()), 3), "over_deadline": self.over_deadline,
+            "requests": self.requests,
+            "non_2xx": self.non_2xx,
+            "degraded": self.degraded,
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "by_tier": dict(sorted(self.by_tier.items())),
+            "p50_ms": round(float(np.percentile(lat, 50)), 3),
+            "p99_ms": round(float(np.percentile(lat, 99)), 3),
+            "max_ms": round(float(lat.max()), 3),
+            "over_deadline": self.over_deadline,
         }
 
 
@@ -113,7 +118,7 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float =
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
+                raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with s.get(url) as r:
                     if r.status == 200:
@@ -138,9 +143,20 @@ class Demo:
         m = self.data_dir / "models"
         log = (self.data_dir / "backend.log").open("ab")
         self.backend = subprocess.Popen(
-            [sys.executable, "-m", "failsoft.demo.backend", "--port", str(self.backend_port),
-             "--model", f"churn={m / 'churn_heavy.joblib'}", "--model", f"recs={m / 'recs_heavy.joblib'}"],
-            stdout=log, stderr=log)
+            [
+                sys.executable,
+                "-m",
+                "failsoft.demo.backend",
+                "--port",
+                str(self.backend_port),
+                "--model",
+                f"churn={m / 'churn_heavy.joblib'}",
+                "--model",
+                f"recs={m / 'recs_heavy.joblib'}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
         return self.backend
 
     async def control(self, session: aiohttp.ClientSession, mode: str) -> None:
@@ -172,8 +188,9 @@ class Demo:
             body = corrupt(row, rng) if rng.random() < CORRUPT_SHARE else json.dumps({"inputs": row}).encode()
             t = time.perf_counter()
             try:
-                async with session.post(f"{base}/{model}/predict", data=body,
-                                        headers={"content-type": "application/json"}) as r:
+                async with session.post(
+                    f"{base}/{model}/predict", data=body, headers={"content-type": "application/json"}
+                ) as r:
                     doc = await r.json() if r.status == 200 else None
                     status = r.status
             except (aiohttp.ClientError, OSError):
@@ -183,7 +200,9 @@ class Demo:
 
     def table(self, elapsed: float) -> Table:
         s = self.stats
-        t = Table(title=f"failsoft demo: {elapsed:5.1f}/{self.duration:.0f} s, backend {s.phase}", expand=False)
+        t = Table(
+            title=f"failsoft demo: {elapsed:5.1f}/{self.duration:.0f} s, backend {s.phase}", expand=False
+        )
         t.add_column("requests")
         t.add_column("non-2xx")
         t.add_column("degraded")
@@ -201,13 +220,17 @@ class Demo:
         glog = (self.data_dir / "gateway.log").open("ab")
         self.gateway = subprocess.Popen(
             [sys.executable, "-m", "failsoft.cli", "serve", str(toml), "--port", str(self.port)],
-            stdout=glog, stderr=glog)
+            stdout=glog,
+            stderr=glog,
+        )
         try:
             assert self.backend is not None
             await wait_ready(f"http://127.0.0.1:{self.backend_port}/v2/health/ready", self.backend)
             await wait_ready(f"http://127.0.0.1:{self.port}/v2/health/ready", self.gateway)
-            self.console.print(f"[dim]gateway on http://127.0.0.1:{self.port} (dashboard at /), "
-                               f"heavy tier on :{self.backend_port}; logs in {self.data_dir}[/]")
+            self.console.print(
+                f"[dim]gateway on http://127.0.0.1:{self.port} (dashboard at /), "
+                f"heavy tier on :{self.backend_port}; logs in {self.data_dir}[/]"
+            )
             return await self._traffic(live)
         finally:
             for proc in (self.gateway, self.backend):
@@ -225,8 +248,11 @@ class Demo:
             stop_at = t0 + self.duration
             tasks = [asyncio.create_task(self.worker(session, i, stop_at)) for i in range(CONCURRENCY)]
             faults = asyncio.create_task(self.faults_loop(session, t0))
-            with Live(self.table(0), console=self.console, refresh_per_second=4, transient=False) if live \
-                    else contextlib.nullcontext() as view:
+            with (
+                Live(self.table(0), console=self.console, refresh_per_second=4, transient=False)
+                if live
+                else contextlib.nullcontext() as view
+            ):
                 last_line = 0.0
                 while not all(t.done() for t in tasks):
                     await asyncio.sleep(0.25)
@@ -236,8 +262,10 @@ class Demo:
                     elif elapsed - last_line >= 5:
                         last_line = elapsed
                         s = self.stats
-                        self.console.print(f"{elapsed:5.1f}s backend={s.phase} requests={s.requests} "
-                                           f"non_2xx={s.non_2xx} degraded={s.degraded}")
+                        self.console.print(
+                            f"{elapsed:5.1f}s backend={s.phase} requests={s.requests} "
+                            f"non_2xx={s.non_2xx} degraded={s.degraded}"
+                        )
             await asyncio.gather(*tasks)
             faults.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -245,8 +273,13 @@ class Demo:
         return self.stats.summary()
 
 
-def run_demo(duration: float = 30.0, port: int = 0, data_dir: str = "failsoft-demo", faults: bool = True,
-             as_json: bool = False) -> int:
+def run_demo(
+    duration: float = 30.0,
+    port: int = 0,
+    data_dir: str = "failsoft-demo",
+    faults: bool = True,
+    as_json: bool = False,
+) -> int:
     console = Console(stderr=True)
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)

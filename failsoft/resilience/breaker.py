@@ -115,15 +115,18 @@ class Breaker:
         outcomes.append(success)
         if not success:
             self._failures += 1
-            if (
-                len(outcomes) >= self.policy.min_calls
-                and self._failures >= self.policy.failure_rate * len(outcomes)
+            if len(outcomes) >= self.policy.min_calls and self._failures >= self.policy.failure_rate * len(
+                outcomes
             ):
                 self._open()
 
     def cancel(self, ticket: int) -> None:
         """Give back a ticket whose call never happened (e.g. the bulkhead was full)."""
-        if ticket == self._generation and self._state is BreakerState.HALF_OPEN and self._probes_in_flight > 0:
+        if (
+            ticket == self._generation
+            and self._state is BreakerState.HALF_OPEN
+            and self._probes_in_flight > 0
+        ):
             self._probes_in_flight -= 1
 
     def reset(self) -> None:

@@ -127,15 +127,21 @@ class App:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
-    async def _route(self, method: str, parts: list[str], scope: Scope,
-                     receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _route(
+        self, method: str, parts: list[str], scope: Scope, receive: Receive
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         n = len(parts)
         head = parts[0]
         if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "predict":
             _need(method, "POST")
             return 200, await self._predict_v1(parts[2], await self._read(scope, receive)), _JSON
         if head == "v2":
-            if n >= 4 and parts[1] == "models" and parts[-1] == "infer" and (n == 4 or (n == 6 and parts[3] == "versions")):
+            if (
+                n >= 4
+                and parts[1] == "models"
+                and parts[-1] == "infer"
+                and (n == 4 or (n == 6 and parts[3] == "versions"))
+            ):
                 _need(method, "POST")
                 return 200, await self._infer(parts[2], await self._read(scope, receive)), _JSON
             _need(method, "GET")
@@ -149,8 +155,11 @@ class App:
             return 200, _encode(next(m for m in self.portfolio.describe() if m["name"] == parts[2])), _JSON
         if head == "metrics" and n == 1:
             _need(method, "GET")
-            return 200, generate_latest(self.portfolio.metrics.registry), [(b"content-type",
-                                                                             CONTENT_TYPE_LATEST.encode())]
+            return (
+                200,
+                generate_latest(self.portfolio.metrics.registry),
+                [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+            )
         if head == "" and n == 1:
             _need(method, "GET")
             return 200, PAGE, [(b"content-type", b"text/html; charset=utf-8")]
@@ -186,9 +195,17 @@ class App:
         except Exception as err:  # a bug of ours must still not reach the product: the safe default answers
             log.exception("chain of %s failed; answering with the safe default", model)
             values = chain.default.answer(len(rows))
-            return Outcome(id=rid, model=model, version=chain.version, tier=chain.default.name, degraded=True,
-                           reason=Reason.ERROR, outputs=values[0] if single else values, latency_ms=0.0,
-                           skips=(Skip("gateway", Reason.ERROR, repr(err)),))
+            return Outcome(
+                id=rid,
+                model=model,
+                version=chain.version,
+                tier=chain.default.name,
+                degraded=True,
+                reason=Reason.ERROR,
+                outputs=values[0] if single else values,
+                latency_ms=0.0,
+                skips=(Skip("gateway", Reason.ERROR, repr(err)),),
+            )
 
     async def _predict_v1(self, model: str, body: bytes) -> bytes:
         self.portfolio.chain(model)

@@ -61,15 +61,18 @@ def to_rows(req: InferRequest, chain: Chain) -> list[dict[str, Any]]:
         t, data = tensors[0]
         n, width = t.shape
         if width != len(names):
-            raise InvalidRequest(f"tensor {t.name!r} has {width} columns; model {chain.model!r} takes "
-                                 f"{len(names)} features: {', '.join(names)}")
+            raise InvalidRequest(
+                f"tensor {t.name!r} has {width} columns; model {chain.model!r} takes "
+                f"{len(names)} features: {', '.join(names)}"
+            )
         return [dict(zip(names, data[i * width : (i + 1) * width], strict=True)) for i in range(n)]
     n = tensors[0][0].shape[0]
     rows: list[dict[str, Any]] = [{} for _ in range(n)]
     for t, data in tensors:
         if t.shape[0] != n or _size(t.shape) != n:
-            raise InvalidRequest(f"tensor {t.name!r}: shape {t.shape}; every feature tensor must be [{n}] or "
-                                 f"[{n}, 1]")
+            raise InvalidRequest(
+                f"tensor {t.name!r}: shape {t.shape}; every feature tensor must be [{n}] or [{n}, 1]"
+            )
         if names and t.name not in names:
             raise InvalidRequest(f"unknown input {t.name!r}; model {chain.model!r} takes {', '.join(names)}")
         for row, v in zip(rows, data, strict=True):
@@ -126,6 +129,8 @@ def model_metadata(chain: Chain) -> dict[str, Any]:
         "platform": "failsoft",
         "inputs": chain.schema.tensor_metadata(),
         "outputs": output_metadata(chain),
-        "parameters": {"tiers": [t.name for t in chain.tiers] + [chain.default.name],
-                       "deadline_ms": chain.deadline_s * 1000},
+        "parameters": {
+            "tiers": [t.name for t in chain.tiers] + [chain.default.name],
+            "deadline_ms": chain.deadline_s * 1000,
+        },
     }

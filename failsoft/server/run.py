@@ -14,8 +14,17 @@ from failsoft.server.app import App
 def uvicorn_config(portfolio: Portfolio, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return uvicorn.Config(App(portfolio), host=host, port=port, loop=loop, http=http, lifespan="on",
-                          access_log=False, log_level=log_level, timeout_graceful_shutdown=2)
+    return uvicorn.Config(
+        App(portfolio),
+        host=host,
+        port=port,
+        loop=loop,
+        http=http,
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=2,
+    )
 
 
 def serve(portfolio: Portfolio, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

@@ -57,7 +57,7 @@ def _linear(model: Any, method: str) -> Compiled | None:
     name = type(model).__name__
     coef = getattr(model, "coef_", None)
     intercept = getattr(model, "intercept_", None)
-    if coef is None or intercept is None or getattr(model, "sparsify", None) and hasattr(coef, "toarray"):
+    if coef is None or intercept is None or (getattr(model, "sparsify", None) and hasattr(coef, "toarray")):
         return None
     w = np.ascontiguousarray(np.atleast_2d(coef).T, dtype=np.float64)
     b = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
@@ -96,8 +96,16 @@ class _Forest:
         self.depth = 0
         self.size = 0
 
-    def add(self, feature: Array, threshold: Array, left: Array, right: Array,
-            miss_left: Array, value: Array, depth: int) -> None:
+    def add(
+        self,
+        feature: Array,
+        threshold: Array,
+        left: Array,
+        right: Array,
+        miss_left: Array,
+        value: Array,
+        depth: int,
+    ) -> None:
         n = len(feature)
         idx = np.arange(n)
         leaf = left < 0
@@ -153,7 +161,12 @@ def _sklearn_trees(model: Any, method: str) -> Compiled | None:
     forest = _Forest()
     if name in {"DecisionTreeClassifier", "DecisionTreeRegressor"}:
         trees = [model]
-    elif name in {"RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor"}:
+    elif name in {
+        "RandomForestClassifier",
+        "RandomForestRegressor",
+        "ExtraTreesClassifier",
+        "ExtraTreesRegressor",
+    }:
         trees = list(model.estimators_)
     elif name in {"GradientBoostingClassifier", "GradientBoostingRegressor"}:
         return _gradient_boosting(model, method)
@@ -185,8 +198,12 @@ def _gradient_boosting(model: Any, method: str) -> Compiled | None:
     if model.estimators_.shape[1] != 1:  # multi-class boosting: not compiled
         return None
     init = getattr(model, "init_", None)
-    if init is not None and init != "zero" and type(init).__name__ != "DummyClassifier" \
-            and type(init).__name__ != "DummyRegressor":
+    if (
+        init is not None
+        and init != "zero"
+        and type(init).__name__ != "DummyClassifier"
+        and type(init).__name__ != "DummyRegressor"
+    ):
         return None
     forest = _Forest()
     for tree in model.estimators_[:, 0]:
@@ -209,6 +226,29 @@ def _gradient_boosting(model: Any, method: str) -> Compiled | None:
     return raw if method == "predict" else None
 
 
+def _lgb_nodes(root: dict[str, Any]) -> tuple[list[dict[str, Any]], int] | None:
+    """A LightGBM tree (from ``dump_model``) as a node list in preorder with child indices, and its depth."""
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any], depth: int) -> tuple[int, int]:
+        i = len(nodes)
+        nodes.append(node)
+        if "leaf_value" in node or "split_feature" not in node:
+            node["_l"] = node["_r"] = -1
+            return i, depth
+        if node.get("decision_type") != "<=" or node.get("missing_type") not in {"None", "NaN"}:
+            raise ValueError("unsupported split")
+        node["_l"], dl = walk(node["left_child"], depth + 1)
+        node["_r"], dr = walk(node["right_child"], depth + 1)
+        return i, max(dl, dr)
+
+    try:
+        _, depth = walk(root, 0)
+    except ValueError:  # categorical or zero-as-missing splits: not compiled
+        return None
+    return nodes, depth
+
+
 def _lightgbm(model: Any, method: str) -> Compiled | None:
     booster = model.booster_ if hasattr(model, "booster_") else model
     if type(booster).__name__ != "Booster":
@@ -219,24 +259,10 @@ def _lightgbm(model: Any, method: str) -> Compiled | None:
         return None
     forest = _Forest()
     for info in dump["tree_info"]:
-        nodes: list[dict[str, Any]] = []
-
-        def walk(node: dict[str, Any], depth: int) -> tuple[int, int]:
-            i = len(nodes)
-            nodes.append(node)
-            if "leaf_value" in node or "split_feature" not in node:
-                node["_l"] = node["_r"] = -1
-                return i, depth
-            if node.get("decision_type") != "<=" or node.get("missing_type") not in {"None", "NaN"}:
-                raise ValueError("unsupported split")
-            node["_l"], dl = walk(node["left_child"], depth + 1)
-            node["_r"], dr = walk(node["right_child"], depth + 1)
-            return i, max(dl, dr)
-
-        try:
-            _, depth = walk(info["tree_structure"], 0)
-        except ValueError:
+        flat = _lgb_nodes(info["tree_structure"])
+        if flat is None:
             return None
+        nodes, depth = flat
         forest.add(
             np.array([n.get("split_feature", 0) for n in nodes]),
             np.array([n.get("threshold", 0.0) for n in nodes], dtype=np.float64),
@@ -317,8 +343,9 @@ def compile_model(model: Any, method: str, sample: Array) -> Compiled | None:
     else:
         equal = bool(np.array_equal(want, got))
     if not equal:
-        log.warning("compiled %s differs from the original on sample rows; running it as it is",
-                    type(model).__name__)
+        log.warning(
+            "compiled %s differs from the original on sample rows; running it as it is", type(model).__name__
+        )
         return None
     return fast
 

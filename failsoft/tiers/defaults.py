@@ -28,7 +28,7 @@ log = logging.getLogger("failsoft.tiers.defaults")
 
 def top_n(path: Path, item_column: str, count_column: str | None, n: int) -> list[Any]:
     """The n items with the highest count (summed ``count_column``, else occurrences); ties by item."""
-    counts: Counter[Any] = Counter()
+    counts: Counter[Any] = Counter()  # float weights are fine: only the order matters
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
@@ -49,7 +49,7 @@ def top_n(path: Path, item_column: str, count_column: str | None, n: int) -> lis
             for row in reader:
                 item = row[item_column]
                 if item:
-                    counts[item] += float(row[count_column]) if count_column else 1
+                    counts[item] += int(float(row[count_column])) if count_column else 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
     return [item for item, _ in ranked[:n]]
 
@@ -67,8 +67,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 class DefaultBackend:
     kind = TierKind.DEFAULT
 
-    def __init__(self, spec: DefaultTierSpec, model: str, check: OutputCheck, source: Path | None,
-                 cache_file: Path, file: str, key: str) -> None:
+    def __init__(
+        self,
+        spec: DefaultTierSpec,
+        model: str,
+        check: OutputCheck,
+        source: Path | None,
+        cache_file: Path,
+        file: str,
+        key: str,
+    ) -> None:
         self.name = spec.name
         self.spec = spec
         self.model = model
@@ -88,15 +96,22 @@ class DefaultBackend:
     async def start(self) -> None:
         if self._source is None:
             if (problem := self._check.check(self.value)) is not None:
-                raise ConfigError(self._file, f"{self._key}.value", f"fails the model's output check: {problem}",
-                                  "give a value the output check accepts")
+                raise ConfigError(
+                    self._file,
+                    f"{self._key}.value",
+                    f"fails the model's output check: {problem}",
+                    "give a value the output check accepts",
+                )
             return
         self._load_cache()
         ok = await asyncio.to_thread(self.refresh)
         if not ok and self.value is None:
-            raise ConfigError(self._file, f"{self._key}.source",
-                              f"cannot compute the default from {self._source} and no last good copy exists",
-                              "fix the source file, or add value = ... as a starting answer")
+            raise ConfigError(
+                self._file,
+                f"{self._key}.source",
+                f"cannot compute the default from {self._source} and no last good copy exists",
+                "fix the source file, or add value = ... as a starting answer",
+            )
         self._task = asyncio.create_task(self._refresh_loop(), name=f"refresh-{self.model}-{self.name}")
 
     def refresh(self) -> bool:
@@ -106,19 +121,40 @@ class DefaultBackend:
             value = top_n(self._source, self.spec.item_column, self.spec.count_column, self.spec.top_n)
         except Exception as err:  # a broken source never breaks the default: keep the last good copy
             self.refresh_errors += 1
-            log.warning(json.dumps({"event": "default_refresh_failed", "model": self.model, "tier": self.name,
-                                    "source": str(self._source), "error": str(err)}))
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "default_refresh_failed",
+                        "model": self.model,
+                        "tier": self.name,
+                        "source": str(self._source),
+                        "error": str(err),
+                    }
+                )
+            )
             return False
         if (problem := self._check.check(value)) is not None:
             self.refresh_errors += 1
-            log.warning(json.dumps({"event": "default_refresh_rejected", "model": self.model, "tier": self.name,
-                                    "problem": problem}))
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "default_refresh_rejected",
+                        "model": self.model,
+                        "tier": self.name,
+                        "problem": problem,
+                    }
+                )
+            )
             return False
         self.value, self.refreshed_at, self.origin = value, time.time(), "source"
         try:
-            write_atomic(self._cache_file, json.dumps({"value": value, "refreshed_at": self.refreshed_at}).encode())
+            write_atomic(
+                self._cache_file, json.dumps({"value": value, "refreshed_at": self.refreshed_at}).encode()
+            )
         except OSError as err:
-            log.warning(json.dumps({"event": "default_cache_write_failed", "model": self.model, "error": str(err)}))
+            log.warning(
+                json.dumps({"event": "default_cache_write_failed", "model": self.model, "error": str(err)})
+            )
         return True
 
     def _load_cache(self) -> None:
@@ -141,5 +177,11 @@ class DefaultBackend:
                 await self._task
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": str(self.kind), "origin": self.origin, "refreshed_at": self.refreshed_at,
-                "source": str(self._source) if self._source else None, "value": self.value}
+        return {
+            "name": self.name,
+            "kind": str(self.kind),
+            "origin": self.origin,
+            "refreshed_at": self.refreshed_at,
+            "source": str(self._source) if self._source else None,
+            "value": self.value,
+        }

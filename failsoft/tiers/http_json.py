@@ -1,7 +1,8 @@
 """A plain JSON endpoint: the body is built from a template, the answer read from a dotted path.
 
 In the template, the string ``"$inputs"`` becomes the row's feature object, ``"$row"`` the list of its
-values in feature order, ``"$rows"`` the list of row objects (with ``batch = true``), ``"$id"`` the request id.
+values in feature order, ``"$rows"`` the list of row objects (with ``batch = true``), ``"$id"`` the
+request id.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def split_rows(output: dict[str, Any], n: int) -> list[Any]:
         width *= s
     if len(data) != n * width:
         raise InvalidOutput(f"output has {len(data)} values for shape {shape}")
-    if len(shape) == 1 or width == 1 and len(shape) == 2 and shape[1] == 1:
+    if len(shape) == 1 or (width == 1 and len(shape) == 2 and shape[1] == 1):
         return data
     return [data[i * width : (i + 1) * width] for i in range(n)]
 
@@ -51,11 +51,24 @@ class OipBackend(RemoteBackend):
         n = len(batch)
         if self.spec.input_mode == "tensor":
             flat = batch.matrix().ravel().tolist()
-            inputs = [{"name": self.spec.input_name, "shape": [n, len(batch.names)],
-                       "datatype": self.spec.datatype, "data": flat}]
+            inputs = [
+                {
+                    "name": self.spec.input_name,
+                    "shape": [n, len(batch.names)],
+                    "datatype": self.spec.datatype,
+                    "data": flat,
+                }
+            ]
         else:
-            inputs = [{"name": f, "shape": [n], "datatype": _DT.get(self._types.get(f, "float"), "FP64"),
-                       "data": [row.get(f) for row in batch.rows]} for f in batch.names]
+            inputs = [
+                {
+                    "name": f,
+                    "shape": [n],
+                    "datatype": _DT.get(self._types.get(f, "float"), "FP64"),
+                    "data": [row.get(f) for row in batch.rows],
+                }
+                for f in batch.names
+            ]
         body: dict[str, Any] = {"id": request_id, "inputs": inputs}
         if self.spec.output_name:
             body["outputs"] = [{"name": self.spec.output_name}]
@@ -67,8 +80,11 @@ class OipBackend(RemoteBackend):
         if not isinstance(outputs, list) or not outputs:
             raise InvalidOutput("response has no outputs")
         want = self.spec.output_name
-        chosen = next((o for o in outputs if isinstance(o, dict) and o.get("name") == want), None) if want \
+        chosen = (
+            next((o for o in outputs if isinstance(o, dict) and o.get("name") == want), None)
+            if want
             else outputs[0]
+        )
         if not isinstance(chosen, dict):
             raise InvalidOutput(f"response has no output named {want!r}")
         return split_rows(chosen, len(batch))

@@ -88,8 +88,14 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Done) -> None:
 class PythonBackend(Backend):
     kind = TierKind.PYTHON
 
-    def __init__(self, spec: PythonTierSpec, features: tuple[FeatureSpec, ...], resolve: Callable[[str], Path],
-                 file: str, key: str) -> None:
+    def __init__(
+        self,
+        spec: PythonTierSpec,
+        features: tuple[FeatureSpec, ...],
+        resolve: Callable[[str], Path],
+        file: str,
+        key: str,
+    ) -> None:
         self.name = spec.name
         self.spec = spec
         self._features = features
@@ -105,7 +111,9 @@ class PythonBackend(Backend):
         self._fn = self._build(obj)
         self.inline = self.spec.run == "inline" or (self.spec.run == "auto" and self.compiled)
         if not self.inline:
-            self._executor = ThreadPoolExecutor(self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}")
+            self._executor = ThreadPoolExecutor(
+                self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}"
+            )
 
     def _load(self) -> Any:
         spec = self.spec
@@ -118,30 +126,49 @@ class PythonBackend(Backend):
             raise
         except Exception as err:
             what = "target" if spec.target is not None else "path"
-            raise ConfigError(self._file, f"{self._key}.{what}", f"cannot load {self.source!r}: {err}",
-                              "check the import path or file") from err
+            raise ConfigError(
+                self._file,
+                f"{self._key}.{what}",
+                f"cannot load {self.source!r}: {err}",
+                "check the import path or file",
+            ) from err
         return _Onnx(obj) if type(obj).__name__ == "InferenceSession" else obj
 
     def _build(self, obj: Any) -> Callable[[Batch], list[Any]]:
         spec = self.spec
         method = spec.method
         if method == "auto":
-            method = "predict_proba" if hasattr(obj, "predict_proba") else "predict" if hasattr(obj, "predict") \
+            method = (
+                "predict_proba"
+                if hasattr(obj, "predict_proba")
+                else "predict"
+                if hasattr(obj, "predict")
                 else "call"
+            )
         if method == "call":
             if not callable(obj):
-                raise ConfigError(self._file, f"{self._key}.target", f"{self.source!r} is not callable",
-                                  "point at a function, or an object with predict/predict_proba")
+                raise ConfigError(
+                    self._file,
+                    f"{self._key}.target",
+                    f"{self.source!r} is not callable",
+                    "point at a function, or an object with predict/predict_proba",
+                )
             if spec.call == "batch":
                 return lambda batch: list(obj(batch.rows))
             return lambda batch: [obj(row) for row in batch.rows]
         if not hasattr(obj, method):
-            raise ConfigError(self._file, f"{self._key}.method", f"{type(obj).__name__} has no {method}",
-                              'use method = "predict" or "predict_proba"')
+            raise ConfigError(
+                self._file,
+                f"{self._key}.method",
+                f"{type(obj).__name__} has no {method}",
+                'use method = "predict" or "predict_proba"',
+            )
         matrix_fn: Callable[[Array], Array] = getattr(obj, method)
         if spec.compile and self._features:
-            ranges = [(f.min if f.min is not None else -3.0, f.max if f.max is not None else 3.0)
-                      for f in self._features]
+            ranges = [
+                (f.min if f.min is not None else -3.0, f.max if f.max is not None else 3.0)
+                for f in self._features
+            ]
             fast = compile_model(obj, method, sample_rows(obj, len(self._features), ranges))
             if fast is not None:
                 matrix_fn, self.compiled = fast, True

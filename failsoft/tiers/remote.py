@@ -26,7 +26,9 @@ class RemoteBackend(Backend):
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None), headers=self._headers,
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers=self._headers,
             skip_auto_headers=("User-Agent",),
         )
 
