@@ -35,7 +35,9 @@ __all__ = [
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
-Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_NAME = re.compile(_NAME_PATTERN)
+Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
 
 
 class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -160,11 +162,25 @@ def _key(path: str) -> str:
     return key
 
 
-def _from_msgspec(file: str, err: msgspec.ValidationError) -> ConfigError:
+_MISSING = object()
+
+
+def _lookup(doc: Any, path: str) -> Any:
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        try:
+            doc = doc[int(index)] if index else doc[name]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return doc
+
+
+def _from_msgspec(file: str, err: msgspec.ValidationError, prefix: str = "", doc: Any = None) -> ConfigError:
     text = str(err)
     m = re.match(r"^(.*?)(?: - at `(.*)`)?$", text, re.S)
     problem, at = (m.group(1), m.group(2)) if m else (text, None)
     key = _key(at or "")
+    if prefix:
+        key = f"{prefix}{key}" if key.startswith("[") or not key else f"{prefix}.{key}"
     if "unknown field" in problem:
         field = re.search(r"`(.+?)`", problem)
         if field:
@@ -174,17 +190,37 @@ def _from_msgspec(file: str, err: msgspec.ValidationError) -> ConfigError:
         if field:
             key = f"{key}.{field.group(1)}" if key else field.group(1)
     fix = next((f for rx, f in _FIXES if rx.search(problem)), "")
+    got = _lookup(doc, _key(at or "")) if doc is not None and at else _MISSING
+    if got is not _MISSING and "got" not in problem and not isinstance(got, dict | list):
+        problem = f"{problem}, got {got!r}"
     return ConfigError(file, key, problem, fix)
 
 
 def parse(raw: dict[str, Any], file: str = "portfolio.toml", base_dir: str = ".") -> PortfolioSpec:
     """Validate a parsed TOML document. Raises ConfigError naming file, key and fix."""
-    if "models" not in raw:
+    models_raw = raw.get("models")
+    if not isinstance(models_raw, dict) or not models_raw:
         raise ConfigError(file, "models", "no models declared", "add at least one [models.NAME] table")
     try:
-        spec = msgspec.convert({**raw, "base_dir": base_dir, "file": file}, PortfolioSpec, strict=True)
+        top = msgspec.convert(
+            {**raw, "models": {}, "base_dir": base_dir, "file": file}, PortfolioSpec, strict=True
+        )
     except msgspec.ValidationError as err:
-        raise _from_msgspec(file, err) from None
+        raise _from_msgspec(file, err, doc=raw) from None
+    models: dict[str, ModelSpec] = {}
+    for name, model in models_raw.items():
+        if not _NAME.match(name):
+            raise ConfigError(
+                file,
+                f"models.{name}",
+                "not a valid model name",
+                "use letters, digits, '_', '-' or '.', at most 64 characters",
+            )
+        try:
+            models[name] = msgspec.convert(model, ModelSpec, strict=True)
+        except msgspec.ValidationError as err:
+            raise _from_msgspec(file, err, prefix=f"models.{name}", doc=model) from None
+    spec = msgspec.structs.replace(top, models=models)
     _check(spec)
     return spec
 

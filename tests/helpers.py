@@ -1,0 +1,37 @@
+"""In-process model callables for tests: they answer, hang, fail or return garbage on command."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+CALLS = {"n": 0}
+RELEASE = threading.Event()
+
+
+def score(row: dict[str, Any]) -> float:
+    CALLS["n"] += 1
+    return min(1.0, row["x"] / 10.0)
+
+
+def hang(row: dict[str, Any]) -> float:
+    RELEASE.wait(5)
+    return 0.5
+
+
+def slow(row: dict[str, Any]) -> float:
+    time.sleep(0.05)
+    return 0.5
+
+
+def boom(row: dict[str, Any]) -> float:
+    raise RuntimeError("model exploded")
+
+
+def garbage(row: dict[str, Any]) -> Any:
+    return float("nan") if row["x"] > 5 else "not a number"
+
+
+def batch(rows: list[dict[str, Any]]) -> list[float]:
+    return [r["x"] / 100.0 for r in rows]

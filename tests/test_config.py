@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from failsoft import config
+from failsoft.errors import ConfigError
+
+GOOD = """
+[models.churn]
+deadline_ms = 50
+[[models.churn.inputs]]
+name = "tenure"
+min = 0
+[models.churn.output]
+type = "float"
+[[models.churn.tiers]]
+name = "remote"
+kind = "oip"
+url = "http://127.0.0.1:1"
+model_name = "churn"
+[[models.churn.tiers]]
+kind = "default"
+value = 0.2
+"""
+
+
+def error_of(write_toml: Callable[[str], Path], text: str) -> ConfigError:
+    path = write_toml(text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(path) in str(info.value), "the error names the file"
+    return info.value
+
+
+def test_good_file_parses_with_defaults(write_toml: Callable[[str], Path]) -> None:
+    spec = config.load(write_toml(GOOD))
+    tier = spec.models["churn"].tiers[0]
+    assert isinstance(tier, config.OipTierSpec)
+    assert tier.timeout_ms == 100 and tier.max_concurrency == 32 and tier.breaker.window == 20
+
+
+def test_negative_timeout_names_key_and_fix(write_toml: Callable[[str], Path]) -> None:
+    err = error_of(write_toml, GOOD.replace('model_name = "churn"', 'model_name = "churn"\ntimeout_ms = -5'))
+    assert err.key == "models.churn.tiers[0].timeout_ms"
+    assert "-5" in err.problem and err.fix
+
+
+def test_unknown_key_is_named(write_toml: Callable[[str], Path]) -> None:
+    err = error_of(write_toml, GOOD.replace("deadline_ms = 50", "deadline_ms = 50\ndeadlin_ms = 3"))
+    assert err.key == "models.churn.deadlin_ms"
+    assert "spelling" in err.fix
+
+
+def test_unknown_tier_kind(write_toml: Callable[[str], Path]) -> None:
+    err = error_of(write_toml, GOOD.replace('kind = "oip"', 'kind = "grpc"'))
+    assert err.key.startswith("models.churn.tiers[0]")
+
+
+def test_chain_must_end_with_default(write_toml: Callable[[str], Path]) -> None:
+    text = GOOD.split("[[models.churn.tiers]]\nkind")[0]
+    err = error_of(write_toml, text)
+    assert err.key == "models.churn.tiers[0]" and "default" in err.fix
+
+
+def test_missing_required_key(write_toml: Callable[[str], Path]) -> None:
+    err = error_of(write_toml, GOOD.replace('url = "http://127.0.0.1:1"\n', ""))
+    assert err.key == "models.churn.tiers[0].url"
+
+
+def test_bad_toml_syntax(write_toml: Callable[[str], Path]) -> None:
+    err = error_of(write_toml, GOOD + "\n[models.broken\n")
+    assert "TOML" in err.problem
+
+
+def test_default_needs_value_or_source(write_toml: Callable[[str], Path]) -> None:
+    err = error_of(write_toml, GOOD.replace("value = 0.2", ""))
+    assert err.key == "models.churn.tiers[1]"
+
+
+def test_untrusted_pickle_refused(write_toml: Callable[[str], Path], tmp_path: Path) -> None:
+    text = GOOD.replace(
+        '[[models.churn.tiers]]\nkind = "default"',
+        '[[models.churn.tiers]]\nname = "cpu"\nkind = "python"\npath = "m/model.joblib"\n'
+        '[[models.churn.tiers]]\nkind = "default"',
+    )
+    err = error_of(write_toml, text)
+    assert err.key == "models.churn.tiers[1].path" and "trusted_model_dirs" in err.fix
+    config.load(write_toml('trusted_model_dirs = ["m"]\n' + text))  # trusted: accepted
+
+
+def test_duplicate_tier_and_feature_names(write_toml: Callable[[str], Path]) -> None:
+    err = error_of(write_toml, GOOD.replace('kind = "default"', 'kind = "default"\nname = "remote"'))
+    assert err.key == "models.churn.tiers[1].name"
+    err = error_of(
+        write_toml, GOOD.replace("min = 0\n", 'min = 0\n[[models.churn.inputs]]\nname = "tenure"\n')
+    )
+    assert err.key == "models.churn.inputs[1].name"
+
+
+def test_breaker_min_calls_over_window(write_toml: Callable[[str], Path]) -> None:
+    text = GOOD.replace(
+        'model_name = "churn"', 'model_name = "churn"\nbreaker = { window = 5, min_calls = 9 }'
+    )
+    err = error_of(write_toml, text)
+    assert err.key == "models.churn.tiers[0].breaker.min_calls"
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load("/nonexistent/portfolio.toml")

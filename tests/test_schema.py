@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from failsoft.config import FeatureSpec, OutputSpec
+from failsoft.schema import InputSchema, InvalidValue, OutputCheck
+
+SCHEMA = InputSchema(
+    [
+        FeatureSpec(name="age", type="float", min=0, max=120),
+        FeatureSpec(name="visits", type="int"),
+        FeatureSpec(name="plan", type="string", categories=["basic", "pro"]),
+        FeatureSpec(name="vip", type="bool", required=False, default=False),
+    ]
+)
+GOOD = {"age": 30.5, "visits": 3, "plan": "pro"}
+
+
+def test_valid_row_gets_defaults_and_matrix() -> None:
+    batch = SCHEMA.validate([GOOD])
+    assert batch.rows == [{**GOOD, "vip": False}]
+    numeric = InputSchema([FeatureSpec(name="a"), FeatureSpec(name="b", required=False)])
+    assert numeric.validate([{"a": 1}]).matrix().tolist()[0][0] == 1.0
+    assert math.isnan(numeric.validate([{"a": 1}]).matrix()[0, 1])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"age": math.nan}, "not a finite"),
+        ({"age": math.inf}, "not a finite"),
+        ({"age": "30"}, "expected a number"),
+        ({"age": True}, "expected a number"),
+        ({"age": 121}, "outside"),
+        ({"visits": 2.5}, "expected an integer"),
+        ({"plan": "gold"}, "unknown category"),
+        ({"vip": "yes"}, "true or false"),
+        ({"age": None}, "missing"),
+    ],
+)
+def test_corrupt_values_are_named(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidValue, match=message) as info:
+        SCHEMA.validate([GOOD, {**GOOD, **change}])
+    assert str(info.value).startswith("row 1: ")
+
+
+def test_integral_float_accepted_as_int() -> None:
+    assert SCHEMA.validate([{**GOOD, "visits": 4.0}]).rows[0]["visits"] == 4
+
+
+def test_non_object_row() -> None:
+    with pytest.raises(InvalidValue, match="expected an object"):
+        SCHEMA.validate([[1, 2, 3]])
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "ok"),
+    [
+        (OutputSpec(type="float", min=0, max=1), 0.3, True),
+        (OutputSpec(type="float", min=0, max=1), 1.3, False),
+        (OutputSpec(type="float"), math.nan, False),
+        (OutputSpec(type="float"), "0.3", False),
+        (OutputSpec(type="int"), 3, True),
+        (OutputSpec(type="int"), 3.5, False),
+        (OutputSpec(type="list"), ["a"], True),
+        (OutputSpec(type="list"), [], False),
+        (OutputSpec(type="list", max_length=2), [1, 2, 3], False),
+        (OutputSpec(type="vector", length=2), [0.1, 0.9], True),
+        (OutputSpec(type="vector", length=2), [0.1, math.nan], False),
+        (OutputSpec(type="vector", length=2), [0.1], False),
+        (OutputSpec(type="string"), "", False),
+        (OutputSpec(), None, False),
+        (OutputSpec(), {"anything": 1}, True),
+    ],
+)
+def test_output_check(spec: OutputSpec, value: Any, ok: bool) -> None:
+    assert (OutputCheck(spec).check(value) is None) is ok
+
+
+def test_tensor_metadata() -> None:
+    meta = SCHEMA.tensor_metadata()
+    assert meta[0] == {"name": "age", "datatype": "FP64", "shape": [-1]}
+    assert [m["datatype"] for m in meta] == ["FP64", "INT64", "BYTES", "BOOL"]

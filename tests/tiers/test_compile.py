@@ -1,0 +1,118 @@
+"""The compiled CPU tier equals the original model to 1e-9, family by family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+
+from failsoft.tiers.compile import compile_model
+
+X, Y = make_classification(n_samples=400, n_features=6, n_informative=4, random_state=0)
+XM, YM = make_classification(n_samples=400, n_features=6, n_informative=4, n_classes=3, random_state=1)
+XR, YR = make_regression(n_samples=400, n_features=6, random_state=2)
+PROBE = np.random.default_rng(5).normal(0, 2, size=(500, 6))
+
+
+def lgb_classifier() -> Any:
+    return lightgbm.LGBMClassifier(n_estimators=30, num_leaves=15, verbose=-1).fit(X, Y)
+
+
+CLASSIFIERS = [
+    lambda: LogisticRegression(max_iter=500).fit(X, Y),
+    lambda: LogisticRegression(max_iter=500).fit(XM, YM),
+    lambda: make_pipeline(StandardScaler(), LogisticRegression()).fit(X, Y),
+    lambda: make_pipeline(MinMaxScaler(), StandardScaler(), LogisticRegression()).fit(X, Y),
+    lambda: DecisionTreeClassifier(max_depth=6, random_state=0).fit(X, Y),
+    lambda: RandomForestClassifier(n_estimators=30, random_state=0).fit(X, Y),
+    lambda: RandomForestClassifier(n_estimators=20, random_state=0).fit(XM, YM),
+    lambda: ExtraTreesClassifier(n_estimators=20, random_state=0).fit(X, Y),
+    lambda: GradientBoostingClassifier(n_estimators=40, random_state=0).fit(X, Y),
+    lgb_classifier,
+]
+
+
+@pytest.mark.parametrize("make", CLASSIFIERS)
+@pytest.mark.parametrize("method", ["predict_proba", "predict"])
+def test_classifiers_compile_and_match(make: Any, method: str) -> None:
+    model = make()
+    fast = compile_model(model, method, PROBE)
+    assert fast is not None, f"{type(model).__name__}.{method} should compile"
+    want, got = getattr(model, method)(PROBE), fast(PROBE)
+    if method == "predict":
+        assert np.array_equal(want, got)
+    else:
+        assert np.max(np.abs(want - got)) <= 1e-9
+    one = PROBE[:1]
+    assert np.allclose(getattr(model, method)(one), fast(one), atol=1e-9, rtol=0)
+
+
+REGRESSORS = [
+    lambda: LinearRegression().fit(XR, YR),
+    lambda: make_pipeline(StandardScaler(), Ridge()).fit(XR, YR),
+    lambda: RandomForestRegressor(n_estimators=20, random_state=0).fit(XR, YR),
+    lambda: GradientBoostingRegressor(n_estimators=40, random_state=0).fit(XR, YR),
+    lambda: lightgbm.LGBMRegressor(n_estimators=30, verbose=-1).fit(XR, YR),
+    lambda: lightgbm.train({"objective": "binary", "verbose": -1}, lightgbm.Dataset(X, Y), 20),
+]
+
+
+@pytest.mark.parametrize("make", REGRESSORS)
+def test_regressors_and_boosters_compile_and_match(make: Any) -> None:
+    model = make()
+    fast = compile_model(model, "predict", PROBE)
+    assert fast is not None, f"{type(model).__name__} should compile"
+    assert np.max(np.abs(model.predict(PROBE) - fast(PROBE))) <= 1e-9 * max(1.0, np.abs(YR).max())
+
+
+def test_nan_inputs_follow_the_learned_missing_direction() -> None:
+    x = X.copy()
+    x[::7, 0] = np.nan
+    model = lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, Y)
+    probe = PROBE.copy()
+    probe[::3, 0] = np.nan
+    fast = compile_model(model, "predict_proba", probe)
+    assert fast is not None
+    assert np.max(np.abs(model.predict_proba(probe) - fast(probe))) <= 1e-9
+
+
+@pytest.mark.parametrize(
+    "model",
+    [KNeighborsClassifier().fit(X, Y), HistGradientBoostingClassifier(max_iter=10).fit(X, Y)],
+    ids=["knn", "hist-gbm"],
+)
+def test_unknown_families_run_as_they_are(model: Any) -> None:
+    assert compile_model(model, "predict_proba", PROBE) is None
+
+
+def test_a_compiled_model_that_differs_is_refused() -> None:
+    model = LogisticRegression().fit(X, Y)
+    model.coef_ = model.coef_.copy()
+    original = model.predict_proba
+
+    class Liar:
+        """Looks like a logistic regression, but its predict_proba says something else."""
+
+        coef_, intercept_, classes_ = model.coef_, model.intercept_, model.classes_
+
+        def predict_proba(self, x: Any) -> Any:
+            return original(x) * 0.5
+
+    Liar.__name__ = "LogisticRegression"
+    assert compile_model(Liar(), "predict_proba", PROBE) is None

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from failsoft import Portfolio
+from failsoft.errors import ConfigError
+from failsoft.tiers.defaults import top_n
+
+TOML = """
+data_dir = "state"
+[models.recs]
+[models.recs.output]
+type = "list"
+[[models.recs.tiers]]
+kind = "default"
+name = "popular"
+source = "{source}"
+top_n = 3
+refresh_s = 0.05
+"""
+
+
+def write_events(path: Path, items: list[str]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["user", "item"])
+        w.writerows([("u", i) for i in items])
+
+
+def test_top_n_from_events_and_counts(tmp_path: Path) -> None:
+    write_events(tmp_path / "e.csv", ["a", "b", "b", "c", "c", "c", "d"])
+    assert top_n(tmp_path / "e.csv", "item", None, 3) == ["c", "b", "a"]
+    pq.write_table(pa.table({"item": ["x", "y", "z"], "n": [5, 50, 7]}), tmp_path / "c.parquet")
+    assert top_n(tmp_path / "c.parquet", "item", "n", 2) == ["y", "z"]
+
+
+async def test_refreshes_and_survives_a_restart_without_source(
+    tmp_path: Path, write_toml: Callable[[str], Path]
+) -> None:
+    events = tmp_path / "events.csv"
+    write_events(events, ["a", "b", "b", "c", "c", "c"])
+    path = write_toml(TOML.format(source=events))
+    async with Portfolio.from_toml(path) as p:
+        o = await p.predict("recs", {})
+        assert o.outputs == ["c", "b", "a"] and o.tier == "popular"
+        write_events(events, ["z", "z", "y"])
+        deadline = time.monotonic() + 5
+        while (await p.predict("recs", {})).outputs != ["z", "y"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert (await p.predict("recs", {})).outputs == ["z", "y"]
+        events.write_text("garbage without the column\n1\n")
+        await asyncio.sleep(0.2)
+        assert (await p.predict("recs", {})).outputs == ["z", "y"], "a broken source keeps the last good copy"
+        assert p.chains["recs"].default.refresh_errors > 0
+    events.unlink()
+    async with Portfolio.from_toml(path) as p:
+        assert (await p.predict("recs", {})).outputs == ["z", "y"], "the last good copy came back from disk"
+        assert p.chains["recs"].default.origin == "cache"
+
+
+async def test_no_source_and_no_copy_is_a_config_error(
+    tmp_path: Path, write_toml: Callable[[str], Path]
+) -> None:
+    path = write_toml(TOML.format(source=tmp_path / "missing.csv"))
+    with pytest.raises(ConfigError) as info:
+        async with Portfolio.from_toml(path):
+            pass
+    assert info.value.key == "models.recs.tiers[0].source"
+
+
+async def test_static_value_must_pass_output_check(write_toml: Callable[[str], Path]) -> None:
+    text = '[models.m]\n[models.m.output]\ntype = "list"\n[[models.m.tiers]]\nkind = "default"\nvalue = []\n'
+    with pytest.raises(ConfigError, match="output check"):
+        async with Portfolio.from_toml(write_toml(text)):
+            pass

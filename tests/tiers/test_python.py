@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import joblib
+import lightgbm
+import numpy as np
+import pytest
+from skl2onnx import to_onnx
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+from failsoft import Portfolio, config
+from failsoft.errors import ConfigError
+
+X, Y = make_classification(n_samples=300, n_features=4, n_informative=3, n_redundant=0, random_state=0)
+INPUTS = "\n".join(f'[[models.m.inputs]]\nname = "f{i}"\nmin = -10\nmax = 10\n' for i in range(4))
+
+
+def portfolio_toml(tier: str, extra: str = "") -> str:
+    return f"""{extra}
+[models.m]
+deadline_ms = 500
+{INPUTS}
+[models.m.output]
+type = "float"
+min = 0
+max = 1
+[[models.m.tiers]]
+name = "cpu"
+kind = "python"
+{tier}
+[[models.m.tiers]]
+kind = "default"
+value = 0.5
+"""
+
+
+ROW = {f"f{i}": float(v) for i, v in enumerate(X[0])}
+
+
+async def predict(path: Path) -> tuple[Portfolio, float, str]:
+    async with Portfolio.from_toml(path) as p:
+        o = await p.predict("m", ROW)
+        return p, o.outputs, o.tier
+
+
+async def test_joblib_model_compiled_and_inline(tmp_path: Path, write_toml: Callable[[str], Path]) -> None:
+    model = LogisticRegression().fit(X, Y)
+    (tmp_path / "models").mkdir()
+    joblib.dump(model, tmp_path / "models" / "lr.joblib")
+    path = write_toml(portfolio_toml('path = "models/lr.joblib"', 'trusted_model_dirs = ["models"]'))
+    p, out, tier = await predict(path)
+    assert tier == "cpu"
+    assert out == pytest.approx(model.predict_proba(X[:1])[0, 1], abs=1e-12)
+    backend = p.chains["m"].tiers[0].backend
+    assert backend.describe()["compiled"] is True and backend.inline
+
+
+async def test_compile_off_runs_in_thread(tmp_path: Path, write_toml: Callable[[str], Path]) -> None:
+    model = LogisticRegression().fit(X, Y)
+    (tmp_path / "models").mkdir()
+    joblib.dump(model, tmp_path / "models" / "lr.joblib")
+    path = write_toml(
+        portfolio_toml('path = "models/lr.joblib"\ncompile = false', 'trusted_model_dirs = ["models"]')
+    )
+    p, out, tier = await predict(path)
+    assert tier == "cpu" and out == pytest.approx(model.predict_proba(X[:1])[0, 1], abs=1e-12)
+    assert not p.chains["m"].tiers[0].backend.inline
+
+
+async def test_onnx_model_file(tmp_path: Path, write_toml: Callable[[str], Path]) -> None:
+    model = LogisticRegression().fit(X, Y)
+    onx = to_onnx(model, X[:1].astype(np.float32), options={id(model): {"zipmap": False}})
+    (tmp_path / "lr.onnx").write_bytes(onx.SerializeToString())
+    _, out, tier = await predict(write_toml(portfolio_toml('path = "lr.onnx"')))
+    assert tier == "cpu"
+    assert out == pytest.approx(model.predict_proba(X[:1])[0, 1], abs=1e-5)  # float32 inside ONNX
+
+
+async def test_lightgbm_booster_text_file(tmp_path: Path, write_toml: Callable[[str], Path]) -> None:
+    booster = lightgbm.train({"objective": "binary", "verbose": -1}, lightgbm.Dataset(X, Y), 10)
+    (tmp_path / "models").mkdir()
+    booster.save_model(str(tmp_path / "models" / "b.txt"))
+    p, out, _ = await predict(
+        write_toml(
+            portfolio_toml('path = "models/b.txt"\nmethod = "predict"', 'trusted_model_dirs = ["models"]')
+        )
+    )
+    assert out == pytest.approx(float(booster.predict(X[:1])[0]), abs=1e-9)
+    assert p.chains["m"].tiers[0].backend.describe()["compiled"] is True
+
+
+async def test_callable_target_and_batch_mode(write_toml: Callable[[str], Path]) -> None:
+    text = portfolio_toml('target = "tests.helpers:batch"\ncall = "batch"').replace(
+        'name = "f0"', 'name = "x"'
+    )
+    async with Portfolio.from_toml(write_toml(text)) as p:
+        rows = [{"x": 1.0, "f1": 0, "f2": 0, "f3": 0}, {"x": 2.0, "f1": 0, "f2": 0, "f3": 0}]
+        o = await p.predict("m", rows)
+        assert o.outputs == [0.01, 0.02] and o.tier == "cpu"
+
+
+async def test_unloadable_target_is_a_config_error(write_toml: Callable[[str], Path]) -> None:
+    with pytest.raises(ConfigError) as info:
+        async with Portfolio.from_toml(write_toml(portfolio_toml('target = "tests.helpers:nope"'))):
+            pass
+    assert info.value.key == "models.m.tiers[0].target"
+
+
+def test_sync_api(write_toml: Callable[[str], Path]) -> None:
+    text = portfolio_toml('target = "tests.helpers:score"').replace('name = "f0"', 'name = "x"')
+    with Portfolio.from_toml(write_toml(text)) as p:
+        o = p.predict_sync("m", {"x": 5.0, "f1": 0, "f2": 0, "f3": 0})
+    assert o.outputs == 0.5 and not o.degraded
+    assert config.load(write_toml(text)).models["m"].deadline_ms == 500
