@@ -80,7 +80,8 @@ class Breaker:
         """Seconds until the next probe may pass (0 unless open)."""
         if self.state is not BreakerState.OPEN:
             return 0.0
-        return max(0.0, self._opened_at + self.policy.open_s - self._clock())
+        left = self.policy.open_s - (self._clock() - self._opened_at)
+        return min(self.policy.open_s, max(0.0, left))
 
     def failure_share(self) -> float:
         return self._failures / len(self._outcomes) if self._outcomes else 0.0

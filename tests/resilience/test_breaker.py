@@ -135,7 +135,7 @@ def test_never_opens_without_enough_failures(outcomes: list[bool]) -> None:
         admitted = call(b, ok)
         if not admitted:
             break
-        window = (window + [ok])[-10:]
+        window = [*window, ok][-10:]
         if b.state is BreakerState.OPEN:
             fails = window.count(False)
             assert len(window) >= 4 and fails >= 0.5 * len(window)
@@ -182,4 +182,5 @@ class BreakerMachine(RuleBasedStateMachine):
         assert 0 <= self.breaker.retry_after() <= self.breaker.policy.open_s
 
 
+BreakerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestBreakerMachine = BreakerMachine.TestCase

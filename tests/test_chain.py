@@ -1,0 +1,170 @@
+"""The tier walk, in process: every reason, the deadline bound, breakers, bulkheads, quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from failsoft import Health, Portfolio, Reason
+from tests import helpers
+
+Make = Callable[..., Awaitable[Portfolio]]
+
+
+def chain_toml(*targets: str, deadline_ms: int = 200, timeout_ms: int = 40, concurrency: int = 4) -> str:
+    tiers = "".join(
+        f"""
+[[models.m.tiers]]
+name = "t{i}"
+kind = "python"
+target = "tests.helpers:{t}"
+timeout_ms = {timeout_ms}
+max_concurrency = {concurrency}
+breaker = {{ window = 10, min_calls = 4, failure_rate = 0.5, open_ms = 300 }}
+"""
+        for i, t in enumerate(targets)
+    )
+    return f"""
+[models.m]
+deadline_ms = {deadline_ms}
+[[models.m.inputs]]
+name = "x"
+min = 0
+max = 10
+[models.m.output]
+type = "float"
+min = 0
+max = 1
+{tiers}
+[[models.m.tiers]]
+kind = "default"
+value = 0.25
+"""
+
+
+@pytest.fixture
+async def make(write_toml: Callable[[str], Path]) -> AsyncIterator[Make]:
+    opened: list[Portfolio] = []
+
+    async def build(*targets: str, **kw: int) -> Portfolio:
+        p = Portfolio.from_toml(write_toml(chain_toml(*targets, **kw)))
+        await p.start()
+        opened.append(p)
+        return p
+
+    yield build
+    helpers.RELEASE.set()
+    for p in opened:
+        await p.close()
+    helpers.RELEASE.clear()
+
+
+async def test_healthy_primary_answers(make: Make) -> None:
+    p = await make("score", "score")
+    o = await p.predict("m", {"x": 5})
+    assert (o.tier, o.degraded, o.reason, o.outputs) == ("t0", False, None, 0.5)
+    assert o.version == "1" and o.id and o.latency_ms < 50
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"), [("boom", Reason.ERROR), ("garbage", Reason.INVALID_OUTPUT), ("hang", Reason.TIMEOUT)]
+)
+async def test_failures_fall_to_next_tier(make: Make, target: str, reason: Reason) -> None:
+    p = await make(target, "score")
+    o = await p.predict("m", {"x": 8})
+    assert (o.tier, o.degraded, o.reason, o.outputs) == ("t1", True, reason, 0.8)
+    assert [s.tier for s in o.skips] == ["t0"] and o.skips[0].detail
+
+
+async def test_everything_fails_the_default_answers(make: Make) -> None:
+    p = await make("boom", "garbage")
+    o = await p.predict("m", {"x": 8})
+    assert (o.tier, o.reason, o.outputs) == ("default", Reason.ERROR, 0.25)
+    assert [s.reason for s in o.skips] == [Reason.ERROR, Reason.INVALID_OUTPUT]
+
+
+@pytest.mark.parametrize("bad", [{"x": float("nan")}, {"x": "7"}, {"x": 11}, {}, {"x": None}])
+async def test_corrupt_input_goes_straight_to_default(make: Make, bad: dict[str, object]) -> None:
+    p = await make("score")
+    before = helpers.CALLS["n"]
+    o = await p.predict("m", bad)
+    assert (o.tier, o.reason, o.outputs) == ("default", Reason.INVALID_INPUT, 0.25)
+    assert helpers.CALLS["n"] == before, "no tier is called with corrupt input"
+
+
+async def test_call_bounded_by_what_is_left_of_the_deadline(make: Make) -> None:
+    p = await make("hang", "hang", deadline_ms=60, timeout_ms=40)
+    t = time.perf_counter()
+    o = await p.predict("m", {"x": 1})
+    elapsed = (time.perf_counter() - t) * 1000
+    assert o.tier == "default" and [s.reason for s in o.skips] == [Reason.TIMEOUT, Reason.TIMEOUT]
+    assert 55 <= elapsed <= 65, "t0 gets 40 ms, t1 only the 20 ms left"
+
+
+async def test_breaker_opens_and_no_call_is_made(make: Make) -> None:
+    p = await make("boom", "score")
+    for _ in range(4):
+        assert (await p.predict("m", {"x": 1})).reason is Reason.ERROR
+    tier = p.chains["m"].tiers[0]
+    assert tier.breaker.state.value == "open"
+    o = await p.predict("m", {"x": 1})
+    assert o.reason is Reason.CIRCUIT_OPEN and o.tier == "t1"
+    assert p.metrics.skips[("m", "t0", "circuit_open")] == 1
+    await asyncio.sleep(0.31)
+    assert (await p.predict("m", {"x": 1})).reason is Reason.ERROR, "half-open lets one probe through"
+
+
+async def test_bulkhead_full_skips_at_once_and_hung_threads_keep_their_slot(make: Make) -> None:
+    p = await make("hang", "score", concurrency=1, timeout_ms=30)
+    first = asyncio.create_task(p.predict("m", {"x": 1}))
+    await asyncio.sleep(0.005)
+    t = time.perf_counter()
+    second = await p.predict("m", {"x": 2})
+    assert second.reason is Reason.OVERLOADED and (time.perf_counter() - t) < 0.01
+    assert (await first).reason is Reason.TIMEOUT
+    third = await p.predict("m", {"x": 3})
+    assert third.reason is Reason.OVERLOADED, "the hung thread still holds the only slot"
+    helpers.RELEASE.set()
+    await asyncio.sleep(0.05)
+    assert p.chains["m"].tiers[0].bulkhead.in_flight == 0
+
+
+async def test_quarantined_model_skips_its_primary(make: Make) -> None:
+    p = await make("score", "score")
+    p.chains["m"].health = Health.QUARANTINED
+    o = await p.predict("m", {"x": 3})
+    assert (o.tier, o.reason) == ("t1", Reason.QUARANTINED)
+
+
+async def test_batch_answers_every_row(make: Make) -> None:
+    p = await make("score")
+    o = await p.predict("m", [{"x": 1}, {"x": 2}, {"x": 3}])
+    assert o.outputs == [0.1, 0.2, 0.3]
+    bad = await p.predict("m", [{"x": 1}, {"x": -2}])
+    assert bad.outputs == [0.25, 0.25] and bad.reason is Reason.INVALID_INPUT
+
+
+async def test_skips_are_counted_and_logged_once_folded(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = await make("garbage", "score")
+    with caplog.at_level(logging.INFO, logger="failsoft.chain"):
+        for _ in range(3):
+            await p.predict("m", {"x": 1})
+    lines = [r.getMessage() for r in caplog.records if "tier_skipped" in r.getMessage()]
+    assert len(lines) == 1 and '"reason": "invalid_output"' in lines[0] and '"request_id"' in lines[0]
+    assert p.metrics.skips[("m", "t0", "invalid_output")] == 3
+    assert p.metrics.answers[("m", "t1", "invalid_output")] == 3
+
+
+async def test_unknown_model(make: Make) -> None:
+    from failsoft.errors import UnknownModel
+
+    p = await make("score")
+    with pytest.raises(UnknownModel, match="serves m"):
+        await p.predict("nope", {"x": 1})
