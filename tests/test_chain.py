@@ -72,7 +72,8 @@ async def test_healthy_primary_answers(make: Make) -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "reason"), [("boom", Reason.ERROR), ("garbage", Reason.INVALID_OUTPUT), ("hang", Reason.TIMEOUT)]
+    ("target", "reason"),
+    [("boom", Reason.ERROR), ("garbage", Reason.INVALID_OUTPUT), ("hang", Reason.TIMEOUT)],
 )
 async def test_failures_fall_to_next_tier(make: Make, target: str, reason: Reason) -> None:
     p = await make(target, "score")
@@ -149,9 +150,7 @@ async def test_batch_answers_every_row(make: Make) -> None:
     assert bad.outputs == [0.25, 0.25] and bad.reason is Reason.INVALID_INPUT
 
 
-async def test_skips_are_counted_and_logged_once_folded(
-    make: Make, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_skips_are_counted_and_logged_once_folded(make: Make, caplog: pytest.LogCaptureFixture) -> None:
     p = await make("garbage", "score")
     with caplog.at_level(logging.INFO, logger="failsoft.chain"):
         for _ in range(3):

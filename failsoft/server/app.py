@@ -107,13 +107,16 @@ class App:
             status, body, headers = 413, _encode({"error": f"request body over {self.max_body} bytes"}), _JSON
         except MethodNotAllowed:
             status, body, headers = 405, _encode({"error": f"{method} not allowed on {scope['path']}"}), _JSON
+        except Exception:  # a bug outside the chain (which has its own guard): say so, keep serving
+            log.exception("request %s %s failed", method, scope["path"])
+            status, body, headers = 500, _encode({"error": "internal error; see the server log"}), _JSON
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and int(value) > self.max_body:
-                raise TooLarge
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise TooLarge
         chunks = []
         size = 0
         more = True
@@ -143,7 +146,7 @@ class App:
                 and (n == 4 or (n == 6 and parts[3] == "versions"))
             ):
                 _need(method, "POST")
-                return 200, await self._infer(parts[2], await self._read(scope, receive)), _JSON
+                return await self._infer(parts[2], await self._read(scope, receive), scope)
             _need(method, "GET")
             return 200, self._v2_get(parts), _JSON
         if head == "v1" and n == 2 and parts[1] == "models":
@@ -215,12 +218,43 @@ class App:
         assert isinstance(rows, list)
         return _encode(await self._answer(model, rows, req.id, single))
 
-    async def _infer(self, model: str, body: bytes) -> bytes:
+    async def _infer(
+        self, model: str, body: bytes, scope: Scope
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         chain = self.portfolio.chain(model)
+        header_len = _header(scope, b"inference-header-content-length")
+        binary = b""
+        if header_len is not None:
+            try:
+                cut = int(header_len)
+            except ValueError:
+                raise InvalidRequest("Inference-Header-Content-Length is not a number") from None
+            if not 0 <= cut <= len(body):
+                raise InvalidRequest(f"Inference-Header-Content-Length {cut} is outside the body")
+            body, binary = body[:cut], body[cut:]
         req: oip.InferRequest = _lenient(body, oip.InferRequest)
+        oip.attach_binary(req, binary)
         rows = oip.to_rows(req, chain)
         outcome = await self._answer(model, rows, req.id, single=False)
-        return _encode(oip.to_response(outcome, len(rows), single=False))
+        doc = oip.to_response(outcome, len(rows), single=False)
+        if not oip.wants_binary(req):
+            return 200, _encode(doc), _JSON
+        payload, cut = oip.binary_response(doc)
+        return (
+            200,
+            payload,
+            [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(cut).encode()),
+            ],
+        )
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def _need(method: str, allowed: str) -> None:

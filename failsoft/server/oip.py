@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from failsoft.chain import Chain
 from failsoft.errors import InvalidRequest
@@ -12,10 +13,12 @@ from failsoft.types import Outcome
 
 
 class Tensor(msgspec.Struct):
+    # data is absent when the tensor travels as binary after the JSON header
+
     name: str
     shape: list[int]
     datatype: str
-    data: Any
+    data: Any = None
     parameters: dict[str, Any] | None = None
 
 
@@ -24,6 +27,78 @@ class InferRequest(msgspec.Struct):
     id: str | None = None
     parameters: dict[str, Any] | None = None
     outputs: list[dict[str, Any]] | None = None
+
+
+# The binary tensor extension (Triton's clients use it by default): raw little-endian tensors after the
+# JSON header, whose length is sent in the Inference-Header-Content-Length header.
+_NP = {
+    "FP64": "<f8",
+    "FP32": "<f4",
+    "FP16": "<f2",
+    "INT64": "<i8",
+    "INT32": "<i4",
+    "INT16": "<i2",
+    "INT8": "<i1",
+    "UINT64": "<u8",
+    "UINT32": "<u4",
+    "UINT16": "<u2",
+    "UINT8": "<u1",
+    "BOOL": "?",
+}
+
+
+def _bytes_elements(raw: bytes) -> list[str]:
+    out, i = [], 0
+    while i < len(raw):
+        if i + 4 > len(raw):
+            raise InvalidRequest("truncated BYTES tensor")
+        n = int.from_bytes(raw[i : i + 4], "little")
+        out.append(raw[i + 4 : i + 4 + n].decode("utf-8", "replace"))
+        i += 4 + n
+    return out
+
+
+def attach_binary(req: InferRequest, binary: bytes) -> None:
+    """Fill ``data`` of the inputs whose values came as raw bytes after the JSON header."""
+    offset = 0
+    for t in req.inputs:
+        size = (t.parameters or {}).get("binary_data_size")
+        if size is None:
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvalidRequest(f"tensor {t.name!r}: binary_data_size {size!r} exceeds the body")
+        raw = binary[offset : offset + size]
+        offset += size
+        if t.datatype == "BYTES":
+            t.data = _bytes_elements(raw)
+        elif t.datatype in _NP:
+            try:
+                t.data = np.frombuffer(raw, dtype=_NP[t.datatype]).tolist()
+            except ValueError as err:
+                raise InvalidRequest(f"tensor {t.name!r}: {err}") from None
+        else:
+            raise InvalidRequest(f"tensor {t.name!r}: unsupported datatype {t.datatype}")
+
+
+def wants_binary(req: InferRequest) -> bool:
+    if req.outputs:
+        return any((o.get("parameters") or {}).get("binary_data") for o in req.outputs)
+    return bool((req.parameters or {}).get("binary_data_output"))
+
+
+def binary_response(doc: dict[str, Any]) -> tuple[bytes, int]:
+    """The response with its output tensors as raw bytes after the JSON; returns (body, header length)."""
+    chunks = []
+    for out in doc["outputs"]:
+        data = out.pop("data")
+        if out["datatype"] == "BYTES":
+            raw = b"".join(len(b := str(x).encode()).to_bytes(4, "little") + b for x in data)
+        else:
+            raw = np.asarray(data, dtype=_NP[out["datatype"]]).tobytes()
+        out["parameters"] = {"binary_data_size": len(raw)}
+        chunks.append(raw)
+    header = msgspec.json.encode(doc)
+    return header + b"".join(chunks), len(header)
 
 
 def _flatten(data: Any) -> list[Any]:

@@ -1,0 +1,168 @@
+"""The HTTP edge against a real `failsoft serve` and a real backend process."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+
+from tests.server.conftest import FEATURES, Proc
+
+ROW = {f: 0.5 * i for i, f in enumerate(FEATURES)}
+
+
+def call(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            raw = r.read()
+            status = r.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+def post(url: str, doc: Any) -> tuple[int, Any]:
+    return call("POST", url, json.dumps(doc).encode())
+
+
+@pytest.fixture(scope="module")
+def gw(stack: tuple[Proc, Proc]) -> str:
+    return stack[1].url
+
+
+def test_health_and_server_metadata(gw: str) -> None:
+    assert call("GET", gw + "/v2/health/live") == (200, {"live": True})
+    assert call("GET", gw + "/v2/health/ready") == (200, {"ready": True})
+    status, meta = call("GET", gw + "/v2")
+    assert status == 200 and meta["name"] == "failsoft"
+
+
+def test_model_metadata_lists_real_tensors(gw: str) -> None:
+    status, meta = call("GET", gw + "/v2/models/churn")
+    assert status == 200 and meta["name"] == "churn" and meta["versions"] == ["7"]
+    assert [t["name"] for t in meta["inputs"]] == FEATURES
+    assert meta["inputs"][0] == {"name": "f0", "datatype": "FP64", "shape": [-1]}
+    assert meta["outputs"] == [{"name": "output", "datatype": "FP64", "shape": [-1]}]
+    assert call("GET", gw + "/v2/models/churn/ready") == (200, {"name": "churn", "ready": True})
+    assert call("GET", gw + "/v2/models/nope")[0] == 404
+
+
+def test_v1_predict_single_and_batch(gw: str) -> None:
+    status, out = post(gw + "/v1/models/churn/predict", {"inputs": ROW, "id": "req-1"})
+    assert status == 200
+    assert out["id"] == "req-1" and out["model"] == "churn" and out["version"] == "7"
+    assert out["tier"] == "heavy" and out["degraded"] is False and out["reason"] is None
+    assert 0 <= out["outputs"] <= 1 and out["latency_ms"] > 0
+    status, out = post(gw + "/v1/models/churn/predict", {"inputs": [ROW, ROW, ROW]})
+    assert status == 200 and len(out["outputs"]) == 3 and out["tier"] == "heavy"
+
+
+def test_oip_infer_feature_tensors_and_matrix(gw: str) -> None:
+    per_feature = {
+        "inputs": [{"name": f, "shape": [2], "datatype": "FP64", "data": [v, v]} for f, v in ROW.items()]
+    }
+    status, out = post(gw + "/v2/models/churn/infer", per_feature)
+    assert status == 200 and out["outputs"][0]["shape"] == [2]
+    assert out["parameters"]["failsoft_tier"] == "heavy" and out["parameters"]["failsoft_degraded"] is False
+    matrix = {
+        "id": "m1",
+        "inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP64", "data": [list(ROW.values())]}],
+    }
+    status, out2 = post(gw + "/v2/models/churn/infer", matrix)
+    assert status == 200 and out2["id"] == "m1"
+    assert out2["outputs"][0]["data"][0] == pytest.approx(out["outputs"][0]["data"][0])
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "says"),
+    [
+        ("/v1/models/churn/predict", b"{not json", 400, "not JSON"),
+        ("/v1/models/churn/predict", b'{"rows": []}', 400, "inputs"),
+        ("/v1/models/churn/predict", b'{"inputs": []}', 400, "empty"),
+        ("/v1/models/churn/predict", json.dumps({"inputs": [ROW] * 65}).encode(), 400, "over the limit"),
+        ("/v1/models/nope/predict", b'{"inputs": {}}', 404, "unknown model"),
+        ("/v1/models/churn/predict", b'{"inputs": {"f0": "' + b"x" * 30000 + b'"}}', 413, "over"),
+        (
+            "/v2/models/churn/infer",
+            json.dumps(
+                {"inputs": [{"name": "f0", "shape": [3], "datatype": "FP64", "data": [1, 2]}]}
+            ).encode(),
+            400,
+            "shape",
+        ),
+        (
+            "/v2/models/churn/infer",
+            json.dumps(
+                {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
+            ).encode(),
+            400,
+            "6 features",
+        ),
+        ("/v2/models/churn/infer", b'{"inputs": "nope"}', 400, "malformed"),
+    ],
+)
+def test_malformed_envelopes_get_a_clear_4xx(gw: str, path: str, body: bytes, status: int, says: str) -> None:
+    got, out = call("POST", gw + path, body)
+    assert got == status and says in out["error"]
+
+
+def test_corrupt_values_get_the_default_not_an_error(gw: str) -> None:
+    body = json.dumps({"inputs": {**ROW, "f1": float("nan")}}).encode()  # NaN, as Python writes it
+    status, out = call("POST", gw + "/v1/models/churn/predict", body)
+    assert status == 200 and out["tier"] == "base-rate" and out["reason"] == "invalid_input"
+    assert out["outputs"] == 0.2 and "f1" in out["skips"][0][2]
+    status, out = post(gw + "/v1/models/churn/predict", {"inputs": {**ROW, "f2": "oops"}})
+    assert status == 200 and out["reason"] == "invalid_input"
+
+
+def test_wrong_method_and_route(gw: str) -> None:
+    assert call("GET", gw + "/v1/models/churn/predict")[0] == 405
+    assert call("GET", gw + "/nowhere")[0] == 404
+
+
+def test_models_listing_and_metrics(gw: str) -> None:
+    post(gw + "/v1/models/churn/predict", {"inputs": ROW})
+    status, out = call("GET", gw + "/v1/models")
+    model = out["models"][0]
+    assert status == 200 and model["name"] == "churn"
+    assert [t["name"] for t in model["chain"]] == ["heavy", "json", "cpu", "base-rate"]
+    assert model["chain"][0]["breaker"]["state"] in {"closed", "half_open", "open"}
+    assert model["chain"][2]["compiled"] is True
+    status, text = call("GET", gw + "/metrics")
+    assert status == 200
+    assert 'failsoft_requests_total{model="churn",reason="none",tier="heavy"}' in text
+    assert "failsoft_request_latency_seconds_bucket" in text and "failsoft_breaker_state" in text
+    assert "failsoft_degraded_ratio" in text
+    status, page = call("GET", gw + "/")
+    assert status == 200 and "failsoft" in page
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-tensors", "json-tensors"])
+def test_tritonclient_as_a_real_oip_client(gw: str, binary: bool) -> None:
+    client = triton.InferenceServerClient(gw.removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("churn")
+        meta = client.get_model_metadata("churn")
+        inputs = []
+        for t in meta["inputs"]:
+            inp = triton.InferInput(t["name"], [2], t["datatype"])
+            inp.set_data_from_numpy(np.array([ROW[t["name"]]] * 2, dtype=np.float64), binary_data=binary)
+            inputs.append(inp)
+        result = client.infer(
+            "churn", inputs, outputs=[triton.InferRequestedOutput("output", binary_data=binary)]
+        )
+        scores = result.as_numpy("output")
+        assert scores is not None and scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+        params = result.get_response()["parameters"]
+        assert params["failsoft_tier"] in {"heavy", "json", "cpu", "base-rate"}
+    finally:
+        client.close()

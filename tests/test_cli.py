@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from failsoft import __all__ as exported
+from failsoft.cli import main
+
+REASONS = {"invalid_input", "circuit_open", "overloaded", "timeout", "error", "invalid_output"}
+
+
+def test_exported_names() -> None:
+    assert set(exported) == {
+        "Breaker", "BreakerPolicy", "BreakerState", "Bulkhead", "CircuitOpen", "ConfigError", "Deadline",
+        "FailsoftError", "Health", "InvalidOutput", "InvalidRequest", "Outcome", "Portfolio", "PortfolioSpec",
+        "Reason", "Skip", "TierError", "TierKind", "TierTimeout", "TierUnavailable", "UnknownModel",
+    }  # fmt: skip
+
+
+def test_check_good_and_bad(write_toml: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_toml('[models.m]\n[[models.m.tiers]]\nkind = "default"\nvalue = 1\n')
+    assert main(["check", str(good), "--load"]) == 0
+    assert "ok" in capsys.readouterr().out
+    bad = write_toml(
+        '[models.m]\ndeadline_ms = -1\n[[models.m.tiers]]\nkind = "default"\nvalue = 1\n', "bad.toml"
+    )
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml: models.m.deadline_ms" in err and "got -1" in err
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    """The main job: it ends by itself, no 5xx, nothing late, every reason of the request path seen."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "failsoft.cli",
+            "demo",
+            "--duration",
+            "12",
+            "--json",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["requests"] > 1000
+    assert summary["non_2xx"] == 0 and summary["over_deadline"] == 0
+    assert REASONS <= set(summary["by_reason"]), summary["by_reason"]
+    assert {"p50_ms", "p99_ms", "max_ms", "degraded", "by_tier"} <= set(summary)
+    assert (tmp_path / "state" / "defaults" / "recs.top10.json").exists()
