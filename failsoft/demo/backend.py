@@ -81,9 +81,6 @@ class Backend:
 
     async def infer(self, name: str, body: bytes) -> tuple[int, bytes]:
         enc = msgspec.json.encode
-        model = self.models.get(name)
-        if model is None:
-            return 404, enc({"error": f"no model {name}"})
         mode = self.mode
         if mode == "hang":
             await asyncio.sleep(3600)
@@ -91,6 +88,9 @@ class Backend:
             await asyncio.sleep(self.delay_s)
         if mode == "error":
             return 500, enc({"error": "injected failure"})
+        model = self.models.get(name)
+        if model is None:
+            return 404, enc({"error": f"no model {name}"})
         req = msgspec.json.decode(body)
         tensor = req["inputs"][0]
         x = np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"])

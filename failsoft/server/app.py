@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from failsoft.chain import Chain
 from failsoft.errors import InvalidRequest, UnknownModel
 from failsoft.portfolio import Portfolio
 from failsoft.server import oip
@@ -47,11 +48,11 @@ class MethodNotAllowed(Exception):
     pass
 
 
-def _lenient(body: bytes, kind: type[Any]) -> Any:
+def _lenient(body: bytes, kind: type[Any], decode: Callable[[bytes], Any]) -> Any:
     """Decode a body; bodies with NaN/Infinity (which Python's json writes) are read too, and their corrupt
     values are left for the input checks to answer with the safe default."""
     try:
-        return msgspec.json.decode(body, type=kind)
+        return decode(body)
     except msgspec.ValidationError as err:
         raise InvalidRequest(f"malformed request: {err}") from None
     except msgspec.DecodeError:
@@ -185,8 +186,8 @@ class App:
                 return _encode({"name": chain.model, "ready": self.portfolio.started})
         raise UnknownModel("/".join(parts[1:]), list(self.portfolio.chains))
 
-    async def _answer(self, model: str, rows: list[Any], request_id: str | None, single: bool) -> Outcome:
-        chain = self.portfolio.chain(model)
+    async def _answer(self, chain: Chain, rows: list[Any], request_id: str | None, single: bool) -> Outcome:
+        model = chain.model
         if len(rows) > self.max_batch:
             self.portfolio.metrics.reject(model, "batch_too_large")
             raise InvalidRequest(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
@@ -211,12 +212,12 @@ class App:
             )
 
     async def _predict_v1(self, model: str, body: bytes) -> bytes:
-        self.portfolio.chain(model)
-        req: PredictRequest = _lenient(body, PredictRequest)
+        chain = self.portfolio.chain(model)
+        req: PredictRequest = _lenient(body, PredictRequest, _decode_predict)
         single = isinstance(req.inputs, dict)
         rows = [req.inputs] if single else req.inputs
         assert isinstance(rows, list)
-        return _encode(await self._answer(model, rows, req.id, single))
+        return _encode(await self._answer(chain, rows, req.id, single))
 
     async def _infer(
         self, model: str, body: bytes, scope: Scope
@@ -232,10 +233,10 @@ class App:
             if not 0 <= cut <= len(body):
                 raise InvalidRequest(f"Inference-Header-Content-Length {cut} is outside the body")
             body, binary = body[:cut], body[cut:]
-        req: oip.InferRequest = _lenient(body, oip.InferRequest)
+        req: oip.InferRequest = _lenient(body, oip.InferRequest, _decode_infer)
         oip.attach_binary(req, binary)
         rows = oip.to_rows(req, chain)
-        outcome = await self._answer(model, rows, req.id, single=False)
+        outcome = await self._answer(chain, rows, req.id, single=False)
         doc = oip.to_response(outcome, len(rows), single=False)
         if not oip.wants_binary(req):
             return 200, _encode(doc), _JSON

@@ -35,7 +35,10 @@ def _softmax(z: Array) -> Array:
 
 
 def _binary(p: Array) -> Array:
-    return np.stack([1.0 - p, p], axis=1)
+    out = np.empty((p.shape[0], 2))
+    out[:, 1] = p
+    out[:, 0] = 1.0 - p
+    return out
 
 
 # ---- linear models and the affine steps in front of them ----------------------------------------------

@@ -1,0 +1,237 @@
+"""What failsoft costs on the request path, side by side with a bare app, in one run.
+
+(a) bare: a bare ASGI app calling predict_proba directly (bench/bare_app.py)
+(b) healthy: failsoft, primary = the same model in a python tier (compiled at load)
+(c) breaker_open: failsoft, primary = a remote tier whose breaker is open; the same model answers next
+(d) hanging: failsoft, primary = a remote tier that never answers; answered at the deadline
+
+Same model (logistic regression on scikit-learn's bundled breast-cancer set: 30 floats a row), same server
+stack (uvicorn + uvloop + httptools), load from wrk in a second process over loopback, at concurrency 1 and
+32. The last line printed is one JSON object with every figure and the ratios to (a).
+
+    python bench/overhead.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import joblib
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+
+HERE = Path(__file__).resolve().parent
+DEADLINE_MS = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} never became ready")
+
+
+def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n')
+        fh.write('wrk.headers["Content-Type"] = "application/json"\n')
+        script = fh.name
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * units[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": round(rps, 1),
+        "p50_ms": round(pct("50"), 3),
+        "p99_ms": round(pct("99"), 3),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def portfolio(work: Path, primary: str, names: list[str]) -> Path:
+    inputs = "".join(f'[[models.m.inputs]]\nname = "{n}"\n' for n in names)
+    text = f"""
+trusted_model_dirs = ["{work}"]
+data_dir = "{work / "state"}"
+[models.m]
+deadline_ms = {DEADLINE_MS}
+{inputs}
+[models.m.output]
+type = "float"
+min = 0
+max = 1
+{primary}
+[[models.m.tiers]]
+name = "lr"
+kind = "python"
+path = "{work / "model.joblib"}"
+max_concurrency = 1024
+[[models.m.tiers]]
+kind = "default"
+value = 0.5
+"""
+    path = work / f"portfolio-{abs(hash(primary))}.toml"
+    path.write_text(text)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=5, help="measured seconds per point (default 5)")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/overhead.py needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    work = Path(tempfile.mkdtemp(prefix="failsoft-bench-"))
+    data = load_breast_cancer()
+    names = [f"f{i}" for i in range(data.data.shape[1])]
+    joblib.dump(LogisticRegression(max_iter=10000).fit(data.data, data.target), work / "model.joblib")
+    row = dict(zip(names, data.data[0].tolist(), strict=True))
+    body = json.dumps({"inputs": row})
+    procs: list[subprocess.Popen[bytes]] = []
+    dead_port = free_port()  # nothing listens here: every call is refused
+    hang_port = free_port()
+    hang = subprocess.Popen(
+        [sys.executable, "-m", "failsoft.demo.backend", "--port", str(hang_port), "--mode", "hang"],
+        stderr=subprocess.DEVNULL,
+    )
+    procs.append(hang)
+    wait(f"http://127.0.0.1:{hang_port}/v2/health/ready", hang)
+
+    def remote(url: str, breaker: str) -> str:
+        return (
+            f'[[models.m.tiers]]\nname = "remote"\nkind = "oip"\nurl = "{url}"\nmodel_name = "m"\n'
+            f"timeout_ms = {DEADLINE_MS}\nmax_concurrency = 1024\nbreaker = {breaker}\n"
+        )
+
+    cases: dict[str, list[str]] = {
+        "a_bare": [sys.executable, str(HERE / "bare_app.py"), str(work / "model.joblib"), ",".join(names)],
+        "b_healthy": ["serve", str(portfolio(work, "", names))],
+        "c_breaker_open": [
+            "serve",
+            str(
+                portfolio(
+                    work,
+                    remote(
+                        f"http://127.0.0.1:{dead_port}", "{ window = 10, min_calls = 5, open_ms = 3600000 }"
+                    ),
+                    names,
+                )
+            ),
+        ],
+        # The breaker never opens here (it would need 10^6 straight failures): every request waits.
+        "d_hanging": [
+            "serve",
+            str(
+                portfolio(
+                    work,
+                    remote(
+                        f"http://127.0.0.1:{hang_port}",
+                        "{ window = 1000000, min_calls = 1000000, failure_rate = 1.0 }",
+                    ),
+                    names,
+                )
+            ),
+        ],
+    }
+    results: dict[str, Any] = {}
+    try:
+        for name, cmd in cases.items():
+            port = free_port()
+            if cmd[0] == "serve":
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "failsoft.cli",
+                    "serve",
+                    cmd[1],
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ]
+                ready = f"http://127.0.0.1:{port}/v2/health/ready"
+                url = f"http://127.0.0.1:{port}/v1/models/m/predict"
+            else:
+                cmd = [*cmd, str(port)]
+                ready = f"http://127.0.0.1:{port}/ready"
+                url = f"http://127.0.0.1:{port}/predict"
+            proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            wait(ready, proc)
+            req = urllib.request.Request(
+                url, data=body.encode(), headers={"content-type": "application/json"}
+            )
+            with urllib.request.urlopen(req) as r:
+                sample = json.loads(r.read())
+            wrk(url, body, 8, 2)  # warm up (and, for (c), open the breaker)
+            results[name] = {"answered_by": sample.get("tier", "bare")}
+            for c in (1, 32):
+                results[name][f"c{c}"] = point = wrk(url, body, c, args.seconds)
+                print(
+                    f"{name:15s} c={c:<3d} {point['rps']:>9.1f} req/s  p50 {point['p50_ms']:.3f} ms  "
+                    f"p99 {point['p99_ms']:.3f} ms  non-2xx {point['non_2xx']}",
+                    file=sys.stderr,
+                )
+            proc.send_signal(signal.SIGINT)
+            proc.wait(10)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    base = results["a_bare"]
+    ratios = {}
+    for name, r in results.items():
+        for c in ("c1", "c32"):
+            ratios[f"{name}/{c}/rps_ratio"] = round(r[c]["rps"] / base[c]["rps"], 2)
+            ratios[f"{name}/{c}/p99_delta_ms"] = round(r[c]["p99_ms"] - base[c]["p99_ms"], 3)
+    verdict = {
+        "b_throughput_at_least_2x_bare_c32": ratios["b_healthy/c32/rps_ratio"] >= 2.0,
+        "c_p99_within_1ms_of_bare": all(
+            ratios[f"c_breaker_open/{c}/p99_delta_ms"] <= 1.0 for c in ("c1", "c32")
+        ),
+        "d_p99_within_deadline_plus_5ms": all(
+            results["d_hanging"][c]["p99_ms"] <= DEADLINE_MS + 5 for c in ("c1", "c32")
+        ),
+    }
+    print(json.dumps({"deadline_ms": DEADLINE_MS, "results": results, "ratios": ratios, "verdict": verdict}))
+
+
+if __name__ == "__main__":
+    main()
