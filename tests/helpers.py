@@ -35,3 +35,7 @@ def garbage(row: dict[str, Any]) -> Any:
 
 def batch(rows: list[dict[str, Any]]) -> list[float]:
     return [r["x"] / 100.0 for r in rows]
+
+
+def score4(row: dict[str, Any]) -> float:
+    return 1.0 / (1.0 + sum(abs(v) for v in row.values()))
