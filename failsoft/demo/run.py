@@ -273,6 +273,25 @@ class Demo:
         return self.stats.summary()
 
 
+def print_summary(console: Console, s: dict[str, Any]) -> None:
+    console.print(
+        f"\n[bold]{s['requests']} requests[/], [bold]{s['non_2xx']} non-2xx[/], {s['degraded']} degraded, "
+        f"{s['over_deadline']} over deadline; latency p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
+        f"max {s['max_ms']} ms"
+    )
+    tiers = Table(title="answered by", title_justify="left")
+    tiers.add_column("model/tier")
+    tiers.add_column("answers", justify="right")
+    for k, v in s["by_tier"].items():
+        tiers.add_row(k, str(v))
+    reasons = Table(title="tiers skipped, by reason", title_justify="left")
+    reasons.add_column("reason")
+    reasons.add_column("skips", justify="right")
+    for k, v in s["by_reason"].items():
+        reasons.add_row(k, str(v))
+    console.print(tiers, reasons)
+
+
 def run_demo(
     duration: float = 30.0,
     port: int = 0,
@@ -293,11 +312,6 @@ def run_demo(
     if as_json:
         print(json.dumps(summary))
     else:
-        t = Table(title="failsoft demo summary")
-        t.add_column("figure")
-        t.add_column("value")
-        for k, v in summary.items():
-            t.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
-        Console().print(t)
+        print_summary(Console(), summary)
     ok = summary["non_2xx"] == 0 and summary["over_deadline"] == 0
     return 0 if ok else 1

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,6 +80,21 @@ class _Onnx:
         return self._run(x, self.proba_name)
 
 
+# A compiled model answers on the event loop only when one row costs less than this; a big forest that
+# takes longer runs in the tier's threads like any other model, so it cannot stall the server.
+INLINE_BUDGET_US = 200.0
+
+
+def _cost_us(fn: Callable[[Array], Array], row: Array) -> float:
+    """The median time of one single-row call, in microseconds."""
+    times = []
+    for _ in range(15):
+        t = time.perf_counter()
+        fn(row)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2] * 1e6
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Done) -> None:
     # A hung model may finish after the server has shut its loop down; there is nothing left to free then.
     with contextlib.suppress(RuntimeError):
@@ -104,12 +120,15 @@ class PythonBackend(Backend):
         self._executor: ThreadPoolExecutor | None = None
         self._fn: Callable[[Batch], list[Any]] | None = None
         self.compiled = False
+        self.single_row_us = float("inf")
         self.source = spec.target or spec.path or ""
 
     async def start(self) -> None:
         obj = self._load()
         self._fn = self._build(obj)
-        self.inline = self.spec.run == "inline" or (self.spec.run == "auto" and self.compiled)
+        self.inline = self.spec.run == "inline" or (
+            self.spec.run == "auto" and self.compiled and self.single_row_us < INLINE_BUDGET_US
+        )
         if not self.inline:
             self._executor = ThreadPoolExecutor(
                 self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}"
@@ -172,7 +191,13 @@ class PythonBackend(Backend):
             fast = compile_model(obj, method, sample_rows(obj, len(self._features), ranges))
             if fast is not None:
                 matrix_fn, self.compiled = fast, True
-                log.info("tier %s: %s compiled to numpy", self.name, type(obj).__name__)
+                self.single_row_us = _cost_us(fast, sample_rows(obj, len(self._features), ranges, n=1))
+                log.info(
+                    "tier %s: %s compiled to numpy (%.1f µs a row)",
+                    self.name,
+                    type(obj).__name__,
+                    self.single_row_us,
+                )
         column = spec.column
 
         def run(batch: Batch) -> list[Any]:
@@ -208,4 +233,10 @@ class PythonBackend(Backend):
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "source": self.source, "compiled": self.compiled, "inline": self.inline}
+        return {
+            **super().describe(),
+            "source": self.source,
+            "compiled": self.compiled,
+            "inline": self.inline,
+            "single_row_us": round(self.single_row_us, 1) if self.compiled else None,
+        }

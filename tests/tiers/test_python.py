@@ -115,3 +115,18 @@ def test_sync_api(write_toml: Callable[[str], Path]) -> None:
         o = p.predict_sync("m", {"x": 5.0, "f1": 0, "f2": 0, "f3": 0})
     assert o.outputs == 0.5 and not o.degraded
     assert config.load(write_toml(text)).models["m"].deadline_ms == 500
+
+
+async def test_compiled_model_too_slow_for_the_loop_runs_in_threads(
+    tmp_path: Path, write_toml: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from failsoft.tiers import python
+
+    monkeypatch.setattr(python, "INLINE_BUDGET_US", 0.0)
+    (tmp_path / "models").mkdir()
+    joblib.dump(LogisticRegression().fit(X, Y), tmp_path / "models" / "lr.joblib")
+    p, _, tier = await predict(
+        write_toml(portfolio_toml('path = "models/lr.joblib"', 'trusted_model_dirs = ["models"]'))
+    )
+    backend = p.chains["m"].tiers[0].backend
+    assert tier == "cpu" and backend.describe()["compiled"] is True and not backend.inline
