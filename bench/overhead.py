@@ -19,11 +19,9 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -32,28 +30,10 @@ import joblib
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
+from failsoft.demo.procs import free_port, wait_http
+
 HERE = Path(__file__).resolve().parent
 DEADLINE_MS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait(url: str, proc: subprocess.Popen[bytes]) -> None:
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} never became ready")
 
 
 def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]:
@@ -131,7 +111,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     procs.append(hang)
-    wait(f"http://127.0.0.1:{hang_port}/v2/health/ready", hang)
+    wait_http(f"http://127.0.0.1:{hang_port}/v2/health/ready", hang)
 
     def remote(url: str, breaker: str) -> str:
         return (
@@ -193,7 +173,7 @@ def main() -> None:
                 url = f"http://127.0.0.1:{port}/predict"
             proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
             procs.append(proc)
-            wait(ready, proc)
+            wait_http(ready, proc)
             req = urllib.request.Request(
                 url, data=body.encode(), headers={"content-type": "application/json"}
             )

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 
 from failsoft.demo import data
+from failsoft.demo.procs import free_port, wait_http
 
 # (start as a share of the run, backend action). Every reason of the request path shows up at least once.
 SCHEDULE = [
@@ -40,13 +40,6 @@ SCHEDULE = [
 CONCURRENCY = 6
 RATE_PER_S = 240.0
 CORRUPT_SHARE = 0.03
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -111,20 +104,6 @@ def corrupt(row: dict[str, Any], rng: random.Random) -> bytes:
     else:
         row = {k: v for k, v in row.items() if k != key}
     return json.dumps({"inputs": row}).encode()
-
-
-async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {timeout_s}s")
 
 
 class Demo:
@@ -225,8 +204,10 @@ class Demo:
         )
         try:
             assert self.backend is not None
-            await wait_ready(f"http://127.0.0.1:{self.backend_port}/v2/health/ready", self.backend)
-            await wait_ready(f"http://127.0.0.1:{self.port}/v2/health/ready", self.gateway)
+            await asyncio.to_thread(
+                wait_http, f"http://127.0.0.1:{self.backend_port}/v2/health/ready", self.backend
+            )
+            await asyncio.to_thread(wait_http, f"http://127.0.0.1:{self.port}/v2/health/ready", self.gateway)
             self.console.print(
                 f"[dim]gateway on http://127.0.0.1:{self.port} (dashboard at /), "
                 f"heavy tier on :{self.backend_port}; logs in {self.data_dir}[/]"
