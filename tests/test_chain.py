@@ -167,3 +167,17 @@ async def test_unknown_model(make: Make) -> None:
     p = await make("score")
     with pytest.raises(UnknownModel, match="serves m"):
         await p.predict("nope", {"x": 1})
+
+
+async def test_hanging_primary_leaves_a_reserve_for_the_fallback(write_toml: Callable[[str], Path]) -> None:
+    text = chain_toml("hang", "score", deadline_ms=50, timeout_ms=500).replace(
+        'target = "tests.helpers:score"', 'target = "tests.helpers:score"\nrun = "inline"'
+    )
+    async with Portfolio.from_toml(write_toml(text)) as p:
+        t = time.perf_counter()
+        o = await p.predict("m", {"x": 4})
+        elapsed = (time.perf_counter() - t) * 1000
+        helpers.RELEASE.set()
+    helpers.RELEASE.clear()
+    assert (o.tier, o.reason, o.outputs) == ("t1", Reason.TIMEOUT, 0.4)
+    assert 45 <= elapsed < 50, "t0 gets the deadline less a 2 ms reserve; the inline t1 answers inside it"
