@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from failsoft.errors import InvalidOutput, TierError
@@ -112,6 +113,9 @@ class Chain:
         self.skip_log = skip_log
         self.clock = clock
         self.health = Health.LIVE
+        self.health_reason = ""
+        # Called with every answer, after it is decided (the prediction log); must not block.
+        self.sink: Callable[..., None] | None = None
 
     def _skip(self, skips: list[Skip], tier: str, reason: Reason, request_id: str, detail: str = "") -> None:
         skips.append(Skip(tier, reason, detail))
@@ -137,7 +141,7 @@ class Chain:
         except InvalidValue as err:
             self._skip(skips, first, Reason.INVALID_INPUT, request_id, str(err))
             return self._finish(
-                deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single
+                deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single, rows
             )
         tiers = self.tiers
         if self.health is Health.QUARANTINED and tiers:
@@ -146,9 +150,15 @@ class Chain:
         for tier in tiers:
             out = await self._call(tier, batch, deadline, skips, request_id)
             if out is not None:
-                return self._finish(deadline, request_id, tier.name, out, skips, single)
+                return self._finish(deadline, request_id, tier.name, out, skips, single, batch.rows)
         return self._finish(
-            deadline, request_id, self.default.name, self.default.answer(len(batch)), skips, single
+            deadline,
+            request_id,
+            self.default.name,
+            self.default.answer(len(batch)),
+            skips,
+            single,
+            batch.rows,
         )
 
     async def _call(
@@ -208,11 +218,25 @@ class Chain:
         outputs: list[Any],
         skips: list[Skip],
         single: bool,
+        rows: list[Any],
     ) -> Outcome:
         latency = deadline.elapsed()
         degraded = bool(skips)
         reason = skips[0].reason if skips else None
         self.metrics.answer(self.model, tier, reason, latency, degraded)
+        if self.sink is not None:
+            self.sink(
+                request_id,
+                self.model,
+                self.version,
+                tier,
+                "live",
+                degraded,
+                reason.value if reason else None,
+                outputs,
+                rows,
+                latency * 1000.0,
+            )
         return Outcome(
             id=request_id,
             model=self.model,

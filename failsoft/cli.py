@@ -1,14 +1,20 @@
-"""The ``failsoft`` command: serve, check, demo."""
+"""The ``failsoft`` command: serve, check, demo, health, export."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from failsoft import config
 from failsoft.errors import ConfigError
+from failsoft.store import Store, StoreError, open_store
+from failsoft.types import Health
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -45,7 +51,65 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    serve(portfolio, args.host, args.port, args.log_level)
+    serve(portfolio, args.host, args.port, args.log_level, os.environ.get("FAILSOFT_ADMIN_TOKEN") or None)
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Store:
+    url = args.store or config.load(args.portfolio).store_url()
+    store = open_store(url)
+    store.connect()
+    return store
+
+
+def _health(args: argparse.Namespace) -> int:
+    try:
+        spec = config.load(args.portfolio)
+        if args.model not in spec.models:
+            print(f"error: {args.portfolio} has no model {args.model!r}", file=sys.stderr)
+            return 2
+        store = open_store(spec.store_url())
+        store.connect()
+        state = store.set_health(args.model, Health(args.health).value, args.reason, args.by)
+    except (ConfigError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{state.model}: {state.health} (revision {state.revision}); replicas apply it within their poll_ms"
+    )
+    return 0
+
+
+def _since(text: str) -> float:
+    """An epoch, an ISO date/time, or a span back from now: 30m, 12h, 7d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    stamp = datetime.datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.UTC)
+    return stamp.timestamp()
+
+
+def _export(args: argparse.Namespace) -> int:
+    from failsoft.store.export import export_predictions
+
+    try:
+        since = _since(args.since)
+    except ValueError:
+        print(f"error: --since {args.since!r}: use an ISO date, an epoch, or a span like 7d", file=sys.stderr)
+        return 2
+    try:
+        store = _store(args)
+        n = export_predictions(store, Path(args.out), since=since, model=args.model, progress=not args.quiet)
+    except (ConfigError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{n} predictions written to {args.out}")
     return 0
 
 
@@ -76,6 +140,26 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("portfolio")
     c.add_argument("--load", action="store_true", help="also load every model and compute every default")
     c.set_defaults(fn=_check)
+
+    h = sub.add_parser("health", help="set a model's health for every replica (quarantine, restore)")
+    h.add_argument("model")
+    h.add_argument("health", choices=[x.value for x in Health])
+    h.add_argument("--portfolio", default="portfolio.toml")
+    h.add_argument("--reason", default="")
+    h.add_argument("--by", default=os.environ.get("USER", "cli"), help="who makes the change (recorded)")
+    h.set_defaults(fn=_health)
+
+    e = sub.add_parser("export", help="export the prediction log to Parquet for DuckDB or pandas")
+    e.add_argument("what", choices=["predictions"])
+    e.add_argument("--out", required=True, help="the .parquet file to write")
+    e.add_argument(
+        "--since", default="0", help="ISO date/time, epoch seconds, or a span such as 7d (default: all)"
+    )
+    e.add_argument("--model", default=None)
+    e.add_argument("--portfolio", default="portfolio.toml", help="where the store is configured")
+    e.add_argument("--store", default=None, help="a store URL instead of --portfolio")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(fn=_export)
 
     d = sub.add_parser("demo", help="train small models, start a backend and the gateway, inject faults")
     d.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (default 30)")

@@ -7,8 +7,10 @@ milliseconds)``. Relative paths in the file are resolved against the file's own 
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +30,7 @@ __all__ = [
     "PortfolioSpec",
     "PythonTierSpec",
     "ServerSpec",
+    "StoreSpec",
     "TierSpec",
     "load",
     "parse",
@@ -129,6 +132,19 @@ class ModelSpec(_Spec, frozen=True):
     tiers: list[TierSpec] = msgspec.field(default_factory=list)
 
 
+class StoreSpec(_Spec, frozen=True):
+    # sqlite:///PATH or postgresql://...; default: SQLite in data_dir. FAILSOFT_STORE_URL overrides it.
+    url: str | None = None
+    log_predictions: bool = True
+    log_inputs: bool = False
+    batch_size: PositiveInt = 1000
+    flush_ms: PositiveInt = 200
+    max_buffer: PositiveInt = 200_000
+    spill_max_mb: PositiveInt = 1024
+    retention_days: Annotated[float, Meta(ge=0)] = 30.0
+    poll_ms: PositiveInt = 500
+
+
 class ServerSpec(_Spec, frozen=True):
     max_body_bytes: PositiveInt = 1 << 20
     max_batch: PositiveInt = 1024
@@ -139,6 +155,7 @@ class PortfolioSpec(_Spec, frozen=True):
     data_dir: str = "failsoft-data"
     trusted_model_dirs: list[str] = msgspec.field(default_factory=list)
     server: ServerSpec = msgspec.field(default_factory=ServerSpec)
+    store: StoreSpec = msgspec.field(default_factory=StoreSpec)
     # Where the file lives; relative paths inside it are resolved against this folder.
     base_dir: str = "."
     file: str = "portfolio.toml"
@@ -146,6 +163,15 @@ class PortfolioSpec(_Spec, frozen=True):
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def store_url(self) -> str:
+        """The store's URL: [store].url (relative SQLite paths against the file), else SQLite in data_dir."""
+        url = self.store.url
+        if url is None:
+            return f"sqlite:///{self.resolve(self.data_dir) / 'failsoft.db'}"
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            return f"sqlite:///{self.resolve(url.removeprefix('sqlite:///'))}"
+        return url
 
 
 _FIXES = [
@@ -225,8 +251,9 @@ def parse(raw: dict[str, Any], file: str = "portfolio.toml", base_dir: str = "."
     return spec
 
 
-def load(path: str | Path) -> PortfolioSpec:
-    """Read and validate a portfolio.toml file."""
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> PortfolioSpec:
+    """Read and validate a portfolio.toml file. ``FAILSOFT_STORE_URL`` in the environment (the one place
+    failsoft reads it) overrides [store].url, so replicas can share a database without editing the file."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -234,6 +261,9 @@ def load(path: str | Path) -> PortfolioSpec:
         raise ConfigError(str(p), "", "file not found", "pass the path of your portfolio.toml") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(p), "", f"not valid TOML: {err}", "fix the TOML syntax at that line") from None
+    env = os.environ if environ is None else environ
+    if env.get("FAILSOFT_STORE_URL"):
+        raw.setdefault("store", {})["url"] = env["FAILSOFT_STORE_URL"]
     return parse(raw, file=str(p), base_dir=str(p.parent.resolve()))
 
 

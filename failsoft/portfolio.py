@@ -13,6 +13,9 @@ its own event loop in a background thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -35,10 +38,15 @@ from failsoft.errors import UnknownModel
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Clock
 from failsoft.schema import InputSchema, OutputCheck
+from failsoft.store import ModelState, Store, StoreUnavailable, open_store
+from failsoft.store.log import PredictionLog
+from failsoft.store.spill import SpillFile
 from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend
-from failsoft.types import Outcome
+from failsoft.types import Health, Outcome
 
 __all__ = ["Portfolio"]
+
+log = logging.getLogger("failsoft.portfolio")
 
 _STATE_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 
@@ -52,6 +60,12 @@ class Portfolio:
         self.ids = RequestIds()
         self.skip_log = SkipLog(clock)
         self.chains: dict[str, Chain] = {name: self._build(name, m) for name, m in spec.models.items()}
+        self.store_url = spec.store_url()
+        self.state_store: Store = open_store(self.store_url)
+        self.log: PredictionLog | None = None
+        self.revision = 0
+        self._poller: asyncio.Task[None] | None = None
+        self._store_warned = False
         self.started = False
         self._loop_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -107,21 +121,113 @@ class Portfolio:
     # ---- life cycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load models, open connections, compute safe defaults. Raises ConfigError on a bad file or model."""
+        """Load models, open connections, compute safe defaults, open the store (serving starts even when the
+        database is down: the log spills and state is polled until it answers). Raises ConfigError on a bad
+        file or model."""
         if self.started:
             return
         for chain in self.chains.values():
             for tier in chain.tiers:
                 await tier.backend.start()
             await chain.default.start()
+        await self._sync_state()
+        store = self.spec.store
+        if store.log_predictions:
+            data = self.spec.resolve(self.spec.data_dir)
+            spill = SpillFile.claim(data / "spill", store.spill_max_mb << 20)
+            self.log = PredictionLog(
+                open_store(self.store_url),
+                spill,
+                batch_size=store.batch_size,
+                flush_s=store.flush_ms / 1000,
+                max_buffer=store.max_buffer,
+                retention_s=store.retention_days * 86400 or None,
+                log_inputs=store.log_inputs,
+            )
+            self.log.start()
+            for chain in self.chains.values():
+                chain.sink = self.log.append
+            self.metrics.gauges.append(self.log.metrics)
+        self._poller = asyncio.create_task(self._poll(store.poll_ms / 1000), name="failsoft-state-poll")
         self.started = True
 
     async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
         for chain in self.chains.values():
+            chain.sink = None
             for tier in chain.tiers:
                 await tier.backend.close()
             await chain.default.close()
+        if self.log is not None:
+            log, self.log = self.log, None
+            await asyncio.to_thread(log.stop)
+            self.metrics.gauges.remove(log.metrics)
+        await asyncio.to_thread(self.state_store.close)
         self.started = False
+
+    # ---- shared state (health), agreed through the store ---------------------------------------------
+
+    async def _poll(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self._sync_state()
+
+    async def _sync_state(self) -> None:
+        """Apply state changes made by any replica since the last look."""
+        try:
+            revision = await asyncio.to_thread(self.state_store.state_revision)
+            if revision == self.revision:
+                return
+            states = await asyncio.to_thread(self.state_store.load_states)
+        except StoreUnavailable as err:
+            if not self._store_warned:
+                self._store_warned = True
+                log.warning(json.dumps({"event": "state_store_unavailable", "error": str(err)[:300]}))
+            return
+        self._store_warned = False
+        for state in states.values():
+            self._apply(state)
+        self.revision = revision
+
+    def _apply(self, state: ModelState) -> None:
+        chain = self.chains.get(state.model)
+        if chain is None:
+            return
+        new = Health(state.health)
+        if chain.health is new:
+            return
+        if new is Health.LIVE:
+            for tier in chain.tiers:
+                tier.breaker.reset()
+        log.warning(
+            json.dumps(
+                {
+                    "event": "health_changed",
+                    "model": state.model,
+                    "from": str(chain.health),
+                    "to": str(new),
+                    "reason": state.reason,
+                    "by": state.changed_by,
+                }
+            )
+        )
+        chain.health = new
+        chain.health_reason = state.reason
+
+    async def set_health(
+        self, model: str, health: Health | str, reason: str = "", actor: str = "api"
+    ) -> ModelState:
+        """Change a model's health for every replica (quarantine, restore). Raises StoreUnavailable when the
+        change cannot be recorded: a change other replicas would never see is not made at all."""
+        self.chain(model)
+        value = Health(health)
+        state = await asyncio.to_thread(self.state_store.set_health, model, value.value, reason, actor)
+        self._apply(state)
+        return state
 
     async def __aenter__(self) -> Portfolio:
         await self.start()

@@ -6,6 +6,9 @@ microsecond here is paid on every prediction (see bench/overhead.py).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,7 +22,8 @@ from failsoft.errors import InvalidRequest, UnknownModel
 from failsoft.portfolio import Portfolio
 from failsoft.server import oip
 from failsoft.server.dashboard import PAGE
-from failsoft.types import Outcome, Reason, Skip
+from failsoft.store import StoreUnavailable
+from failsoft.types import Health, Outcome, Reason, Skip
 
 log = logging.getLogger("failsoft.server")
 
@@ -40,7 +44,28 @@ _decode_predict = msgspec.json.Decoder(PredictRequest).decode
 _decode_infer = msgspec.json.Decoder(oip.InferRequest).decode
 
 
+class HealthChange(msgspec.Struct):
+    health: Health
+    reason: str = ""
+    by: str = ""
+
+
+_decode_health = msgspec.json.Decoder(HealthChange).decode
+
+
 class TooLarge(Exception):
+    pass
+
+
+class Unauthorized(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    pass
+
+
+class Unavailable(Exception):
     pass
 
 
@@ -68,10 +93,12 @@ def _lenient(body: bytes, kind: type[Any], decode: Callable[[bytes], Any]) -> An
 
 
 class App:
-    def __init__(self, portfolio: Portfolio) -> None:
+    def __init__(self, portfolio: Portfolio, admin_token: str | None = None) -> None:
         self.portfolio = portfolio
         self.max_body = portfolio.spec.server.max_body_bytes
         self.max_batch = portfolio.spec.server.max_batch
+        # State-changing endpoints need ``Authorization: Bearer <token>``; with no token they are closed.
+        self._token = admin_token.encode() if admin_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -106,6 +133,16 @@ class App:
             status, body, headers = 404, _encode({"error": str(err)}), _JSON
         except TooLarge:
             status, body, headers = 413, _encode({"error": f"request body over {self.max_body} bytes"}), _JSON
+        except Unauthorized as err:
+            status, body, headers = (
+                401,
+                _encode({"error": str(err)}),
+                [*_JSON, (b"www-authenticate", b"Bearer")],
+            )
+        except Forbidden as err:
+            status, body, headers = 403, _encode({"error": str(err)}), _JSON
+        except Unavailable as err:
+            status, body, headers = 503, _encode({"error": str(err)}), _JSON
         except MethodNotAllowed:
             status, body, headers = 405, _encode({"error": f"{method} not allowed on {scope['path']}"}), _JSON
         except Exception:  # a bug outside the chain (which has its own guard): say so, keep serving
@@ -153,6 +190,15 @@ class App:
         if head == "v1" and n == 2 and parts[1] == "models":
             _need(method, "GET")
             return 200, _encode({"models": self.portfolio.describe()}), _JSON
+        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "health":
+            _need(method, "POST")
+            actor = self._authorize(scope)
+            return 200, await self._set_health(parts[2], await self._read(scope, receive), actor), _JSON
+        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "events":
+            _need(method, "GET")
+            self.portfolio.chain(parts[2])
+            events = await asyncio.to_thread(self.portfolio.state_store.state_events, parts[2])
+            return 200, _encode({"events": [dataclasses.asdict(e) for e in events]}), _JSON
         if head == "v1" and n == 3 and parts[1] == "models":
             _need(method, "GET")
             self.portfolio.chain(parts[2])
@@ -168,6 +214,24 @@ class App:
             _need(method, "GET")
             return 200, PAGE, [(b"content-type", b"text/html; charset=utf-8")]
         return 404, _encode({"error": f"no route {scope['path']}"}), _JSON
+
+    def _authorize(self, scope: Scope) -> str:
+        if self._token is None:
+            raise Forbidden("the control plane is closed: start the server with FAILSOFT_ADMIN_TOKEN set")
+        given = _header(scope, b"authorization") or b""
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token):
+            raise Unauthorized("a valid Authorization: Bearer <token> header is required")
+        return "admin"
+
+    async def _set_health(self, model: str, body: bytes, actor: str) -> bytes:
+        self.portfolio.chain(model)
+        req: HealthChange = _lenient(body, HealthChange, _decode_health)
+        try:
+            state = await self.portfolio.set_health(model, req.health, req.reason, req.by or actor)
+        except StoreUnavailable as err:
+            raise Unavailable(f"the change was not made: the store cannot record it ({err})") from None
+        return _encode(dataclasses.asdict(state))
 
     def _v2_get(self, parts: list[str]) -> bytes:
         n = len(parts)
@@ -199,6 +263,19 @@ class App:
         except Exception as err:  # a bug of ours must still not reach the product: the safe default answers
             log.exception("chain of %s failed; answering with the safe default", model)
             values = chain.default.answer(len(rows))
+            if chain.sink is not None:
+                chain.sink(
+                    rid,
+                    model,
+                    chain.version,
+                    chain.default.name,
+                    "live",
+                    True,
+                    Reason.ERROR.value,
+                    values,
+                    rows,
+                    0.0,
+                )
             return Outcome(
                 id=rid,
                 model=model,

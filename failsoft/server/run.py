@@ -11,11 +11,13 @@ from failsoft.portfolio import Portfolio
 from failsoft.server.app import App
 
 
-def uvicorn_config(portfolio: Portfolio, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+def uvicorn_config(
+    portfolio: Portfolio, host: str, port: int, log_level: str = "info", admin_token: str | None = None
+) -> uvicorn.Config:
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return uvicorn.Config(
-        App(portfolio),
+        App(portfolio, admin_token),
         host=host,
         port=port,
         loop=loop,
@@ -27,7 +29,13 @@ def uvicorn_config(portfolio: Portfolio, host: str, port: int, log_level: str = 
     )
 
 
-def serve(portfolio: Portfolio, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(
+    portfolio: Portfolio,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    admin_token: str | None = None,
+) -> None:
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
-    server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level))
+    server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, admin_token))
     server.run()

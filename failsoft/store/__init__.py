@@ -1,0 +1,30 @@
+"""Durable state: the prediction log and shared model state, in SQLite (default) or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from failsoft.store.base import ModelState, PredictionRow, StateEvent, Store, StoreError, StoreUnavailable
+
+__all__ = [
+    "ModelState",
+    "PredictionRow",
+    "StateEvent",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """A store for ``sqlite:///path/to/file.db`` or ``postgresql://user@host:port/db`` (not yet connected)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from failsoft.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    if url.startswith("sqlite:///"):
+        from failsoft.store.sqlite import SqliteStore
+
+        return SqliteStore(Path(url.removeprefix("sqlite:///")))
+    raise StoreError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")

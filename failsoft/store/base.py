@@ -1,0 +1,129 @@
+"""The storage contract: what every store (SQLite, PostgreSQL) keeps and how it is asked.
+
+Stores are synchronous and thread-safe; the request path never calls them. The prediction log is written
+by a background writer thread (see log.py), model state is read and changed from threads of the control
+loops. Every write is idempotent on its record id, so replaying a spill file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from failsoft.errors import FailsoftError
+
+# One logged answer: (record_id, request_id, model, version, tier, role, degraded, reason, outputs_json,
+# inputs_json, latency_ms, ts). role is "live" or "shadow".
+PredictionRow = tuple[str, str, str, str, str, str, bool, str | None, str, str | None, float, float]
+PREDICTION_COLUMNS = (
+    "record_id", "request_id", "model", "version", "tier", "role", "degraded", "reason", "outputs", "inputs",
+    "latency_ms", "ts",
+)  # fmt: skip
+
+
+class StoreError(FailsoftError):
+    """The store could not do what was asked."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or refused the write; records go to the spill file."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """A model's shared state: what every replica must agree on."""
+
+    model: str
+    health: str
+    reason: str
+    changed_by: str
+    changed_at: float
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateEvent:
+    id: int
+    model: str
+    kind: str
+    value: str
+    reason: str
+    actor: str
+    ts: float
+
+
+def migrations(dialect: str) -> list[tuple[int, list[str]]]:
+    """Versioned schema changes, applied in order at start; each runs once per database."""
+    serial = "BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT"
+    real = "DOUBLE PRECISION" if dialect == "postgres" else "REAL"
+    return [
+        (
+            1,
+            [
+                f"""CREATE TABLE IF NOT EXISTS predictions (
+                    record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, model TEXT NOT NULL,
+                    version TEXT NOT NULL, tier TEXT NOT NULL, role TEXT NOT NULL, degraded BOOLEAN NOT NULL,
+                    reason TEXT, outputs TEXT NOT NULL, inputs TEXT, latency_ms {real} NOT NULL,
+                    ts {real} NOT NULL)""",
+                "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)",
+                "CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id)",
+                f"""CREATE TABLE IF NOT EXISTS model_state (
+                    model TEXT PRIMARY KEY, health TEXT NOT NULL, reason TEXT NOT NULL,
+                    changed_by TEXT NOT NULL,
+                    changed_at {real} NOT NULL, revision BIGINT NOT NULL)""",
+                f"""CREATE TABLE IF NOT EXISTS state_events (
+                    id {serial}, model TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
+                    reason TEXT NOT NULL, actor TEXT NOT NULL, ts {real} NOT NULL)""",
+            ],
+        ),
+    ]
+
+
+class Store(abc.ABC):
+    """A database holding the prediction log and the shared model state."""
+
+    url: str
+    dialect: str
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open connections and apply pending migrations. Raises StoreUnavailable."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
+        """Write rows in one transaction, skipping record ids already present. Raises StoreUnavailable."""
+
+    @abc.abstractmethod
+    def count_predictions(self, model: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def iter_predictions(
+        self, since: float = 0.0, model: str | None = None, batch: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows with ts >= since, oldest first, in batches of at most ``batch``."""
+
+    @abc.abstractmethod
+    def delete_predictions_before(self, ts: float) -> int: ...
+
+    @abc.abstractmethod
+    def state_revision(self) -> int:
+        """A number that grows with every state change (cheap: replicas poll it)."""
+
+    @abc.abstractmethod
+    def load_states(self) -> dict[str, ModelState]: ...
+
+    @abc.abstractmethod
+    def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
+        """Record a health change and its event atomically."""
+
+    @abc.abstractmethod
+    def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]: ...
+
+    def now(self) -> float:
+        return time.time()

@@ -1,0 +1,192 @@
+"""PostgreSQL store: for several replicas sharing one database (psycopg 3)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from failsoft.store.base import (
+    PREDICTION_COLUMNS,
+    ModelState,
+    PredictionRow,
+    StateEvent,
+    Store,
+    StoreUnavailable,
+    migrations,
+)
+
+T = TypeVar("T")
+_COLS = ", ".join(PREDICTION_COLUMNS)
+# A lock number of our own, so two replicas starting together migrate one after the other.
+_MIGRATION_LOCK = 0x6661696C736F6674
+
+
+class PostgresStore(Store):
+    dialect = "postgres"
+
+    def __init__(self, url: str, connect_timeout_s: int = 2) -> None:
+        self.url = url
+        self._timeout = connect_timeout_s
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._migrated = False
+
+    def _open(self) -> Any:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self.url, connect_timeout=self._timeout, autocommit=False)
+        except psycopg.Error as err:
+            raise StoreUnavailable(f"{_safe(self.url)}: {err}".strip()) from err
+        return conn
+
+    def connect(self) -> None:
+        with self._lock:
+            self._run(lambda conn: None)
+
+    def _migrate(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+            "applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, statements in migrations(self.dialect):
+            if version in done:
+                continue
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, self.now()))
+
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn`` in one transaction; a broken connection is dropped and reopened on the next call."""
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._open()
+                if not self._migrated:
+                    with self._conn.transaction():
+                        self._migrate(self._conn)
+                    self._migrated = True
+            with self._conn.transaction():
+                return fn(self._conn)
+        except psycopg.Error as err:
+            conn = self._conn
+            if conn is not None and (conn.closed or conn.broken):
+                self._conn = None
+                conn.close()
+            raise StoreUnavailable(f"{_safe(self.url)}: {err}".strip()) from err
+
+    def _locked(self, fn: Callable[[Any], T]) -> T:
+        with self._lock:
+            return self._run(fn)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
+        def write(conn: Any) -> int:
+            # COPY into a per-connection staging table, then one INSERT that skips ids already present.
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS stage_predictions "
+                "(LIKE predictions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY stage_predictions ({_COLS}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(
+                    f"INSERT INTO predictions ({_COLS}) SELECT {_COLS} FROM stage_predictions "
+                    "ON CONFLICT (record_id) DO NOTHING"
+                )
+                return int(cur.rowcount)
+
+        return self._locked(write)
+
+    def count_predictions(self, model: str | None = None) -> int:
+        if model is None:
+            return self._locked(lambda c: int(c.execute("SELECT count(*) FROM predictions").fetchone()[0]))
+        return self._locked(
+            lambda c: int(
+                c.execute("SELECT count(*) FROM predictions WHERE model = %s", (model,)).fetchone()[0]
+            )
+        )
+
+    def iter_predictions(
+        self, since: float = 0.0, model: str | None = None, batch: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        last_ts, last_id = since, ""
+        while True:
+            where = "(ts > %s OR (ts = %s AND record_id > %s))" + (" AND model = %s" if model else "")
+            args: list[Any] = [last_ts, last_ts, last_id] + ([model] if model else [])
+            sql = f"SELECT {_COLS} FROM predictions WHERE {where} ORDER BY ts, record_id LIMIT %s"
+            params = [*args, batch]
+
+            def read(c: Any, sql: str = sql, params: list[Any] = params) -> list[tuple[Any, ...]]:
+                return list(c.execute(sql, params).fetchall())
+
+            rows = self._locked(read)
+            if not rows:
+                return
+            yield rows
+            last_ts, last_id = rows[-1][-1], rows[-1][0]
+
+    def delete_predictions_before(self, ts: float) -> int:
+        return self._locked(lambda c: int(c.execute("DELETE FROM predictions WHERE ts < %s", (ts,)).rowcount))
+
+    def state_revision(self) -> int:
+        return self._locked(
+            lambda c: int(c.execute("SELECT coalesce(max(id), 0) FROM state_events").fetchone()[0])
+        )
+
+    def load_states(self) -> dict[str, ModelState]:
+        rows = self._locked(
+            lambda c: c.execute(
+                "SELECT model, health, reason, changed_by, changed_at, revision FROM model_state"
+            ).fetchall()
+        )
+        return {r[0]: ModelState(*r) for r in rows}
+
+    def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
+        now = self.now()
+
+        def write(conn: Any) -> ModelState:
+            rev = int(
+                conn.execute(
+                    "INSERT INTO state_events (model, kind, value, reason, actor, ts) "
+                    "VALUES (%s, 'health', %s, %s, %s, %s) RETURNING id",
+                    (model, health, reason, actor, now),
+                ).fetchone()[0]
+            )
+            conn.execute(
+                "INSERT INTO model_state VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (model) DO UPDATE SET "
+                "health = excluded.health, reason = excluded.reason, changed_by = excluded.changed_by, "
+                "changed_at = excluded.changed_at, revision = excluded.revision",
+                (model, health, reason, actor, now, rev),
+            )
+            return ModelState(model, health, reason, actor, now, rev)
+
+        return self._locked(write)
+
+    def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
+        where, args = ("WHERE model = %s", [model]) if model else ("", [])
+        rows = self._locked(
+            lambda c: c.execute(
+                f"SELECT id, model, kind, value, reason, actor, ts FROM state_events {where} "
+                "ORDER BY id DESC LIMIT %s",
+                [*args, limit],
+            ).fetchall()
+        )
+        return [StateEvent(*r) for r in rows]
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

@@ -1,0 +1,97 @@
+"""The spill file: where log records wait, durable, while the database is away.
+
+Append-only JSON lines, flushed and fsynced a batch at a time, bounded in size. Replayed oldest first once
+the database is back; the store skips record ids it already holds, so a replay cut short by a crash and
+run again writes nothing twice. A torn last line (a crash mid-append) is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class SpillFull(Exception):
+    """The spill file would exceed its bound; the records were not written."""
+
+
+class SpillFile:
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.torn_lines = 0
+        self._lock_fh: Any = None
+
+    @classmethod
+    def claim(cls, folder: Path, max_bytes: int, stem: str = "predictions") -> SpillFile:
+        """The first spill file in ``folder`` no other live process holds (an flock on a side file).
+
+        Replicas sharing a data folder each get their own file; a file left by a process that died is
+        claimed, and so replayed, by the next one to start.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            lock = (folder / f"{stem}-{n}.lock").open("a")
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.close()
+                continue
+            spill = cls(folder / f"{stem}-{n}.jsonl", max_bytes)
+            spill._lock_fh = lock
+            return spill
+        raise OSError(f"no free spill file in {folder}")
+
+    def release(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    @property
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def append(self, rows: Sequence[Sequence[Any]]) -> None:
+        data = b"".join(_encode(row) + b"\n" for row in rows)
+        if self.size + len(data) > self.max_bytes:
+            raise SpillFull(f"{self.path} would grow past {self.max_bytes} bytes")
+        with self.path.open("ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def batches(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The spilled rows, oldest first, in batches."""
+        if not self.path.exists():
+            return
+        batch: list[tuple[Any, ...]] = []
+        with self.path.open("rb") as fh:
+            for line in fh:
+                try:
+                    batch.append(tuple(_decode(line)))
+                except msgspec.DecodeError:
+                    self.torn_lines += 1
+                    continue
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def clear(self) -> None:
+        """Empty the file once every row in it is safely in the database."""
+        with self.path.open("wb") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())

@@ -1,0 +1,175 @@
+"""SQLite store: the embedded default (WAL, one file under the data directory, no server)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from failsoft.store.base import (
+    PREDICTION_COLUMNS,
+    ModelState,
+    PredictionRow,
+    StateEvent,
+    Store,
+    StoreUnavailable,
+    migrations,
+)
+
+_INSERT = (
+    f"INSERT OR IGNORE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
+)
+
+
+class SqliteStore(Store):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 200) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._busy_ms = busy_timeout_ms
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+
+    def connect(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_ms / 1000, check_same_thread=False, isolation_level=None
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # a committed batch survives a power cut
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            self._conn = conn
+            self._migrate(conn)
+        except (sqlite3.Error, OSError) as err:
+            raise StoreUnavailable(f"{self.url}: {err}") from err
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                    "applied_at REAL NOT NULL)"
+                )
+                done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+                for version, statements in migrations(self.dialect):
+                    if version in done:
+                        continue
+                    for sql in statements:
+                        conn.execute(sql)
+                    conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, self.now()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.connect()
+        assert self._conn is not None
+        return self._conn
+
+    def _write(self, fn: Any) -> Any:
+        with self._lock:
+            conn = self._db()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return result
+            except sqlite3.Error as err:
+                raise StoreUnavailable(f"{self.url}: {err}") from err
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db().execute(sql, args).fetchall()
+            except sqlite3.Error as err:
+                raise StoreUnavailable(f"{self.url}: {err}") from err
+
+    def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(_INSERT, rows)
+            return conn.total_changes - before
+
+        written: int = self._write(write)
+        return written
+
+    def count_predictions(self, model: str | None = None) -> int:
+        if model is None:
+            return int(self._read("SELECT count(*) FROM predictions")[0][0])
+        return int(self._read("SELECT count(*) FROM predictions WHERE model = ?", (model,))[0][0])
+
+    def iter_predictions(
+        self, since: float = 0.0, model: str | None = None, batch: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        cols = ", ".join(PREDICTION_COLUMNS)
+        last_ts, last_id = since, ""
+        while True:
+            where = "(ts > ? OR (ts = ? AND record_id > ?))" + (" AND model = ?" if model else "")
+            args: list[Any] = [last_ts, last_ts, last_id] + ([model] if model else [])
+            rows = self._read(
+                f"SELECT {cols} FROM predictions WHERE {where} ORDER BY ts, record_id LIMIT ?", [*args, batch]
+            )
+            if not rows:
+                return
+            yield rows
+            last_ts, last_id = rows[-1][-1], rows[-1][0]
+
+    def delete_predictions_before(self, ts: float) -> int:
+        n: int = self._write(lambda c: c.execute("DELETE FROM predictions WHERE ts < ?", (ts,)).rowcount)
+        return n
+
+    def state_revision(self) -> int:
+        return int(self._read("SELECT coalesce(max(id), 0) FROM state_events")[0][0])
+
+    def load_states(self) -> dict[str, ModelState]:
+        rows = self._read("SELECT model, health, reason, changed_by, changed_at, revision FROM model_state")
+        return {r[0]: ModelState(*r) for r in rows}
+
+    def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
+        now = self.now()
+
+        def write(conn: sqlite3.Connection) -> ModelState:
+            cur = conn.execute(
+                "INSERT INTO state_events (model, kind, value, reason, actor, ts) "
+                "VALUES (?, 'health', ?, ?, ?, ?)",
+                (model, health, reason, actor, now),
+            )
+            rev = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO model_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
+                "health = excluded.health, reason = excluded.reason, changed_by = excluded.changed_by, "
+                "changed_at = excluded.changed_at, revision = excluded.revision",
+                (model, health, reason, actor, now, rev),
+            )
+            return ModelState(model, health, reason, actor, now, rev)
+
+        state: ModelState = self._write(write)
+        return state
+
+    def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
+        where, args = ("WHERE model = ?", [model]) if model else ("", [])
+        rows = self._read(
+            f"SELECT id, model, kind, value, reason, actor, ts FROM state_events {where} "
+            "ORDER BY id DESC LIMIT ?",
+            [*args, limit],
+        )
+        return [StateEvent(*r) for r in rows]

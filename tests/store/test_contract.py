@@ -1,0 +1,63 @@
+"""One storage contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from failsoft.store import Store, open_store
+from failsoft.store.base import PredictionRow
+
+
+def rows(n: int, start: int = 0, model: str = "m", ts: float | None = None) -> list[PredictionRow]:
+    t = time.time() if ts is None else ts
+    return [
+        (f"r{i}", f"q{i}", model, "1", "cpu", "live", i % 2 == 0, None if i % 2 else "timeout", "[0.5]", None,
+         0.3, t + i * 0.001)
+        for i in range(start, start + n)
+    ]  # fmt: skip
+
+
+def test_insert_is_idempotent_on_record_id(store: Store) -> None:
+    assert store.insert_predictions(rows(50)) == 50
+    assert store.insert_predictions(rows(60)) == 10, "the first 50 are already there"
+    assert store.count_predictions() == 60
+    assert store.count_predictions("m") == 60 and store.count_predictions("other") == 0
+
+
+def test_iter_and_delete_by_time(store: Store) -> None:
+    store.insert_predictions(rows(30, ts=1000.0))
+    store.insert_predictions(rows(20, start=30, ts=5000.0, model="n"))
+    got = [r for batch in store.iter_predictions(since=0, batch=7) for r in batch]
+    assert [r[0] for r in got] == [f"r{i}" for i in range(50)], "oldest first, every row once"
+    assert all(len(b) <= 7 for b in store.iter_predictions(batch=7))
+    assert sum(len(b) for b in store.iter_predictions(since=4000)) == 20
+    assert sum(len(b) for b in store.iter_predictions(model="n")) == 20
+    first = got[0]
+    assert first[6] in (True, 1) and first[7] == "timeout" and first[8] == "[0.5]" and first[9] is None
+    assert store.delete_predictions_before(4000) == 30
+    assert store.count_predictions() == 20
+
+
+def test_health_changes_are_recorded_with_a_growing_revision(store: Store) -> None:
+    assert store.state_revision() == 0 and store.load_states() == {}
+    a = store.set_health("m", "quarantined", "psi over threshold", "monitor")
+    b = store.set_health("m", "live", "restored", "alice")
+    assert b.revision > a.revision and store.state_revision() == b.revision
+    state = store.load_states()["m"]
+    assert (state.health, state.reason, state.changed_by) == ("live", "restored", "alice")
+    events = store.state_events("m")
+    assert [(e.value, e.actor) for e in events] == [("live", "alice"), ("quarantined", "monitor")]
+
+
+def test_migrations_run_once_and_concurrently_safe(store: Store) -> None:
+    others = [open_store(store.url) for _ in range(3)]
+    threads = [threading.Thread(target=o.connect) for o in others]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.insert_predictions(rows(3))
+    for o in others:
+        assert o.count_predictions() == 3
+        o.close()

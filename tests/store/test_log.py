@@ -1,0 +1,152 @@
+"""The prediction log: batched, off the hot path, and nothing lost or doubled when the database fails."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from failsoft.store import open_store
+from failsoft.store.log import PredictionLog
+from failsoft.store.spill import SpillFile
+from tests.store.conftest import PrivatePostgres
+
+
+def make_log(url: str, tmp_path: Path, **kw: object) -> PredictionLog:
+    spill = SpillFile.claim(tmp_path / "spill", int(kw.pop("spill_bytes", 1 << 30)))  # type: ignore[call-overload]
+    log = PredictionLog(open_store(url), spill, flush_s=0.02, **kw)  # type: ignore[arg-type]
+    log.start()
+    return log
+
+
+def feed(log: PredictionLog, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        log.append(f"q{i}", "m", "1", "cpu", "live", False, None, [0.1 * (i % 10)], {"x": i}, 0.2)
+
+
+def test_every_record_lands_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    log = make_log(url, tmp_path, batch_size=100)
+    feed(log, 2500)
+    assert log.flush()
+    log.stop()
+    store = open_store(url)
+    assert store.count_predictions() == 2500
+    assert log.written == 2500 and log.spilled == 0 and log.dropped == 0
+    assert next(iter(store.iter_predictions()))[0][9] is None, "inputs are not kept unless asked"
+
+
+def test_locked_sqlite_spills_and_replays_exactly_once(tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    url = f"sqlite:///{db}"
+    open_store(url).connect()
+    log = make_log(url, tmp_path, batch_size=50, log_inputs=True)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the file: every write fails
+    feed(log, 400)
+    time.sleep(0.5)
+    assert log.spilled > 0 and not log.store_up and log.spill.size > 0
+    blocker.execute("COMMIT")
+    feed(log, 100, start=400)
+    deadline = time.monotonic() + 10
+    while (log.spill.size or log.buffered) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.flush()
+    log.stop()
+    store = open_store(url)
+    assert store.count_predictions() == 500
+    ids = [r[1] for b in store.iter_predictions() for r in b]
+    assert len(ids) == len(set(ids)) == 500
+    assert log.spill.size == 0 and log.replayed == log.spilled
+
+
+def test_replay_after_a_crash_mid_replay_writes_nothing_twice(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    store = open_store(url)
+    store.connect()
+    spill = SpillFile(tmp_path / "spill" / "predictions-1.jsonl", 1 << 20)
+    rows = [
+        (f"r{i}", f"q{i}", "m", "1", "cpu", "live", False, None, "[1]", None, 0.1, 1000.0 + i)
+        for i in range(30)
+    ]
+    spill.append(rows)
+    store.insert_predictions(rows[:20])  # a replay that stopped two thirds of the way
+    with spill.path.open("ab") as fh:
+        fh.write(b'["torn')  # and a torn last line
+    log = make_log(url, tmp_path)  # claims the same spill slot, replays it at its first write
+    feed(log, 1)
+    assert log.flush()
+    log.stop()
+    assert store.count_predictions() == 31
+    assert log.spill.torn_lines == 1
+
+
+def test_bounded_buffer_drops_instead_of_blocking(tmp_path: Path) -> None:
+    log = PredictionLog(
+        open_store(f"sqlite:///{tmp_path / 'f.db'}"), SpillFile(tmp_path / "s.jsonl", 1 << 20), max_buffer=100
+    )  # not started: nothing drains the queue
+    t = time.perf_counter()
+    feed(log, 1000)
+    assert (time.perf_counter() - t) < 0.1
+    assert log.buffered == 100 and log.dropped == 900
+
+
+def test_spill_is_bounded(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")  # a database path under a file: every write fails
+    log = make_log(f"sqlite:///{tmp_path / 'a-file' / 'f.db'}", tmp_path, spill_bytes=20_000, batch_size=10)
+    feed(log, 1000)
+    assert log.flush()
+    log.stop()
+    assert log.spill.size <= 20_000
+    assert log.spilled + log.dropped == 1000 and log.dropped > 0
+
+
+def test_postgres_stopped_and_started(tmp_path: Path, private_pg: PrivatePostgres) -> None:
+    log = make_log(private_pg.url, tmp_path, batch_size=50)
+    feed(log, 200)
+    assert log.flush() and log.store_up
+    private_pg.stop()
+    stop = threading.Event()
+
+    def producer() -> None:
+        i = 200
+        while not stop.is_set():
+            feed(log, 10, start=i)
+            i += 10
+            time.sleep(0.005)
+        producer.count = i  # type: ignore[attr-defined]
+
+    t = threading.Thread(target=producer)
+    t.start()
+    time.sleep(1.5)
+    assert not log.store_up and log.spilled > 0
+    private_pg.start()
+    time.sleep(1.0)
+    stop.set()
+    t.join()
+    deadline = time.monotonic() + 15
+    while (log.spill.size or not log.store_up) and time.monotonic() < deadline:
+        feed(log, 0)
+        time.sleep(0.1)
+    assert log.flush()
+    log.stop()
+    store = open_store(private_pg.url)
+    total = producer.count  # type: ignore[attr-defined]
+    assert store.count_predictions() == total
+    ids = [r[1] for b in store.iter_predictions() for r in b]
+    assert len(ids) == len(set(ids)) == total
+    store.close()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_replicas_on_one_folder_get_their_own_spill(tmp_path: Path, n: int) -> None:
+    spills = [SpillFile.claim(tmp_path, 1000) for _ in range(n)]
+    assert len({s.path for s in spills}) == n
+    spills[0].release()
+    again = SpillFile.claim(tmp_path, 1000)
+    assert again.path == spills[0].path, "a released slot is taken again"
+    for s in [again, *spills[1:]]:
+        s.release()
