@@ -1,0 +1,256 @@
+"""Serving goes on while the database is locked or down; afterwards every answer is logged exactly once.
+Two replicas on one PostgreSQL agree on a health change made through either within 2 seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from failsoft.demo.procs import Proc
+from failsoft.store import open_store
+from tests.store.conftest import PrivatePostgres
+
+DEADLINE_MS = 50
+TOKEN = "test-admin-token"
+
+
+def toml(tmp: Path, url: str | None, name: str = "portfolio.toml") -> Path:
+    store = f'[store]\nurl = "{url}"\nbatch_size = 200\nflush_ms = 50\npoll_ms = 200\n' if url else ""
+    path = tmp / name
+    path.write_text(f"""
+data_dir = "{tmp / "state"}"
+{store}
+[models.m]
+deadline_ms = {DEADLINE_MS}
+[[models.m.inputs]]
+name = "x"
+min = 0
+max = 10
+[models.m.output]
+type = "float"
+[[models.m.tiers]]
+name = "cpu"
+kind = "python"
+target = "tests.helpers:score"
+[[models.m.tiers]]
+kind = "default"
+value = 0.5
+""")
+    return path
+
+
+def gateway(path: Path, log: Path) -> Proc:
+    env_args = [sys.executable, "-m", "failsoft.cli", "serve", str(path), "--log-level", "warning"]
+    return Proc(env_args, "/v2/health/ready", log)
+
+
+async def traffic(url: str, during: Callable[[], Awaitable[None]]) -> tuple[int, list[float], set[int]]:
+    """Requests from 4 clients until ``during`` returns; (answers, latencies, statuses)."""
+    answers, latencies, statuses = 0, [], set()
+    stop = asyncio.Event()
+
+    async def client(session: aiohttp.ClientSession, seed: int) -> None:
+        nonlocal answers
+        i = 0
+        while not stop.is_set():
+            t = time.perf_counter()
+            async with session.post(url, json={"inputs": {"x": (seed + i) % 10}}) as r:
+                await r.read()
+                statuses.add(r.status)
+                if r.status == 200:
+                    answers += 1
+            latencies.append((time.perf_counter() - t) * 1000)
+            i += 1
+            await asyncio.sleep(0.002)
+
+    async with aiohttp.ClientSession() as session:
+        tasks = [asyncio.create_task(client(session, k)) for k in range(4)]
+        await during()
+        stop.set()
+        await asyncio.gather(*tasks)
+    return answers, latencies, statuses
+
+
+def assert_logged_once(url: str, answers: int) -> None:
+    store = open_store(url)
+    try:
+        ids = [r[1] for batch in store.iter_predictions() for r in batch]
+    finally:
+        store.close()
+    assert len(ids) == answers, f"{len(ids)} logged for {answers} answers"
+    assert len(set(ids)) == len(ids), "a prediction was logged twice"
+
+
+async def test_sqlite_locked_for_a_while(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "failsoft.db"
+    gw = gateway(toml(tmp_path, None), tmp_path / "gw.log").start()
+    url = f"sqlite:///{db}"
+
+    async def lock_it() -> None:
+        await asyncio.sleep(0.5)
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        await asyncio.sleep(2.0)
+        blocker.execute("COMMIT")
+        blocker.close()
+        await asyncio.sleep(1.0)
+
+    try:
+        answers, latencies, statuses = await traffic(gw.url + "/v1/models/m/predict", lock_it)
+        metrics = urllib.request.urlopen(gw.url + "/metrics").read().decode()
+    finally:
+        gw.stop()
+    assert statuses == {200} and answers > 500
+    assert max(latencies) < DEADLINE_MS + 5
+    assert 'failsoft_log_records_total{outcome="spilled"}' in metrics
+    spilled = float(metrics.split('failsoft_log_records_total{outcome="spilled"} ')[1].split()[0])
+    assert spilled > 0, "the lock really forced records to the spill file"
+    assert_logged_once(url, answers)
+
+
+async def test_postgres_stopped_and_started_under_traffic(
+    tmp_path: Path, private_pg: PrivatePostgres
+) -> None:
+    gw = gateway(toml(tmp_path, private_pg.url), tmp_path / "gw.log").start()
+
+    async def outage() -> None:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(private_pg.stop)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(private_pg.start)
+        await asyncio.sleep(1.5)
+
+    try:
+        answers, latencies, statuses = await traffic(gw.url + "/v1/models/m/predict", outage)
+    finally:
+        gw.stop()
+    assert statuses == {200} and answers > 500
+    assert max(latencies) < DEADLINE_MS + 5
+    assert_logged_once(private_pg.url, answers)
+
+
+def post(url: str, doc: Any, token: str | None = None) -> tuple[int, Any]:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def health_of(base: str) -> str:
+    with urllib.request.urlopen(base + "/v1/models/m", timeout=5) as r:
+        return str(json.loads(r.read())["health"])
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, pg_url: str) -> Iterator[tuple[Proc, Proc]]:
+    store = open_store(pg_url)
+    store.connect()
+    store._locked(lambda c: c.execute("TRUNCATE predictions, model_state, state_events"))  # type: ignore[attr-defined]
+    store.close()
+    os.environ["FAILSOFT_ADMIN_TOKEN"] = TOKEN
+    try:
+        a = gateway(toml(tmp_path, pg_url, "a.toml"), tmp_path / "a.log").start()
+        b = gateway(toml(tmp_path, pg_url, "b.toml"), tmp_path / "b.log").start()
+    finally:
+        del os.environ["FAILSOFT_ADMIN_TOKEN"]
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def converge(base: str, want: str, since: float) -> float:
+    while time.monotonic() - since < 5:
+        if health_of(base) == want:
+            return time.monotonic() - since
+        time.sleep(0.02)
+    raise AssertionError(f"{base} never reached {want}")
+
+
+def test_two_replicas_converge_within_two_seconds(replicas: tuple[Proc, Proc]) -> None:
+    a, b = replicas
+    assert post(a.url + "/v1/models/m/health", {"health": "quarantined"})[0] == 401, "no token: refused"
+    assert health_of(a.url) == "live"
+    t = time.monotonic()
+    status, state = post(a.url + "/v1/models/m/health", {"health": "quarantined", "reason": "drift"}, TOKEN)
+    assert status == 200 and state["health"] == "quarantined"
+    assert converge(b.url, "quarantined", t) < 2.0
+    _, out = post(b.url + "/v1/models/m/predict", {"inputs": {"x": 3}})
+    assert out["reason"] == "quarantined" and out["tier"] == "default"
+    t = time.monotonic()
+    assert post(b.url + "/v1/models/m/health", {"health": "live", "by": "alice"}, TOKEN)[0] == 200
+    assert converge(a.url, "live", t) < 2.0
+    with urllib.request.urlopen(a.url + "/v1/models/m/events") as r:
+        events = json.loads(r.read())["events"]
+    assert [(e["value"], e["actor"]) for e in events] == [("live", "alice"), ("quarantined", "admin")]
+
+
+async def test_control_plane_closed_without_a_token(tmp_path: Path) -> None:
+    gw = gateway(toml(tmp_path, None), tmp_path / "gw.log").start()
+    try:
+        status, out = post(gw.url + "/v1/models/m/health", {"health": "quarantined"}, "anything")
+    finally:
+        gw.stop()
+    assert status == 403 and "FAILSOFT_ADMIN_TOKEN" in out["error"]
+
+
+def test_export_to_parquet(tmp_path: Path) -> None:
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    store = open_store(url)
+    store.connect()
+    now = time.time()
+    store.insert_predictions(
+        [
+            (
+                f"r{i}",
+                f"q{i}",
+                "m",
+                "1",
+                "cpu",
+                "live",
+                False,
+                None,
+                "[0.5]",
+                None,
+                0.2,
+                now - 86400 * (i % 3),
+            )
+            for i in range(300)
+        ]
+    )
+    out = tmp_path / "p.parquet"
+    cmd = [sys.executable, "-m", "failsoft.cli", "export", "predictions", "--store", url, "--since", "36h",
+           "--out", str(out), "--quiet"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == 200 and "200 predictions" in done.stdout
+    assert set(table.column_names) >= {
+        "record_id",
+        "request_id",
+        "model",
+        "tier",
+        "outputs",
+        "ts",
+        "latency_ms",
+    }
