@@ -13,11 +13,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from failsoft.errors import FailsoftError
 
-# One logged answer: (record_id, request_id, model, version, tier, role, degraded, reason, outputs_json,
-# inputs_json, latency_ms, ts). role is "live" or "shadow".
-PredictionRow = tuple[str, str, str, str, str, str, bool, str | None, str, str | None, float, float]
+# One logged answer: (record_id, request_id, model, version, tier, role, degraded, reason, outputs, inputs,
+# latency_ms, ts). role is "live" or "shadow"; outputs and inputs are any JSON value (inputs may be None);
+# the database keeps them as JSON text. A batch travels as one JSON document, {"prefix": P, "base": B,
+# "rows": [...]}, which the database parses (in C, outside Python's GIL, so logging stays off the request
+# path's CPU); a row whose record_id is null gets "P-(B + its position)", stable across replays.
+PredictionRow = tuple[str, str, str, str, str, str, bool, str | None, Any, Any, float, float]
 PREDICTION_COLUMNS = (
     "record_id", "request_id", "model", "version", "tier", "role", "degraded", "reason", "outputs", "inputs",
     "latency_ms", "ts",
@@ -59,6 +64,8 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
     """Versioned schema changes, applied in order at start; each runs once per database."""
     serial = "BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT"
     real = "DOUBLE PRECISION" if dialect == "postgres" else "REAL"
+    # SQLite: the primary key is the table (one B-tree per row written, not two)
+    clustered = "" if dialect == "postgres" else " WITHOUT ROWID"
     return [
         (
             1,
@@ -67,7 +74,7 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
                     record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, model TEXT NOT NULL,
                     version TEXT NOT NULL, tier TEXT NOT NULL, role TEXT NOT NULL, degraded BOOLEAN NOT NULL,
                     reason TEXT, outputs TEXT NOT NULL, inputs TEXT, latency_ms {real} NOT NULL,
-                    ts {real} NOT NULL)""",
+                    ts {real} NOT NULL){clustered}""",
                 "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)",
                 "CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id)",
                 f"""CREATE TABLE IF NOT EXISTS model_state (
@@ -96,8 +103,13 @@ class Store(abc.ABC):
     def close(self) -> None: ...
 
     @abc.abstractmethod
+    def insert_json(self, payload: bytes) -> int:
+        """Write a batch document of prediction rows in one transaction, skipping record ids already present.
+        Returns how many were new. Raises StoreUnavailable."""
+
     def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
-        """Write rows in one transaction, skipping record ids already present. Raises StoreUnavailable."""
+        """Rows with their own record ids (tests, imports)."""
+        return self.insert_json(msgspec.json.encode({"prefix": "", "base": 0, "rows": rows}))
 
     @abc.abstractmethod
     def count_predictions(self, model: str | None = None) -> int: ...

@@ -11,7 +11,6 @@ records (counted, warned): serving never waits on the log.
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import logging
 import os
@@ -23,11 +22,19 @@ from typing import Any
 import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from failsoft.store.base import PredictionRow, Store, StoreUnavailable
+from failsoft.store.base import Store, StoreUnavailable
 from failsoft.store.spill import SpillFile, SpillFull
 
 log = logging.getLogger("failsoft.store.log")
-_encode = msgspec.json.Encoder().encode
+
+
+def _fallback(obj: Any) -> Any:
+    """Outputs of user models may hold numpy values or other objects: keep what they say."""
+    tolist = getattr(obj, "tolist", None)
+    return tolist() if callable(tolist) else str(obj)
+
+
+_encode = msgspec.json.Encoder(enc_hook=_fallback).encode
 
 
 class PredictionLog:
@@ -54,7 +61,7 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._prefix = os.urandom(6).hex()
-        self._ids = itertools.count(1)
+        self._next_id = 1
         self.store_up = False
         self.written = self.spilled = self.replayed = self.dropped = self.failures = 0
         self._retry_at = 0.0
@@ -62,6 +69,7 @@ class PredictionLog:
         self._next_retention = 0.0
         self._last_warning = 0.0
         self._busy = False
+        self._spill_only = False
 
     # ---- the hot path -----------------------------------------------------------------------------------
 
@@ -85,7 +93,7 @@ class PredictionLog:
             return
         queue.append(
             (
-                f"{self._prefix}-{next(self._ids)}",
+                None,  # the record id: given at the database, from the batch's prefix and position
                 request_id,
                 model,
                 version,
@@ -114,6 +122,9 @@ class PredictionLog:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():  # the database is too slow to take the rest: keep it on disk
+                self._spill_only = True
+                self._thread.join(timeout_s)
             self._thread = None
         self.spill.release()
         self.store.close()
@@ -126,15 +137,13 @@ class PredictionLog:
         while self._queue:
             self._cycle(final=True)
 
-    def _take(self) -> list[PredictionRow]:
-        queue, rows = self._queue, []
-        n = min(len(queue), self.batch_size)
-        for _ in range(n):
-            r = queue.popleft()
-            rows.append(
-                (*r[:8], _encode(r[8]).decode(), None if r[9] is None else _encode(r[9]).decode(), *r[10:])
-            )
-        return rows
+    def _take(self) -> tuple[bytes, int]:
+        """Up to batch_size queued records as one JSON array (one C call: cheap under the GIL)."""
+        queue = self._queue
+        popleft = queue.popleft
+        batch = [popleft() for _ in range(min(len(queue), self.batch_size))]
+        base, self._next_id = self._next_id, self._next_id + len(batch)
+        return _encode({"prefix": self._prefix, "base": base, "rows": batch}), len(batch)
 
     def _cycle(self, final: bool = False) -> None:
         """One flush: replay the spill once the database is back, then write what is queued."""
@@ -144,9 +153,9 @@ class PredictionLog:
             if self.spill.size and (self.store_up or time.monotonic() >= self._retry_at):
                 self._attempt(self._replay)
             while self._queue:
-                rows = self._take()
-                if not self._write(rows, final):
-                    self._spill(rows)
+                payload, n = self._take()
+                if not self._write(payload, final):
+                    self._spill(payload, n)
         finally:
             self._busy = False
 
@@ -165,20 +174,22 @@ class PredictionLog:
         self.store_up, self._backoff = True, 0.1
         return True
 
-    def _write(self, rows: list[PredictionRow], final: bool) -> bool:
+    def _write(self, payload: bytes, final: bool) -> bool:
+        if self._spill_only:
+            return False
         if not self.store_up and time.monotonic() < self._retry_at and not final:
             return False
 
         def write() -> None:
             if self.spill.size:
                 self._replay()
-            self.written += self.store.insert_predictions(rows)
+            self.written += self.store.insert_json(payload)
 
         return self._attempt(write)
 
     def _replay(self) -> None:
-        for batch in self.spill.batches(self.batch_size):
-            self.replayed += self.store.insert_predictions(batch)
+        for payload in self.spill.batches():
+            self.replayed += self.store.insert_json(payload)
         self.spill.clear()
         log.warning(
             json.dumps(
@@ -196,12 +207,12 @@ class PredictionLog:
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, 5.0)
 
-    def _spill(self, rows: list[PredictionRow]) -> None:
+    def _spill(self, payload: bytes, n: int) -> None:
         try:
-            self.spill.append(rows)
-            self.spilled += len(rows)
+            self.spill.append(payload)
+            self.spilled += n
         except (SpillFull, OSError) as err:
-            self.dropped += len(rows)
+            self.dropped += n
             now = time.monotonic()
             if now - self._last_warning > 60:
                 self._last_warning = now

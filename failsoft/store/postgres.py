@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
     ModelState,
-    PredictionRow,
     StateEvent,
     Store,
     StoreUnavailable,
@@ -18,6 +17,18 @@ from failsoft.store.base import (
 
 T = TypeVar("T")
 _COLS = ", ".join(PREDICTION_COLUMNS)
+_INSERT = (
+    # The document is parsed once (jsonb, a materialized CTE); re-reading prefix and base from the text
+    # per row would parse the whole batch once per row.
+    "WITH p AS MATERIALIZED (SELECT d->>'prefix' AS prefix, (d->>'base')::bigint AS base, d->'rows' AS rows "
+    "FROM (SELECT %s::jsonb AS d) AS x) "
+    f"INSERT INTO predictions ({_COLS}) "
+    "SELECT coalesce(r->>0, p.prefix || '-' || (p.base + o - 1)), "
+    "r->>1, r->>2, r->>3, r->>4, r->>5, (r->>6)::boolean, r->>7, (r->8)::text, "
+    "CASE WHEN jsonb_typeof(r->9) = 'null' THEN NULL ELSE (r->9)::text END, "
+    "(r->>10)::float8, (r->>11)::float8 "
+    "FROM p, jsonb_array_elements(p.rows) WITH ORDINALITY AS t(r, o) ON CONFLICT (record_id) DO NOTHING"
+)
 # A lock number of our own, so two replicas starting together migrate one after the other.
 _MIGRATION_LOCK = 0x6661696C736F6674
 
@@ -89,24 +100,9 @@ class PostgresStore(Store):
                 self._conn.close()
                 self._conn = None
 
-    def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
-        def write(conn: Any) -> int:
-            # COPY into a per-connection staging table, then one INSERT that skips ids already present.
-            conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS stage_predictions "
-                "(LIKE predictions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            with conn.cursor() as cur:
-                with cur.copy(f"COPY stage_predictions ({_COLS}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cur.execute(
-                    f"INSERT INTO predictions ({_COLS}) SELECT {_COLS} FROM stage_predictions "
-                    "ON CONFLICT (record_id) DO NOTHING"
-                )
-                return int(cur.rowcount)
-
-        return self._locked(write)
+    def insert_json(self, payload: bytes) -> int:
+        text = payload.decode()
+        return self._locked(lambda c: int(c.execute(_INSERT, (text,)).rowcount))
 
     def count_predictions(self, model: str | None = None) -> int:
         if model is None:

@@ -1,21 +1,21 @@
 """The spill file: where log records wait, durable, while the database is away.
 
-Append-only JSON lines, flushed and fsynced a batch at a time, bounded in size. Replayed oldest first once
-the database is back; the store skips record ids it already holds, so a replay cut short by a crash and
-run again writes nothing twice. A torn last line (a crash mid-append) is skipped and counted.
+Append-only, one line per batch (the batch's JSON array), flushed and fsynced a batch at a time, bounded
+in size. Replayed oldest first once the database is back; the store skips record ids it already holds, so
+a replay cut short by a crash and run again writes nothing twice. A torn last line (a crash mid-append)
+is skipped and counted.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-_encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
@@ -63,8 +63,8 @@ class SpillFile:
         except FileNotFoundError:
             return 0
 
-    def append(self, rows: Sequence[Sequence[Any]]) -> None:
-        data = b"".join(_encode(row) + b"\n" for row in rows)
+    def append(self, payload: bytes) -> None:
+        data = payload + b"\n"
         if self.size + len(data) > self.max_bytes:
             raise SpillFull(f"{self.path} would grow past {self.max_bytes} bytes")
         with self.path.open("ab") as fh:
@@ -72,23 +72,18 @@ class SpillFile:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def batches(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
-        """The spilled rows, oldest first, in batches."""
+    def batches(self) -> Iterator[bytes]:
+        """The spilled batches (JSON arrays), oldest first; torn lines are skipped and counted."""
         if not self.path.exists():
             return
-        batch: list[tuple[Any, ...]] = []
         with self.path.open("rb") as fh:
             for line in fh:
                 try:
-                    batch.append(tuple(_decode(line)))
+                    _decode(line)
                 except msgspec.DecodeError:
                     self.torn_lines += 1
                     continue
-                if len(batch) >= size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+                yield line.rstrip(b"\n")
 
     def clear(self) -> None:
         """Empty the file once every row in it is safely in the database."""

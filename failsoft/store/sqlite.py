@@ -11,7 +11,6 @@ from typing import Any
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
     ModelState,
-    PredictionRow,
     StateEvent,
     Store,
     StoreUnavailable,
@@ -19,8 +18,12 @@ from failsoft.store.base import (
 )
 
 _INSERT = (
+    "WITH p(prefix, base, rows) AS (SELECT d->>'$.prefix', d->>'$.base', d->'$.rows' FROM (SELECT ? AS d)) "
     f"INSERT OR IGNORE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})"
+    "SELECT coalesce(e.value->>0, p.prefix || '-' || (p.base + e.key)), "
+    "e.value->>1, e.value->>2, e.value->>3, e.value->>4, e.value->>5, e.value->>6, e.value->>7, e.value->8, "
+    "CASE WHEN e.value->>9 IS NULL THEN NULL ELSE e.value->9 END, e.value->>10, e.value->>11 "
+    "FROM p, json_each(p.rows) AS e WHERE true"
 )
 
 
@@ -103,10 +106,10 @@ class SqliteStore(Store):
             except sqlite3.Error as err:
                 raise StoreUnavailable(f"{self.url}: {err}") from err
 
-    def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
+    def insert_json(self, payload: bytes) -> int:
         def write(conn: sqlite3.Connection) -> int:
-            before = conn.total_changes
-            conn.executemany(_INSERT, rows)
+            before = conn.total_changes  # rowcount is -1 for a statement that starts WITH
+            conn.execute(_INSERT, (payload.decode(),))
             return conn.total_changes - before
 
         written: int = self._write(write)

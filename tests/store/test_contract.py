@@ -12,7 +12,7 @@ from failsoft.store.base import PredictionRow
 def rows(n: int, start: int = 0, model: str = "m", ts: float | None = None) -> list[PredictionRow]:
     t = time.time() if ts is None else ts
     return [
-        (f"r{i}", f"q{i}", model, "1", "cpu", "live", i % 2 == 0, None if i % 2 else "timeout", "[0.5]", None,
+        (f"r{i}", f"q{i}", model, "1", "cpu", "live", i % 2 == 0, None if i % 2 else "timeout", [0.5], None,
          0.3, t + i * 0.001)
         for i in range(start, start + n)
     ]  # fmt: skip

@@ -7,9 +7,11 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from failsoft.store import open_store
+from failsoft.store.base import PredictionRow
 from failsoft.store.log import PredictionLog
 from failsoft.store.spill import SpillFile
 from tests.store.conftest import PrivatePostgres
@@ -68,11 +70,12 @@ def test_replay_after_a_crash_mid_replay_writes_nothing_twice(tmp_path: Path) ->
     store = open_store(url)
     store.connect()
     spill = SpillFile(tmp_path / "spill" / "predictions-1.jsonl", 1 << 20)
-    rows = [
-        (f"r{i}", f"q{i}", "m", "1", "cpu", "live", False, None, "[1]", None, 0.1, 1000.0 + i)
+    rows: list[PredictionRow] = [
+        (f"r{i}", f"q{i}", "m", "1", "cpu", "live", False, None, [1], None, 0.1, 1000.0 + i)
         for i in range(30)
     ]
-    spill.append(rows)
+    spill.append(msgspec.json.encode({"prefix": "", "base": 0, "rows": rows[:15]}))
+    spill.append(msgspec.json.encode({"prefix": "", "base": 0, "rows": rows[15:]}))
     store.insert_predictions(rows[:20])  # a replay that stopped two thirds of the way
     with spill.path.open("ab") as fh:
         fh.write(b'["torn')  # and a torn last line

@@ -230,7 +230,7 @@ def test_export_to_parquet(tmp_path: Path) -> None:
                 "live",
                 False,
                 None,
-                "[0.5]",
+                [0.5],
                 None,
                 0.2,
                 now - 86400 * (i % 3),
