@@ -66,6 +66,7 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
     real = "DOUBLE PRECISION" if dialect == "postgres" else "REAL"
     # SQLite: the primary key is the table (one B-tree per row written, not two)
     clustered = "" if dialect == "postgres" else " WITHOUT ROWID"
+    ts_index = "USING brin (ts)" if dialect == "postgres" else "(ts)"
     return [
         (
             1,
@@ -75,8 +76,10 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
                     version TEXT NOT NULL, tier TEXT NOT NULL, role TEXT NOT NULL, degraded BOOLEAN NOT NULL,
                     reason TEXT, outputs TEXT NOT NULL, inputs TEXT, latency_ms {real} NOT NULL,
                     ts {real} NOT NULL){clustered}""",
-                "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)",
-                "CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id)",
+                # Rows arrive in time order: PostgreSQL keeps a BRIN index (a few pages, next to free to
+                # maintain); SQLite has none, so a B-tree. The request-id index for joining labels comes
+                # with the labels table.
+                f"CREATE INDEX IF NOT EXISTS predictions_ts ON predictions {ts_index}",
                 f"""CREATE TABLE IF NOT EXISTS model_state (
                     model TEXT PRIMARY KEY, health TEXT NOT NULL, reason TEXT NOT NULL,
                     changed_by TEXT NOT NULL,

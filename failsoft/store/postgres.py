@@ -47,7 +47,7 @@ class PostgresStore(Store):
         import psycopg
 
         try:
-            conn = psycopg.connect(self.url, connect_timeout=self._timeout, autocommit=False)
+            conn = psycopg.connect(self.url, connect_timeout=self._timeout, autocommit=True)
         except psycopg.Error as err:
             raise StoreUnavailable(f"{_safe(self.url)}: {err}".strip()) from err
         return conn
@@ -70,8 +70,9 @@ class PostgresStore(Store):
                 conn.execute(sql)
             conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, self.now()))
 
-    def _run(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn`` in one transaction; a broken connection is dropped and reopened on the next call."""
+    def _run(self, fn: Callable[[Any], T], atomic: bool = True) -> T:
+        """Run ``fn`` (in one transaction when ``atomic``; a single statement is atomic by itself and saves
+        two round trips); a broken connection is dropped and reopened on the next call."""
         import psycopg
 
         try:
@@ -81,6 +82,8 @@ class PostgresStore(Store):
                     with self._conn.transaction():
                         self._migrate(self._conn)
                     self._migrated = True
+            if not atomic:
+                return fn(self._conn)
             with self._conn.transaction():
                 return fn(self._conn)
         except psycopg.Error as err:
@@ -90,9 +93,9 @@ class PostgresStore(Store):
                 conn.close()
             raise StoreUnavailable(f"{_safe(self.url)}: {err}".strip()) from err
 
-    def _locked(self, fn: Callable[[Any], T]) -> T:
+    def _locked(self, fn: Callable[[Any], T], atomic: bool = True) -> T:
         with self._lock:
-            return self._run(fn)
+            return self._run(fn, atomic)
 
     def close(self) -> None:
         with self._lock:
@@ -102,7 +105,7 @@ class PostgresStore(Store):
 
     def insert_json(self, payload: bytes) -> int:
         text = payload.decode()
-        return self._locked(lambda c: int(c.execute(_INSERT, (text,)).rowcount))
+        return self._locked(lambda c: int(c.execute(_INSERT, (text,)).rowcount), atomic=False)
 
     def count_predictions(self, model: str | None = None) -> int:
         if model is None:

@@ -46,6 +46,7 @@ class SqliteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # a committed batch survives a power cut
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the log's indexes stay in memory
             self._conn = conn
             self._migrate(conn)
         except (sqlite3.Error, OSError) as err:
