@@ -56,11 +56,13 @@ def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
     return {
         "rps": round(rps, 1),
         "p50_ms": round(pct("50"), 3),
         "p99_ms": round(pct("99"), 3),
         "non_2xx": int(errors.group(1)) if errors else 0,
+        "requests": int(total.group(1)) if total else 0,
     }
 
 

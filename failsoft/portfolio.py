@@ -39,8 +39,7 @@ from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Clock
 from failsoft.schema import InputSchema, OutputCheck
 from failsoft.store import ModelState, Store, StoreUnavailable, open_store
-from failsoft.store.log import PredictionLog
-from failsoft.store.spill import SpillFile
+from failsoft.store.process import ProcessLog
 from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend
 from failsoft.types import Health, Outcome
 
@@ -62,7 +61,7 @@ class Portfolio:
         self.chains: dict[str, Chain] = {name: self._build(name, m) for name, m in spec.models.items()}
         self.store_url = spec.store_url()
         self.state_store: Store = open_store(self.store_url)
-        self.log: PredictionLog | None = None
+        self.log: ProcessLog | None = None
         self.revision = 0
         self._poller: asyncio.Task[None] | None = None
         self._store_warned = False
@@ -133,18 +132,17 @@ class Portfolio:
         await self._sync_state()
         store = self.spec.store
         if store.log_predictions:
-            data = self.spec.resolve(self.spec.data_dir)
-            spill = SpillFile.claim(data / "spill", store.spill_max_mb << 20)
-            self.log = PredictionLog(
-                open_store(self.store_url),
-                spill,
+            self.log = ProcessLog(
+                self.store_url,
+                self.spec.resolve(self.spec.data_dir) / "spill",
                 batch_size=store.batch_size,
                 flush_s=store.flush_ms / 1000,
                 max_buffer=store.max_buffer,
                 retention_s=store.retention_days * 86400 or None,
                 log_inputs=store.log_inputs,
+                spill_max_bytes=store.spill_max_mb << 20,
             )
-            self.log.start()
+            await self.log.start()
             for chain in self.chains.values():
                 chain.sink = self.log.append
             self.metrics.gauges.append(self.log.metrics)
@@ -164,7 +162,7 @@ class Portfolio:
             await chain.default.close()
         if self.log is not None:
             log, self.log = self.log, None
-            await asyncio.to_thread(log.stop)
+            await log.stop()
             self.metrics.gauges.remove(log.metrics)
         await asyncio.to_thread(self.state_store.close)
         self.started = False

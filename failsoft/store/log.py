@@ -57,6 +57,8 @@ class PredictionLog:
         self.retention_s = retention_s
         self.log_inputs = log_inputs
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        # Batches already encoded elsewhere (the serving process), each with a callback once it is safe.
+        self._batches: collections.deque[tuple[bytes, int, Callable[[], None]]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,6 +112,11 @@ class PredictionLog:
         if len(queue) == self.batch_size:
             self._wake.set()
 
+    def append_batch(self, payload: bytes, n: int, done: Callable[[], None]) -> None:
+        """Queue an encoded batch of ``n`` records; ``done`` runs once it is in the database or the spill."""
+        self._batches.append((payload, n, done))
+        self._wake.set()
+
     # ---- the writer thread ------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -134,7 +141,7 @@ class PredictionLog:
             self._wake.wait(self.flush_s)
             self._wake.clear()
             self._cycle()
-        while self._queue:
+        while self._queue or self._batches:
             self._cycle(final=True)
 
     def _take(self) -> tuple[bytes, int]:
@@ -152,6 +159,11 @@ class PredictionLog:
             self._maybe_retention()
             if self.spill.size and (self.store_up or time.monotonic() >= self._retry_at):
                 self._attempt(self._replay)
+            while self._batches:
+                payload, n, done = self._batches.popleft()
+                if not self._write(payload, final):
+                    self._spill(payload, n)
+                done()
             while self._queue:
                 payload, n = self._take()
                 if not self._write(payload, final):
@@ -244,9 +256,9 @@ class PredictionLog:
         while time.monotonic() < end:
             self._wake.set()
             time.sleep(0.01)
-            if not self._queue and not self._busy:
+            if not self._queue and not self._batches and not self._busy:
                 time.sleep(0.01)
-                if not self._queue and not self._busy:
+                if not self._queue and not self._batches and not self._busy:
                     return True
         return False
 

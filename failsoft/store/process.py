@@ -1,0 +1,271 @@
+"""The prediction log as the serving process sees it: an O(1) append on the request path, a batch
+encoded now and then on the event loop, and a writer process (store/writer.py) that does the rest.
+
+Every batch stays in memory until the writer acknowledges it (in the database, or fsynced to the spill
+file). If the writer dies, a new one is started and the unacknowledged batches are sent again; record ids
+travel inside the batch, so the database keeps each record once. Memory is bounded by ``max_buffer``
+records; beyond it new records are dropped and counted, and serving never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from failsoft.store.log import _fallback
+from failsoft.store.spill import SpillFile
+from failsoft.store.writer import HEADER
+
+log = logging.getLogger("failsoft.store.process")
+_encode = msgspec.json.Encoder(enc_hook=_fallback).encode
+
+
+class ProcessLog:
+    def __init__(
+        self,
+        url: str,
+        spill_dir: Path,
+        *,
+        batch_size: int = 1000,
+        flush_s: float = 0.2,
+        max_buffer: int = 200_000,
+        retention_s: float | None = None,
+        log_inputs: bool = False,
+        spill_max_bytes: int = 1 << 30,
+    ) -> None:
+        self.url = url
+        self.spill_dir = spill_dir
+        self.batch_size = batch_size
+        self.flush_s = flush_s
+        self.max_buffer = max_buffer
+        self.log_inputs = log_inputs
+        self._options = json.dumps(
+            {
+                "batch_size": batch_size,
+                "flush_s": flush_s,
+                "retention_s": retention_s,
+                "spill_max_bytes": spill_max_bytes,
+            }
+        )
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._unacked: dict[int, tuple[bytes, int]] = {}
+        self._unacked_records = 0
+        self._seq = 0
+        self._prefix = os.urandom(6).hex()
+        self._next_id = 1
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._kick = asyncio.Event()
+        self._stopping = False
+        self.dropped = 0
+        self.restarts = 0
+        self.writer: dict[str, Any] = {}
+
+    # ---- the hot path -----------------------------------------------------------------------------------
+
+    def append(
+        self,
+        request_id: str,
+        model: str,
+        version: str,
+        tier: str,
+        role: str,
+        degraded: bool,
+        reason: str | None,
+        outputs: Any,
+        inputs: Any,
+        latency_ms: float,
+    ) -> None:
+        """Queue one answer. O(1), never blocks, never raises."""
+        queue = self._queue
+        if len(queue) + self._unacked_records >= self.max_buffer:
+            self.dropped += 1
+            return
+        queue.append(
+            (
+                None,
+                request_id,
+                model,
+                version,
+                tier,
+                role,
+                degraded,
+                reason,
+                outputs,
+                inputs if self.log_inputs else None,
+                latency_ms,
+                time.time(),
+            )
+        )
+        if len(queue) == self.batch_size:
+            self._kick.set()
+
+    # ---- life cycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._tasks.append(asyncio.create_task(self._flusher(), name="failsoft-log-flusher"))
+
+    async def _spawn(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "failsoft.store.writer",
+            self.url,
+            str(self.spill_dir),
+            self._options,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._tasks.append(asyncio.create_task(self._reader(self._proc), name="failsoft-log-acks"))
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        """Send what is queued, let the writer finish, and keep on disk whatever it could not take."""
+        self._stopping = True
+        self._send_queued()
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout_s)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._unacked:  # the writer died or hung at the very end: its batches wait in a spill file
+            spill = SpillFile.claim(self.spill_dir, 1 << 40)
+            for seq in sorted(self._unacked):
+                spill.append(self._unacked[seq][0])
+            spill.release()
+            log.warning(json.dumps({"event": "log_batches_spilled_at_exit", "batches": len(self._unacked)}))
+
+    # ---- batching and the writer's answers ------------------------------------------------------------
+
+    def _send_queued(self) -> None:
+        queue, popleft = self._queue, self._queue.popleft
+        while queue:
+            batch = [popleft() for _ in range(min(len(queue), self.batch_size))]
+            base, self._next_id = self._next_id, self._next_id + len(batch)
+            payload = _encode({"prefix": self._prefix, "base": base, "rows": batch})
+            self._seq += 1
+            self._unacked[self._seq] = (payload, len(batch))
+            self._unacked_records += len(batch)
+            self._write(self._seq, payload, len(batch))
+
+    def _write(self, seq: int, payload: bytes, n: int) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.returncode is not None or proc.stdin.is_closing():
+            return  # re-sent when the writer is back
+        proc.stdin.write(HEADER.pack(seq, n, len(payload)) + payload)
+
+    async def _flusher(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.flush_s)
+            self._kick.clear()
+            self._send_queued()
+
+    async def _reader(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            self.writer = doc
+            seq = doc.get("ack")
+            if seq is not None and seq in self._unacked:
+                self._unacked_records -= self._unacked.pop(seq)[1]
+        await proc.wait()
+        if self._stopping:
+            return
+        # The writer died: start another and send it every batch not yet acknowledged, in order.
+        self.restarts += 1
+        log.warning(
+            json.dumps(
+                {
+                    "event": "log_writer_restarted",
+                    "exit_code": proc.returncode,
+                    "unacked_batches": len(self._unacked),
+                }
+            )
+        )
+        await asyncio.sleep(min(0.1 * self.restarts, 2.0))
+        await self._spawn()
+        for seq in sorted(self._unacked):
+            payload, n = self._unacked[seq]
+            self._write(seq, payload, n)
+
+    # ---- observation ------------------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        return len(self._queue) + self._unacked_records
+
+    @property
+    def store_up(self) -> bool:
+        return bool(self.writer.get("store_up"))
+
+    async def flush(self, timeout_s: float = 10.0) -> bool:
+        """Until everything appended so far is acknowledged by the writer."""
+        end = time.monotonic() + timeout_s
+        self._send_queued()
+        while self.buffered and time.monotonic() < end:
+            self._send_queued()
+            await asyncio.sleep(0.01)
+        return not self.buffered
+
+    def snapshot(self) -> dict[str, Any]:
+        w = self.writer
+        return {
+            "store": w.get("store"),
+            "store_up": self.store_up,
+            "buffered": self.buffered,
+            "written": w.get("written", 0),
+            "spilled": w.get("spilled", 0),
+            "replayed": w.get("replayed", 0),
+            "dropped": self.dropped + w.get("dropped", 0),
+            "spill_bytes": w.get("spill_bytes", 0),
+            "writer_restarts": self.restarts,
+        }
+
+    def metrics(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        c = CounterMetricFamily(
+            "failsoft_log_records", "Prediction log records, by outcome", labels=["outcome"]
+        )
+        for name in ("written", "spilled", "replayed", "dropped"):
+            c.add_metric([name], snap[name])
+        yield c
+        g = GaugeMetricFamily(
+            "failsoft_log_buffered", "Log records in memory, not yet safe in the store or spill"
+        )
+        g.add_metric([], snap["buffered"])
+        yield g
+        s = GaugeMetricFamily("failsoft_log_spill_bytes", "Size of the spill file (records waiting on disk)")
+        s.add_metric([], snap["spill_bytes"])
+        yield s
+        u = GaugeMetricFamily("failsoft_store_up", "1 when the last write to the database succeeded")
+        u.add_metric([], 1.0 if snap["store_up"] else 0.0)
+        yield u
+        r = CounterMetricFamily("failsoft_log_writer_restarts", "Times the log writer process was restarted")
+        r.add_metric([], snap["writer_restarts"])
+        yield r
