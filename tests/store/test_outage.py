@@ -254,3 +254,36 @@ def test_export_to_parquet(tmp_path: Path) -> None:
         "ts",
         "latency_ms",
     }
+
+
+async def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    gw = gateway(toml(tmp_path, None), tmp_path / "gw.log").start()
+    assert gw.proc is not None
+
+    def writer_pid() -> int:
+        out = subprocess.run(
+            ["pgrep", "-P", str(gw.proc.pid), "-f", "failsoft.store.writer"],  # type: ignore[union-attr]
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        return int(out[0]) if out else 0
+
+    async def kill_writer() -> None:
+        await asyncio.sleep(0.5)
+        first = writer_pid()
+        assert first, "a writer process runs beside the server"
+        os.kill(first, signal.SIGKILL)
+        await asyncio.sleep(1.5)
+        assert writer_pid() not in (0, first), "a new writer took its place"
+
+    try:
+        answers, _, statuses = await traffic(gw.url + "/v1/models/m/predict", kill_writer)
+        metrics = urllib.request.urlopen(gw.url + "/metrics").read().decode()
+    finally:
+        gw.stop()
+    assert statuses == {200}
+    assert "failsoft_log_writer_restarts_total 1.0" in metrics
+    assert_logged_once(f"sqlite:///{tmp_path / 'state' / 'failsoft.db'}", answers)
