@@ -59,3 +59,4 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert REASONS <= set(summary["by_reason"]), summary["by_reason"]
     assert {"p50_ms", "p99_ms", "max_ms", "degraded", "by_tier"} <= set(summary)
     assert (tmp_path / "state" / "defaults" / "recs.top10.json").exists()
+    assert summary["logged_predictions"] == summary["requests"], "every answer is in the prediction log"

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from failsoft.demo import data
 from failsoft.demo.procs import free_port, wait_http
+from failsoft.store import open_store
 
 # (start as a share of the run, backend action). Every reason of the request path shows up at least once.
 SCHEDULE = [
@@ -212,15 +213,21 @@ class Demo:
                 f"[dim]gateway on http://127.0.0.1:{self.port} (dashboard at /), "
                 f"heavy tier on :{self.backend_port}; logs in {self.data_dir}[/]"
             )
-            return await self._traffic(live)
+            summary = await self._traffic(live)
         finally:
             for proc in (self.gateway, self.backend):
                 if proc is not None and proc.poll() is None:
-                    proc.terminate()
+                    proc.terminate()  # the gateway's graceful stop writes out its prediction log
                     try:
-                        proc.wait(5)
+                        proc.wait(20)
                     except subprocess.TimeoutExpired:
                         proc.kill()
+        store = open_store(f"sqlite:///{self.data_dir / 'state' / 'failsoft.db'}")
+        try:
+            summary["logged_predictions"] = store.count_predictions()
+        finally:
+            store.close()
+        return summary
 
     async def _traffic(self, live: bool) -> dict[str, Any]:
         connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
@@ -258,7 +265,7 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     console.print(
         f"\n[bold]{s['requests']} requests[/], [bold]{s['non_2xx']} non-2xx[/], {s['degraded']} degraded, "
         f"{s['over_deadline']} over deadline; latency p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
-        f"max {s['max_ms']} ms"
+        f"max {s['max_ms']} ms; {s.get('logged_predictions', 0)} predictions in the log"
     )
     tiers = Table(title="answered by", title_justify="left")
     tiers.add_column("model/tier")
