@@ -153,3 +153,23 @@ def test_replicas_on_one_folder_get_their_own_spill(tmp_path: Path, n: int) -> N
     assert again.path == spills[0].path, "a released slot is taken again"
     for s in [again, *spills[1:]]:
         s.release()
+
+
+def test_retention_deletes_what_is_older_than_the_period(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    store = open_store(url)
+    store.connect()
+    old = time.time() - 40 * 86400
+    store.insert_predictions(
+        [(f"old{i}", "q", "m", "1", "cpu", "live", False, None, 1, None, 0.1, old) for i in range(10)]
+    )
+    store.close()
+    log = make_log(url, tmp_path, retention_s=30 * 86400)
+    feed(log, 5)
+    assert log.flush()
+    feed(log, 1)  # the first cycle with the store up runs the retention pass
+    assert log.flush()
+    log.stop()
+    store = open_store(url)
+    assert store.count_predictions() == 6, "the 40-day-old rows are gone, the new ones stay"
+    store.close()
