@@ -66,11 +66,14 @@ def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]
     }
 
 
-def portfolio(work: Path, primary: str, names: list[str]) -> Path:
+def portfolio(work: Path, primary: str, names: list[str], store: str = "") -> Path:
+    """The benchmark's portfolio: an optional primary tier, then the compiled model, then a default.
+    ``store`` is a [store] table; without one, the default (every answer logged to SQLite)."""
     inputs = "".join(f'[[models.m.inputs]]\nname = "{n}"\n' for n in names)
     text = f"""
 trusted_model_dirs = ["{work}"]
 data_dir = "{work / "state"}"
+{store}
 [models.m]
 deadline_ms = {DEADLINE_MS}
 {inputs}
@@ -88,7 +91,7 @@ max_concurrency = 1024
 kind = "default"
 value = 0.5
 """
-    path = work / f"portfolio-{abs(hash(primary))}.toml"
+    path = work / f"portfolio-{abs(hash(primary + store))}.toml"
     path.write_text(text)
     return path
 

@@ -25,36 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-from overhead import wrk
+from overhead import portfolio, wrk
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
 from failsoft.demo.procs import free_port, wait_http
 from failsoft.store import open_store
-
-
-def portfolio(work: Path, names: list[str], store: str) -> Path:
-    inputs = "".join(f'[[models.m.inputs]]\nname = "{n}"\n' for n in names)
-    path = work / f"portfolio-{uuid.uuid4().hex[:6]}.toml"
-    path.write_text(f"""
-trusted_model_dirs = ["{work}"]
-data_dir = "{work / "state"}"
-{store}
-[models.m]
-deadline_ms = 50
-{inputs}
-[models.m.output]
-type = "float"
-[[models.m.tiers]]
-name = "lr"
-kind = "python"
-path = "{work / "model.joblib"}"
-max_concurrency = 1024
-[[models.m.tiers]]
-kind = "default"
-value = 0.5
-""")
-    return path
 
 
 def sample_buffer(url: str, stop: threading.Event, out: list[float]) -> None:
@@ -98,7 +74,7 @@ def main() -> None:
     try:
         for name, store in cases.items():
             port = free_port()
-            path = portfolio(work, names, store)
+            path = portfolio(work, "", names, store)
             proc = subprocess.Popen(
                 [
                     sys.executable,

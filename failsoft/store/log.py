@@ -1,8 +1,8 @@
 """The prediction log: answers recorded off the hot path, in batches, and never lost to an outage.
 
-The request path only appends a tuple to a bounded deque (no I/O, no lock, no encoding). A writer thread
-drains it every ``flush_s`` seconds or ``batch_size`` records, encodes the batch and writes it in one
-transaction. When the database is unreachable or errors, batches go to the spill file (fsynced) and the
+This is the engine of the writer process (store/writer.py), which receives encoded batches; it also takes
+single records (``append``), for tests and in-process use. A writer thread writes each batch in one
+statement. When the database is unreachable or errors, batches go to the spill file (fsynced) and the
 writer retries with backoff; once the database answers, the spill is replayed before new batches, and
 every write skips record ids already stored, so each record lands exactly once. A full deque drops new
 records (counted, warned): serving never waits on the log.
@@ -13,28 +13,16 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import msgspec
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
 from failsoft.store.base import Store, StoreUnavailable
+from failsoft.store.records import RecordQueue
 from failsoft.store.spill import SpillFile, SpillFull
 
 log = logging.getLogger("failsoft.store.log")
-
-
-def _fallback(obj: Any) -> Any:
-    """Outputs of user models may hold numpy values or other objects: keep what they say."""
-    tolist = getattr(obj, "tolist", None)
-    return tolist() if callable(tolist) else str(obj)
-
-
-_encode = msgspec.json.Encoder(enc_hook=_fallback).encode
 
 
 class PredictionLog:
@@ -56,13 +44,13 @@ class PredictionLog:
         self.max_buffer = max_buffer
         self.retention_s = retention_s
         self.log_inputs = log_inputs
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         # Batches already encoded elsewhere (the serving process), each with a callback once it is safe.
         self._batches: collections.deque[tuple[bytes, int, Callable[[], None]]] = collections.deque()
         self._wake = threading.Event()
+        self.records = RecordQueue(max_buffer, log_inputs, self._wake.set, batch_size)
+        self.append = self.records.append  # the request path (tests, and in-process use)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._prefix = os.urandom(6).hex()
         self._next_id = 1
         self.store_up = False
         self.written = self.spilled = self.replayed = self.dropped = self.failures = 0
@@ -72,45 +60,6 @@ class PredictionLog:
         self._last_warning = 0.0
         self._busy = False
         self._spill_only = False
-
-    # ---- the hot path -----------------------------------------------------------------------------------
-
-    def append(
-        self,
-        request_id: str,
-        model: str,
-        version: str,
-        tier: str,
-        role: str,
-        degraded: bool,
-        reason: str | None,
-        outputs: Any,
-        inputs: Any,
-        latency_ms: float,
-    ) -> None:
-        """Queue one answer. O(1), never blocks, never raises."""
-        queue = self._queue
-        if len(queue) >= self.max_buffer:
-            self.dropped += 1
-            return
-        queue.append(
-            (
-                None,  # the record id: given at the database, from the batch's prefix and position
-                request_id,
-                model,
-                version,
-                tier,
-                role,
-                degraded,
-                reason,
-                outputs,
-                inputs if self.log_inputs else None,
-                latency_ms,
-                time.time(),
-            )
-        )
-        if len(queue) == self.batch_size:
-            self._wake.set()
 
     def append_batch(self, payload: bytes, n: int, done: Callable[[], None]) -> None:
         """Queue an encoded batch of ``n`` records; ``done`` runs once it is in the database or the spill."""
@@ -141,16 +90,8 @@ class PredictionLog:
             self._wake.wait(self.flush_s)
             self._wake.clear()
             self._cycle()
-        while self._queue or self._batches:
+        while self.records or self._batches:
             self._cycle(final=True)
-
-    def _take(self) -> tuple[bytes, int]:
-        """Up to batch_size queued records as one JSON array (one C call: cheap under the GIL)."""
-        queue = self._queue
-        popleft = queue.popleft
-        batch = [popleft() for _ in range(min(len(queue), self.batch_size))]
-        base, self._next_id = self._next_id, self._next_id + len(batch)
-        return _encode({"prefix": self._prefix, "base": base, "rows": batch}), len(batch)
 
     def _cycle(self, final: bool = False) -> None:
         """One flush: replay the spill once the database is back, then write what is queued."""
@@ -164,8 +105,8 @@ class PredictionLog:
                 if not self._write(payload, final):
                     self._spill(payload, n)
                 done()
-            while self._queue:
-                payload, n = self._take()
+            while self.records:
+                payload, n = self.records.take()
                 if not self._write(payload, final):
                     self._spill(payload, n)
         finally:
@@ -248,7 +189,7 @@ class PredictionLog:
 
     @property
     def buffered(self) -> int:
-        return len(self._queue)
+        return len(self.records)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything queued so far has been written or spilled (for tests and shutdown)."""
@@ -256,28 +197,11 @@ class PredictionLog:
         while time.monotonic() < end:
             self._wake.set()
             time.sleep(0.01)
-            if not self._queue and not self._batches and not self._busy:
+            if not self.records and not self._batches and not self._busy:
                 time.sleep(0.01)
-                if not self._queue and not self._batches and not self._busy:
+                if not self.records and not self._batches and not self._busy:
                     return True
         return False
-
-    def metrics(self) -> Iterator[Metric]:
-        c = CounterMetricFamily(
-            "failsoft_log_records", "Prediction log records, by outcome", labels=["outcome"]
-        )
-        for name in ("written", "spilled", "replayed", "dropped"):
-            c.add_metric([name], getattr(self, name))
-        yield c
-        g = GaugeMetricFamily("failsoft_log_buffered", "Log records waiting in memory")
-        g.add_metric([], self.buffered)
-        yield g
-        s = GaugeMetricFamily("failsoft_log_spill_bytes", "Size of the spill file (records waiting on disk)")
-        s.add_metric([], self.spill.size)
-        yield s
-        u = GaugeMetricFamily("failsoft_store_up", "1 when the last write to the database succeeded")
-        u.add_metric([], 1.0 if self.store_up else 0.0)
-        yield u
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -287,6 +211,6 @@ class PredictionLog:
             "written": self.written,
             "spilled": self.spilled,
             "replayed": self.replayed,
-            "dropped": self.dropped,
+            "dropped": self.dropped + self.records.dropped,
             "spill_bytes": self.spill.size,
         }

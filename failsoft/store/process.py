@@ -10,26 +10,22 @@ records; beyond it new records are dropped and counted, and serving never waits.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from failsoft.store.log import _fallback
+from failsoft.store.records import RecordQueue
 from failsoft.store.spill import SpillFile
 from failsoft.store.writer import HEADER
 
 log = logging.getLogger("failsoft.store.process")
-_encode = msgspec.json.Encoder(enc_hook=_fallback).encode
 
 
 class ProcessLog:
@@ -59,58 +55,17 @@ class ProcessLog:
                 "spill_max_bytes": spill_max_bytes,
             }
         )
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._kick = asyncio.Event()
+        self.records = RecordQueue(max_buffer, log_inputs, self._kick.set, batch_size)
+        self.append = self.records.append  # the request path
         self._unacked: dict[int, tuple[bytes, int]] = {}
         self._unacked_records = 0
         self._seq = 0
-        self._prefix = os.urandom(6).hex()
-        self._next_id = 1
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._kick = asyncio.Event()
         self._stopping = False
-        self.dropped = 0
         self.restarts = 0
         self.writer: dict[str, Any] = {}
-
-    # ---- the hot path -----------------------------------------------------------------------------------
-
-    def append(
-        self,
-        request_id: str,
-        model: str,
-        version: str,
-        tier: str,
-        role: str,
-        degraded: bool,
-        reason: str | None,
-        outputs: Any,
-        inputs: Any,
-        latency_ms: float,
-    ) -> None:
-        """Queue one answer. O(1), never blocks, never raises."""
-        queue = self._queue
-        if len(queue) + self._unacked_records >= self.max_buffer:
-            self.dropped += 1
-            return
-        queue.append(
-            (
-                None,
-                request_id,
-                model,
-                version,
-                tier,
-                role,
-                degraded,
-                reason,
-                outputs,
-                inputs if self.log_inputs else None,
-                latency_ms,
-                time.time(),
-            )
-        )
-        if len(queue) == self.batch_size:
-            self._kick.set()
 
     # ---- life cycle -------------------------------------------------------------------------------------
 
@@ -160,15 +115,13 @@ class ProcessLog:
     # ---- batching and the writer's answers ------------------------------------------------------------
 
     def _send_queued(self) -> None:
-        queue, popleft = self._queue, self._queue.popleft
-        while queue:
-            batch = [popleft() for _ in range(min(len(queue), self.batch_size))]
-            base, self._next_id = self._next_id, self._next_id + len(batch)
-            payload = _encode({"prefix": self._prefix, "base": base, "rows": batch})
+        while self.records:
+            payload, n = self.records.take()
             self._seq += 1
-            self._unacked[self._seq] = (payload, len(batch))
-            self._unacked_records += len(batch)
-            self._write(self._seq, payload, len(batch))
+            self._unacked[self._seq] = (payload, n)
+            self._unacked_records += n
+            self.records.held_elsewhere = self._unacked_records
+            self._write(self._seq, payload, n)
 
     def _write(self, seq: int, payload: bytes, n: int) -> None:
         proc = self._proc
@@ -194,6 +147,7 @@ class ProcessLog:
             seq = doc.get("ack")
             if seq is not None and seq in self._unacked:
                 self._unacked_records -= self._unacked.pop(seq)[1]
+                self.records.held_elsewhere = self._unacked_records
         await proc.wait()
         if self._stopping:
             return
@@ -218,7 +172,7 @@ class ProcessLog:
 
     @property
     def buffered(self) -> int:
-        return len(self._queue) + self._unacked_records
+        return len(self.records) + self._unacked_records
 
     @property
     def store_up(self) -> bool:
@@ -242,7 +196,7 @@ class ProcessLog:
             "written": w.get("written", 0),
             "spilled": w.get("spilled", 0),
             "replayed": w.get("replayed", 0),
-            "dropped": self.dropped + w.get("dropped", 0),
+            "dropped": self.records.dropped + w.get("dropped", 0),
             "spill_bytes": w.get("spill_bytes", 0),
             "writer_restarts": self.restarts,
         }
