@@ -106,8 +106,8 @@ class Store(abc.ABC):
     def close(self) -> None: ...
 
     @abc.abstractmethod
-    def insert_json(self, payload: bytes) -> int:
-        """Write a batch document of prediction rows in one transaction, skipping record ids already present.
+    def insert_json(self, *payloads: bytes) -> int:
+        """Write batch documents of prediction rows in one transaction, skipping record ids already present.
         Returns how many were new. Raises StoreUnavailable."""
 
     def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:

@@ -101,13 +101,19 @@ class PredictionLog:
             if self.spill.size and (self.store_up or time.monotonic() >= self._retry_at):
                 self._attempt(self._replay)
             while self._batches:
-                payload, n, done = self._batches.popleft()
-                if not self._write(payload, final):
-                    self._spill(payload, n)
-                done()
+                # Small batches from the serving process are written together, one transaction a group.
+                group, rows = [], 0
+                while self._batches and rows < self.batch_size:
+                    group.append(self._batches.popleft())
+                    rows += group[-1][1]
+                if not self._write(final, *(p for p, _, _ in group)):
+                    for payload, n, _ in group:
+                        self._spill(payload, n)
+                for _, _, done in group:
+                    done()
             while self.records:
                 payload, n = self.records.take()
-                if not self._write(payload, final):
+                if not self._write(final, payload):
                     self._spill(payload, n)
         finally:
             self._busy = False
@@ -127,7 +133,7 @@ class PredictionLog:
         self.store_up, self._backoff = True, 0.1
         return True
 
-    def _write(self, payload: bytes, final: bool) -> bool:
+    def _write(self, final: bool, *payloads: bytes) -> bool:
         if self._spill_only:
             return False
         if not self.store_up and time.monotonic() < self._retry_at and not final:
@@ -136,7 +142,7 @@ class PredictionLog:
         def write() -> None:
             if self.spill.size:
                 self._replay()
-            self.written += self.store.insert_json(payload)
+            self.written += self.store.insert_json(*payloads)
 
         return self._attempt(write)
 

@@ -103,9 +103,12 @@ class PostgresStore(Store):
                 self._conn.close()
                 self._conn = None
 
-    def insert_json(self, payload: bytes) -> int:
-        text = payload.decode()
-        return self._locked(lambda c: int(c.execute(_INSERT, (text,)).rowcount), atomic=False)
+    def insert_json(self, *payloads: bytes) -> int:
+        def write(conn: Any) -> int:
+            return sum(int(conn.execute(_INSERT, (p.decode(),)).rowcount) for p in payloads)
+
+        # One statement is atomic by itself: no BEGIN/COMMIT round trips for the common single batch.
+        return self._locked(write, atomic=len(payloads) > 1)
 
     def count_predictions(self, model: str | None = None) -> int:
         if model is None:

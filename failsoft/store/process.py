@@ -26,6 +26,7 @@ from failsoft.store.spill import SpillFile
 from failsoft.store.writer import HEADER
 
 log = logging.getLogger("failsoft.store.process")
+SEND_SIZE = 128
 
 
 class ProcessLog:
@@ -56,7 +57,9 @@ class ProcessLog:
             }
         )
         self._kick = asyncio.Event()
-        self.records = RecordQueue(max_buffer, log_inputs, self._kick.set, batch_size)
+        # Sent in small batches, so encoding one never holds the event loop for long (~0.1 ms); the
+        # writer groups them into transactions of batch_size records.
+        self.records = RecordQueue(max_buffer, log_inputs, self._kick.set, SEND_SIZE)
         self.append = self.records.append  # the request path
         self._unacked: dict[int, tuple[bytes, int]] = {}
         self._unacked_records = 0

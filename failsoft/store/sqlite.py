@@ -107,10 +107,11 @@ class SqliteStore(Store):
             except sqlite3.Error as err:
                 raise StoreUnavailable(f"{self.url}: {err}") from err
 
-    def insert_json(self, payload: bytes) -> int:
+    def insert_json(self, *payloads: bytes) -> int:
         def write(conn: sqlite3.Connection) -> int:
             before = conn.total_changes  # rowcount is -1 for a statement that starts WITH
-            conn.execute(_INSERT, (payload.decode(),))
+            for payload in payloads:
+                conn.execute(_INSERT, (payload.decode(),))
             return conn.total_changes - before
 
         written: int = self._write(write)
