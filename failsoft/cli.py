@@ -44,14 +44,20 @@ def _check(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from failsoft.portfolio import Portfolio
+    from failsoft.server.auth import load_tokens
     from failsoft.server.run import serve
 
     try:
-        portfolio = Portfolio(config.load(args.portfolio))
+        spec = config.load(args.portfolio)
+        portfolio = Portfolio(spec)
+        tokens_file = os.environ.get("FAILSOFT_TOKENS_FILE") or spec.server.tokens_file
+        tokens = load_tokens(
+            os.environ, spec.resolve(tokens_file) if tokens_file else None, spec.resolve(spec.data_dir)
+        )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    serve(portfolio, args.host, args.port, args.log_level, os.environ.get("FAILSOFT_ADMIN_TOKEN") or None)
+    serve(portfolio, args.host, args.port, args.log_level, tokens)
     return 0
 
 

@@ -148,6 +148,8 @@ class StoreSpec(_Spec, frozen=True):
 class ServerSpec(_Spec, frozen=True):
     max_body_bytes: PositiveInt = 1 << 20
     max_batch: PositiveInt = 1024
+    # TOML, one line per owner: alice = "TOKEN". FAILSOFT_TOKENS_FILE overrides it.
+    tokens_file: str | None = None
 
 
 class PortfolioSpec(_Spec, frozen=True):

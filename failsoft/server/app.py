@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from failsoft.chain import Chain
 from failsoft.errors import InvalidRequest, UnknownModel
 from failsoft.portfolio import Portfolio
 from failsoft.server import oip
+from failsoft.server.auth import Tokens
 from failsoft.server.dashboard import PAGE
 from failsoft.store import StoreUnavailable
 from failsoft.types import Health, Outcome, Reason, Skip
@@ -48,7 +48,6 @@ _decode_infer = msgspec.json.Decoder(oip.InferRequest).decode
 class HealthChange(msgspec.Struct):
     health: Health
     reason: str = ""
-    by: str = ""
 
 
 _decode_health = msgspec.json.Decoder(HealthChange).decode
@@ -94,12 +93,12 @@ def _lenient(body: bytes, kind: type[Any], decode: Callable[[bytes], Any]) -> An
 
 
 class App:
-    def __init__(self, portfolio: Portfolio, admin_token: str | None = None) -> None:
+    def __init__(self, portfolio: Portfolio, tokens: Tokens | None = None) -> None:
         self.portfolio = portfolio
         self.max_body = portfolio.spec.server.max_body_bytes
         self.max_batch = portfolio.spec.server.max_batch
         # State-changing endpoints need ``Authorization: Bearer <token>``; with no token they are closed.
-        self._token = admin_token.encode() if admin_token else None
+        self.tokens = tokens or Tokens({})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -221,19 +220,19 @@ class App:
         return 404, _encode({"error": f"no route {scope['path']}"}), _JSON
 
     def _authorize(self, scope: Scope) -> str:
-        if self._token is None:
-            raise Forbidden("the control plane is closed: start the server with FAILSOFT_ADMIN_TOKEN set")
-        given = _header(scope, b"authorization") or b""
-        scheme, _, token = given.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._token):
+        """The token owner's name, or 401 (403 when no token exists at all); checked before any change."""
+        if not self.tokens:
+            raise Forbidden("the control plane is closed: set FAILSOFT_ADMIN_TOKEN or a tokens file")
+        owner = self.tokens.owner_of(_header(scope, b"authorization"))
+        if owner is None:
             raise Unauthorized("a valid Authorization: Bearer <token> header is required")
-        return "admin"
+        return owner
 
     async def _set_health(self, model: str, body: bytes, actor: str) -> bytes:
         self.portfolio.chain(model)
         req: HealthChange = _lenient(body, HealthChange, _decode_health)
         try:
-            state = await self.portfolio.set_health(model, req.health, req.reason, req.by or actor)
+            state = await self.portfolio.set_health(model, req.health, req.reason, actor)
         except StoreUnavailable as err:
             raise Unavailable(f"the change was not made: the store cannot record it ({err})") from None
         return _encode(dataclasses.asdict(state))

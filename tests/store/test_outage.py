@@ -23,7 +23,8 @@ from failsoft.store import open_store
 from tests.store.conftest import PrivatePostgres
 
 DEADLINE_MS = 50
-TOKEN = "test-admin-token"
+TOKEN = "test-admin-token-0123456789"
+ALICE = "alice-token-0123456789abcdef"
 
 
 def toml(tmp: Path, url: str | None, name: str = "portfolio.toml") -> Path:
@@ -164,12 +165,15 @@ def replicas(tmp_path: Path, pg_url: str) -> Iterator[tuple[Proc, Proc]]:
     store.connect()
     store._locked(lambda c: c.execute("TRUNCATE predictions, model_state, state_events"))  # type: ignore[attr-defined]
     store.close()
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(f'alice = "{ALICE}"\n')
     os.environ["FAILSOFT_ADMIN_TOKEN"] = TOKEN
+    os.environ["FAILSOFT_TOKENS_FILE"] = str(tokens)
     try:
         a = gateway(toml(tmp_path, pg_url, "a.toml"), tmp_path / "a.log").start()
         b = gateway(toml(tmp_path, pg_url, "b.toml"), tmp_path / "b.log").start()
     finally:
-        del os.environ["FAILSOFT_ADMIN_TOKEN"]
+        del os.environ["FAILSOFT_ADMIN_TOKEN"], os.environ["FAILSOFT_TOKENS_FILE"]
     yield a, b
     a.stop()
     b.stop()
@@ -194,20 +198,37 @@ def test_two_replicas_converge_within_two_seconds(replicas: tuple[Proc, Proc]) -
     _, out = post(b.url + "/v1/models/m/predict", {"inputs": {"x": 3}})
     assert out["reason"] == "quarantined" and out["tier"] == "default"
     t = time.monotonic()
-    assert post(b.url + "/v1/models/m/health", {"health": "live", "by": "alice"}, TOKEN)[0] == 200
+    assert post(b.url + "/v1/models/m/health", {"health": "live"}, ALICE)[0] == 200
     assert converge(a.url, "live", t) < 2.0
     with urllib.request.urlopen(a.url + "/v1/models/m/events") as r:
         events = json.loads(r.read())["events"]
     assert [(e["value"], e["actor"]) for e in events] == [("live", "alice"), ("quarantined", "admin")]
 
 
-async def test_control_plane_closed_without_a_token(tmp_path: Path) -> None:
+async def test_without_a_configured_token_one_is_made_kept_private_and_required(tmp_path: Path) -> None:
     gw = gateway(toml(tmp_path, None), tmp_path / "gw.log").start()
     try:
-        status, out = post(gw.url + "/v1/models/m/health", {"health": "quarantined"}, "anything")
+        kept = tmp_path / "state" / "admin-token"
+        token = kept.read_text().strip()
+        assert kept.stat().st_mode & 0o777 == 0o600
+        assert token in (tmp_path / "gw.log").read_text(), "printed once at start"
+        assert post(gw.url + "/v1/models/m/health", {"health": "quarantined"})[0] == 401
+        assert (
+            post(gw.url + "/v1/models/m/health", {"health": "quarantined"}, "wrong-token-xxxxxxxx")[0] == 401
+        )
+        assert health_of(gw.url) == "live", "a refused request changed nothing"
+        status, state = post(gw.url + "/v1/models/m/health", {"health": "quarantined"}, token)
+        assert status == 200 and state["changed_by"] == "admin"
     finally:
         gw.stop()
-    assert status == 403 and "FAILSOFT_ADMIN_TOKEN" in out["error"]
+    restarted = gateway(toml(tmp_path, None), tmp_path / "gw2.log").start()
+    try:
+        assert post(restarted.url + "/v1/models/m/health", {"health": "live"}, token)[0] == 200, (
+            "kept across restarts"
+        )
+        assert token not in (tmp_path / "gw2.log").read_text(), "printed only when made"
+    finally:
+        restarted.stop()
 
 
 def test_export_to_parquet(tmp_path: Path) -> None:
