@@ -4,6 +4,7 @@ Every prediction is answered within its deadline, from the best healthy tier, el
 safe default, and every answer says which tier gave it and why.
 """
 
+from failsoft.client import Client, NoDefault
 from failsoft.config import PortfolioSpec
 from failsoft.errors import (
     CircuitOpen,
@@ -26,12 +27,14 @@ __all__ = [
     "BreakerState",
     "Bulkhead",
     "CircuitOpen",
+    "Client",
     "ConfigError",
     "Deadline",
     "FailsoftError",
     "Health",
     "InvalidOutput",
     "InvalidRequest",
+    "NoDefault",
     "Outcome",
     "Portfolio",
     "PortfolioSpec",

@@ -16,9 +16,10 @@ REASONS = {"invalid_input", "circuit_open", "overloaded", "timeout", "error", "i
 
 def test_exported_names() -> None:
     assert set(exported) == {
-        "Breaker", "BreakerPolicy", "BreakerState", "Bulkhead", "CircuitOpen", "ConfigError", "Deadline",
-        "FailsoftError", "Health", "InvalidOutput", "InvalidRequest", "Outcome", "Portfolio", "PortfolioSpec",
-        "Reason", "Skip", "TierError", "TierKind", "TierTimeout", "TierUnavailable", "UnknownModel",
+        "Breaker", "BreakerPolicy", "BreakerState", "Bulkhead", "CircuitOpen", "Client", "ConfigError",
+        "Deadline", "FailsoftError", "Health", "InvalidOutput", "InvalidRequest", "NoDefault", "Outcome",
+        "Portfolio", "PortfolioSpec", "Reason", "Skip", "TierError", "TierKind", "TierTimeout",
+        "TierUnavailable", "UnknownModel",
     }  # fmt: skip
 
 

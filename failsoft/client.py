@@ -1,0 +1,166 @@
+"""The application-side safety net: a small client whose own last-resort default answers when the
+gateway itself cannot (unreachable, slower than the client's timeout, or a 5xx).
+
+>>> client = Client("http://failsoft:8000", timeout_ms=80, defaults={"recs": TOP10})   # doctest: +SKIP
+>>> outcome = client.predict("recs", {"segment": 3, "hour": 18})                        # doctest: +SKIP
+>>> outcome.tier, outcome.degraded                                                       # doctest: +SKIP
+('hourly-remote', False)
+
+When the gateway answers, its outcome is returned as it is. When it cannot, the answer comes from the
+default given in code for that model (``defaults``, else ``default``), else from the last good answer the
+client saw for that model; the outcome says ``tier="client-default"`` (or ``"client-cache"``),
+``degraded=True`` and why. A 4xx is the caller's mistake and raises (InvalidRequest, UnknownModel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from typing import Any
+
+import httpx
+import msgspec
+
+from failsoft.errors import FailsoftError, InvalidRequest, UnknownModel
+from failsoft.types import Outcome, Reason, Skip
+
+__all__ = ["Client", "NoDefault"]
+
+_MISSING: Any = object()
+_decode = msgspec.json.Decoder(Outcome).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class NoDefault(FailsoftError):
+    """The gateway could not answer and the client has no default and no cached answer for the model."""
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_ms: float = 100.0,
+        default: Any = _MISSING,
+        defaults: dict[str, Any] | None = None,
+        cache: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_ms / 1000.0
+        self.default = default
+        self.defaults = dict(defaults or {})
+        self.cache = cache
+        self._last_good: dict[str, Any] = {}
+        self._ids = itertools.count(1)
+        self._prefix = f"c{os.urandom(3).hex()}"
+        headers = {"content-type": "application/json", **(headers or {})}
+        timeout = httpx.Timeout(self.timeout_s)
+        self._sync = httpx.Client(timeout=timeout, headers=headers)
+        self._async: httpx.AsyncClient | None = None
+        self._headers = headers
+
+    # ---- the two faces ----------------------------------------------------------------------------------
+
+    def predict(self, model: str, inputs: Any, id: str | None = None) -> Outcome:
+        """The gateway's outcome, or the client's own default within ``timeout_ms``."""
+        request_id = id or self._next_id()
+        started = time.perf_counter()
+        try:
+            resp = self._sync.post(self._url(model), content=_encode({"inputs": inputs, "id": request_id}))
+        except httpx.TimeoutException as err:
+            return self._fallback(
+                model, request_id, Reason.TIMEOUT, f"gateway gave no answer in time: {err}", started
+            )
+        except httpx.HTTPError as err:
+            return self._fallback(model, request_id, Reason.ERROR, f"gateway unreachable: {err}", started)
+        return self._read(model, request_id, resp.status_code, resp.content, started)
+
+    async def apredict(self, model: str, inputs: Any, id: str | None = None) -> Outcome:
+        """``predict`` for asyncio code; the whole call is bounded by ``timeout_ms``."""
+        if self._async is None:
+            self._async = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), headers=self._headers)
+        request_id = id or self._next_id()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                resp = await self._async.post(
+                    self._url(model), content=_encode({"inputs": inputs, "id": request_id})
+                )
+        except (TimeoutError, httpx.TimeoutException) as err:
+            return self._fallback(
+                model, request_id, Reason.TIMEOUT, f"gateway gave no answer in time {err}", started
+            )
+        except httpx.HTTPError as err:
+            return self._fallback(model, request_id, Reason.ERROR, f"gateway unreachable: {err}", started)
+        return self._read(model, request_id, resp.status_code, resp.content, started)
+
+    def close(self) -> None:
+        self._sync.close()
+
+    async def aclose(self) -> None:
+        self._sync.close()
+        if self._async is not None:
+            await self._async.aclose()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ---- the shared parts -------------------------------------------------------------------------------
+
+    def _next_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def _url(self, model: str) -> str:
+        return f"{self.base_url}/v1/models/{model}/predict"
+
+    def _read(self, model: str, request_id: str, status: int, body: bytes, started: float) -> Outcome:
+        if status >= 500:
+            return self._fallback(model, request_id, Reason.ERROR, f"gateway answered HTTP {status}", started)
+        if status == 404:
+            raise UnknownModel(model, [])
+        if status >= 400:
+            raise InvalidRequest(f"gateway refused the request (HTTP {status}): {body[:300]!r}")
+        try:
+            outcome = _decode(body)
+        except msgspec.DecodeError as err:
+            return self._fallback(
+                model, request_id, Reason.INVALID_OUTPUT, f"unreadable answer: {err}", started
+            )
+        if self.cache:
+            self._last_good[model] = outcome.outputs
+        return outcome
+
+    def _fallback(self, model: str, request_id: str, reason: Reason, detail: str, started: float) -> Outcome:
+        if model in self.defaults:
+            tier, value = "client-default", self.defaults[model]
+        elif self.default is not _MISSING:
+            tier, value = "client-default", self.default
+        elif model in self._last_good:
+            tier, value = "client-cache", self._last_good[model]
+        else:
+            raise NoDefault(
+                f"the gateway could not answer for {model!r} ({detail}) and the client has no "
+                "default for it: pass default= or defaults={model: ...}"
+            )
+        return Outcome(
+            id=request_id,
+            model=model,
+            version="",
+            tier=tier,
+            degraded=True,
+            reason=reason,
+            outputs=value,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            skips=(Skip("gateway", reason, detail[:300]),),
+        )

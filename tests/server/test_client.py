@@ -1,0 +1,91 @@
+"""failsoft.Client against a real gateway, a stopped one, a hanging one and one answering 500."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from failsoft import Client, NoDefault, Reason
+from failsoft.demo.procs import Proc, free_port
+from failsoft.errors import UnknownModel
+from tests.server.conftest import FEATURES
+
+ROW = {f: 0.1 for f in FEATURES}
+TIMEOUT_MS = 150
+
+
+@pytest.fixture(scope="module")
+def hanging() -> Iterator[str]:
+    """Accepts connections (the kernel does, from the backlog) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def failing() -> Iterator[str]:
+    class Fail(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b'{"error": "overloaded"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Fail)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_gateway_up_returns_its_outcome(stack: tuple[Proc, Proc]) -> None:
+    with Client(stack[1].url, timeout_ms=1000, default=0.5) as client:
+        outcome = client.predict("churn", ROW)
+    assert outcome.model == "churn" and outcome.tier in {"heavy", "json", "cpu"} and 0 <= outcome.outputs <= 1
+    with Client(stack[1].url, default=0.5) as client, pytest.raises(UnknownModel):
+        client.predict("nope", ROW)
+
+
+@pytest.mark.parametrize("where", ["stopped", "hanging", "failing"])
+def test_sync_default_within_timeout(where: str, hanging: str, failing: str) -> None:
+    url = {"stopped": f"http://127.0.0.1:{free_port()}", "hanging": hanging, "failing": failing}[where]
+    with Client(url, timeout_ms=TIMEOUT_MS, defaults={"churn": 0.2}) as client:
+        t = time.perf_counter()
+        outcome = client.predict("churn", ROW)
+        elapsed = (time.perf_counter() - t) * 1000
+    assert (outcome.tier, outcome.degraded, outcome.outputs) == ("client-default", True, 0.2)
+    assert outcome.reason is (Reason.TIMEOUT if where == "hanging" else Reason.ERROR)
+    assert outcome.skips[0].tier == "gateway" and outcome.skips[0].detail
+    assert elapsed < TIMEOUT_MS + 50
+
+
+@pytest.mark.parametrize("where", ["stopped", "hanging", "failing"])
+async def test_async_default_within_timeout(where: str, hanging: str, failing: str) -> None:
+    url = {"stopped": f"http://127.0.0.1:{free_port()}", "hanging": hanging, "failing": failing}[where]
+    async with Client(url, timeout_ms=TIMEOUT_MS, default=["item-1"]) as client:
+        t = time.perf_counter()
+        outcome = await client.apredict("recs", {"segment": 1})
+        elapsed = (time.perf_counter() - t) * 1000
+    assert outcome.outputs == ["item-1"] and outcome.degraded and elapsed < TIMEOUT_MS + 30
+
+
+async def test_last_good_answer_is_the_default_of_last_resort(stack: tuple[Proc, Proc], hanging: str) -> None:
+    client = Client(stack[1].url, timeout_ms=1000)
+    good = await client.apredict("churn", ROW)
+    client.base_url = hanging  # the gateway goes away
+    client.timeout_s = TIMEOUT_MS / 1000
+    cached = await client.apredict("churn", ROW)
+    assert (cached.tier, cached.outputs, cached.reason) == ("client-cache", good.outputs, Reason.TIMEOUT)
+    with pytest.raises(NoDefault, match="recs"):
+        await client.apredict("recs", {"segment": 1})
+    await client.aclose()
