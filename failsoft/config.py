@@ -20,6 +20,7 @@ from msgspec import Meta
 from failsoft.errors import ConfigError
 
 __all__ = [
+    "AuditSpec",
     "BreakerSpec",
     "DefaultTierSpec",
     "FeatureSpec",
@@ -124,12 +125,27 @@ class DefaultTierSpec(_Spec, frozen=True, tag="default", tag_field="kind"):
 TierSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | DefaultTierSpec
 
 
+class AuditSpec(_Spec, frozen=True):
+    """When a person is asked to look: a fallback episode longer than ``after_s``, or a default older
+    than ``default_max_age_s`` (0: never)."""
+
+    after_s: PositiveFloat = 1800.0
+    degraded_share: Annotated[float, Meta(ge=0, lt=1)] = 0.5
+    window_s: PositiveFloat = 60.0
+    min_answers: Annotated[int, Meta(ge=0)] = 5
+    default_max_age_s: Annotated[float, Meta(ge=0)] = 0.0
+    webhook: str | None = None
+    remind_after_s: PositiveFloat = 3600.0
+
+
 class ModelSpec(_Spec, frozen=True):
     version: str = "1"
     deadline_ms: PositiveInt = 100
     inputs: list[FeatureSpec] = msgspec.field(default_factory=list)
     output: OutputSpec = msgspec.field(default_factory=OutputSpec)
     tiers: list[TierSpec] = msgspec.field(default_factory=list)
+    # None: the portfolio's [audit] table
+    audit: AuditSpec | None = None
 
 
 class StoreSpec(_Spec, frozen=True):
@@ -158,6 +174,7 @@ class PortfolioSpec(_Spec, frozen=True):
     trusted_model_dirs: list[str] = msgspec.field(default_factory=list)
     server: ServerSpec = msgspec.field(default_factory=ServerSpec)
     store: StoreSpec = msgspec.field(default_factory=StoreSpec)
+    audit: AuditSpec = msgspec.field(default_factory=AuditSpec)
     # Where the file lives; relative paths inside it are resolved against this folder.
     base_dir: str = "."
     file: str = "portfolio.toml"

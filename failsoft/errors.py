@@ -16,6 +16,7 @@ from __future__ import annotations
 from failsoft.types import Reason
 
 __all__ = [
+    "AuditError",
     "CircuitOpen",
     "ConfigError",
     "FailsoftError",
@@ -51,6 +52,14 @@ class UnknownModel(FailsoftError):
 
 class InvalidRequest(FailsoftError):
     """The request envelope is malformed: not JSON, no inputs, a tensor of the wrong shape."""
+
+
+class AuditError(FailsoftError):
+    """An audit action that cannot be taken; ``not_found`` when the item does not exist."""
+
+    def __init__(self, message: str, not_found: bool = False) -> None:
+        self.not_found = not_found
+        super().__init__(message)
 
 
 class TierError(FailsoftError):

@@ -25,8 +25,12 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from failsoft import config
+from failsoft.audit.notify import Notifier
+from failsoft.audit.queue import AuditQueue
+from failsoft.audit.watch import Watch
 from failsoft.chain import Chain, RequestIds, SkipLog, Tier
 from failsoft.config import (
+    AuditSpec,
     DefaultTierSpec,
     HttpTierSpec,
     ModelSpec,
@@ -65,6 +69,11 @@ class Portfolio:
         self.revision = 0
         self._poller: asyncio.Task[None] | None = None
         self._store_warned = False
+        self.audits = AuditQueue(self.state_store)
+        self.notifier = Notifier()
+        self.watch = Watch(self)
+        # model -> when its "keep it out" period ends (set by the audit action)
+        self.kept_out: dict[str, float] = {}
         self.started = False
         self._loop_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,9 +156,13 @@ class Portfolio:
                 chain.sink = self.log.append
             self.metrics.gauges.append(self.log.metrics)
         self._poller = asyncio.create_task(self._poll(store.poll_ms / 1000), name="failsoft-state-poll")
+        await self.notifier.start()
+        await self.watch.start()
         self.started = True
 
     async def close(self) -> None:
+        await self.watch.close()
+        await self.notifier.close()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -166,6 +179,19 @@ class Portfolio:
             self.metrics.gauges.remove(log.metrics)
         await asyncio.to_thread(self.state_store.close)
         self.started = False
+
+    # ---- humans in the loop ---------------------------------------------------------------------------
+
+    def audit_spec(self, model: str) -> AuditSpec:
+        return self.spec.models[model].audit or self.spec.audit
+
+    async def end_keep_out(self, now: float) -> None:
+        """Bring back models whose "keep it out" period is over (recorded like any action)."""
+        for model, until in list(self.kept_out.items()):
+            if now >= until:
+                del self.kept_out[model]
+                await self.set_health(model, Health.LIVE, "keep-out period over", "failsoft")
+                await asyncio.to_thread(self.audits.record, None, model, "keep_out_ended", "failsoft")
 
     # ---- shared state (health), agreed through the store ---------------------------------------------
 

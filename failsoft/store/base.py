@@ -67,29 +67,50 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
     # SQLite: the primary key is the table (one B-tree per row written, not two)
     clustered = "" if dialect == "postgres" else " WITHOUT ROWID"
     ts_index = "USING brin (ts)" if dialect == "postgres" else "(ts)"
-    return [
-        (
-            1,
-            [
-                f"""CREATE TABLE IF NOT EXISTS predictions (
+    return sorted(
+        [
+            (
+                2,
+                [
+                    f"""CREATE TABLE IF NOT EXISTS episodes (
+                    id {serial}, model TEXT NOT NULL, replica TEXT NOT NULL, started_at {real} NOT NULL,
+                    ended_at {real}, reasons TEXT NOT NULL, answers BIGINT NOT NULL,
+                    degraded BIGINT NOT NULL)""",
+                    f"""CREATE TABLE IF NOT EXISTS audit_items (
+                    id {serial}, model TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+                    opened_at {real} NOT NULL, notified_at {real} NOT NULL, closed_at {real},
+                    details TEXT NOT NULL)""",
+                    # at most one open item per model and kind, however many replicas notice the same thing
+                    "CREATE UNIQUE INDEX IF NOT EXISTS audit_items_open ON audit_items (model, kind) "
+                    "WHERE status <> 'resolved'",
+                    f"""CREATE TABLE IF NOT EXISTS audit_actions (
+                    id {serial}, audit_id BIGINT, model TEXT NOT NULL, action TEXT NOT NULL,
+                    actor TEXT NOT NULL, comment TEXT NOT NULL, details TEXT NOT NULL, ts {real} NOT NULL)""",
+                ],
+            ),
+            (
+                1,
+                [
+                    f"""CREATE TABLE IF NOT EXISTS predictions (
                     record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, model TEXT NOT NULL,
                     version TEXT NOT NULL, tier TEXT NOT NULL, role TEXT NOT NULL, degraded BOOLEAN NOT NULL,
                     reason TEXT, outputs TEXT NOT NULL, inputs TEXT, latency_ms {real} NOT NULL,
                     ts {real} NOT NULL){clustered}""",
-                # Rows arrive in time order: PostgreSQL keeps a BRIN index (a few pages, next to free to
-                # maintain); SQLite has none, so a B-tree. The request-id index for joining labels comes
-                # with the labels table.
-                f"CREATE INDEX IF NOT EXISTS predictions_ts ON predictions {ts_index}",
-                f"""CREATE TABLE IF NOT EXISTS model_state (
+                    # Rows arrive in time order: PostgreSQL keeps a BRIN index (a few pages, next to free to
+                    # maintain); SQLite has none, so a B-tree. The request-id index for joining labels comes
+                    # with the labels table.
+                    f"CREATE INDEX IF NOT EXISTS predictions_ts ON predictions {ts_index}",
+                    f"""CREATE TABLE IF NOT EXISTS model_state (
                     model TEXT PRIMARY KEY, health TEXT NOT NULL, reason TEXT NOT NULL,
                     changed_by TEXT NOT NULL,
                     changed_at {real} NOT NULL, revision BIGINT NOT NULL)""",
-                f"""CREATE TABLE IF NOT EXISTS state_events (
+                    f"""CREATE TABLE IF NOT EXISTS state_events (
                     id {serial}, model TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
                     reason TEXT NOT NULL, actor TEXT NOT NULL, ts {real} NOT NULL)""",
-            ],
-        ),
-    ]
+                ],
+            ),
+        ]
+    )
 
 
 class Store(abc.ABC):
@@ -139,6 +160,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]: ...
+
+    @abc.abstractmethod
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement in its own transaction, ``?`` placeholders on every dialect; the rows it returns
+        (use RETURNING for ids). For the control loops' small tables (episodes, audits)."""
 
     def now(self) -> float:
         return time.time()

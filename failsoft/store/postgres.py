@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from failsoft.store.base import (
@@ -174,6 +174,15 @@ class PostgresStore(Store):
             return ModelState(model, health, reason, actor, now, rev)
 
         return self._locked(write)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        pg = sql.replace("?", "%s")
+
+        def run(c: Any) -> list[tuple[Any, ...]]:
+            cur = c.execute(pg, tuple(args))
+            return list(cur.fetchall()) if cur.description else []
+
+        return self._locked(run, atomic=False)
 
     def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
         where, args = ("WHERE model = %s", [model]) if model else ("", [])

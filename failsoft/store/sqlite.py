@@ -170,6 +170,10 @@ class SqliteStore(Store):
         state: ModelState = self._write(write)
         return state
 
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._write(lambda c: c.execute(sql, tuple(args)).fetchall())
+        return rows
+
     def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
         where, args = ("WHERE model = ?", [model]) if model else ("", [])
         rows = self._read(

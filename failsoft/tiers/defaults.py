@@ -157,6 +157,21 @@ class DefaultBackend:
             )
         return True
 
+    def replace(self, value: Any) -> None:
+        """A person's answer replaces the default (kept on disk like a refreshed one). Raises ValueError
+        when it fails the model's output check."""
+        if (problem := self._check.check(value)) is not None:
+            raise ValueError(f"the new default fails the model's output check: {problem}")
+        self.value, self.refreshed_at, self.origin = value, time.time(), "operator"
+        try:
+            write_atomic(
+                self._cache_file, json.dumps({"value": value, "refreshed_at": self.refreshed_at}).encode()
+            )
+        except OSError as err:
+            log.warning(
+                json.dumps({"event": "default_cache_write_failed", "model": self.model, "error": str(err)})
+            )
+
     def _load_cache(self) -> None:
         try:
             doc = json.loads(self._cache_file.read_text())

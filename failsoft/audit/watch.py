@@ -1,0 +1,179 @@
+"""The watch: per model, fallback episodes from the answers served, audit items when one lasts past
+``after_s`` or the safe default grows older than ``default_max_age_s``, reminders, and the end of
+"keep it out" periods. It runs off the request path, reading only counters the chain already keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from failsoft.resilience import BreakerState
+from failsoft.store import StoreUnavailable
+from failsoft.types import Health
+
+if TYPE_CHECKING:
+    from failsoft.portfolio import Portfolio
+
+log = logging.getLogger("failsoft.audit")
+
+
+@dataclass
+class _Model:
+    samples: collections.deque[tuple[float, int, int]] = field(default_factory=collections.deque)
+    episode: int | None = None
+    started_at: float = 0.0
+    base: tuple[int, int, dict[str, int]] = (0, 0, {})
+    audited: bool = False
+
+
+class Watch:
+    def __init__(self, portfolio: Portfolio, tick_s: float = 1.0) -> None:
+        self.portfolio = portfolio
+        self.tick_s = tick_s
+        self.replica = f"{os.uname().nodename}-{os.getpid()}"
+        self.models = {name: _Model() for name in portfolio.chains}
+        self.started = time.time()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="failsoft-audit-watch")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.tick()
+            except StoreUnavailable as err:
+                log.warning(json.dumps({"event": "audit_watch_store_unavailable", "error": str(err)[:200]}))
+            except Exception:  # the watch must go on; it is never in the request path
+                log.exception("audit watch tick failed")
+
+    def _counts(self, model: str) -> tuple[int, int, dict[str, int]]:
+        metrics = self.portfolio.metrics
+        total = sum(c for (m, _, _), c in list(metrics.answers.items()) if m == model)
+        reasons: dict[str, int] = {}
+        for (m, _, r), c in list(metrics.skips.items()):
+            if m == model:
+                reasons[r] = reasons.get(r, 0) + c
+        return total, metrics.degraded.get(model, 0), reasons
+
+    def degraded_now(self, model: str, now: float) -> tuple[bool, float | None]:
+        """Whether the model is in fallback now, and the degraded share over the window."""
+        p = self.portfolio
+        spec = p.audit_spec(model)
+        chain = p.chains[model]
+        state = self.models[model]
+        total, degraded, _ = self._counts(model)
+        state.samples.append((now, total, degraded))
+        while len(state.samples) > 2 and state.samples[1][0] <= now - spec.window_s:
+            state.samples.popleft()
+        _, total0, degraded0 = state.samples[0]
+        answers = total - total0
+        share = (degraded - degraded0) / answers if answers >= max(1, spec.min_answers) else None
+        primary_open = bool(chain.tiers) and chain.tiers[0].breaker.state is BreakerState.OPEN
+        out = (
+            chain.health is Health.QUARANTINED
+            or primary_open
+            or (share is not None and share > spec.degraded_share)
+        )
+        return out, share
+
+    async def tick(self) -> None:
+        now = time.time()
+        p = self.portfolio
+        for model, state in self.models.items():
+            degraded, share = self.degraded_now(model, now)
+            total, deg, reasons = self._counts(model)
+            if degraded and state.episode is None:
+                state.episode = await asyncio.to_thread(p.audits.start_episode, model, self.replica, now)
+                state.started_at, state.base, state.audited = now, (total, deg, reasons), False
+                log.warning(json.dumps({"event": "fallback_episode_started", "model": model, "share": share}))
+            if state.episode is not None:
+                b_total, b_deg, b_reasons = state.base
+                delta = {
+                    r: c - b_reasons.get(r, 0) for r, c in reasons.items() if c - b_reasons.get(r, 0) > 0
+                }
+                ended = None if degraded else now
+                await asyncio.to_thread(
+                    p.audits.update_episode, state.episode, delta, total - b_total, deg - b_deg, ended
+                )
+                if ended is not None:
+                    log.warning(
+                        json.dumps(
+                            {
+                                "event": "fallback_episode_ended",
+                                "model": model,
+                                "lasted_s": round(now - state.started_at, 1),
+                            }
+                        )
+                    )
+                    state.episode = None
+                elif not state.audited and now - state.started_at >= p.audit_spec(model).after_s:
+                    state.audited = True
+                    answers = max(1, total - b_total)
+                    await self.open_item(
+                        model,
+                        "fallback",
+                        {
+                            "episode_id": state.episode,
+                            "since": state.started_at,
+                            "reasons": delta,
+                            "degraded_share": round((deg - b_deg) / answers, 4),
+                            "health": str(p.chains[model].health),
+                        },
+                    )
+            await self._stale_default(model, now)
+        await self._reminders(now)
+        await p.end_keep_out(now)
+
+    async def _stale_default(self, model: str, now: float) -> None:
+        p = self.portfolio
+        max_age = p.audit_spec(model).default_max_age_s
+        if max_age <= 0:
+            return
+        default = p.chains[model].default
+        approved = await asyncio.to_thread(p.audits.last_approval, model)
+        fresh = max(x for x in (default.refreshed_at, approved, self.started) if x is not None)
+        if now - fresh > max_age:
+            await self.open_item(
+                model, "stale_default", {"age_s": round(now - fresh, 1), "max_age_s": max_age}
+            )
+
+    async def open_item(self, model: str, kind: str, details: dict[str, Any]) -> None:
+        p = self.portfolio
+        default = p.chains[model].default
+        details = {
+            **details,
+            "default_value": default.value,
+            "default_origin": default.origin,
+            "default_refreshed_at": default.refreshed_at,
+            "default_last_approved": await asyncio.to_thread(p.audits.last_approval, model),
+        }
+        item = await asyncio.to_thread(p.audits.open, model, kind, details)
+        if item is not None:
+            p.notifier.notify(
+                p.audit_spec(model).webhook, {"event": "audit_opened", "audit_id": item.id, **item.to_dict()}
+            )
+
+    async def _reminders(self, now: float) -> None:
+        p = self.portfolio
+        for item in await asyncio.to_thread(p.audits.items, "open"):
+            if item.model in p.chains and now - item.notified_at > p.audit_spec(item.model).remind_after_s:
+                await asyncio.to_thread(p.audits.notified, item.id)
+                p.notifier.notify(
+                    p.audit_spec(item.model).webhook,
+                    {"event": "audit_reminder", "audit_id": item.id, **item.to_dict()},
+                )
