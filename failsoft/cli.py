@@ -1,4 +1,4 @@
-"""The ``failsoft`` command: serve, check, demo, health, export."""
+"""The ``failsoft`` command: serve, check, demo, health, export, audits."""
 
 from __future__ import annotations
 
@@ -86,6 +86,100 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
+def _span(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def _audits(args: argparse.Namespace) -> int:
+    import json
+
+    import httpx
+
+    headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
+    base = args.url.rstrip("/") + "/v1/audits"
+    if args.verb in {"show", "ack", "resolve"} and args.id is None:
+        print(f"error: audits {args.verb} needs an item id", file=sys.stderr)
+        return 2
+    try:
+        if args.verb == "list":
+            params = {k: v for k, v in {"status": args.status, "model": args.model}.items() if v}
+            r = httpx.get(base, params=params, timeout=10)
+        elif args.verb == "log":
+            r = httpx.get(f"{base}/log", params={"model": args.model} if args.model else {}, timeout=10)
+        elif args.verb == "show":
+            r = httpx.get(f"{base}/{args.id}", timeout=10)
+        else:
+            body: dict[str, object] = {"comment": args.comment}
+            if args.verb == "resolve":
+                if args.action is None:
+                    print("error: resolve needs --action", file=sys.stderr)
+                    return 2
+                body["action"] = args.action
+                if args.value is not None:
+                    body["value"] = json.loads(args.value)
+                if args.for_s is not None:
+                    body["for_s"] = _span(args.for_s)
+            r = httpx.post(
+                f"{base}/{args.id}/{'ack' if args.verb == 'ack' else 'resolve'}",
+                json=body,
+                headers=headers,
+                timeout=30,
+            )
+    except (httpx.HTTPError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    doc = r.json()
+    if r.status_code >= 400:
+        print(f"error: HTTP {r.status_code}: {doc.get('error', doc)}", file=sys.stderr)
+        return 1
+    if args.json or args.verb in {"ack", "resolve"}:
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    _print_audits(args.verb, doc)
+    return 0
+
+
+def _print_audits(verb: str, doc: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+
+    def stamp(t: float | None) -> str:
+        return datetime.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+    if verb == "list":
+        t = Table(title="audit items")
+        for col in ("id", "model", "kind", "status", "opened", "why"):
+            t.add_column(col)
+        for item in doc["audits"]:  # type: ignore[attr-defined]
+            d = item["details"]
+            why = ", ".join(f"{k} {v}" for k, v in d.get("reasons", {}).items()) or d.get("age_s", "")
+            t.add_row(
+                str(item["id"]),
+                item["model"],
+                item["kind"],
+                item["status"],
+                stamp(item["opened_at"]),
+                str(why),
+            )
+        console.print(t)
+    elif verb == "log":
+        t = Table(title="audit trail")
+        for col in ("when", "who", "action", "model", "item", "comment"):
+            t.add_column(col)
+        for a in doc["log"]:  # type: ignore[attr-defined]
+            t.add_row(
+                stamp(a["ts"]), a["actor"], a["action"], a["model"], str(a["audit_id"] or "-"), a["comment"]
+            )
+        console.print(t)
+    else:
+        console.print_json(data=doc)
+
+
 def _since(text: str) -> float:
     """An epoch, an ISO date/time, or a span back from now: 30m, 12h, 7d."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -166,6 +260,31 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--store", default=None, help="a store URL instead of --portfolio")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=_export)
+
+    a = sub.add_parser("audits", help="the audit queue of a running gateway: list, show, ack, resolve, log")
+    a.add_argument("verb", choices=["list", "show", "ack", "resolve", "log"])
+    a.add_argument("id", nargs="?", type=int, help="the audit item (show, ack, resolve)")
+    a.add_argument(
+        "--action",
+        choices=["approve_default", "refresh_default", "replace_default", "restore", "keep_out", "comment"],
+    )
+    a.add_argument("--value", help='replace_default: the new default, as JSON (e.g. \'["a", "b"]\' or 0.2)')
+    a.add_argument("--for", dest="for_s", help="keep_out: how long, e.g. 30m, 2h, 1d")
+    a.add_argument("--comment", default="")
+    a.add_argument("--status", default=None, help="list: open, acknowledged, resolved or unresolved")
+    a.add_argument("--model", default=None)
+    a.add_argument(
+        "--url",
+        default=os.environ.get("FAILSOFT_URL", "http://127.0.0.1:8000"),
+        help="the gateway (FAILSOFT_URL)",
+    )
+    a.add_argument(
+        "--token",
+        default=os.environ.get("FAILSOFT_ADMIN_TOKEN"),
+        help="a control-plane token (FAILSOFT_ADMIN_TOKEN); its owner is recorded",
+    )
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(fn=_audits)
 
     d = sub.add_parser("demo", help="train small models, start a backend and the gateway, inject faults")
     d.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (default 30)")

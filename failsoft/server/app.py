@@ -11,14 +11,17 @@ import dataclasses
 import gc
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from failsoft.audit.actions import MISSING as MISSING_VALUE
+from failsoft.audit.actions import act
 from failsoft.chain import Chain
-from failsoft.errors import InvalidRequest, UnknownModel
+from failsoft.errors import AuditError, InvalidRequest, UnknownModel
 from failsoft.portfolio import Portfolio
 from failsoft.server import oip
 from failsoft.server.auth import Tokens
@@ -45,12 +48,20 @@ _decode_predict = msgspec.json.Decoder(PredictRequest).decode
 _decode_infer = msgspec.json.Decoder(oip.InferRequest).decode
 
 
+class AuditAction(msgspec.Struct):
+    action: str = ""
+    comment: str = ""
+    value: Any = MISSING_VALUE
+    for_s: float | None = None
+
+
 class HealthChange(msgspec.Struct):
     health: Health
     reason: str = ""
 
 
 _decode_health = msgspec.json.Decoder(HealthChange).decode
+_decode_action = msgspec.json.Decoder(AuditAction).decode
 
 
 class TooLarge(Exception):
@@ -133,6 +144,8 @@ class App:
             status, body, headers = await self._route(method, parts, scope, receive)
         except InvalidRequest as err:
             status, body, headers = 400, _encode({"error": str(err)}), _JSON
+        except AuditError as err:
+            status, body, headers = (404 if err.not_found else 400), _encode({"error": str(err)}), _JSON
         except UnknownModel as err:
             status, body, headers = 404, _encode({"error": str(err)}), _JSON
         except TooLarge:
@@ -194,6 +207,16 @@ class App:
         if head == "v1" and n == 2 and parts[1] == "models":
             _need(method, "GET")
             return 200, _encode({"models": self.portfolio.describe()}), _JSON
+        if head == "v1" and n >= 2 and parts[1] == "audits":
+            return 200, await self._audits(method, parts[2:], scope, receive), _JSON
+        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "episodes":
+            _need(method, "GET")
+            self.portfolio.chain(parts[2])
+            return (
+                200,
+                _encode({"episodes": await asyncio.to_thread(self.portfolio.audits.episodes, parts[2])}),
+                _JSON,
+            )
         if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "health":
             _need(method, "POST")
             actor = self._authorize(scope)
@@ -218,6 +241,46 @@ class App:
             _need(method, "GET")
             return 200, PAGE, [(b"content-type", b"text/html; charset=utf-8")]
         return 404, _encode({"error": f"no route {scope['path']}"}), _JSON
+
+    async def _audits(self, method: str, rest: list[str], scope: Scope, receive: Receive) -> bytes:
+        """GET /v1/audits[?status=&model=], /v1/audits/log, /v1/audits/{id};
+        POST /v1/audits/{id}/ack and /v1/audits/{id}/resolve {"action": ..., "value", "for_s", "comment"}."""
+        audits = self.portfolio.audits
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(scope.get("query_string", b"").decode()).items()}
+        if not rest:
+            _need(method, "GET")
+            items = await asyncio.to_thread(audits.items, query.get("status"), query.get("model"))
+            return _encode({"audits": [i.to_dict() for i in items]})
+        if rest == ["log"]:
+            _need(method, "GET")
+            return _encode({"log": await asyncio.to_thread(audits.log, query.get("model"))})
+        if not rest[0].isdigit():
+            raise AuditError(f"no audit item {rest[0]!r}", not_found=True)
+        item_id = int(rest[0])
+        if len(rest) == 1:
+            _need(method, "GET")
+            item = await asyncio.to_thread(audits.get, item_id)
+            if item is None:
+                raise AuditError(f"no audit item {item_id}", not_found=True)
+            trail = await asyncio.to_thread(audits.log, None, item_id)
+            return _encode({**item.to_dict(), "actions": trail})
+        if len(rest) == 2 and rest[1] in {"ack", "resolve"}:
+            _need(method, "POST")
+            actor = self._authorize(scope)
+            body = await self._read(scope, receive)
+            req: AuditAction = _lenient(body or b"{}", AuditAction, _decode_action)
+            action = "ack" if rest[1] == "ack" else req.action
+            if not action:
+                raise InvalidRequest(
+                    'resolve needs "action": approve_default, refresh_default, replace_default, '
+                    "restore, keep_out or comment"
+                )
+            try:
+                done = await act(self.portfolio, item_id, action, actor, req.comment, req.value, req.for_s)
+            except StoreUnavailable as err:
+                raise Unavailable(f"the action was not taken: the store cannot record it ({err})") from None
+            return _encode(done)
+        raise AuditError(f"no route /v1/audits/{'/'.join(rest)}", not_found=True)
 
     def _authorize(self, scope: Scope) -> str:
         """The token owner's name, or 401 (403 when no token exists at all); checked before any change."""
