@@ -53,7 +53,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s = open_store(url)
         s.connect()
         # a clean slate per test on the shared test database
-        s._locked(lambda c: c.execute("TRUNCATE predictions, model_state, state_events, episodes, audit_items, audit_actions"))  # type: ignore[attr-defined]
+        s._locked(
+            lambda c: c.execute(
+                "TRUNCATE predictions, model_state, state_events, episodes, audit_items, audit_actions"
+            )
+        )  # type: ignore[attr-defined]
     s.connect()
     yield s
     s.close()

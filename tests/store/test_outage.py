@@ -163,7 +163,11 @@ def health_of(base: str) -> str:
 def replicas(tmp_path: Path, pg_url: str) -> Iterator[tuple[Proc, Proc]]:
     store = open_store(pg_url)
     store.connect()
-    store._locked(lambda c: c.execute("TRUNCATE predictions, model_state, state_events, episodes, audit_items, audit_actions"))  # type: ignore[attr-defined]
+    store._locked(
+        lambda c: c.execute(
+            "TRUNCATE predictions, model_state, state_events, episodes, audit_items, audit_actions"
+        )
+    )  # type: ignore[attr-defined]
     store.close()
     tokens = tmp_path / "tokens.toml"
     tokens.write_text(f'alice = "{ALICE}"\n')

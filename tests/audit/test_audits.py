@@ -1,0 +1,212 @@
+"""Humans in the loop against a real server: a fault held past audit_after opens one audit item, a real
+webhook receiver hears of it, each action does what it says and is recorded with the token owner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from failsoft.demo.procs import Proc, free_port
+from tests.store.test_outage import post
+
+ALICE = "alice-token-0123456789abcdef"
+
+
+class Receiver:
+    """A webhook endpoint: a real HTTP server on loopback that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def portfolio(tmp: Path, webhook: str) -> Path:
+    path = tmp / "portfolio.toml"
+    path.write_text(f"""
+data_dir = "{tmp / "state"}"
+[audit]
+after_s = 1.0
+window_s = 1.0
+min_answers = 1
+webhook = "{webhook}"
+
+[models.bad]
+deadline_ms = 50
+[models.bad.output]
+type = "list"
+[[models.bad.tiers]]
+name = "remote"
+kind = "oip"
+url = "http://127.0.0.1:{free_port()}"
+model_name = "bad"
+breaker = {{ window = 4, min_calls = 2, open_ms = 60000 }}
+[[models.bad.tiers]]
+kind = "default"
+value = ["a", "b"]
+
+[models.good]
+deadline_ms = 50
+[[models.good.inputs]]
+name = "x"
+[[models.good.tiers]]
+name = "cpu"
+kind = "python"
+target = "tests.helpers:score"
+[[models.good.tiers]]
+kind = "default"
+value = 0.5
+""")
+    return path
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def start(tmp: Path, webhook: str) -> Proc:
+    tokens = tmp / "tokens.toml"
+    tokens.write_text(f'alice = "{ALICE}"\n')
+    os.environ["FAILSOFT_TOKENS_FILE"] = str(tokens)
+    try:
+        cmd = [
+            sys.executable,
+            "-m",
+            "failsoft.cli",
+            "serve",
+            str(portfolio(tmp, webhook)),
+            "--log-level",
+            "warning",
+        ]
+        return Proc(cmd, "/v2/health/ready", tmp / "gw.log").start()
+    finally:
+        del os.environ["FAILSOFT_TOKENS_FILE"]
+
+
+async def traffic(base: str, seconds: float) -> list[float]:
+    latencies = []
+    async with aiohttp.ClientSession() as s:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for model, inputs in (("bad", {}), ("good", {"x": 3})):
+                t = time.perf_counter()
+                async with s.post(f"{base}/v1/models/{model}/predict", json={"inputs": inputs}) as r:
+                    assert r.status == 200
+                    await r.read()
+                latencies.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(0.02)
+    return latencies
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+async def test_fault_past_audit_after_opens_one_item_and_actions_are_recorded(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    gw = start(tmp_path, receiver.url)
+    try:
+        await traffic(gw.url, 4.0)
+        items = get(gw.url + "/v1/audits")["audits"]
+        assert [(i["model"], i["kind"], i["status"]) for i in items] == [("bad", "fallback", "open")]
+        item = items[0]
+        assert item["details"]["default_value"] == ["a", "b"] and item["details"]["reasons"]
+        assert any(e["event"] == "audit_opened" and e["audit_id"] == item["id"] for e in receiver.received)
+        episodes = get(gw.url + "/v1/models/bad/episodes")["episodes"]
+        assert (
+            episodes
+            and episodes[0]["degraded"] > 0
+            and not get(gw.url + "/v1/models/good/episodes")["episodes"]
+        )
+
+        base = f"{gw.url}/v1/audits/{item['id']}"
+        assert post(base + "/ack", {})[0] == 401, "no token: refused"
+        assert post(base + "/ack", {}, "not-a-valid-token-xxxxxx")[0] == 401
+        assert get(base)["status"] == "open", "a refused action changed nothing"
+        status, done = post(base + "/ack", {"comment": "looking"}, ALICE)
+        assert status == 200 and done["item"]["status"] == "acknowledged"
+        status, done = post(
+            base + "/resolve", {"action": "replace_default", "value": ["z"], "comment": "fresh"}, ALICE
+        )
+        assert status == 200 and done["item"]["status"] == "resolved"
+        assert post(gw.url + "/v1/models/bad/predict", {"inputs": {}})[1]["outputs"] == ["z"]
+        assert post(base + "/resolve", {"action": "restore"}, ALICE)[0] == 400, "already resolved"
+        bad = post(base + "/resolve", {"action": "replace_default", "value": []}, ALICE)
+        assert bad[0] == 400
+
+        trail = get(gw.url + "/v1/audits/log")["log"]
+        assert [(a["action"], a["actor"]) for a in trail[:2]] == [
+            ("replace_default", "alice"),
+            ("ack", "alice"),
+        ]
+        assert trail[0]["details"] == {"old": ["a", "b"], "new": ["z"]}
+    finally:
+        gw.stop()
+
+
+async def test_keep_out_and_restore(tmp_path: Path, receiver: Receiver) -> None:
+    gw = start(tmp_path, receiver.url)
+    try:
+        await traffic(gw.url, 3.0)
+        item = get(gw.url + "/v1/audits")["audits"][0]
+        status, _ = post(
+            f"{gw.url}/v1/audits/{item['id']}/resolve", {"action": "keep_out", "for_s": 1.5}, ALICE
+        )
+        assert status == 200 and health_of_model(gw.url, "bad") == "quarantined"
+        out = post(gw.url + "/v1/models/bad/predict", {"inputs": {}})[1]
+        assert out["reason"] == "quarantined"
+        deadline = time.monotonic() + 6
+        while health_of_model(gw.url, "bad") != "live" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert health_of_model(gw.url, "bad") == "live", "back after the keep-out period"
+        actions = [a["action"] for a in get(gw.url + "/v1/audits/log")["log"]]
+        assert actions[:2] == ["keep_out_ended", "keep_out"]
+    finally:
+        gw.stop()
+
+
+async def test_a_webhook_receiver_that_is_down_does_not_slow_serving(tmp_path: Path) -> None:
+    gw = start(tmp_path, f"http://127.0.0.1:{free_port()}/hook")
+    try:
+        latencies = await traffic(gw.url, 3.0)
+        assert get(gw.url + "/v1/audits")["audits"], "the item opened all the same"
+    finally:
+        gw.stop()
+    assert max(latencies) < 55
+
+
+def health_of_model(base: str, model: str) -> str:
+    return str(get(f"{base}/v1/models/{model}")["health"])
+
