@@ -61,3 +61,4 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert {"p50_ms", "p99_ms", "max_ms", "degraded", "by_tier"} <= set(summary)
     assert (tmp_path / "state" / "defaults" / "recs.top10.json").exists()
     assert summary["logged_predictions"] == summary["requests"], "every answer is in the prediction log"
+    assert summary["audits_opened"] >= 1, "the long fault asked a person to look"

@@ -194,7 +194,9 @@ class Demo:
         return t
 
     async def run(self, live: bool) -> dict[str, Any]:
-        toml = data.build(self.data_dir, f"http://127.0.0.1:{self.backend_port}")
+        # The kill-and-restart fault lasts over a tenth of the run: an audit item opens during it.
+        audit_after = round(max(1.0, self.duration / 12), 1)
+        toml = data.build(self.data_dir, f"http://127.0.0.1:{self.backend_port}", audit_after)
         self.console.print(f"[dim]models trained into {self.data_dir}; portfolio: {toml}[/]")
         self.start_backend()
         glog = (self.data_dir / "gateway.log").open("ab")
@@ -214,6 +216,7 @@ class Demo:
                 f"heavy tier on :{self.backend_port}; logs in {self.data_dir}[/]"
             )
             summary = await self._traffic(live)
+            summary["audits_opened"] = await self._audits()
         finally:
             for proc in (self.gateway, self.backend):
                 if proc is not None and proc.poll() is None:
@@ -228,6 +231,16 @@ class Demo:
         finally:
             store.close()
         return summary
+
+    async def _audits(self) -> int:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.port}/v1/audits") as r:
+            doc = await r.json()
+        for item in doc["audits"]:
+            self.console.print(
+                f"[yellow]audit item {item['id']}[/]: {item['model']} in fallback "
+                f"({item['kind']}); see `failsoft audits show {item['id']}`"
+            )
+        return len(doc["audits"])
 
     async def _traffic(self, live: bool) -> dict[str, Any]:
         connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
@@ -265,7 +278,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     console.print(
         f"\n[bold]{s['requests']} requests[/], [bold]{s['non_2xx']} non-2xx[/], {s['degraded']} degraded, "
         f"{s['over_deadline']} over deadline; latency p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
-        f"max {s['max_ms']} ms; {s.get('logged_predictions', 0)} predictions in the log"
+        f"max {s['max_ms']} ms; {s.get('logged_predictions', 0)} predictions in the log; "
+        f"{s.get('audits_opened', 0)} audit items opened"
     )
     tiers = Table(title="answered by", title_justify="left")
     tiers.add_column("model/tier")

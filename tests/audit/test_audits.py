@@ -209,4 +209,3 @@ async def test_a_webhook_receiver_that_is_down_does_not_slow_serving(tmp_path: P
 
 def health_of_model(base: str, model: str) -> str:
     return str(get(f"{base}/v1/models/{model}")["health"])
-
