@@ -21,9 +21,9 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from failsoft.store.frames import HEADER
 from failsoft.store.records import RecordQueue
 from failsoft.store.spill import SpillFile
-from failsoft.store.writer import HEADER
 
 log = logging.getLogger("failsoft.store.process")
 SEND_SIZE = 128

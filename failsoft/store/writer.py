@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import functools
 import json
-import struct
 import sys
 import threading
 from pathlib import Path
 
 from failsoft.store import open_store
+from failsoft.store.frames import HEADER
 from failsoft.store.log import PredictionLog
 from failsoft.store.spill import SpillFile
-
-HEADER = struct.Struct("<QII")
 
 
 def main() -> None:

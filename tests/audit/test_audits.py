@@ -48,7 +48,7 @@ class Receiver:
         self.server.server_close()
 
 
-def portfolio(tmp: Path, webhook: str) -> Path:
+def portfolio(tmp: Path, webhook: str, extra: str = "") -> Path:
     path = tmp / "portfolio.toml"
     path.write_text(f"""
 data_dir = "{tmp / "state"}"
@@ -57,6 +57,7 @@ after_s = 1.0
 window_s = 1.0
 min_answers = 1
 webhook = "{webhook}"
+{extra}
 
 [models.bad]
 deadline_ms = 50
@@ -94,7 +95,7 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def start(tmp: Path, webhook: str) -> Proc:
+def start(tmp: Path, webhook: str, extra: str = "") -> Proc:
     tokens = tmp / "tokens.toml"
     tokens.write_text(f'alice = "{ALICE}"\n')
     os.environ["FAILSOFT_TOKENS_FILE"] = str(tokens)
@@ -104,7 +105,7 @@ def start(tmp: Path, webhook: str) -> Proc:
             "-m",
             "failsoft.cli",
             "serve",
-            str(portfolio(tmp, webhook)),
+            str(portfolio(tmp, webhook, extra)),
             "--log-level",
             "warning",
         ]
@@ -205,6 +206,25 @@ async def test_a_webhook_receiver_that_is_down_does_not_slow_serving(tmp_path: P
     finally:
         gw.stop()
     assert max(latencies) < 55
+
+
+async def test_an_old_default_opens_an_item_and_unacknowledged_items_are_reminded(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    gw = start(tmp_path, receiver.url, "default_max_age_s = 1.0\nremind_after_s = 1.0")
+    try:
+        await asyncio.sleep(4.0)
+        items = get(gw.url + "/v1/audits?status=unresolved")["audits"]
+        stale = [i for i in items if i["kind"] == "stale_default"]
+        assert sorted(i["model"] for i in stale) == ["bad", "good"]
+        assert stale[0]["details"]["age_s"] >= 1.0
+        events = [e["event"] for e in receiver.received]
+        assert "audit_opened" in events and "audit_reminder" in events
+        good = next(i for i in stale if i["model"] == "good")
+        status, done = post(f"{gw.url}/v1/audits/{good['id']}/resolve", {"action": "approve_default"}, ALICE)
+        assert status == 200 and done["action"]["details"] == {"value": 0.5, "origin": "config"}
+    finally:
+        gw.stop()
 
 
 def health_of_model(base: str, model: str) -> str:
