@@ -31,6 +31,8 @@ class _Model:
     started_at: float = 0.0
     base: tuple[int, int, dict[str, int]] = (0, 0, {})
     audited: bool = False
+    # after_s counts from here: the episode's start, or the moment a person resolved its last item
+    audit_from: float = 0.0
 
 
 class Watch:
@@ -100,6 +102,7 @@ class Watch:
             if degraded and state.episode is None:
                 state.episode = await asyncio.to_thread(p.audits.start_episode, model, self.replica, now)
                 state.started_at, state.base, state.audited = now, (total, deg, reasons), False
+                state.audit_from = now
                 log.warning(json.dumps({"event": "fallback_episode_started", "model": model, "share": share}))
             if state.episode is not None:
                 b_total, b_deg, b_reasons = state.base
@@ -121,7 +124,11 @@ class Watch:
                         )
                     )
                     state.episode = None
-                elif not state.audited and now - state.started_at >= p.audit_spec(model).after_s:
+                elif state.audited:
+                    # a person resolved the item but the model is still in fallback: ask again after_s later
+                    if await asyncio.to_thread(p.audits.open_for, model, "fallback") is None:
+                        state.audited, state.audit_from = False, now
+                elif now - state.audit_from >= p.audit_spec(model).after_s:
                     state.audited = True
                     answers = max(1, total - b_total)
                     await self.open_item(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -194,6 +195,35 @@ async def test_keep_out_and_restore(tmp_path: Path, receiver: Receiver) -> None:
         assert health_of_model(gw.url, "bad") == "live", "back after the keep-out period"
         actions = [a["action"] for a in get(gw.url + "/v1/audits/log")["log"]]
         assert actions[:2] == ["keep_out_ended", "keep_out"]
+
+        # the fault goes on: a new item opens; it is handled from the command line
+        while len(get(gw.url + "/v1/audits?status=open")["audits"]) < 1 and time.monotonic() < deadline + 6:
+            await traffic(gw.url, 0.5)
+        item = get(gw.url + "/v1/audits?status=open")["audits"][0]
+        env = {**os.environ, "FAILSOFT_URL": gw.url, "FAILSOFT_ADMIN_TOKEN": ALICE}
+        listed = cli(env, "list", "--json")
+        assert [i["id"] for i in json.loads(listed)["audits"] if i["status"] == "open"] == [item["id"]]
+        refused = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "failsoft.cli",
+                "audits",
+                "resolve",
+                str(item["id"]),
+                "--action",
+                "refresh_default",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode == 1 and "static value" in refused.stderr
+        cli(env, "resolve", str(item["id"]), "--action", "restore", "--comment", "backend fixed")
+        assert health_of_model(gw.url, "bad") == "live"
+        assert all(t["breaker"]["state"] == "closed" for t in get(gw.url + "/v1/models/bad")["chain"][:1])
+        trail = cli(env, "log", "--model", "bad")
+        assert "restore" in trail and "alice" in trail
     finally:
         gw.stop()
 
@@ -225,6 +255,18 @@ async def test_an_old_default_opens_an_item_and_unacknowledged_items_are_reminde
         assert status == 200 and done["action"]["details"] == {"value": 0.5, "origin": "config"}
     finally:
         gw.stop()
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "failsoft.cli", "audits", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def health_of_model(base: str, model: str) -> str:
