@@ -146,15 +146,7 @@ class DefaultBackend:
                 )
             )
             return False
-        self.value, self.refreshed_at, self.origin = value, time.time(), "source"
-        try:
-            write_atomic(
-                self._cache_file, json.dumps({"value": value, "refreshed_at": self.refreshed_at}).encode()
-            )
-        except OSError as err:
-            log.warning(
-                json.dumps({"event": "default_cache_write_failed", "model": self.model, "error": str(err)})
-            )
+        self._keep(value, "source")
         return True
 
     def replace(self, value: Any) -> None:
@@ -162,7 +154,11 @@ class DefaultBackend:
         when it fails the model's output check."""
         if (problem := self._check.check(value)) is not None:
             raise ValueError(f"the new default fails the model's output check: {problem}")
-        self.value, self.refreshed_at, self.origin = value, time.time(), "operator"
+        self._keep(value, "operator")
+
+    def _keep(self, value: Any, origin: str) -> None:
+        """Answer with ``value`` from now on, and keep it on disk as the last good copy."""
+        self.value, self.refreshed_at, self.origin = value, time.time(), origin
         try:
             write_atomic(
                 self._cache_file, json.dumps({"value": value, "refreshed_at": self.refreshed_at}).encode()
