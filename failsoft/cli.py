@@ -180,6 +180,31 @@ def _print_audits(verb: str, doc: dict[str, object]) -> None:
         console.print_json(data=doc)
 
 
+def _features(args: argparse.Namespace) -> int:
+    from failsoft.features import FeatureStore, build_training_set
+
+    store = FeatureStore(args.root)
+    try:
+        if args.verb == "ingest":
+            if not (args.name and args.source and args.entity):
+                print("error: ingest needs --name, --source and --entity", file=sys.stderr)
+                return 2
+            ttl = _span(args.ttl) if args.ttl else None
+            t = store.ingest(args.name, args.source, entity=args.entity, ttl_s=ttl)
+            features = ", ".join(t.features)
+            print(f"{t.name}: entity {', '.join(t.entity)}; features {features}; ttl {ttl}")
+            return 0
+        if not (args.spine and args.table and args.out):
+            print("error: build needs --spine, --table (one or more) and --out", file=sys.stderr)
+            return 2
+        table = build_training_set(store, args.spine, args.table, out=args.out)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{table.num_rows} rows, {table.num_columns} columns written to {args.out}")
+    return 0
+
+
 def _since(text: str) -> float:
     """An epoch, an ISO date/time, or a span back from now: 30m, 12h, 7d."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -285,6 +310,18 @@ def parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--json", action="store_true")
     a.set_defaults(fn=_audits)
+
+    f = sub.add_parser("features", help="the point-in-time feature store: ingest tables, build training sets")
+    f.add_argument("verb", choices=["ingest", "build"])
+    f.add_argument("--root", default="failsoft-data/features", help="where feature tables are kept")
+    f.add_argument("--name", help="ingest: the table's name")
+    f.add_argument("--source", help="ingest: a .parquet or .csv file")
+    f.add_argument("--entity", action="append", default=[], help="ingest: an entity key column (repeatable)")
+    f.add_argument("--ttl", default=None, help="ingest: values older than this are not used, e.g. 30d")
+    f.add_argument("--spine", help="build: .parquet/.csv with the entity keys and prediction_time")
+    f.add_argument("--table", action="append", default=[], help="build: a feature table (repeatable)")
+    f.add_argument("--out", help="build: the training set to write (.parquet or .csv)")
+    f.set_defaults(fn=_features)
 
     d = sub.add_parser("demo", help="train small models, start a backend and the gateway, inject faults")
     d.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (default 30)")

@@ -1,0 +1,132 @@
+"""Feature tables: entity key column(s), ``event_time`` (when it happened), ``available_at`` (when the row
+landed) and feature columns, kept as Parquet under the data directory and queried with DuckDB, never
+loaded whole into Python objects.
+
+>>> fs = FeatureStore("failsoft-data/features")                                     # doctest: +SKIP
+>>> fs.ingest("activity", "activity.parquet", entity=["user_id"], ttl_s=30 * 86400)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from failsoft.errors import ConfigError
+
+RESERVED = ("event_time", "available_at")
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    name: str
+    entity: list[str]
+    features: list[str]
+    ttl_s: float | None
+    path: Path
+
+    @property
+    def glob(self) -> str:
+        return str(self.path / "*.parquet")
+
+
+def _duckdb() -> Any:
+    try:
+        import duckdb
+    except ImportError:  # pragma: no cover - the extra is missing
+        raise SystemExit("the feature store needs DuckDB: pip install 'failsoft[features]'") from None
+    return duckdb
+
+
+def relation_sql(source: Any) -> str:
+    """A DuckDB table expression for a Parquet or CSV path."""
+    path = str(source)
+    if path.endswith(".parquet") or path.endswith("*.parquet"):
+        return f"read_parquet('{path}')"
+    if path.endswith(".csv"):
+        return f"read_csv_auto('{path}')"
+    raise ConfigError(path, "", "unsupported file", "use .parquet or .csv")
+
+
+class FeatureStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def table(self, name: str) -> FeatureTable:
+        meta = self.root / name / "_table.json"
+        try:
+            doc = json.loads(meta.read_text())
+        except FileNotFoundError:
+            known = sorted(p.name for p in self.root.glob("*") if (p / "_table.json").exists())
+            raise ConfigError(
+                str(self.root),
+                name,
+                "no such feature table",
+                f"ingest it first; known: {', '.join(known) or 'none'}",
+            ) from None
+        return FeatureTable(name, doc["entity"], doc["features"], doc["ttl_s"], self.root / name)
+
+    def ingest(
+        self,
+        name: str,
+        source: Any,
+        entity: list[str],
+        event_time: str = "event_time",
+        available_at: str | None = "available_at",
+        ttl_s: float | None = None,
+    ) -> FeatureTable:
+        """Append rows from a Parquet/CSV path, a pandas/polars DataFrame or a pyarrow Table. Rows without
+        an ``available_at`` column are stamped with the time of ingest."""
+        duckdb = _duckdb()
+        con = duckdb.connect()
+        try:
+            if isinstance(source, str | Path):
+                con.execute(f"CREATE VIEW src AS SELECT * FROM {relation_sql(source)}")
+            else:
+                con.register("src", source)
+            cols = [r[0] for r in con.execute("DESCRIBE src").fetchall()]
+            missing = [c for c in [*entity, event_time] if c not in cols]
+            if missing:
+                raise ConfigError(
+                    str(source),
+                    ", ".join(missing),
+                    "column not in the source",
+                    f"the source has: {', '.join(cols)}",
+                )
+            has_available = available_at is not None and available_at in cols
+            features = [c for c in cols if c not in {*entity, event_time, available_at or ""}]
+            stamp = (
+                f"CAST({available_at} AS TIMESTAMP)"
+                if has_available
+                else f"to_timestamp({time.time()})::TIMESTAMP"
+            )
+            select = ", ".join(
+                [
+                    *(f'"{c}"' for c in entity),
+                    f'CAST("{event_time}" AS TIMESTAMP) AS event_time',
+                    f"{stamp} AS available_at",
+                    *(f'"{c}"' for c in features),
+                ]
+            )
+            folder = self.root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            meta = folder / "_table.json"
+            if meta.exists():
+                old = json.loads(meta.read_text())
+                if old["entity"] != entity or old["features"] != features:
+                    raise ConfigError(
+                        str(meta),
+                        name,
+                        "the new rows do not have the table's columns",
+                        f"entity {old['entity']}, features {old['features']}",
+                    )
+            out = folder / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.parquet"
+            con.execute(f"COPY (SELECT {select} FROM src) TO '{out}' (FORMAT parquet)")
+        finally:
+            con.close()
+        table = FeatureTable(name, entity, features, ttl_s, folder)
+        meta.write_text(json.dumps({k: v for k, v in asdict(table).items() if k not in {"name", "path"}}))
+        return table
