@@ -205,6 +205,45 @@ def _features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leakage(args: argparse.Namespace) -> int:
+    import html
+    import json
+
+    from failsoft.features import FeatureStore
+    from failsoft.features.leakage import audit
+
+    try:
+        report = audit(FeatureStore(args.root), args.spine, args.table, args.label, args.split)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, default=str))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title="leakage audit")
+        for col in ("table", "feature", "verdict", "reason"):
+            t.add_column(col)
+        for f in report["features"]:
+            color = {"ok": "green", "suspicious": "yellow", "leak": "red"}[f["verdict"]]
+            t.add_row(f["table"], f["feature"], f"[{color}]{f['verdict']}[/]", f["reason"])
+        Console().print(t)
+        print(", ".join(f"{v} {k}" for k, v in report["summary"].items()))
+    if args.html:
+        rows = "".join(
+            f"<tr><td>{html.escape(f['table'])}</td><td>{html.escape(f['feature'])}</td>"
+            f"<td>{f['verdict']}</td><td>{html.escape(f['reason'])}</td></tr>"
+            for f in report["features"]
+        )
+        Path(args.html).write_text(
+            f"<!doctype html><meta charset=utf-8><title>failsoft leakage audit</title>"
+            f"<table border=1><tr><th>table<th>feature<th>verdict<th>reason</tr>{rows}</table>"
+        )
+    return 1 if report["summary"]["leak"] else 0
+
+
 def _since(text: str) -> float:
     """An epoch, an ISO date/time, or a span back from now: 30m, 12h, 7d."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -322,6 +361,17 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--table", action="append", default=[], help="build: a feature table (repeatable)")
     f.add_argument("--out", help="build: the training set to write (.parquet or .csv)")
     f.set_defaults(fn=_features)
+
+    lk = sub.add_parser("leakage", help="audit training data for label leakage (exit code 1 on a leak)")
+    lk.add_argument("verb", choices=["audit"])
+    lk.add_argument("--root", default="failsoft-data/features", help="where feature tables are kept")
+    lk.add_argument("--spine", required=True, help=".parquet/.csv: entity keys, prediction_time, the label")
+    lk.add_argument("--table", action="append", default=[], required=True)
+    lk.add_argument("--label", required=True)
+    lk.add_argument("--split", default=None, help="a column saying train or test")
+    lk.add_argument("--json", action="store_true")
+    lk.add_argument("--html", default=None, help="also write the report as an HTML page")
+    lk.set_defaults(fn=_leakage)
 
     d = sub.add_parser("demo", help="train small models, start a backend and the gateway, inject faults")
     d.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (default 30)")

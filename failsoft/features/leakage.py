@@ -1,0 +1,202 @@
+"""The leakage audit: for every feature, would a model have seen this value at prediction time?
+
+Per feature it measures the feature latency (``available_at - event_time``: p50, p95, max); the share of
+spine rows where a join on ``event_time`` alone would have used a value that had not landed yet and that
+differs from what was really there (the would-leak rate); and the single-feature predictive power
+(ROC AUC, folded to >= 0.5) of the value and of its null indicator on the label, in the naive join and in
+the point-in-time one. Nulls are scored too: a Null that only appears after the outcome is the classic
+leak, and checks that drop Nulls first never see it. One verdict per feature, with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from failsoft.errors import ConfigError
+from failsoft.features.point_in_time import build_training_set
+from failsoft.features.store import FeatureStore, _duckdb
+
+LEAK_RATE = 0.01  # a share of rows with not-yet-available values worth talking about
+POWER_GAIN = 0.10  # how much more predictive the naive join must be to call it a leak
+NEAR_PERFECT = 0.95
+
+
+@dataclass
+class FeatureVerdict:
+    table: str
+    feature: str
+    verdict: str  # ok, suspicious, leak
+    reason: str
+    latency_s: dict[str, float | None]
+    would_leak_rate: float
+    power: dict[str, float | None] = field(default_factory=dict)
+
+
+def _power(values: list[Any], labels: np.ndarray[Any, Any]) -> tuple[float | None, float | None]:
+    """(AUC of the value where present, AUC of its null indicator), each folded to >= 0.5."""
+    from sklearn.metrics import roc_auc_score
+
+    def folded(score: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> float | None:
+        if len(np.unique(y)) < 2 or len(np.unique(score)) < 2:
+            return None
+        auc = float(roc_auc_score(y, score))
+        return round(max(auc, 1.0 - auc), 4)
+
+    null = np.array([v is None for v in values], dtype=float)
+    present = ~null.astype(bool)
+    value_auc = None
+    if present.any():
+        try:
+            numeric = np.array([v for v in values if v is not None], dtype=float)
+            value_auc = folded(numeric, labels[present])
+        except (TypeError, ValueError):  # a categorical value: its null indicator still counts
+            value_auc = None
+    return value_auc, folded(null, labels)
+
+
+def _naive_training_set(store: FeatureStore, spine: Any, table: str, time_col: str) -> Any:
+    """The join most pipelines do: the latest event_time <= prediction_time, whenever it landed.
+    Returns (values per feature, whether the row used had landed) in spine order."""
+    duckdb = _duckdb()
+    t = store.table(table)
+    con = duckdb.connect()
+    try:
+        con.register("spine_src", spine)
+        on = " AND ".join(f's."{k}" = f."{k}"' for k in t.entity)
+        feats = ", ".join(f'f."{c}"' for c in t.features)
+        plain = ", ".join(f'c."{c}"' for c in t.features)
+        sql = (
+            f'WITH s AS (SELECT *, CAST("{time_col}" AS TIMESTAMP) AS __pt, row_number() OVER () AS __row '
+            f"FROM spine_src), c AS (SELECT * FROM (SELECT s.__row, {feats}, "
+            "f.available_at <= s.__pt AS __landed, row_number() OVER (PARTITION BY s.__row "
+            "ORDER BY f.event_time DESC, f.available_at DESC) AS __rank "
+            f"FROM s JOIN read_parquet('{t.glob}') f ON {on} AND f.event_time <= s.__pt) WHERE __rank = 1) "
+            f"SELECT {plain}, c.__landed FROM s LEFT JOIN c ON c.__row = s.__row ORDER BY s.__row"
+        )
+        return con.sql(sql).to_arrow_table()
+    finally:
+        con.close()
+
+
+def latency(store: FeatureStore, table: str) -> dict[str, float | None]:
+    duckdb = _duckdb()
+    t = store.table(table)
+    con = duckdb.connect()
+    try:
+        lag = "epoch(available_at) - epoch(event_time)"
+        row = con.execute(
+            f"SELECT quantile_cont({lag}, 0.5), quantile_cont({lag}, 0.95), max({lag}) "
+            f"FROM read_parquet('{t.glob}')"
+        ).fetchone()
+    finally:
+        con.close()
+    return {"p50": row[0], "p95": row[1], "max": row[2]}
+
+
+def audit(
+    store: FeatureStore,
+    spine: Any,
+    tables: list[str],
+    label: str,
+    split: str | None = None,
+    time_col: str = "prediction_time",
+) -> dict[str, Any]:
+    """The report: one verdict per feature, a summary, and the train/test time overlap when ``split``."""
+    import pyarrow as pa
+
+    if not isinstance(spine, pa.Table):
+        duckdb = _duckdb()
+        from failsoft.features.store import relation_sql
+
+        spine = duckdb.connect().sql(f"SELECT * FROM {relation_sql(spine)}").to_arrow_table()
+    if label not in spine.column_names:
+        raise ConfigError(
+            "spine", label, "label column not in the spine", f"it has: {', '.join(spine.column_names)}"
+        )
+    labels = np.array(spine.column(label).to_pylist(), dtype=float)
+    pit = build_training_set(store, spine, tables, time_col=time_col)
+    verdicts = []
+    for name in tables:
+        t = store.table(name)
+        naive = _naive_training_set(store, spine, name, time_col)
+        landed = naive.column("__landed").to_pylist()
+        lag = latency(store, name)
+        for feature in t.features:
+            naive_values = naive.column(feature).to_pylist()
+            pit_values = pit.column(feature).to_pylist()
+            early = sum(
+                1 for a, b, ok in zip(naive_values, pit_values, landed, strict=True) if ok is False and a != b
+            )
+            rate = round(early / max(1, len(naive_values)), 4)
+            nv, nn = _power(naive_values, labels)
+            pv, pn = _power(pit_values, labels)
+            naive_power = max((x for x in (nv, nn) if x is not None), default=0.5)
+            pit_power = max((x for x in (pv, pn) if x is not None), default=0.5)
+            which = "its null indicator" if nn is not None and nn == naive_power and nn != nv else "its value"
+            if rate >= LEAK_RATE and naive_power - pit_power >= POWER_GAIN:
+                verdict, reason = (
+                    "leak",
+                    (
+                        f"in {rate:.1%} of rows a join on event_time uses a value that had not landed by "
+                        f"prediction time, and {which} then predicts the label (AUC {naive_power:.2f}; "
+                        f"{pit_power:.2f} with what was really there)"
+                    ),
+                )
+            elif pit_power >= NEAR_PERFECT:
+                verdict, reason = (
+                    "suspicious",
+                    (
+                        f"predicts the label almost perfectly on its own (AUC {pit_power:.2f}) even "
+                        "point-in-time: check it is not computed from the outcome"
+                    ),
+                )
+            elif rate >= LEAK_RATE:
+                verdict, reason = (
+                    "suspicious",
+                    (
+                        f"in {rate:.1%} of rows a join on event_time would use a value that had not landed "
+                        "yet; harmless for prediction here, but build training sets point-in-time"
+                    ),
+                )
+            else:
+                verdict, reason = "ok", "every value used was available at prediction time"
+            verdicts.append(
+                FeatureVerdict(
+                    name,
+                    feature,
+                    verdict,
+                    reason,
+                    lag,
+                    rate,
+                    {"naive_value": nv, "naive_null": nn, "pit_value": pv, "pit_null": pn},
+                )
+            )
+    report: dict[str, Any] = {
+        "features": [asdict(v) for v in verdicts],
+        "summary": {k: sum(1 for v in verdicts if v.verdict == k) for k in ("ok", "suspicious", "leak")},
+    }
+    if split is not None:
+        report["split"] = _split_overlap(spine, split, time_col)
+    return report
+
+
+def _split_overlap(spine: Any, split: str, time_col: str) -> dict[str, Any]:
+    sides: dict[str, list[Any]] = {}
+    for side, at in zip(spine.column(split).to_pylist(), spine.column(time_col).to_pylist(), strict=True):
+        sides.setdefault(str(side), []).append(at)
+    ranges = {k: (min(v), max(v)) for k, v in sides.items()}
+    out: dict[str, Any] = {"ranges": {k: [str(a), str(b)] for k, (a, b) in ranges.items()}}
+    if {"train", "test"} <= set(ranges):
+        train_last, test_first = ranges["train"][1], ranges["test"][0]
+        overlap = train_last >= test_first  # the test period does not start after the last training prediction
+        out["overlap"] = overlap
+        out["verdict"] = "suspicious" if overlap else "ok"
+        out["reason"] = (
+            "train and test prediction times overlap: the model can learn from the test period"
+            if overlap
+            else "test comes after train"
+        )
+    return out
