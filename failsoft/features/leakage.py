@@ -191,7 +191,7 @@ def _split_overlap(spine: Any, split: str, time_col: str) -> dict[str, Any]:
     out: dict[str, Any] = {"ranges": {k: [str(a), str(b)] for k, (a, b) in ranges.items()}}
     if {"train", "test"} <= set(ranges):
         train_last, test_first = ranges["train"][1], ranges["test"][0]
-        overlap = train_last >= test_first  # the test period does not start after the last training prediction
+        overlap = train_last >= test_first  # test does not start after the last training prediction
         out["overlap"] = overlap
         out["verdict"] = "suspicious" if overlap else "ok"
         out["reason"] = (
