@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -304,6 +305,8 @@ def run_demo(
     console = Console(stderr=True)
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
+    # Each run starts from a clean state: earlier runs' logs, health and open audit items would mix in.
+    shutil.rmtree(path / "state", ignore_errors=True)
     demo = Demo(duration, port, path, faults, console)
     live = console.is_terminal and not as_json and "CI" not in os.environ
     try:
