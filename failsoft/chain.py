@@ -132,9 +132,24 @@ class Chain:
         return None
 
     async def run(self, rows: list[Any], request_id: str, single: bool = False) -> Outcome:
-        """Answer ``rows``; with ``single`` the outputs are the one row's answer rather than a list."""
+        """Answer ``rows``; with ``single`` the outputs are the one row's answer rather than a list.
+        Never raises for a well-formed request: even a bug of ours is answered by the safe default."""
         deadline = Deadline(self.deadline_s, self.clock)
         skips: list[Skip] = []
+        try:
+            return await self._walk(rows, request_id, single, deadline, skips)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the last boundary: whatever broke, the product gets the default
+            log.exception("chain of %s failed; answering with the safe default", self.model)
+            skips.append(Skip("chain", Reason.ERROR, repr(err)[:300]))
+            return self._finish(
+                deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single, rows
+            )
+
+    async def _walk(
+        self, rows: list[Any], request_id: str, single: bool, deadline: Deadline, skips: list[Skip]
+    ) -> Outcome:
         first = self.tiers[0].name if self.tiers else self.default.name
         try:
             batch = self.schema.validate(rows)

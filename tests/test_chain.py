@@ -181,3 +181,19 @@ async def test_hanging_primary_leaves_a_reserve_for_the_fallback(write_toml: Cal
     helpers.RELEASE.clear()
     assert (o.tier, o.reason, o.outputs) == ("t1", Reason.TIMEOUT, 0.4)
     assert 45 <= elapsed < 50, "t0 gets the deadline less a 2 ms reserve; the inline t1 answers inside it"
+
+
+async def test_a_bug_in_the_chain_is_answered_by_the_default(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = await make("score")
+    chain = p.chains["m"]
+
+    def broken(rows: object) -> object:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(chain.schema, "validate", broken)
+    o = await p.predict("m", {"x": 1})
+    assert (o.tier, o.reason, o.outputs, o.degraded) == ("default", Reason.ERROR, 0.25, True)
+    assert o.skips[0].tier == "chain" and "a bug of ours" in o.skips[0].detail
+    assert p.metrics.answers[("m", "default", "error")] == 1, "counted like any answer"

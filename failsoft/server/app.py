@@ -27,7 +27,7 @@ from failsoft.server import oip
 from failsoft.server.auth import Tokens
 from failsoft.server.dashboard import PAGE
 from failsoft.store import StoreUnavailable
-from failsoft.types import Health, Outcome, Reason, Skip
+from failsoft.types import Health, Outcome
 
 log = logging.getLogger("failsoft.server")
 
@@ -324,36 +324,7 @@ class App:
             raise InvalidRequest(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
         if not rows:
             raise InvalidRequest("inputs is an empty list")
-        rid = request_id or self.portfolio.ids.next()
-        try:
-            return await chain.run(rows, rid, single)
-        except Exception as err:  # a bug of ours must still not reach the product: the safe default answers
-            log.exception("chain of %s failed; answering with the safe default", model)
-            values = chain.default.answer(len(rows))
-            if chain.sink is not None:
-                chain.sink(
-                    rid,
-                    model,
-                    chain.version,
-                    chain.default.name,
-                    "live",
-                    True,
-                    Reason.ERROR.value,
-                    values,
-                    rows,
-                    0.0,
-                )
-            return Outcome(
-                id=rid,
-                model=model,
-                version=chain.version,
-                tier=chain.default.name,
-                degraded=True,
-                reason=Reason.ERROR,
-                outputs=values[0] if single else values,
-                latency_ms=0.0,
-                skips=(Skip("gateway", Reason.ERROR, repr(err)),),
-            )
+        return await chain.run(rows, request_id or self.portfolio.ids.next(), single)
 
     async def _predict_v1(self, model: str, body: bytes) -> bytes:
         chain = self.portfolio.chain(model)
