@@ -72,9 +72,6 @@ class Metrics:
         key = (model, why)
         self.rejected[key] = self.rejected.get(key, 0) + 1
 
-    def total(self, model: str) -> int:
-        return sum(c for (m, _, _), c in self.answers.items() if m == model)
-
     def collect(self) -> Iterator[Metric]:
         req = CounterMetricFamily(
             "failsoft_requests",

@@ -353,12 +353,9 @@ def compile_model(model: Any, method: str, sample: Array) -> Compiled | None:
     return fast
 
 
-def sample_rows(model: Any, n_features: int, ranges: list[tuple[float, float]] | None, n: int = 256) -> Array:
-    """Rows that exercise a model: inside the declared feature ranges, else around its split points."""
+def sample_rows(ranges: list[tuple[float | None, float | None]], n: int = 256) -> Array:
+    """Rows that exercise a model: uniform inside each feature's declared range, else inside [-3, 3]."""
     rng = np.random.default_rng(0)
-    lo = np.full(n_features, -3.0)
-    hi = np.full(n_features, 3.0)
-    if ranges is not None:
-        for i, (a, b) in enumerate(ranges):
-            lo[i], hi[i] = a, b
-    return rng.uniform(lo, hi, size=(n, n_features))
+    lo = np.array([-3.0 if a is None else a for a, _ in ranges])
+    hi = np.array([3.0 if b is None else b for _, b in ranges])
+    return rng.uniform(lo, hi, size=(n, len(ranges)))

@@ -184,14 +184,11 @@ class PythonBackend(Backend):
             )
         matrix_fn: Callable[[Array], Array] = getattr(obj, method)
         if spec.compile and self._features:
-            ranges = [
-                (f.min if f.min is not None else -3.0, f.max if f.max is not None else 3.0)
-                for f in self._features
-            ]
-            fast = compile_model(obj, method, sample_rows(obj, len(self._features), ranges))
+            sample = sample_rows([(f.min, f.max) for f in self._features])
+            fast = compile_model(obj, method, sample)
             if fast is not None:
                 matrix_fn, self.compiled = fast, True
-                self.single_row_us = _cost_us(fast, sample_rows(obj, len(self._features), ranges, n=1))
+                self.single_row_us = _cost_us(fast, sample[:1])
                 log.info(
                     "tier %s: %s compiled to numpy (%.1f µs a row)",
                     self.name,
