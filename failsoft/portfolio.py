@@ -13,7 +13,6 @@ its own event loop in a background thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -44,6 +43,7 @@ from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, 
 from failsoft.schema import InputSchema, OutputCheck
 from failsoft.store import ModelState, Store, StoreUnavailable, open_store
 from failsoft.store.process import ProcessLog
+from failsoft.tasks import stop
 from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend
 from failsoft.types import Health, Outcome
 
@@ -163,11 +163,8 @@ class Portfolio:
     async def close(self) -> None:
         await self.watch.close()
         await self.notifier.close()
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await stop(self._poller)
+        self._poller = None
         for chain in self.chains.values():
             chain.sink = None
             for tier in chain.tiers:

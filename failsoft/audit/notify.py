@@ -4,12 +4,13 @@ never waited on by serving)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
 
 import aiohttp
+
+from failsoft.tasks import stop
 
 log = logging.getLogger("failsoft.audit")
 
@@ -35,10 +36,7 @@ class Notifier:
         self._task = asyncio.create_task(self._run(), name="failsoft-audit-notifier")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=5)

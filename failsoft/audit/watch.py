@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from failsoft.resilience import BreakerState
 from failsoft.store import StoreUnavailable
+from failsoft.tasks import stop
 from failsoft.types import Health
 
 if TYPE_CHECKING:
@@ -48,10 +48,7 @@ class Watch:
         self._task = asyncio.create_task(self._run(), name="failsoft-audit-watch")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
 
     async def _run(self) -> None:
         while True:

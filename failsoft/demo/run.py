@@ -26,6 +26,7 @@ from rich.table import Table
 from failsoft.demo import data
 from failsoft.demo.procs import free_port, wait_http
 from failsoft.store import open_store
+from failsoft.tasks import stop
 
 # (start as a share of the run, backend action). Every reason of the request path shows up at least once.
 SCHEDULE = [
@@ -269,9 +270,7 @@ class Demo:
                             f"non_2xx={s.non_2xx} degraded={s.degraded}"
                         )
             await asyncio.gather(*tasks)
-            faults.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await faults
+            await stop(faults)
         return self.stats.summary()
 
 

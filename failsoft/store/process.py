@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from failsoft.store.frames import HEADER
 from failsoft.store.records import RecordQueue
 from failsoft.store.spill import SpillFile
+from failsoft.tasks import stop
 
 log = logging.getLogger("failsoft.store.process")
 SEND_SIZE = 128
@@ -104,9 +105,7 @@ class ProcessLog:
                 proc.kill()
                 await proc.wait()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)
         self._tasks.clear()
         if self._unacked:  # the writer died or hung at the very end: its batches wait in a spill file
             spill = SpillFile.claim(self.spill_dir, 1 << 40)

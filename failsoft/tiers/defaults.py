@@ -8,7 +8,6 @@ recomputed every ``refresh_s`` seconds off the event loop. Each good copy is wri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import json
 import logging
@@ -21,6 +20,7 @@ from typing import Any
 from failsoft.config import DefaultTierSpec
 from failsoft.errors import ConfigError
 from failsoft.schema import OutputCheck
+from failsoft.tasks import stop
 from failsoft.types import TierKind
 
 log = logging.getLogger("failsoft.tiers.defaults")
@@ -182,10 +182,7 @@ class DefaultBackend:
             await asyncio.to_thread(self.refresh)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
 
     def describe(self) -> dict[str, Any]:
         return {
