@@ -17,7 +17,7 @@ import numpy as np
 
 from failsoft.errors import ConfigError
 from failsoft.features.point_in_time import build_training_set
-from failsoft.features.store import FeatureStore, _duckdb
+from failsoft.features.store import FeatureStore, _duckdb, register
 
 LEAK_RATE = 0.01  # a share of rows with not-yet-available values worth talking about
 POWER_GAIN = 0.10  # how much more predictive the naive join must be to call it a leak
@@ -64,7 +64,7 @@ def _naive_training_set(store: FeatureStore, spine: Any, table: str, time_col: s
     t = store.table(table)
     con = duckdb.connect()
     try:
-        con.register("spine_src", spine)
+        register(con, "spine_src", spine)
         on = " AND ".join(f's."{k}" = f."{k}"' for k in t.entity)
         feats = ", ".join(f'f."{c}"' for c in t.features)
         plain = ", ".join(f'c."{c}"' for c in t.features)
@@ -109,9 +109,10 @@ def audit(
 
     if not isinstance(spine, pa.Table):
         duckdb = _duckdb()
-        from failsoft.features.store import relation_sql
-
-        spine = duckdb.connect().sql(f"SELECT * FROM {relation_sql(spine)}").to_arrow_table()
+        con = duckdb.connect()
+        register(con, "spine_file", spine)
+        spine = con.sql("SELECT * FROM spine_file").to_arrow_table()
+        con.close()
     if label not in spine.column_names:
         raise ConfigError(
             "spine", label, "label column not in the spine", f"it has: {', '.join(spine.column_names)}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from failsoft.errors import ConfigError
-from failsoft.features.store import FeatureStore, _duckdb, relation_sql
+from failsoft.features.store import FeatureStore, _duckdb, register, relation_sql
 
 
 def training_set_sql(spine: str, spine_cols: list[str], tables: list[Any], time_col: str) -> str:
@@ -53,11 +53,7 @@ def build_training_set(
     specs = [store.table(name) for name in tables]
     con = duckdb.connect()
     try:
-        if isinstance(spine, str | Path):
-            con.execute(f"CREATE VIEW spine_src AS SELECT * FROM {relation_sql(spine)}")
-        else:
-            con.register("spine_src", spine)
-        spine_cols = [r[0] for r in con.execute("DESCRIBE spine_src").fetchall()]
+        spine_cols = register(con, "spine_src", spine)
         missing = {k for t in specs for k in t.entity} | {time_col}
         missing -= set(spine_cols)
         if missing:

@@ -51,6 +51,15 @@ def relation_sql(source: Any) -> str:
     raise ConfigError(path, "", "unsupported file", "use .parquet or .csv")
 
 
+def register(con: Any, name: str, source: Any) -> list[str]:
+    """Expose a Parquet/CSV path, DataFrame or pyarrow Table to DuckDB as ``name``; returns its columns."""
+    if isinstance(source, str | Path):
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {relation_sql(source)}")
+    else:
+        con.register(name, source)
+    return [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+
+
 class FeatureStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -83,11 +92,7 @@ class FeatureStore:
         duckdb = _duckdb()
         con = duckdb.connect()
         try:
-            if isinstance(source, str | Path):
-                con.execute(f"CREATE VIEW src AS SELECT * FROM {relation_sql(source)}")
-            else:
-                con.register("src", source)
-            cols = [r[0] for r in con.execute("DESCRIBE src").fetchall()]
+            cols = register(con, "src", source)
             missing = [c for c in [*entity, event_time] if c not in cols]
             if missing:
                 raise ConfigError(
