@@ -74,9 +74,10 @@ def build_training_set(
                         "rename one of them before ingest",
                     )
                 seen[c] = t.name
+        # the time column as a timestamp, the spine's columns in their own order
         con.execute(
-            f'CREATE VIEW spine_view AS SELECT * EXCLUDE ("{time_col}"), '
-            f'CAST("{time_col}" AS TIMESTAMP) AS "{time_col}" FROM spine_src'
+            f'CREATE VIEW spine_view AS SELECT * REPLACE (CAST("{time_col}" AS TIMESTAMP) AS "{time_col}") '
+            "FROM spine_src"
         )
         spine_cols = [r[0] for r in con.execute("DESCRIBE spine_view").fetchall()]
         sql = training_set_sql("spine_view", spine_cols, specs, time_col)

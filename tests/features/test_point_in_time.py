@@ -99,9 +99,13 @@ def test_two_tables_csv_and_stamped_available_at(tmp_path: Path) -> None:
     store.ingest("spend", tmp_path / "a.csv", entity=["user"], available_at=None)  # stamped now
     plan = [{"user": 1, "event_time": ts(0), "available_at": ts(0), "tier": "pro"}]
     store.ingest("plan", pa.Table.from_pylist(plan), entity=["user"])
-    spine = pa.Table.from_pylist([{"user": 1, "prediction_time": T0 + dt.timedelta(days=3650)},
-                                  {"user": 2, "prediction_time": ts(5)}])  # fmt: skip
-    got = build_training_set(store, spine, ["spend", "plan"]).to_pylist()
+    spine = pa.Table.from_pylist([{"user": 1, "prediction_time": T0 + dt.timedelta(days=3650), "n": 0},
+                                  {"user": 2, "prediction_time": ts(5), "n": 1}])  # fmt: skip
+    got_table = build_training_set(store, spine, ["spend", "plan"])
+    assert got_table.column_names == ["user", "prediction_time", "n", "spend", "tier"], (
+        "spine columns keep their order"
+    )
+    got = got_table.to_pylist()
     assert got[0]["spend"] == 3.5 and got[0]["tier"] == "pro"
     assert got[1]["spend"] is None and got[1]["tier"] is None
     assert before.year <= dt.datetime.now().year
