@@ -135,31 +135,48 @@ class Store(abc.ABC):
         """Rows with their own record ids (tests, imports)."""
         return self.insert_json(msgspec.json.encode({"prefix": "", "base": 0, "rows": rows}))
 
-    @abc.abstractmethod
-    def count_predictions(self, model: str | None = None) -> int: ...
+    def count_predictions(self, model: str | None = None) -> int:
+        where, args = (" WHERE model = ?", [model]) if model else ("", [])
+        return int(self.execute(f"SELECT count(*) FROM predictions{where}", args)[0][0])
 
-    @abc.abstractmethod
     def iter_predictions(
         self, since: float = 0.0, model: str | None = None, batch: int = 10_000
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """Rows with ts >= since, oldest first, in batches of at most ``batch``."""
+        """Rows with ts >= since, oldest first, in batches of at most ``batch`` (keyset pagination)."""
+        cols = ", ".join(PREDICTION_COLUMNS)
+        where = "(ts > ? OR (ts = ? AND record_id > ?))" + (" AND model = ?" if model else "")
+        sql = f"SELECT {cols} FROM predictions WHERE {where} ORDER BY ts, record_id LIMIT ?"
+        last_ts, last_id = since, ""
+        while True:
+            rows = self.execute(sql, [last_ts, last_ts, last_id, *([model] if model else []), batch])
+            if not rows:
+                return
+            yield rows
+            last_ts, last_id = rows[-1][-1], rows[-1][0]
 
     @abc.abstractmethod
     def delete_predictions_before(self, ts: float) -> int: ...
 
-    @abc.abstractmethod
     def state_revision(self) -> int:
         """A number that grows with every state change (cheap: replicas poll it)."""
+        return int(self.execute("SELECT coalesce(max(id), 0) FROM state_events")[0][0])
 
-    @abc.abstractmethod
-    def load_states(self) -> dict[str, ModelState]: ...
+    def load_states(self) -> dict[str, ModelState]:
+        rows = self.execute("SELECT model, health, reason, changed_by, changed_at, revision FROM model_state")
+        return {r[0]: ModelState(*r) for r in rows}
 
     @abc.abstractmethod
     def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
         """Record a health change and its event atomically."""
 
-    @abc.abstractmethod
-    def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]: ...
+    def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
+        where, args = (" WHERE model = ?", [model]) if model else ("", [])
+        rows = self.execute(
+            f"SELECT id, model, kind, value, reason, actor, ts FROM state_events{where} "
+            "ORDER BY id DESC LIMIT ?",
+            [*args, limit],
+        )
+        return [StateEvent(*r) for r in rows]
 
     @abc.abstractmethod
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
     ModelState,
-    StateEvent,
     Store,
     StoreUnavailable,
     migrations,
@@ -110,49 +109,8 @@ class PostgresStore(Store):
         # One statement is atomic by itself: no BEGIN/COMMIT round trips for the common single batch.
         return self._locked(write, atomic=len(payloads) > 1)
 
-    def count_predictions(self, model: str | None = None) -> int:
-        if model is None:
-            return self._locked(lambda c: int(c.execute("SELECT count(*) FROM predictions").fetchone()[0]))
-        return self._locked(
-            lambda c: int(
-                c.execute("SELECT count(*) FROM predictions WHERE model = %s", (model,)).fetchone()[0]
-            )
-        )
-
-    def iter_predictions(
-        self, since: float = 0.0, model: str | None = None, batch: int = 10_000
-    ) -> Iterator[list[tuple[Any, ...]]]:
-        last_ts, last_id = since, ""
-        while True:
-            where = "(ts > %s OR (ts = %s AND record_id > %s))" + (" AND model = %s" if model else "")
-            args: list[Any] = [last_ts, last_ts, last_id] + ([model] if model else [])
-            sql = f"SELECT {_COLS} FROM predictions WHERE {where} ORDER BY ts, record_id LIMIT %s"
-            params = [*args, batch]
-
-            def read(c: Any, sql: str = sql, params: list[Any] = params) -> list[tuple[Any, ...]]:
-                return list(c.execute(sql, params).fetchall())
-
-            rows = self._locked(read)
-            if not rows:
-                return
-            yield rows
-            last_ts, last_id = rows[-1][-1], rows[-1][0]
-
     def delete_predictions_before(self, ts: float) -> int:
         return self._locked(lambda c: int(c.execute("DELETE FROM predictions WHERE ts < %s", (ts,)).rowcount))
-
-    def state_revision(self) -> int:
-        return self._locked(
-            lambda c: int(c.execute("SELECT coalesce(max(id), 0) FROM state_events").fetchone()[0])
-        )
-
-    def load_states(self) -> dict[str, ModelState]:
-        rows = self._locked(
-            lambda c: c.execute(
-                "SELECT model, health, reason, changed_by, changed_at, revision FROM model_state"
-            ).fetchall()
-        )
-        return {r[0]: ModelState(*r) for r in rows}
 
     def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
         now = self.now()
@@ -183,17 +141,6 @@ class PostgresStore(Store):
             return list(cur.fetchall()) if cur.description else []
 
         return self._locked(run, atomic=False)
-
-    def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
-        where, args = ("WHERE model = %s", [model]) if model else ("", [])
-        rows = self._locked(
-            lambda c: c.execute(
-                f"SELECT id, model, kind, value, reason, actor, ts FROM state_events {where} "
-                "ORDER BY id DESC LIMIT %s",
-                [*args, limit],
-            ).fetchall()
-        )
-        return [StateEvent(*r) for r in rows]
 
 
 def _safe(url: str) -> str:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
     ModelState,
-    StateEvent,
     Store,
     StoreUnavailable,
     migrations,
@@ -117,37 +116,9 @@ class SqliteStore(Store):
         written: int = self._write(write)
         return written
 
-    def count_predictions(self, model: str | None = None) -> int:
-        if model is None:
-            return int(self._read("SELECT count(*) FROM predictions")[0][0])
-        return int(self._read("SELECT count(*) FROM predictions WHERE model = ?", (model,))[0][0])
-
-    def iter_predictions(
-        self, since: float = 0.0, model: str | None = None, batch: int = 10_000
-    ) -> Iterator[list[tuple[Any, ...]]]:
-        cols = ", ".join(PREDICTION_COLUMNS)
-        last_ts, last_id = since, ""
-        while True:
-            where = "(ts > ? OR (ts = ? AND record_id > ?))" + (" AND model = ?" if model else "")
-            args: list[Any] = [last_ts, last_ts, last_id] + ([model] if model else [])
-            rows = self._read(
-                f"SELECT {cols} FROM predictions WHERE {where} ORDER BY ts, record_id LIMIT ?", [*args, batch]
-            )
-            if not rows:
-                return
-            yield rows
-            last_ts, last_id = rows[-1][-1], rows[-1][0]
-
     def delete_predictions_before(self, ts: float) -> int:
         n: int = self._write(lambda c: c.execute("DELETE FROM predictions WHERE ts < ?", (ts,)).rowcount)
         return n
-
-    def state_revision(self) -> int:
-        return int(self._read("SELECT coalesce(max(id), 0) FROM state_events")[0][0])
-
-    def load_states(self) -> dict[str, ModelState]:
-        rows = self._read("SELECT model, health, reason, changed_by, changed_at, revision FROM model_state")
-        return {r[0]: ModelState(*r) for r in rows}
 
     def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
         now = self.now()
@@ -171,14 +142,8 @@ class SqliteStore(Store):
         return state
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self._write(lambda c: c.execute(sql, tuple(args)).fetchall())
+        if sql.lstrip()[:6].upper() == "SELECT":  # a read takes no write lock
+            rows: list[tuple[Any, ...]] = self._read(sql, args)
+            return rows
+        rows = self._write(lambda c: c.execute(sql, tuple(args)).fetchall())
         return rows
-
-    def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
-        where, args = ("WHERE model = ?", [model]) if model else ("", [])
-        rows = self._read(
-            f"SELECT id, model, kind, value, reason, actor, ts FROM state_events {where} "
-            "ORDER BY id DESC LIMIT ?",
-            [*args, limit],
-        )
-        return [StateEvent(*r) for r in rows]
