@@ -1,11 +1,10 @@
 """The prediction log: answers recorded off the hot path, in batches, and never lost to an outage.
 
-This is the engine of the writer process (store/writer.py), which receives encoded batches; it also takes
-single records (``append``), for tests and in-process use. A writer thread writes each batch in one
-statement. When the database is unreachable or errors, batches go to the spill file (fsynced) and the
-writer retries with backoff; once the database answers, the spill is replayed before new batches, and
-every write skips record ids already stored, so each record lands exactly once. A full deque drops new
-records (counted, warned): serving never waits on the log.
+This is the engine of the writer process (store/writer.py): it receives encoded batches (made by a
+RecordQueue in the serving process) and a thread writes them, grouped, one transaction at a time. When the
+database is unreachable or errors, batches go to the spill file (fsynced, bounded) and the writer retries
+with backoff; once the database answers, the spill is replayed before new batches, and every write skips
+record ids already stored, so each record lands exactly once.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from failsoft.store.base import Store, StoreUnavailable
-from failsoft.store.records import RecordQueue
 from failsoft.store.spill import SpillFile, SpillFull
 
 log = logging.getLogger("failsoft.store.log")
@@ -33,22 +31,16 @@ class PredictionLog:
         *,
         batch_size: int = 1000,
         flush_s: float = 0.2,
-        max_buffer: int = 200_000,
         retention_s: float | None = None,
-        log_inputs: bool = False,
     ) -> None:
         self.store = store
         self.spill = spill
         self.batch_size = batch_size
         self.flush_s = flush_s
-        self.max_buffer = max_buffer
         self.retention_s = retention_s
-        self.log_inputs = log_inputs
         # Batches already encoded elsewhere (the serving process), each with a callback once it is safe.
         self._batches: collections.deque[tuple[bytes, int, Callable[[], None]]] = collections.deque()
         self._wake = threading.Event()
-        self.records = RecordQueue(max_buffer, log_inputs, self._wake.set, batch_size)
-        self.append = self.records.append  # the request path (tests, and in-process use)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_id = 1
@@ -90,7 +82,7 @@ class PredictionLog:
             self._wake.wait(self.flush_s)
             self._wake.clear()
             self._cycle()
-        while self.records or self._batches:
+        while self._batches:
             self._cycle(final=True)
 
     def _cycle(self, final: bool = False) -> None:
@@ -111,10 +103,6 @@ class PredictionLog:
                         self._spill(payload, n)
                 for _, _, done in group:
                     done()
-            while self.records:
-                payload, n = self.records.take()
-                if not self._write(final, payload):
-                    self._spill(payload, n)
         finally:
             self._busy = False
 
@@ -195,7 +183,7 @@ class PredictionLog:
 
     @property
     def buffered(self) -> int:
-        return len(self.records)
+        return sum(n for _, n, _ in list(self._batches))
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything queued so far has been written or spilled (for tests and shutdown)."""
@@ -203,9 +191,9 @@ class PredictionLog:
         while time.monotonic() < end:
             self._wake.set()
             time.sleep(0.01)
-            if not self.records and not self._batches and not self._busy:
+            if not self._batches and not self._busy:
                 time.sleep(0.01)
-                if not self.records and not self._batches and not self._busy:
+                if not self._batches and not self._busy:
                     return True
         return False
 
@@ -217,6 +205,6 @@ class PredictionLog:
             "written": self.written,
             "spilled": self.spilled,
             "replayed": self.replayed,
-            "dropped": self.dropped + self.records.dropped,
+            "dropped": self.dropped,
             "spill_bytes": self.spill.size,
         }

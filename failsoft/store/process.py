@@ -45,10 +45,7 @@ class ProcessLog:
     ) -> None:
         self.url = url
         self.spill_dir = spill_dir
-        self.batch_size = batch_size
         self.flush_s = flush_s
-        self.max_buffer = max_buffer
-        self.log_inputs = log_inputs
         self._options = json.dumps(
             {
                 "batch_size": batch_size,
