@@ -176,7 +176,7 @@ def main() -> None:
                 cmd = [*cmd, str(port)]
                 ready = f"http://127.0.0.1:{port}/ready"
                 url = f"http://127.0.0.1:{port}/predict"
-            proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(proc)
             wait_http(ready, proc)
             req = urllib.request.Request(

@@ -87,6 +87,7 @@ def main() -> None:
                     "--log-level",
                     "warning",
                 ],
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             base = f"http://127.0.0.1:{port}"
