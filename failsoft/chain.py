@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from failsoft.errors import InvalidOutput, TierError
+from failsoft.features.online import fill
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, Bulkhead, Clock, Deadline
 from failsoft.schema import Batch, InputSchema, InvalidValue, OutputCheck
@@ -116,6 +117,8 @@ class Chain:
         self.health_reason = ""
         # Called with every answer, after it is decided (the prediction log); must not block.
         self.sink: Callable[..., None] | None = None
+        # Values filled in from the online feature store (failsoft.features.online), if the model uses any.
+        self.lookups: tuple[Any, ...] = ()
 
     def _skip(self, skips: list[Skip], tier: str, reason: Reason, request_id: str, detail: str = "") -> None:
         skips.append(Skip(tier, reason, detail))
@@ -151,6 +154,11 @@ class Chain:
         self, rows: list[Any], request_id: str, single: bool, deadline: Deadline, skips: list[Skip]
     ) -> Outcome:
         first = self.tiers[0].name if self.tiers else self.default.name
+        stale = None
+        if self.lookups:
+            rows, stale = fill(self.lookups, rows, self.lookups[0].online.now())
+            if stale is not None and self.health is not Health.QUARANTINED:
+                self._skip(skips, first, Reason.STALE_FEATURES, request_id, stale)
         try:
             batch = self.schema.validate(rows)
         except InvalidValue as err:
@@ -161,6 +169,8 @@ class Chain:
         tiers = self.tiers
         if self.health is Health.QUARANTINED and tiers:
             self._skip(skips, tiers[0].name, Reason.QUARANTINED, request_id)
+            tiers = tiers[1:]
+        elif stale is not None and tiers:
             tiers = tiers[1:]
         for tier in tiers:
             out = await self._call(tier, batch, deadline, skips, request_id)

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from failsoft import config
 from failsoft.errors import ConfigError
@@ -194,6 +195,8 @@ def _features(args: argparse.Namespace) -> int:
             features = ", ".join(t.features)
             print(f"{t.name}: entity {', '.join(t.entity)}; features {features}; ttl {ttl}")
             return 0
+        if args.verb == "status":
+            return _features_status(store, args.table or store.names(), args.json)
         if not (args.spine and args.table and args.out):
             print("error: build needs --spine, --table (one or more) and --out", file=sys.stderr)
             return 2
@@ -203,6 +206,38 @@ def _features(args: argparse.Namespace) -> int:
         return 2
     print(f"{table.num_rows} rows, {table.num_columns} columns written to {args.out}")
     return 0
+
+
+def _features_status(store: Any, names: list[str], as_json: bool) -> int:
+    """Feature latency per table: how late values land, and how long ago the newest one did."""
+    import json
+
+    docs = [store.lag(n) for n in names]
+    if as_json:
+        print(json.dumps(docs, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("table", "rows", "entities", "lag p50", "lag p95", "lag max", "newest landed")
+    for d in docs:
+        lag = d.get("lag_s") or {}
+        t.add_row(
+            d["table"],
+            str(d["rows"]),
+            str(d["entities"]),
+            *(_duration(lag[k]) if k in lag else "-" for k in ("p50", "p95", "max")),
+            f"{_duration(d['newest_age_s'])} ago" if "newest_age_s" in d else "-",
+        )
+    Console().print(t)
+    return 0
+
+
+def _duration(s: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(s) >= size:
+            return f"{s / size:.1f} {unit}"
+    return f"{s:.1f} s"
 
 
 def _leakage(args: argparse.Namespace) -> int:
@@ -351,14 +386,15 @@ def parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=_audits)
 
     f = sub.add_parser("features", help="the point-in-time feature store: ingest tables, build training sets")
-    f.add_argument("verb", choices=["ingest", "build"])
+    f.add_argument("verb", choices=["ingest", "build", "status"])
     f.add_argument("--root", default="failsoft-data/features", help="where feature tables are kept")
     f.add_argument("--name", help="ingest: the table's name")
     f.add_argument("--source", help="ingest: a .parquet or .csv file")
     f.add_argument("--entity", action="append", default=[], help="ingest: an entity key column (repeatable)")
     f.add_argument("--ttl", default=None, help="ingest: values older than this are not used, e.g. 30d")
     f.add_argument("--spine", help="build: .parquet/.csv with the entity keys and prediction_time")
-    f.add_argument("--table", action="append", default=[], help="build: a feature table (repeatable)")
+    f.add_argument("--table", action="append", default=[], help="build, status: a feature table (repeatable)")
+    f.add_argument("--json", action="store_true", help="status: as JSON")
     f.add_argument("--out", help="build: the training set to write (.parquet or .csv)")
     f.set_defaults(fn=_features)
 

@@ -138,6 +138,23 @@ class AuditSpec(_Spec, frozen=True):
     remind_after_s: PositiveFloat = 3600.0
 
 
+class FeatureUseSpec(_Spec, frozen=True):
+    """Values a model reads from the online feature store, keyed by the table's entity fields in the
+    request; older than ``max_age_s`` (on ``event_time``) means stale: the primary tier is skipped."""
+
+    table: Name
+    columns: list[str] | None = None
+    max_age_s: PositiveFloat | None = None
+
+
+class FeaturesSpec(_Spec, frozen=True):
+    """Where feature tables are kept (default: ``<data_dir>/features``) and how often the online lookup
+    looks for new rows."""
+
+    dir: str | None = None
+    refresh_s: PositiveFloat = 10.0
+
+
 class ModelSpec(_Spec, frozen=True):
     version: str = "1"
     deadline_ms: PositiveInt = 100
@@ -146,6 +163,7 @@ class ModelSpec(_Spec, frozen=True):
     tiers: list[TierSpec] = msgspec.field(default_factory=list)
     # None: the portfolio's [audit] table
     audit: AuditSpec | None = None
+    features: list[FeatureUseSpec] = msgspec.field(default_factory=list)
 
 
 class StoreSpec(_Spec, frozen=True):
@@ -175,6 +193,7 @@ class PortfolioSpec(_Spec, frozen=True):
     server: ServerSpec = msgspec.field(default_factory=ServerSpec)
     store: StoreSpec = msgspec.field(default_factory=StoreSpec)
     audit: AuditSpec = msgspec.field(default_factory=AuditSpec)
+    features: FeaturesSpec = msgspec.field(default_factory=FeaturesSpec)
     # Where the file lives; relative paths inside it are resolved against this folder.
     base_dir: str = "."
     file: str = "portfolio.toml"

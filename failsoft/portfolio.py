@@ -31,13 +31,16 @@ from failsoft.chain import Chain, RequestIds, SkipLog, Tier
 from failsoft.config import (
     AuditSpec,
     DefaultTierSpec,
+    FeatureUseSpec,
     HttpTierSpec,
     ModelSpec,
     OipTierSpec,
     PortfolioSpec,
     PythonTierSpec,
 )
-from failsoft.errors import UnknownModel
+from failsoft.errors import ConfigError, UnknownModel
+from failsoft.features.online import FeatureLookup, OnlineTable
+from failsoft.features.store import FeatureStore
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Clock
 from failsoft.schema import InputSchema, OutputCheck
@@ -62,6 +65,9 @@ class Portfolio:
         self.metrics.gauges.append(self._gauges)
         self.ids = RequestIds()
         self.skip_log = SkipLog(clock)
+        # feature table -> its online lookup (only tables some model reads)
+        self.online: dict[str, OnlineTable] = {}
+        self._refresher: asyncio.Task[None] | None = None
         self.chains: dict[str, Chain] = {name: self._build(name, m) for name, m in spec.models.items()}
         self.store_url = spec.store_url()
         self.state_store: Store = open_store(self.store_url)
@@ -113,7 +119,7 @@ class Portfolio:
                 Tier(backend, Breaker(policy, self.clock), Bulkhead(t.max_concurrency), t.timeout_ms / 1000)
             )
         assert default is not None  # config guarantees the chain ends with a default
-        return Chain(
+        chain = Chain(
             name,
             model.version,
             model.deadline_ms / 1000.0,
@@ -125,6 +131,40 @@ class Portfolio:
             self.skip_log,
             self.clock,
         )
+        chain.lookups = tuple(self._lookup(name, i, use) for i, use in enumerate(model.features))
+        return chain
+
+    def _lookup(self, model: str, i: int, use: FeatureUseSpec) -> FeatureLookup:
+        spec = self.spec
+        key = f"models.{model}.features[{i}]"
+        root = spec.resolve(spec.features.dir or str(Path(spec.data_dir) / "features"))
+        online = self.online.get(use.table)
+        if online is None:
+            try:
+                online = OnlineTable(FeatureStore(root), use.table)
+            except ConfigError as err:
+                raise ConfigError(spec.file, f"{key}.table", err.problem, err.fix) from None
+            self.online[use.table] = online
+        unknown = [c for c in use.columns or () if c not in online.columns]
+        if unknown:
+            raise ConfigError(
+                spec.file,
+                f"{key}.columns",
+                f"{', '.join(unknown)} not in feature table {use.table}",
+                f"it has: {', '.join(online.columns)}",
+            )
+        return FeatureLookup(online, use.columns, use.max_age_s)
+
+    async def _refresh_features(self, every_s: float) -> None:
+        """Reload an online table when new rows landed (a new file, or held-back rows became available)."""
+        while True:
+            await asyncio.sleep(every_s)
+            for online in self.online.values():
+                try:
+                    if await asyncio.to_thread(online.due):
+                        await asyncio.to_thread(online.load)
+                except Exception:  # keep serving the last good values
+                    log.exception("reloading feature table %s failed; serving its last values", online.name)
 
     # ---- life cycle -------------------------------------------------------------------------------------
 
@@ -138,6 +178,12 @@ class Portfolio:
             for tier in chain.tiers:
                 await tier.backend.start()
             await chain.default.start()
+        for online in self.online.values():
+            await asyncio.to_thread(online.load)
+        if self.online:
+            self._refresher = asyncio.create_task(
+                self._refresh_features(self.spec.features.refresh_s), name="failsoft-feature-refresh"
+            )
         await self._sync_state()
         store = self.spec.store
         if store.log_predictions:
@@ -165,6 +211,8 @@ class Portfolio:
         await self.notifier.close()
         await stop(self._poller)
         self._poller = None
+        await stop(self._refresher)
+        self._refresher = None
         for chain in self.chains.values():
             chain.sink = None
             for tier in chain.tiers:
@@ -344,6 +392,17 @@ class Portfolio:
                     "deadline_ms": chain.deadline_s * 1000,
                     "health": str(chain.health),
                     "inputs": [f.name for f in chain.schema.features],
+                    "features": [
+                        {
+                            "table": use.online.name,
+                            "columns": list(use.columns),
+                            "max_age_s": use.max_age_s,
+                            "entities": len(use.online.values),
+                            "newest_age_s": use.online.newest_age_s(),
+                            "lag_s": use.online.lag.get("lag_s"),
+                        }
+                        for use in chain.lookups
+                    ],
                     "chain": tiers,
                 }
             )
@@ -361,4 +420,25 @@ class Portfolio:
                 state.add_metric([name, t.name], _STATE_VALUE[t.breaker.state])
                 flight.add_metric([name, t.name], t.bulkhead.in_flight)
         metrics: list[Metric] = [state, flight]
+        if self.online:
+            lag = GaugeMetricFamily(
+                "failsoft_feature_lag_seconds",
+                "available_at - event_time over a table's last day of rows (p50, p95, max)",
+                labels=["table", "stat"],
+            )
+            age = GaugeMetricFamily(
+                "failsoft_feature_newest_age_seconds",
+                "Seconds since a feature table's newest value landed",
+                labels=["table"],
+            )
+            entities = GaugeMetricFamily(
+                "failsoft_feature_entities", "Entities held by a table's online lookup", labels=["table"]
+            )
+            for name, online in self.online.items():
+                for stat, value in online.lag.get("lag_s", {}).items():
+                    lag.add_metric([name, stat], value)
+                if (newest := online.newest_age_s()) is not None:
+                    age.add_metric([name], newest)
+                entities.add_metric([name], len(online.values))
+            metrics += [lag, age, entities]
         return iter(metrics)

@@ -39,3 +39,8 @@ def batch(rows: list[dict[str, Any]]) -> list[float]:
 
 def score4(row: dict[str, Any]) -> float:
     return 1.0 / (1.0 + sum(abs(v) for v in row.values()))
+
+
+def spend_score(row: dict[str, Any]) -> float:
+    """A model reading a value the online feature store fills in."""
+    return min(1.0, row["spend"] / 100.0)

@@ -43,7 +43,7 @@ row = st.fixed_dictionaries({
     "user": st.integers(0, 3),
     "event": st.integers(0, 40),
     "latency": st.integers(0, 15),  # how long after the event the row landed: late arrivals, corrections
-    "score": st.integers(-1000, 1000),
+    "score": st.one_of(st.none(), st.integers(-1000, 1000)),  # a Null is a value too (a cleared field)
 })  # fmt: skip
 spine_row = st.fixed_dictionaries({"user": st.integers(0, 4), "at": st.integers(0, 60)})
 
@@ -136,3 +136,26 @@ def test_command_line(tmp_path: Path) -> None:
                  "--out", str(out)]) == 0  # fmt: skip
     lines = out.read_text().splitlines()
     assert lines[0] == "user,prediction_time,x" and lines[1].endswith(",") and lines[2].endswith(",7")
+
+
+def test_status_reports_feature_latency(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from failsoft.cli import main
+
+    # values landing on one day, 1 day, 1 day and 3 days after they happened
+    (tmp_path / "f.csv").write_text(
+        "user,event_time,available_at,x\n1,2026-01-01,2026-01-02,7\n2,2026-01-01,2026-01-02,8\n"
+        "3,2025-12-30,2026-01-02,9\n"
+    )
+    root = str(tmp_path / "fs")
+    assert main(["features", "ingest", "--root", root, "--name", "f", "--source", str(tmp_path / "f.csv"),
+                 "--entity", "user"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["features", "status", "--root", root, "--json"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert (doc["table"], doc["rows"], doc["entities"]) == ("f", 3, 3)
+    # p95 of (1, 1, 3) days, interpolated linearly: 1 + 0.9 * 2 days
+    assert doc["lag_s"] == {"p50": 86400.0, "p95": pytest.approx(2.8 * 86400), "max": 3 * 86400.0}
+    assert main(["features", "status", "--root", root]) == 0
+    assert "1.0 d" in capsys.readouterr().out
