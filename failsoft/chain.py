@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from failsoft.errors import InvalidOutput, TierError
 from failsoft.features.online import fill
@@ -73,16 +73,72 @@ class SkipLog:
 
 
 class Tier:
-    """One guarded tier of a chain: backend, breaker, bulkhead and timeout."""
+    """One guarded tier of a chain: backend, breaker, bulkhead and timeout; ``sample`` is the share of
+    live requests copied to it while it is a shadow candidate."""
 
-    __slots__ = ("backend", "breaker", "bulkhead", "name", "timeout_s")
+    __slots__ = ("backend", "breaker", "bulkhead", "lane", "name", "sample", "timeout_s")
 
-    def __init__(self, backend: Backend, breaker: Breaker, bulkhead: Bulkhead, timeout_s: float) -> None:
+    def __init__(
+        self, backend: Backend, breaker: Breaker, bulkhead: Bulkhead, timeout_s: float, sample: float = 1.0
+    ) -> None:
         self.name = backend.name
         self.backend = backend
         self.breaker = breaker
         self.bulkhead = bulkhead
         self.timeout_s = timeout_s
+        self.sample = sample
+        self.lane: Any = None  # its mirroring queue while a candidate (failsoft.shadow.mirror)
+
+
+class Layout(NamedTuple):
+    """Which tiers answer and which shadow: swapped as one object, so a request sees one or the other."""
+
+    tiers: list[Tier]
+    candidates: tuple[Tier, ...] = ()
+
+
+async def guarded_call(
+    tier: Tier,
+    batch: Batch,
+    request_id: str,
+    budget_s: float,
+    bad_output: Callable[[Any, int], str | None],
+) -> tuple[list[Any] | None, Reason | None, str]:
+    """One call through a tier's breaker and bulkhead, bounded by ``budget_s``: its answer, or why not."""
+    breaker = tier.breaker
+    ticket = breaker.acquire()
+    if ticket is None:
+        return None, Reason.CIRCUIT_OPEN, ""
+    if not tier.bulkhead.try_acquire():
+        breaker.cancel(ticket)
+        return None, Reason.OVERLOADED, ""
+    backend = tier.backend
+    try:
+        if backend.inline:
+            try:
+                out = backend.predict_inline(batch)
+            finally:
+                tier.bulkhead.release()
+        else:
+            async with asyncio.timeout(budget_s):
+                out = await backend.predict(batch, request_id, tier.bulkhead.release)
+        problem = bad_output(out, len(batch))
+        if problem is not None:
+            raise InvalidOutput(problem)
+    except TimeoutError:
+        reason, detail = Reason.TIMEOUT, f"no answer within {budget_s * 1000:.1f} ms"
+    except TierError as err:
+        reason, detail = err.reason, str(err)
+    except asyncio.CancelledError:
+        breaker.cancel(ticket)
+        raise
+    except Exception as err:  # the boundary where any model failure becomes a Reason
+        reason, detail = Reason.ERROR, f"{type(err).__name__}: {err}"
+    else:
+        breaker.record(ticket, True)
+        return out, None, ""
+    breaker.record(ticket, False)
+    return None, reason, detail
 
 
 class Chain:
@@ -108,7 +164,7 @@ class Chain:
         self.schema = schema
         self.output_spec = check.spec
         self.check = check.check
-        self.tiers = tiers
+        self.layout = Layout(tiers)
         self.default = default
         self.metrics = metrics
         self.skip_log = skip_log
@@ -119,6 +175,12 @@ class Chain:
         self.sink: Callable[..., None] | None = None
         # Values filled in from the online feature store (failsoft.features.online), if the model uses any.
         self.lookups: tuple[Any, ...] = ()
+        # Given a copy of every answered valid request while the layout has candidates; must not block.
+        self.mirror: Callable[[Chain, tuple[Tier, ...], Batch, str, list[Any]], None] | None = None
+
+    @property
+    def tiers(self) -> list[Tier]:
+        return self.layout.tiers
 
     def _skip(self, skips: list[Skip], tier: str, reason: Reason, request_id: str, detail: str = "") -> None:
         skips.append(Skip(tier, reason, detail))
@@ -153,7 +215,8 @@ class Chain:
     async def _walk(
         self, rows: list[Any], request_id: str, single: bool, deadline: Deadline, skips: list[Skip]
     ) -> Outcome:
-        first = self.tiers[0].name if self.tiers else self.default.name
+        layout = self.layout
+        first = layout.tiers[0].name if layout.tiers else self.default.name
         stale = None
         if self.lookups:
             rows, stale = fill(self.lookups, rows, self.lookups[0].online.now())
@@ -166,7 +229,7 @@ class Chain:
             return self._finish(
                 deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single, rows
             )
-        tiers = self.tiers
+        tiers = layout.tiers
         if self.health is Health.QUARANTINED and tiers:
             self._skip(skips, tiers[0].name, Reason.QUARANTINED, request_id)
             tiers = tiers[1:]
@@ -175,7 +238,10 @@ class Chain:
         for tier in tiers:
             out = await self._call(tier, batch, deadline, skips, request_id)
             if out is not None:
-                return self._finish(deadline, request_id, tier.name, out, skips, single, batch.rows)
+                outcome = self._finish(deadline, request_id, tier.name, out, skips, single, batch.rows)
+                if layout.candidates and self.mirror is not None:
+                    self.mirror(self, layout.candidates, batch, request_id, out)
+                return outcome
         return self._finish(
             deadline,
             request_id,
@@ -189,51 +255,17 @@ class Chain:
     async def _call(
         self, tier: Tier, batch: Batch, deadline: Deadline, skips: list[Skip], request_id: str
     ) -> list[Any] | None:
-        breaker = tier.breaker
-        ticket = breaker.acquire()
-        if ticket is None:
-            self._skip(skips, tier.name, Reason.CIRCUIT_OPEN, request_id)
-            return None
-        if not tier.bulkhead.try_acquire():
-            breaker.cancel(ticket)
-            self._skip(skips, tier.name, Reason.OVERLOADED, request_id)
-            return None
-        backend = tier.backend
         # Keep a reserve for the fallback and the response itself; an inline tier costs microseconds and
         # may use what is left of the deadline down to zero.
-        budget = deadline.bound(tier.timeout_s) - (0.0 if backend.inline else self.reserve_s)
-        if budget <= 0.0 and not (backend.inline and not deadline.expired()):
-            tier.bulkhead.release()
-            breaker.cancel(ticket)
+        inline = tier.backend.inline
+        budget = deadline.bound(tier.timeout_s) - (0.0 if inline else self.reserve_s)
+        if budget <= 0.0 and not (inline and not deadline.expired()):
             self._skip(skips, tier.name, Reason.TIMEOUT, request_id, "no time left in the deadline")
             return None
-        try:
-            if backend.inline:
-                try:
-                    out = backend.predict_inline(batch)
-                finally:
-                    tier.bulkhead.release()
-            else:
-                async with asyncio.timeout(budget):
-                    out = await backend.predict(batch, request_id, tier.bulkhead.release)
-            problem = self._bad_output(out, len(batch))
-            if problem is not None:
-                raise InvalidOutput(problem)
-        except TimeoutError:
-            reason, detail = Reason.TIMEOUT, f"no answer within {budget * 1000:.1f} ms"
-        except TierError as err:
-            reason, detail = err.reason, str(err)
-        except asyncio.CancelledError:
-            breaker.cancel(ticket)
-            raise
-        except Exception as err:  # the boundary where any model failure becomes a Reason
-            reason, detail = Reason.ERROR, f"{type(err).__name__}: {err}"
-        else:
-            breaker.record(ticket, True)
-            return out
-        breaker.record(ticket, False)
-        self._skip(skips, tier.name, reason, request_id, detail)
-        return None
+        out, reason, detail = await guarded_call(tier, batch, request_id, budget, self._bad_output)
+        if reason is not None:
+            self._skip(skips, tier.name, reason, request_id, detail)
+        return out
 
     def _finish(
         self,

@@ -94,6 +94,10 @@ def _span(text: str) -> float:
     return float(text)
 
 
+def stamp(t: float | None) -> str:
+    return datetime.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
 def _audits(args: argparse.Namespace) -> int:
     import json
 
@@ -149,9 +153,6 @@ def _print_audits(verb: str, doc: dict[str, object]) -> None:
 
     console = Console()
 
-    def stamp(t: float | None) -> str:
-        return datetime.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
-
     if verb == "list":
         t = Table(title="audit items")
         for col in ("id", "model", "kind", "status", "opened", "why"):
@@ -206,6 +207,87 @@ def _features(args: argparse.Namespace) -> int:
         return 2
     print(f"{table.num_rows} rows, {table.num_columns} columns written to {args.out}")
     return 0
+
+
+def _shadow(args: argparse.Namespace) -> int:
+    """shadow report / promote / rollback / history, on the store named by portfolio.toml."""
+    import json
+
+    from failsoft.errors import InvalidRequest
+    from failsoft.labels import ingest_file
+    from failsoft.shadow import deploy
+
+    try:
+        spec = config.load(args.portfolio)
+        store = open_store(spec.store_url())
+        store.connect()
+        if args.cmd == "labels":
+            n = ingest_file(store, args.file, progress=not args.json)
+            print(json.dumps({"received": n}) if args.json else f"{n} labels saved")
+            return 0
+        if args.cmd == "shadow":
+            doc: Any = deploy.report(store, spec, args.model)
+        elif args.cmd == "promote":
+            doc = deploy.promote(store, spec, args.model, args.candidate, args.by, args.reason, args.force)
+        elif args.cmd == "rollback":
+            doc = deploy.rollback(store, spec, args.model, args.by, args.reason)
+        else:
+            doc = deploy.history(store, args.model)
+    except deploy.PromotionError as err:
+        if args.json:
+            print(json.dumps({"error": str(err), "failing": err.details}, indent=2))
+        else:
+            print(f"refused: {err}", file=sys.stderr)
+        return 1
+    except (ConfigError, StoreError, InvalidRequest) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json or args.cmd in {"promote", "rollback"}:
+        print(json.dumps(doc, indent=2, default=str))
+        if args.cmd in {"promote", "rollback"} and doc.get("status") == "flipped":
+            print(f"{args.model}: {doc['from']} -> {doc['to']}; replicas apply it within their poll_ms",
+                  file=sys.stderr)  # fmt: skip
+        return 0
+    _print_shadow(args.cmd, doc)
+    return 0
+
+
+def _print_shadow(cmd: str, doc: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if cmd == "history":
+        t = Table("#", "when", "action", "from", "to", "who", "forced", "why")
+        for f in doc:
+            t.add_row(str(f["id"]), stamp(f["ts"]), f["action"], f["from"], f["to"], f["actor"],
+                      "yes" if f["forced"] else "", f["reason"])  # fmt: skip
+        console.print(t)
+        return
+    console.print(f"[bold]{doc['model']}[/]: live primary [bold]{doc['live']}[/]")
+    for c in doc["candidates"]:
+        m = c["metric"]
+        console.print(
+            f"\n[bold]{c['candidate']}[/]: {c['logged']} copies answered or failed "
+            f"({c['mirrored']} mirrored, {c['dropped']} dropped), {c['errors']} errors, "
+            f"{c['timeouts']} timeouts; latency p50 {c['latency_ms']['p50']} ms, "
+            f"p99 {c['latency_ms']['p99']} ms; "
+            f"agreement {c['agreement'] if c['agreement'] is None else round(c['agreement'], 4)}; "
+            f"{c['labelled_pairs']} labelled pairs"
+        )
+        if "live" in m:
+            console.print(
+                f"  {m['name']}: live {m['live']:.4f}, candidate {m['candidate']:.4f}, "
+                f"difference {m['difference']:+.4f} (95% CI {m['ci95'][0]:+.4f} .. {m['ci95'][1]:+.4f}, "
+                f"{m['method']})"
+            )
+        t = Table("rule", "passed", "value", "threshold", "detail")
+        for r in c["verdict"]["rules"]:
+            mark = "[green]yes[/]" if r["passed"] else "[red]no[/]"
+            t.add_row(r["rule"], mark, str(r["value"]), str(r["threshold"]), r["detail"])
+        console.print(t)
+        verdict = "[green]may be promoted[/]" if c["verdict"]["passed"] else "[red]not proven[/]"
+        console.print(f"  verdict: {verdict}")
 
 
 def _features_status(store: Any, names: list[str], as_json: bool) -> int:
@@ -397,6 +479,31 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="status: as JSON")
     f.add_argument("--out", help="build: the training set to write (.parquet or .csv)")
     f.set_defaults(fn=_features)
+
+    by = os.environ.get("USER", "cli")
+    sh = sub.add_parser("shadow", help="shadow candidates: the report, rule by rule")
+    sh.add_argument("verb", choices=["report"])
+    sh.add_argument("model")
+    pr = sub.add_parser(
+        "promote", help="make a proven candidate the primary (the old one becomes a candidate)"
+    )
+    pr.add_argument("model")
+    pr.add_argument("candidate")
+    pr.add_argument("--force", action="store_true", help="promote although the policy fails (needs --reason)")
+    rb = sub.add_parser("rollback", help="flip a model back to its previous primary")
+    rb.add_argument("model")
+    hi = sub.add_parser("history", help="every promotion and rollback of a model: who, when, why, evidence")
+    hi.add_argument("model")
+    lb = sub.add_parser("labels", help="delayed ground truth, joined to logged predictions by request id")
+    lb.add_argument("verb", choices=["ingest"])
+    lb.add_argument("file", help=".csv, .parquet or .jsonl with columns id, label and optionally time")
+    for cmd, q in (("shadow", sh), ("promote", pr), ("rollback", rb), ("history", hi), ("labels", lb)):
+        q.add_argument("--portfolio", default="portfolio.toml")
+        q.add_argument("--json", action="store_true")
+        if cmd in {"promote", "rollback"}:
+            q.add_argument("--reason", default="", help="why (recorded)")
+            q.add_argument("--by", default=by, help="who flips it (recorded)")
+        q.set_defaults(fn=_shadow, cmd=cmd)
 
     lk = sub.add_parser("leakage", help="audit training data for label leakage (exit code 1 on a leak)")
     lk.add_argument("verb", choices=["audit"])

@@ -80,6 +80,9 @@ class _CallTier(_Spec, frozen=True, kw_only=True):
     timeout_ms: PositiveInt = 100
     max_concurrency: PositiveInt = 32
     breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
+    # The share of live requests copied to it while it is a shadow candidate (or after a promotion
+    # makes the tier a candidate).
+    sample: Annotated[float, Meta(gt=0, le=1)] = 1.0
 
 
 class PythonTierSpec(_CallTier, frozen=True, tag="python", tag_field="kind"):
@@ -123,6 +126,25 @@ class DefaultTierSpec(_Spec, frozen=True, tag="default", tag_field="kind"):
 
 
 TierSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | DefaultTierSpec
+CandidateSpec = PythonTierSpec | OipTierSpec | HttpTierSpec
+
+METRICS = ("auc", "accuracy", "log_loss", "brier", "mae", "rmse", "hit_rate")
+
+
+class PromotionSpec(_Spec, frozen=True):
+    """When a shadow candidate has proved itself (every rule must pass for ``failsoft promote``)."""
+
+    min_shadow_s: Annotated[float, Meta(ge=0)] = 7 * 86400.0
+    min_labelled: Annotated[int, Meta(ge=0)] = 500
+    metric: Literal["auc", "accuracy", "log_loss", "brier", "mae", "rmse", "hit_rate"] = "auc"
+    # hit_rate: was the label among the first k items served
+    k: PositiveInt = 10
+    # non-inferiority: the 95% interval's lower bound of the improvement must be >= -margin
+    margin: Annotated[float, Meta(ge=0)] = 0.0
+    max_error_rate: Annotated[float, Meta(ge=0, le=1)] = 0.01
+    max_timeout_rate: Annotated[float, Meta(ge=0, le=1)] = 0.01
+    max_p99_ms: PositiveFloat | None = None
+    require_approval: bool = False
 
 
 class AuditSpec(_Spec, frozen=True):
@@ -164,6 +186,16 @@ class ModelSpec(_Spec, frozen=True):
     # None: the portfolio's [audit] table
     audit: AuditSpec | None = None
     features: list[FeatureUseSpec] = msgspec.field(default_factory=list)
+    candidates: list[CandidateSpec] = msgspec.field(default_factory=list)
+    promotion: PromotionSpec = msgspec.field(default_factory=PromotionSpec)
+
+
+class ShadowSpec(_Spec, frozen=True):
+    """Mirroring: copies waiting per candidate (more are dropped and counted, never waited on) and the
+    most copies sent to a candidate in one call when they pile up."""
+
+    queue: PositiveInt = 10_000
+    max_batch: PositiveInt = 64
 
 
 class StoreSpec(_Spec, frozen=True):
@@ -194,6 +226,7 @@ class PortfolioSpec(_Spec, frozen=True):
     store: StoreSpec = msgspec.field(default_factory=StoreSpec)
     audit: AuditSpec = msgspec.field(default_factory=AuditSpec)
     features: FeaturesSpec = msgspec.field(default_factory=FeaturesSpec)
+    shadow: ShadowSpec = msgspec.field(default_factory=ShadowSpec)
     # Where the file lives; relative paths inside it are resolved against this folder.
     base_dir: str = "."
     file: str = "portfolio.toml"
@@ -339,33 +372,19 @@ def _check(spec: PortfolioSpec) -> None:
                     raise ConfigError(
                         f, tat, "a default needs a value or a source", "set value = ... or source = FILE"
                     )
-            elif isinstance(tier, PythonTierSpec):
-                if (tier.target is None) == (tier.path is None):
-                    raise ConfigError(
-                        f, tat, "set exactly one of target and path", 'e.g. target = "pkg.mod:predict"'
-                    )
-                if tier.target is not None and ":" not in tier.target:
-                    raise ConfigError(
-                        f,
-                        f"{tat}.target",
-                        f"{tier.target!r} is not module:attribute",
-                        'write it as "package.module:name"',
-                    )
-                if tier.path is not None:
-                    _check_model_path(spec, tier.path, f"{tat}.path")
-            elif isinstance(tier, OipTierSpec | HttpTierSpec) and not tier.url.startswith(
-                ("http://", "https://")
-            ):
-                raise ConfigError(
-                    f, f"{tat}.url", f"{tier.url!r} is not an http(s) URL", "write it as http://host:port"
-                )
-            if not isinstance(tier, DefaultTierSpec) and tier.breaker.min_calls > tier.breaker.window:
+            else:
+                _check_call_tier(spec, tier, tat)
+        for i, cand in enumerate(model.candidates):
+            cat = f"{at}.candidates[{i}]"
+            if cand.name in seen:
                 raise ConfigError(
                     f,
-                    f"{tat}.breaker.min_calls",
-                    "cannot exceed breaker.window",
-                    "lower min_calls or raise window",
+                    f"{cat}.name",
+                    f"duplicate name {cand.name!r}",
+                    "give each tier and candidate its own name (promotion swaps them by name)",
                 )
+            seen.add(cand.name)
+            _check_call_tier(spec, cand, cat)
         names: set[str] = set()
         for i, feat in enumerate(model.inputs):
             fat = f"{at}.inputs[{i}]"
@@ -383,6 +402,30 @@ def _check(spec: PortfolioSpec) -> None:
                     "categories apply to string features",
                     'set type = "string" or remove categories',
                 )
+
+
+def _check_call_tier(spec: PortfolioSpec, tier: CandidateSpec, tat: str) -> None:
+    f = spec.file
+    if isinstance(tier, PythonTierSpec):
+        if (tier.target is None) == (tier.path is None):
+            raise ConfigError(f, tat, "set exactly one of target and path", 'e.g. target = "pkg.mod:predict"')
+        if tier.target is not None and ":" not in tier.target:
+            raise ConfigError(
+                f,
+                f"{tat}.target",
+                f"{tier.target!r} is not module:attribute",
+                'write it as "package.module:name"',
+            )
+        if tier.path is not None:
+            _check_model_path(spec, tier.path, f"{tat}.path")
+    elif not tier.url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f, f"{tat}.url", f"{tier.url!r} is not an http(s) URL", "write it as http://host:port"
+        )
+    if tier.breaker.min_calls > tier.breaker.window:
+        raise ConfigError(
+            f, f"{tat}.breaker.min_calls", "cannot exceed breaker.window", "lower min_calls or raise window"
+        )
 
 
 _MODEL_SUFFIXES = (".onnx", ".joblib", ".pkl", ".pickle", ".txt", ".lgb")

@@ -27,12 +27,12 @@ from failsoft import config
 from failsoft.audit.notify import Notifier
 from failsoft.audit.queue import AuditQueue
 from failsoft.audit.watch import Watch
-from failsoft.chain import Chain, RequestIds, SkipLog, Tier
+from failsoft.chain import Chain, Layout, RequestIds, SkipLog, Tier
 from failsoft.config import (
     AuditSpec,
+    CandidateSpec,
     DefaultTierSpec,
     FeatureUseSpec,
-    HttpTierSpec,
     ModelSpec,
     OipTierSpec,
     PortfolioSpec,
@@ -44,6 +44,8 @@ from failsoft.features.store import FeatureStore
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Clock
 from failsoft.schema import InputSchema, OutputCheck
+from failsoft.shadow.deploy import load_deployments
+from failsoft.shadow.mirror import Mirror
 from failsoft.store import ModelState, Store, StoreUnavailable, open_store
 from failsoft.store.process import ProcessLog
 from failsoft.tasks import stop
@@ -65,6 +67,10 @@ class Portfolio:
         self.metrics.gauges.append(self._gauges)
         self.ids = RequestIds()
         self.skip_log = SkipLog(clock)
+        # model -> the tiers that may be its primary (the first of the chain and its candidates), by name
+        self.pools: dict[str, dict[str, Tier]] = {}
+        self._rest: dict[str, list[Tier]] = {}
+        self.mirror: Mirror | None = None
         # feature table -> its online lookup (only tables some model reads)
         self.online: dict[str, OnlineTable] = {}
         self._refresher: asyncio.Task[None] | None = None
@@ -104,21 +110,15 @@ class Portfolio:
                 cache = spec.resolve(spec.data_dir) / "defaults" / f"{name}.{t.name}.json"
                 default = DefaultBackend(t, name, check, source, cache, spec.file, key)
                 continue
-            backend: Backend
-            if isinstance(t, PythonTierSpec):
-                backend = PythonBackend(t, tuple(model.inputs), spec.resolve, spec.file, key)
-            elif isinstance(t, OipTierSpec):
-                backend = OipBackend(t, types)
-            elif isinstance(t, HttpTierSpec):
-                backend = HttpBackend(t)
-            b = t.breaker
-            policy = BreakerPolicy(
-                b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes
-            )
-            tiers.append(
-                Tier(backend, Breaker(policy, self.clock), Bulkhead(t.max_concurrency), t.timeout_ms / 1000)
-            )
+            tiers.append(self._tier(t, model, types, key))
         assert default is not None  # config guarantees the chain ends with a default
+        candidates = [
+            self._tier(c, model, types, f"models.{name}.candidates[{i}]")
+            for i, c in enumerate(model.candidates)
+        ]
+        pool = {t.name: t for t in [*tiers[:1], *candidates]}
+        self.pools[name] = pool
+        self._rest[name] = tiers[1:]
         chain = Chain(
             name,
             model.version,
@@ -132,7 +132,39 @@ class Portfolio:
             self.clock,
         )
         chain.lookups = tuple(self._lookup(name, i, use) for i, use in enumerate(model.features))
+        chain.layout = Layout(tiers, tuple(candidates))
         return chain
+
+    def _tier(self, t: CandidateSpec, model: ModelSpec, types: dict[str, str], key: str) -> Tier:
+        spec = self.spec
+        backend: Backend
+        if isinstance(t, PythonTierSpec):
+            backend = PythonBackend(t, tuple(model.inputs), spec.resolve, spec.file, key)
+        elif isinstance(t, OipTierSpec):
+            backend = OipBackend(t, types)
+        else:
+            backend = HttpBackend(t)
+        b = t.breaker
+        policy = BreakerPolicy(b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes)
+        return Tier(
+            backend, Breaker(policy, self.clock), Bulkhead(t.max_concurrency), t.timeout_ms / 1000, t.sample
+        )
+
+    def deploy(self, model: str, live: str) -> bool:
+        """Make ``live`` the model's primary and the other eligible tiers its shadow candidates, in one
+        swap (a request sees the old layout or the new one). False when ``live`` is not eligible."""
+        chain = self.chain(model)
+        pool = self.pools[model]
+        primary = pool.get(live)
+        if primary is None:
+            return False
+        if chain.tiers and chain.tiers[0] is primary:
+            return True
+        others = tuple(t for n, t in pool.items() if n != live)
+        chain.layout = Layout([primary, *self._rest[model]], others)
+        log.warning(json.dumps({"event": "primary_changed", "model": model, "primary": live,
+                                "candidates": [t.name for t in others]}))  # fmt: skip
+        return True
 
     def _lookup(self, model: str, i: int, use: FeatureUseSpec) -> FeatureLookup:
         spec = self.spec
@@ -174,8 +206,8 @@ class Portfolio:
         file or model."""
         if self.started:
             return
-        for chain in self.chains.values():
-            for tier in chain.tiers:
+        for name, chain in self.chains.items():
+            for tier in [*self.pools[name].values(), *self._rest[name]]:
                 await tier.backend.start()
             await chain.default.start()
         for online in self.online.values():
@@ -201,6 +233,10 @@ class Portfolio:
             for chain in self.chains.values():
                 chain.sink = self.log.append
             self.metrics.gauges.append(self.log.metrics)
+        if any(len(pool) > 1 for pool in self.pools.values()):
+            shadow = self.spec.shadow
+            self.mirror = Mirror(self, shadow.queue, shadow.max_batch)
+            await self.mirror.start()
         self._poller = asyncio.create_task(self._poll(store.poll_ms / 1000), name="failsoft-state-poll")
         await self.notifier.start()
         await self.watch.start()
@@ -213,9 +249,12 @@ class Portfolio:
         self._poller = None
         await stop(self._refresher)
         self._refresher = None
-        for chain in self.chains.values():
+        if self.mirror is not None:
+            mirror, self.mirror = self.mirror, None
+            await mirror.close()
+        for name, chain in self.chains.items():
             chain.sink = None
-            for tier in chain.tiers:
+            for tier in [*self.pools[name].values(), *self._rest[name]]:
                 await tier.backend.close()
             await chain.default.close()
         if self.log is not None:
@@ -252,6 +291,7 @@ class Portfolio:
             if revision == self.revision:
                 return
             states = await asyncio.to_thread(self.state_store.load_states)
+            deployments = await asyncio.to_thread(load_deployments, self.state_store)
         except StoreUnavailable as err:
             if not self._store_warned:
                 self._store_warned = True
@@ -260,6 +300,10 @@ class Portfolio:
         self._store_warned = False
         for state in states.values():
             self._apply(state)
+        for model, live in deployments.items():
+            if model in self.chains and not self.deploy(model, live):
+                log.warning(json.dumps({"event": "deployment_ignored", "model": model, "primary": live,
+                                        "why": "not a tier or candidate in portfolio.toml"}))  # fmt: skip
         self.revision = revision
 
     def _apply(self, state: ModelState) -> None:

@@ -38,7 +38,21 @@ async def act(
     default = chain.default
     details: dict[str, Any] = {}
     status = "resolved"
-    if action == "ack":
+    if action in {"approve_promotion", "reject_promotion"} and item.kind != "approval":
+        raise AuditError(f"{action} applies to promotion approvals; item {item_id} is a {item.kind!r} audit")
+    if action == "approve_promotion":
+        from failsoft.shadow import deploy
+
+        candidate = item.details["candidate"]
+        why = comment or f"approved by {actor}"
+        done = await asyncio.to_thread(
+            deploy.promote, p.state_store, p.spec, model, candidate, actor, why, False, True
+        )
+        p.deploy(model, done["to"])
+        details = {"flip": done["id"], "candidate": candidate}
+    elif action == "reject_promotion":
+        details = {"candidate": item.details.get("candidate")}
+    elif action == "ack":
         status = "acknowledged"
     elif action == "comment":
         status = item.status

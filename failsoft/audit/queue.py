@@ -14,7 +14,18 @@ from typing import Any
 from failsoft.store import Store
 
 KINDS = ("fallback", "stale_default", "approval")
-ACTIONS = ("ack", "approve_default", "refresh_default", "replace_default", "restore", "keep_out", "comment")
+ACTIONS = (
+    "ack",
+    "approve_default",
+    "refresh_default",
+    "replace_default",
+    "restore",
+    "keep_out",
+    "comment",
+    # on a promotion waiting for a person (kind "approval")
+    "approve_promotion",
+    "reject_promotion",
+)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,12 @@ from failsoft.audit.actions import MISSING as MISSING_VALUE
 from failsoft.audit.actions import act
 from failsoft.chain import Chain
 from failsoft.errors import AuditError, InvalidRequest, UnknownModel
+from failsoft.labels import decode_labels, save_labels
 from failsoft.portfolio import Portfolio
 from failsoft.server import oip
 from failsoft.server.auth import Tokens
 from failsoft.server.dashboard import PAGE
+from failsoft.shadow import deploy
 from failsoft.store import StoreUnavailable
 from failsoft.types import Health, Outcome
 
@@ -60,8 +62,16 @@ class HealthChange(msgspec.Struct):
     reason: str = ""
 
 
+class Flip(msgspec.Struct):
+    candidate: str = ""
+    reason: str = ""
+    force: bool = False
+
+
+SHADOW_ROUTES = {"shadows", "history", "promote", "rollback"}
 _decode_health = msgspec.json.Decoder(HealthChange).decode
 _decode_action = msgspec.json.Decoder(AuditAction).decode
+_decode_flip = msgspec.json.Decoder(Flip).decode
 
 
 class TooLarge(Exception):
@@ -144,6 +154,8 @@ class App:
             status, body, headers = await self._route(method, parts, scope, receive)
         except InvalidRequest as err:
             status, body, headers = 400, _encode({"error": str(err)}), _JSON
+        except deploy.PromotionError as err:
+            status, body, headers = err.status, _encode({"error": str(err), "failing": err.details}), _JSON
         except AuditError as err:
             status, body, headers = (404 if err.not_found else 400), _encode({"error": str(err)}), _JSON
         except UnknownModel as err:
@@ -226,6 +238,18 @@ class App:
             self.portfolio.chain(parts[2])
             events = await asyncio.to_thread(self.portfolio.state_store.state_events, parts[2])
             return 200, _encode({"events": [dataclasses.asdict(e) for e in events]}), _JSON
+        if head == "v1" and n == 2 and parts[1] == "labels":
+            _need(method, "POST")
+            self._authorize(scope)  # labels steer promotions: only known senders
+            labels = decode_labels(await self._read(scope, receive))
+            store = self.portfolio.state_store
+            try:
+                n_saved = await asyncio.to_thread(save_labels, store, labels)
+            except StoreUnavailable as err:
+                raise Unavailable(f"the labels were not saved: {err}") from None
+            return 200, _encode({"received": n_saved}), _JSON
+        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] in SHADOW_ROUTES:
+            return 200, await self._shadow(method, parts[2], parts[3], scope, receive), _JSON
         if head == "v1" and n == 3 and parts[1] == "models":
             _need(method, "GET")
             self.portfolio.chain(parts[2])
@@ -281,6 +305,38 @@ class App:
                 raise Unavailable(f"the action was not taken: the store cannot record it ({err})") from None
             return _encode(done)
         raise AuditError(f"no route /v1/audits/{'/'.join(rest)}", not_found=True)
+
+    async def _shadow(self, method: str, model: str, what: str, scope: Scope, receive: Receive) -> bytes:
+        """GET shadows (the candidates' report), GET history; POST promote {"candidate", "reason", "force"},
+        POST rollback {"reason"} (both authenticated; the flip is applied here at once, and by every other
+        replica at its next state poll)."""
+        p = self.portfolio
+        p.chain(model)
+        store = p.state_store
+        try:
+            if what == "shadows":
+                _need(method, "GET")
+                return _encode(await asyncio.to_thread(deploy.report, store, p.spec, model))
+            if what == "history":
+                _need(method, "GET")
+                return _encode({"history": await asyncio.to_thread(deploy.history, store, model)})
+            _need(method, "POST")
+            actor = self._authorize(scope)
+            body = await self._read(scope, receive)
+            req: Flip = _lenient(body or b"{}", Flip, _decode_flip)
+            if what == "promote":
+                if not req.candidate:
+                    raise InvalidRequest('promote needs "candidate"')
+                done = await asyncio.to_thread(
+                    deploy.promote, store, p.spec, model, req.candidate, actor, req.reason, req.force
+                )
+            else:
+                done = await asyncio.to_thread(deploy.rollback, store, p.spec, model, actor, req.reason)
+        except StoreUnavailable as err:
+            raise Unavailable(f"nothing was changed: the store cannot record it ({err})") from None
+        if done.get("status") == "flipped":
+            p.deploy(model, done["to"])
+        return _encode(done)
 
     def _authorize(self, scope: Scope) -> str:
         """The token owner's name, or 401 (403 when no token exists at all); checked before any change."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -27,6 +27,10 @@ PREDICTION_COLUMNS = (
     "record_id", "request_id", "model", "version", "tier", "role", "degraded", "reason", "outputs", "inputs",
     "latency_ms", "ts",
 )  # fmt: skip
+
+
+T = TypeVar("T")
+Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 
 class StoreError(FailsoftError):
@@ -69,6 +73,30 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
     ts_index = "USING brin (ts)" if dialect == "postgres" else "(ts)"
     return sorted(
         [
+            (
+                3,
+                [
+                    # Delayed ground truth, one per request id (a batch request's label is a list); the
+                    # request-id index joins it to the log.
+                    f"""CREATE TABLE IF NOT EXISTS labels (
+                    request_id TEXT PRIMARY KEY, label TEXT NOT NULL, label_time {real},
+                    received_at {real} NOT NULL)""",
+                    "CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id)",
+                    # Which tier is a model's primary now (absent: the first tier of portfolio.toml).
+                    f"""CREATE TABLE IF NOT EXISTS deployments (
+                    model TEXT PRIMARY KEY, live TEXT NOT NULL, changed_by TEXT NOT NULL,
+                    changed_at {real} NOT NULL, revision BIGINT NOT NULL)""",
+                    f"""CREATE TABLE IF NOT EXISTS flips (
+                    id {serial}, model TEXT NOT NULL, action TEXT NOT NULL, from_tier TEXT NOT NULL,
+                    to_tier TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, forced BOOLEAN NOT NULL,
+                    evidence TEXT NOT NULL, ts {real} NOT NULL)""",
+                    # Copies mirrored and dropped per replica (the log holds only the copies that ran).
+                    f"""CREATE TABLE IF NOT EXISTS shadow_counters (
+                    model TEXT NOT NULL, candidate TEXT NOT NULL, replica TEXT NOT NULL,
+                    mirrored BIGINT NOT NULL, dropped BIGINT NOT NULL, since {real} NOT NULL,
+                    updated_at {real} NOT NULL, PRIMARY KEY (model, candidate, replica))""",
+                ],
+            ),
             (
                 2,
                 [
@@ -177,6 +205,10 @@ class Store(abc.ABC):
             [*args, limit],
         )
         return [StateEvent(*r) for r in rows]
+
+    @abc.abstractmethod
+    def transaction(self, fn: Callable[[Execute], T]) -> T:
+        """Run ``fn`` in one transaction; it gets an ``execute(sql, args)`` (``?`` placeholders) for it."""
 
     @abc.abstractmethod
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
+    Execute,
     ModelState,
     Store,
     StoreUnavailable,
@@ -133,14 +134,19 @@ class PostgresStore(Store):
 
         return self._locked(write)
 
+    def transaction(self, fn: Callable[[Execute], T]) -> T:
+        def run(conn: Any) -> T:
+            return fn(lambda sql, args: _fetch(conn, sql, args))
+
+        return self._locked(run)
+
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        pg = sql.replace("?", "%s")
+        return self._locked(lambda c: _fetch(c, sql, args), atomic=False)
 
-        def run(c: Any) -> list[tuple[Any, ...]]:
-            cur = c.execute(pg, tuple(args))
-            return list(cur.fetchall()) if cur.description else []
 
-        return self._locked(run, atomic=False)
+def _fetch(conn: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    cur = conn.execute(sql.replace("?", "%s"), tuple(args))
+    return list(cur.fetchall()) if cur.description else []
 
 
 def _safe(url: str) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
+    Execute,
     ModelState,
     Store,
     StoreUnavailable,
@@ -24,6 +25,9 @@ _INSERT = (
     "CASE WHEN e.value->>9 IS NULL THEN NULL ELSE e.value->9 END, e.value->>10, e.value->>11 "
     "FROM p, json_each(p.rows) AS e WHERE true"
 )
+
+
+T = TypeVar("T")
 
 
 class SqliteStore(Store):
@@ -140,6 +144,16 @@ class SqliteStore(Store):
 
         state: ModelState = self._write(write)
         return state
+
+    def transaction(self, fn: Callable[[Execute], T]) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            def execute(sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                return conn.execute(sql, tuple(args)).fetchall()
+
+            return fn(execute)
+
+        result: T = self._write(run)
+        return result
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if sql.lstrip()[:6].upper() == "SELECT":  # a read takes no write lock

@@ -1,0 +1,159 @@
+"""Delayed ground truth: labels that arrive hours or weeks after the prediction, joined to the prediction
+log by request id, late or out of order.
+
+One label per request id (a batch request's label is a list, one per row). Sending the same label again
+changes nothing; sending a different one corrects it (the newest wins). Labels for requests not (yet) in
+the log are kept: the log may be behind, and they join when it catches up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from failsoft.errors import InvalidRequest
+from failsoft.store import Store
+
+__all__ = ["Label", "decode_labels", "ingest_file", "save_labels"]
+
+BATCH = 5_000
+
+
+class Label(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    label: Any
+    # when the outcome happened: epoch seconds or an ISO date/time (default: when received)
+    time: float | str | None = None
+
+
+class _Body(msgspec.Struct):
+    labels: list[Label]
+
+
+def decode_labels(body: bytes) -> list[Label]:
+    """``[{"id", "label", "time"?}, ...]`` or ``{"labels": [...]}``; InvalidRequest says what is wrong."""
+    try:
+        if body.lstrip()[:1] == b"{":
+            return msgspec.json.decode(body, type=_Body).labels
+        return msgspec.json.decode(body, type=list[Label])
+    except msgspec.ValidationError as err:
+        raise InvalidRequest(f"labels: {err}") from None
+    except msgspec.DecodeError as err:
+        raise InvalidRequest(f"labels: not valid JSON: {err}") from None
+
+
+def _epoch(value: float | str | None, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"labels: time {value!r} is not epoch seconds or an ISO date/time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def save_labels(store: Store, labels: Iterable[Label]) -> int:
+    """Write labels in one transaction per batch; returns how many were given."""
+    now = time.time()
+    rows = []
+    for lab in labels:
+        if lab.label is None:
+            raise InvalidRequest(f"labels: id {lab.id!r} has no label")
+        rows.append((lab.id, msgspec.json.encode(lab.label).decode(), _epoch(lab.time, now), now))
+
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start : start + BATCH]
+        store.transaction(partial(_upsert, chunk))
+    return len(rows)
+
+
+def _upsert(rows: list[tuple[Any, ...]], execute: Any) -> None:
+    for row in rows:
+        execute(
+            "INSERT INTO labels VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
+            "label = excluded.label, label_time = excluded.label_time, received_at = excluded.received_at "
+            "WHERE labels.label <> excluded.label",
+            list(row),
+        )
+
+
+def ingest_file(store: Store, path: str | Path, id_column: str = "id", label_column: str = "label",
+                time_column: str = "time", progress: bool = True) -> int:  # fmt: skip
+    """Bulk-load labels from CSV, Parquet or JSON lines (columns id, label, optional time)."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(p)
+        records: Iterable[dict[str, Any]] = table.to_pylist()
+    elif p.suffix == ".csv":
+        import csv
+
+        with p.open(newline="") as f:
+            records = list(csv.DictReader(f))
+        for r in records:  # CSV holds text: numbers back to numbers
+            r[label_column] = _csv_value(r.get(label_column))
+            if r.get(time_column) in ("", None):
+                r[time_column] = None
+            else:
+                t = r[time_column]
+                r[time_column] = float(t) if _is_number(t) else t
+    elif p.suffix in {".jsonl", ".ndjson"}:
+        records = [msgspec.json.decode(line) for line in p.read_bytes().splitlines() if line.strip()]
+    else:
+        raise InvalidRequest(f"{p}: unsupported file; use .csv, .parquet or .jsonl")
+    rows = list(records)
+    missing = [c for c in (id_column, label_column) if rows and c not in rows[0]]
+    if missing:
+        raise InvalidRequest(f"{p}: no column {', '.join(missing)} (have: {', '.join(rows[0])})")
+    total = 0
+    for start in range(0, len(rows), BATCH):
+        chunk = rows[start : start + BATCH]
+        total += save_labels(
+            store,
+            (Label(str(r[id_column]), r[label_column], _time(r.get(time_column))) for r in chunk),
+        )
+        if progress:
+            print(f"\r{total:,} / {len(rows):,} labels", end="", flush=True)
+    if progress:
+        print()
+    return total
+
+
+def _time(v: Any) -> float | str | None:
+    if v is None or isinstance(v, float | int | str):
+        return v
+    if isinstance(v, dt.datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).timestamp()
+    return str(v)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_value(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text

@@ -1,0 +1,343 @@
+"""Judging shadow candidates: what they did with their copies, how they compare with live on the same
+labelled requests, and whether the promotion policy is met, rule by rule.
+
+The paired difference of the metric (candidate minus live, on the same requests) comes with a 95%
+interval: DeLong's test for ROC AUC (the two AUCs are correlated: same requests, same labels), a paired
+bootstrap of the per-request differences for the metrics that are means (accuracy, log loss, Brier, MAE,
+hit rate) and of whole resamples for RMSE.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from failsoft.config import PromotionSpec
+from failsoft.store import Store
+
+Array = npt.NDArray[np.float64]
+
+# lower is better for these; the "improvement" is live minus candidate
+LOWER_IS_BETTER = {"log_loss", "brier", "mae", "rmse"}
+LATENCY_SAMPLE = 100_000
+AGREEMENT_SAMPLE = 20_000
+_EPS = 1e-15
+
+
+# ---- metrics and their intervals -------------------------------------------------------------------------
+
+
+def _midranks(x: Array) -> Array:
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    n = len(x)
+    ranks = np.empty(n)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and xs[j] == xs[i]:
+            j += 1
+        ranks[i:j] = 0.5 * (i + j - 1) + 1
+        i = j
+    out = np.empty(n)
+    out[order] = ranks
+    return out
+
+
+def auc(labels: Array, scores: Array) -> float:
+    pos = labels == 1
+    m, n = int(pos.sum()), int((~pos).sum())
+    if m == 0 or n == 0:
+        return math.nan
+    r = _midranks(scores)
+    return float((r[pos].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def delong(labels: Array, a: Array, b: Array) -> tuple[float, float, float]:
+    """AUC(b) - AUC(a) on the same cases, and its standard error (DeLong, DeLong & Clarke-Pearson 1988,
+    in the fast form of Sun & Xu 2014)."""
+    pos = labels == 1
+    m, n = int(pos.sum()), int((~pos).sum())
+    if m < 2 or n < 2:
+        return math.nan, math.nan, math.nan
+    v10, v01, aucs = [], [], []
+    for s in (a, b):
+        x, y = s[pos], s[~pos]
+        tx, ty, tz = _midranks(x), _midranks(y), _midranks(np.concatenate([x, y]))
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - tx) / n)
+        v01.append(1.0 - (tz[m:] - ty) / m)
+    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    return float(aucs[1] - aucs[0]), float(max(var, 0.0) ** 0.5), float(aucs[0])
+
+
+def per_request(metric: str, labels: Array, scores: Array) -> Array:
+    """Per-request values whose mean is the metric (accuracy, log loss, Brier, MAE; hit rate is computed
+    before, as 0/1 hits)."""
+    if metric == "accuracy":
+        return np.asarray((scores >= 0.5) == (labels == 1.0), dtype=np.float64)
+    if metric == "log_loss":
+        p = np.clip(scores, _EPS, 1 - _EPS)
+        return -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    if metric == "brier":
+        return (scores - labels) ** 2
+    if metric == "mae":
+        return np.abs(scores - labels)
+    if metric == "hit_rate":
+        return np.asarray(scores, dtype=np.float64)
+    raise ValueError(metric)
+
+
+def paired(
+    metric: str, labels: Array, live: Array, cand: Array, resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """The metric for live and candidate on the same requests, candidate minus live, and its 95% interval."""
+    n = len(labels)
+    if metric == "auc":
+        diff, se, live_v = delong(labels, live, cand)
+        z = 1.959963984540054
+        lo, hi = diff - z * se, diff + z * se
+        return {"live": live_v, "candidate": live_v + diff, "difference": diff, "ci95": [lo, hi],
+                "method": "DeLong"}  # fmt: skip
+    rng = np.random.default_rng(seed)
+    if metric == "rmse":
+        se_live, se_cand = (live - labels) ** 2, (cand - labels) ** 2
+        stats = []
+        for _ in range(resamples):
+            i = rng.integers(0, n, n)
+            stats.append(math.sqrt(se_cand[i].mean()) - math.sqrt(se_live[i].mean()))
+        live_v, cand_v = math.sqrt(se_live.mean()), math.sqrt(se_cand.mean())
+        lo, hi = np.percentile(stats, [2.5, 97.5])
+        return {"live": live_v, "candidate": cand_v, "difference": cand_v - live_v,
+                "ci95": [float(lo), float(hi)], "method": f"paired bootstrap ({resamples})"}  # fmt: skip
+    a, b = per_request(metric, labels, live), per_request(metric, labels, cand)
+    d = b - a
+    means = np.empty(resamples)
+    chunk = max(1, 5_000_000 // max(n, 1))
+    for start in range(0, resamples, chunk):
+        k = min(chunk, resamples - start)
+        means[start : start + k] = d[rng.integers(0, n, (k, n))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"live": float(a.mean()), "candidate": float(b.mean()), "difference": float(d.mean()),
+            "ci95": [float(lo), float(hi)], "method": f"paired bootstrap ({resamples})"}  # fmt: skip
+
+
+# ---- reading the log -------------------------------------------------------------------------------------
+
+
+def _rows(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def _pairs(metric: str, k: int, triples: list[tuple[Any, Any, Any]]) -> tuple[Array, Array, Array]:
+    """(labels, live values, candidate values) per labelled row; rows that do not fit the metric are
+    left out (a label that is not 0/1 for a classifier metric, say)."""
+    ls, lv, cv = [], [], []
+    for label, live_out, cand_out in triples:
+        live_rows, cand_rows = _rows(live_out), _rows(cand_out)
+        labels = label if isinstance(label, list) and len(live_rows) > 1 else [label]
+        if not (len(labels) == len(live_rows) == len(cand_rows)):
+            continue
+        for y, a, b in zip(labels, live_rows, cand_rows, strict=True):
+            if metric == "hit_rate":
+                if not isinstance(a, list) or not isinstance(b, list):
+                    continue
+                ls.append(1.0)
+                lv.append(float(y in a[:k]))
+                cv.append(float(y in b[:k]))
+                continue
+            yv, av, bv = _number(y), _number(a), _number(b)
+            if yv is None or av is None or bv is None:
+                continue
+            if metric in {"auc", "accuracy", "log_loss", "brier"} and yv not in (0.0, 1.0):
+                continue
+            ls.append(yv)
+            lv.append(av)
+            cv.append(bv)
+    return np.array(ls), np.array(lv), np.array(cv)
+
+
+def _agree(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return a[:1] == b[:1]  # ranked lists: the same first item
+    fa, fb = _number(a), _number(b)
+    if fa is not None and fb is not None:
+        if 0.0 <= fa <= 1.0 and 0.0 <= fb <= 1.0:
+            return (fa >= 0.5) == (fb >= 0.5)  # probabilities: the same decision
+        return abs(fa - fb) <= 0.01 * max(abs(fa), abs(fb), 1e-12)
+    return bool(a == b)
+
+
+def _decode(text: Any) -> Any:
+    return msgspec.json.decode(text) if isinstance(text, str | bytes) else text
+
+
+def last_flip(store: Store, model: str) -> float:
+    rows = store.execute("SELECT max(ts) FROM flips WHERE model = ?", [model])
+    return float(rows[0][0] or 0.0)
+
+
+def candidate_report(
+    store: Store,
+    model: str,
+    candidate: str,
+    live: str,
+    policy: PromotionSpec,
+    now: float | None = None,
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    since = last_flip(store, model)
+    ok = "reason IS NULL"
+    count, answered, timeouts, first = store.execute(
+        f"SELECT count(*), sum(CASE WHEN {ok} THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN reason = 'timeout' THEN 1 ELSE 0 END), min(ts) "
+        "FROM predictions WHERE model = ? AND role = 'shadow' AND tier = ? AND ts >= ?",
+        [model, candidate, since],
+    )[0]
+    count, answered, timeouts = int(count), int(answered or 0), int(timeouts or 0)
+    failures = {
+        r[0]: int(r[1])
+        for r in store.execute(
+            "SELECT reason, count(*) FROM predictions WHERE model = ? AND role = 'shadow' AND tier = ? "
+            "AND ts >= ? AND reason IS NOT NULL GROUP BY reason",
+            [model, candidate, since],
+        )
+    }
+    errors = count - answered - timeouts
+    mirrored, dropped = store.execute(
+        "SELECT coalesce(sum(mirrored), 0), coalesce(sum(dropped), 0) FROM shadow_counters "
+        "WHERE model = ? AND candidate = ?",
+        [model, candidate],
+    )[0]
+    lat = np.array(
+        [
+            r[0]
+            for r in store.execute(
+                "SELECT latency_ms FROM predictions WHERE model = ? AND role = 'shadow' AND tier = ? "
+                f"AND ts >= ? AND {ok} ORDER BY ts DESC LIMIT {LATENCY_SAMPLE}",
+                [model, candidate, since],
+            )
+        ]
+    )
+    live_lat = np.array(
+        [
+            r[0]
+            for r in store.execute(
+                "SELECT latency_ms FROM predictions WHERE model = ? AND role = 'live' AND tier = ? "
+                f"AND ts >= ? ORDER BY ts DESC LIMIT {LATENCY_SAMPLE}",
+                [model, live, since],
+            )
+        ]
+    )
+    join = (
+        "FROM predictions sh JOIN predictions lv ON lv.request_id = sh.request_id AND lv.model = sh.model "
+        "AND lv.role = 'live' AND lv.tier = ? AND lv.degraded = ? "
+        "WHERE sh.model = ? AND sh.role = 'shadow' AND sh.tier = ? AND sh.reason IS NULL AND sh.ts >= ?"
+    )
+    args = [live, False, model, candidate, since]
+    agree_rows = store.execute(
+        f"SELECT lv.outputs, sh.outputs {join} ORDER BY sh.ts DESC LIMIT {AGREEMENT_SAMPLE}", args
+    )
+    agreed = compared = 0
+    for lv_out, sh_out in agree_rows:
+        for a, b in zip(_rows(_decode(lv_out)), _rows(_decode(sh_out)), strict=False):
+            compared += 1
+            agreed += _agree(a, b)
+    with_labels = join.replace("WHERE", "JOIN labels l ON l.request_id = sh.request_id WHERE", 1)
+    labelled = store.execute(f"SELECT l.label, lv.outputs, sh.outputs {with_labels}", args)
+    labels, live_v, cand_v = _pairs(
+        policy.metric, policy.k, [(_decode(a), _decode(b), _decode(c)) for a, b, c in labelled]
+    )
+    n_pairs = len(labels)
+    metric: dict[str, Any] = {"name": policy.metric, "pairs": n_pairs}
+    if n_pairs >= 2:
+        metric.update(paired(policy.metric, labels, live_v, cand_v))
+        sign = -1.0 if policy.metric in LOWER_IS_BETTER else 1.0
+        lo, hi = (sign * x for x in metric["ci95"])
+        metric["improvement_ci95"] = sorted([lo, hi])
+    shadow_s = now - float(first) if first is not None else 0.0
+    sent = count
+    report = {
+        "candidate": candidate,
+        "live": live,
+        "since": since or None,
+        "shadow_s": round(shadow_s, 1),
+        "mirrored": int(mirrored),
+        "dropped": int(dropped),
+        "logged": count,
+        "answered": answered,
+        "errors": errors,
+        "timeouts": timeouts,
+        "failures": failures,
+        "error_rate": errors / sent if sent else 0.0,
+        "timeout_rate": timeouts / sent if sent else 0.0,
+        "latency_ms": _quantiles(lat),
+        "live_latency_ms": _quantiles(live_lat),
+        "agreement": agreed / compared if compared else None,
+        "compared": compared,
+        "labelled_pairs": n_pairs,
+        "metric": metric,
+    }
+    report["verdict"] = verdict(report, policy)
+    return report
+
+
+def _quantiles(x: Array) -> dict[str, float | None]:
+    if len(x) == 0:
+        return {"p50": None, "p99": None, "n": 0}
+    p50, p99 = np.percentile(x, [50, 99])
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "n": len(x)}
+
+
+def verdict(r: dict[str, Any], policy: PromotionSpec) -> dict[str, Any]:
+    """Every rule of the policy with its value, threshold and whether it passes."""
+    rules: list[dict[str, Any]] = []
+
+    def rule(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> None:
+        rules.append({"rule": name, "passed": bool(passed), "value": value, "threshold": threshold,
+                      "detail": detail})  # fmt: skip
+
+    days = policy.min_shadow_s / 86400
+    rule("min_shadow_duration", r["shadow_s"] >= policy.min_shadow_s, r["shadow_s"], policy.min_shadow_s,
+         f"in the shadows {r['shadow_s'] / 86400:.2f} of {days:g} days")  # fmt: skip
+    n = r["labelled_pairs"]
+    rule("min_labelled_pairs", n >= policy.min_labelled, n, policy.min_labelled,
+         f"{n} labelled pairs, {policy.min_labelled} needed")  # fmt: skip
+    m = r["metric"]
+    ci = m.get("improvement_ci95")
+    if ci is None or any(math.isnan(x) for x in ci):
+        rule("non_inferiority", False, None, -policy.margin, f"no interval for {m['name']} yet")
+    else:
+        better = "lower" if m["name"] in LOWER_IS_BETTER else "higher"
+        rule("non_inferiority", ci[0] >= -policy.margin, round(ci[0], 6), -policy.margin,
+             f"{m['name']} ({better} is better) live {m['live']:.4f}, candidate {m['candidate']:.4f}; "
+             f"improvement 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}] vs margin -{policy.margin:g}")  # fmt: skip
+    rule("max_error_rate", r["error_rate"] <= policy.max_error_rate, round(r["error_rate"], 6),
+         policy.max_error_rate, f"{r['errors']} errors in {r['logged']} copies")  # fmt: skip
+    rule("max_timeout_rate", r["timeout_rate"] <= policy.max_timeout_rate, round(r["timeout_rate"], 6),
+         policy.max_timeout_rate, f"{r['timeouts']} timeouts in {r['logged']} copies")  # fmt: skip
+    if policy.max_p99_ms is not None:
+        p99 = r["latency_ms"]["p99"]
+        rule("max_p99_latency", p99 is not None and p99 <= policy.max_p99_ms, p99, policy.max_p99_ms,
+             f"p99 {p99} ms" if p99 is not None else "no answers yet")  # fmt: skip
+    failing = [x["rule"] for x in rules if not x["passed"]]
+    return {"passed": not failing, "failing": failing, "rules": rules,
+            "require_approval": policy.require_approval}  # fmt: skip
+
+
+Report = Callable[..., dict[str, Any]]
