@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from failsoft.demo.procs import Proc
-from tests.server.conftest import FEATURES, models_dir  # noqa: F401 (a fixture)
+from tests.server.conftest import FEATURES
 
 TOKEN = "shadow-test-token"
 ROWS = [{f: float((i * 7 + j) % 11 - 5) for j, f in enumerate(FEATURES)} for i in range(40)]
@@ -183,9 +183,10 @@ async def test_promotion_is_atomic_under_traffic_and_rollback_restores(stack: St
     stop = asyncio.Event()
     task = asyncio.create_task(traffic(stop))
     await asyncio.sleep(0.3)
+    body = {"candidate": "heavy", "reason": "better brier", "force": True}
     r = await asyncio.to_thread(
-        httpx.post, f"{url}/v1/models/churn/promote", json={"candidate": "heavy", "reason": "better brier",
-                                                            "force": True}, headers=auth, timeout=30)  # fmt: skip
+        httpx.post, f"{url}/v1/models/churn/promote", json=body, headers=auth, timeout=30
+    )
     assert r.status_code == 200, r.text
     flip = r.json()
     assert (flip["status"], flip["from"], flip["to"], flip["forced"]) == ("flipped", "cpu", "heavy", True)
