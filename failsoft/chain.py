@@ -103,8 +103,11 @@ async def guarded_call(
     request_id: str,
     budget_s: float,
     bad_output: Callable[[Any, int], str | None],
+    off_loop: bool = False,
 ) -> tuple[list[Any] | None, Reason | None, str]:
-    """One call through a tier's breaker and bulkhead, bounded by ``budget_s``: its answer, or why not."""
+    """One call through a tier's breaker and bulkhead, bounded by ``budget_s``: its answer, or why not.
+    With ``off_loop`` an inline tier runs in a thread too (shadow copies come in batches: inline, a batch
+    would hold up live requests)."""
     breaker = tier.breaker
     ticket = breaker.acquire()
     if ticket is None:
@@ -114,9 +117,15 @@ async def guarded_call(
         return None, Reason.OVERLOADED, ""
     backend = tier.backend
     try:
-        if backend.inline:
+        if backend.inline and not off_loop:
             try:
                 out = backend.predict_inline(batch)
+            finally:
+                tier.bulkhead.release()
+        elif backend.inline:
+            try:
+                async with asyncio.timeout(budget_s):
+                    out = await asyncio.to_thread(backend.predict_inline, batch)
             finally:
                 tier.bulkhead.release()
         else:

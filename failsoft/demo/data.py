@@ -69,6 +69,9 @@ def build(data_dir: Path, backend_url: str, audit_after_s: float = 1800.0) -> Pa
     cheap = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
     joblib.dump(heavy, models / "churn_heavy.joblib")
     joblib.dump(cheap, models / "churn_cpu.joblib")
+    # the shadow candidate: a smaller boosted model, judged on delayed labels before anyone promotes it
+    candidate = GradientBoostingClassifier(n_estimators=60, max_depth=3, random_state=1).fit(x, y)
+    joblib.dump(candidate, models / "churn_candidate.joblib")
     events = recs_events()
     joblib.dump(SegmentPopular(by_hour=True).fit(events), models / "recs_heavy.joblib")
     joblib.dump(SegmentPopular().fit(events), models / "recs_cpu.joblib")
@@ -119,6 +122,19 @@ timeout_ms = 10
 name = "base-rate"
 kind = "default"
 value = {base_rate}
+
+# Gets a copy of every churn request on the serving engine; its answers are logged, never shown.
+[[models.churn.candidates]]
+name = "gbm-v2"
+kind = "oip"
+url = "{backend_url}"
+model_name = "churn_v2"
+timeout_ms = 50
+
+[models.churn.promotion]
+min_labelled = 100
+metric = "auc"
+margin = 0.02
 
 [models.recs]
 version = "2026.11"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import joblib
 import numpy as np
 from rich.console import Console
 from rich.live import Live
@@ -56,6 +57,7 @@ class Stats:
     by_tier: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     phase: str = "starting"
+    labels: int = 0
 
     def add(self, model: str, status: int, body: dict[str, Any] | None, latency_ms: float) -> None:
         self.requests += 1
@@ -83,6 +85,7 @@ class Stats:
             "p99_ms": round(float(np.percentile(lat, 99)), 3),
             "max_ms": round(float(lat.max()), 3),
             "over_deadline": self.over_deadline,
+            "labels_sent": self.labels,
         }
 
 
@@ -120,6 +123,10 @@ class Demo:
         self.backend: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
         self.stats = Stats({"churn": 60.0, "recs": 60.0})
+        self.token = os.urandom(16).hex()
+        # (request id, label) of churn answers: the outcome, known only later
+        self.outcomes: list[dict[str, Any]] = []
+        self.truth: Any = None
 
     def start_backend(self) -> subprocess.Popen[bytes]:
         m = self.data_dir / "models"
@@ -135,6 +142,8 @@ class Demo:
                 f"churn={m / 'churn_heavy.joblib'}",
                 "--model",
                 f"recs={m / 'recs_heavy.joblib'}",
+                "--model",
+                f"churn_v2={m / 'churn_candidate.joblib'}",
             ],
             stdout=log,
             stderr=log,
@@ -178,7 +187,40 @@ class Demo:
             except (aiohttp.ClientError, OSError):
                 doc, status = None, 599
             self.stats.add(model, status, doc, (time.perf_counter() - t) * 1000.0)
+            if model == "churn" and doc is not None:
+                self.outcomes.append({"id": doc["id"], "row": row, "u": rng.random()})
             await asyncio.sleep(max(0.0, now + gap * rng.uniform(0.5, 1.5) - time.monotonic()))
+
+    async def labels_loop(self, session: aiohttp.ClientSession) -> None:
+        """Outcomes arrive late: every two seconds, the labels of what was answered before."""
+        url = f"http://127.0.0.1:{self.port}/v1/labels"
+        headers = {"authorization": f"Bearer {self.token}"}
+        while True:
+            await asyncio.sleep(2.0)
+            await self.send_labels(session, url, headers)
+
+    async def send_labels(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> None:
+        pending, self.outcomes = self.outcomes, []
+        if pending and self.truth is not None:
+            # the world the demo simulates: churn happens with the heavy model's probability
+            x = [[o["row"][n] for n, *_ in data.CHURN_FEATURES] for o in pending]
+            p = self.truth.predict_proba(x)[:, 1]
+            batch = [{"id": o["id"], "label": int(o["u"] < pi)} for o, pi in zip(pending, p, strict=True)]
+            async with session.post(url, json=batch, headers=headers) as r:
+                self.stats.labels += (await r.json()).get("received", 0) if r.status == 200 else 0
+
+    async def _shadow(self) -> dict[str, Any]:
+        await asyncio.sleep(0.5)  # the last answers reach the log
+        url = f"http://127.0.0.1:{self.port}/v1/models/churn/shadows"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            doc = await r.json()
+        c = doc["candidates"][0]
+        m = c["metric"]
+        return {"model": "churn", "candidate": c["candidate"], "mirrored": c["mirrored"],
+                "labelled_pairs": c["labelled_pairs"], "agreement": c["agreement"],
+                "auc_live": m.get("live"), "auc_candidate": m.get("candidate"), "ci95": m.get("ci95"),
+                "verdict": "may be promoted" if c["verdict"]["passed"] else "not proven",
+                "failing": c["verdict"]["failing"]}  # fmt: skip
 
     def table(self, elapsed: float) -> Table:
         s = self.stats
@@ -202,10 +244,12 @@ class Demo:
         self.console.print(f"[dim]models trained into {self.data_dir}; portfolio: {toml}[/]")
         self.start_backend()
         glog = (self.data_dir / "gateway.log").open("ab")
+        self.truth = joblib.load(self.data_dir / "models" / "churn_heavy.joblib")
         self.gateway = subprocess.Popen(
             [sys.executable, "-m", "failsoft.cli", "serve", str(toml), "--port", str(self.port)],
             stdout=glog,
             stderr=glog,
+            env={**os.environ, "FAILSOFT_ADMIN_TOKEN": self.token},
         )
         try:
             assert self.backend is not None
@@ -219,6 +263,7 @@ class Demo:
             )
             summary = await self._traffic(live)
             summary["audits_opened"] = await self._audits()
+            summary["shadow"] = await self._shadow()
         finally:
             for proc in (self.gateway, self.backend):
                 if proc is not None and proc.poll() is None:
@@ -251,6 +296,7 @@ class Demo:
             stop_at = t0 + self.duration
             tasks = [asyncio.create_task(self.worker(session, i, stop_at)) for i in range(CONCURRENCY)]
             faults = asyncio.create_task(self.faults_loop(session, t0))
+            labels = asyncio.create_task(self.labels_loop(session))
             with (
                 Live(self.table(0), console=self.console, refresh_per_second=4, transient=False)
                 if live
@@ -271,6 +317,9 @@ class Demo:
                         )
             await asyncio.gather(*tasks)
             await stop(faults)
+            await stop(labels)
+            headers = {"authorization": f"Bearer {self.token}"}
+            await self.send_labels(session, f"http://127.0.0.1:{self.port}/v1/labels", headers)
         return self.stats.summary()
 
 
@@ -281,6 +330,16 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         f"max {s['max_ms']} ms; {s.get('logged_predictions', 0)} predictions in the log; "
         f"{s.get('audits_opened', 0)} audit items opened"
     )
+    sh = s.get("shadow")
+    if sh:
+        ci = sh["ci95"]
+        interval = f" (95% CI of the difference {ci[0]:+.3f} .. {ci[1]:+.3f})" if ci else ""
+        console.print(
+            f"shadow candidate [bold]{sh['candidate']}[/] of {sh['model']}: {sh['mirrored']} copies, "
+            f"{sh['labelled_pairs']} labelled pairs, AUC live {sh['auc_live']} vs candidate "
+            f"{sh['auc_candidate']}{interval}; verdict: {sh['verdict']} "
+            f"{'(failing: ' + ', '.join(sh['failing']) + ')' if sh['failing'] else ''}"
+        )
     tiers = Table(title="answered by", title_justify="left")
     tiers.add_column("model/tier")
     tiers.add_column("answers", justify="right")

@@ -115,7 +115,7 @@ class Mirror:
             rows = [r for _, batch_rows, _ in copies for r in batch_rows]
             started = time.perf_counter()
             out, reason, _ = await guarded_call(
-                tier, Batch(chain.schema.names, rows), copies[0][0], tier.timeout_s, chain._bad_output
+                tier, Batch(chain.schema.names, rows), copies[0][0], tier.timeout_s, chain._bad_output, True
             )
             latency_ms = (time.perf_counter() - started) * 1000.0
             if reason is not None:

@@ -80,7 +80,9 @@ def test_a_proven_candidate_is_promoted(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0 and json.loads(out)["status"] == "flipped" and not json.loads(out)["forced"]
 
 
-def test_require_approval_waits_in_the_audit_queue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_require_approval_waits_in_the_audit_queue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = setup(tmp_path, quality=2.0, approval=True)
     code, out = run(capsys, "promote", "m", "cand", "--portfolio", cfg)
     doc = json.loads(out)
