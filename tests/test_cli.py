@@ -61,4 +61,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert {"p50_ms", "p99_ms", "max_ms", "degraded", "by_tier"} <= set(summary)
     assert (tmp_path / "state" / "defaults" / "recs.top10.json").exists()
     assert summary["logged_predictions"] == summary["requests"], "every answer is in the prediction log"
+    shadow = summary["shadow"]
+    assert shadow["candidate"] == "gbm-v2" and shadow["mirrored"] > 0 and shadow["labelled_pairs"] > 0
+    assert shadow["verdict"] == "not proven" and "min_shadow_duration" in shadow["failing"]
+    assert summary["labels_sent"] > 0 and summary["logged_shadow_answers"] > 0
     assert summary["audits_opened"] >= 1, "the long fault asked a person to look"

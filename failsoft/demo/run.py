@@ -274,7 +274,9 @@ class Demo:
                         proc.kill()
         store = open_store(f"sqlite:///{self.data_dir / 'state' / 'failsoft.db'}")
         try:
-            summary["logged_predictions"] = store.count_predictions()
+            roles = dict(store.execute("SELECT role, count(*) FROM predictions GROUP BY role"))
+            summary["logged_predictions"] = int(roles.get("live", 0))
+            summary["logged_shadow_answers"] = int(roles.get("shadow", 0))
         finally:
             store.close()
         return summary
