@@ -117,15 +117,13 @@ async def guarded_call(
         return None, Reason.OVERLOADED, ""
     backend = tier.backend
     try:
-        if backend.inline and not off_loop:
+        if backend.inline:
             try:
-                out = backend.predict_inline(batch)
-            finally:
-                tier.bulkhead.release()
-        elif backend.inline:
-            try:
-                async with asyncio.timeout(budget_s):
-                    out = await asyncio.to_thread(backend.predict_inline, batch)
+                if off_loop:
+                    async with asyncio.timeout(budget_s):
+                        out = await asyncio.to_thread(backend.predict_inline, batch)
+                else:
+                    out = backend.predict_inline(batch)
             finally:
                 tier.bulkhead.release()
         else:
@@ -185,7 +183,7 @@ class Chain:
         # Values filled in from the online feature store (failsoft.features.online), if the model uses any.
         self.lookups: tuple[Any, ...] = ()
         # Given a copy of every answered valid request while the layout has candidates; must not block.
-        self.mirror: Callable[[Chain, tuple[Tier, ...], Batch, str, list[Any]], None] | None = None
+        self.mirror: Callable[[Chain, tuple[Tier, ...], Batch, str], None] | None = None
 
     @property
     def tiers(self) -> list[Tier]:
@@ -249,7 +247,7 @@ class Chain:
             if out is not None:
                 outcome = self._finish(deadline, request_id, tier.name, out, skips, single, batch.rows)
                 if layout.candidates and self.mirror is not None:
-                    self.mirror(self, layout.candidates, batch, request_id, out)
+                    self.mirror(self, layout.candidates, batch, request_id)
                 return outcome
         return self._finish(
             deadline,

@@ -103,11 +103,7 @@ def ingest_file(store: Store, path: str | Path, id_column: str = "id", label_col
             records = list(csv.DictReader(f))
         for r in records:  # CSV holds text: numbers back to numbers
             r[label_column] = _csv_value(r.get(label_column))
-            if r.get(time_column) in ("", None):
-                r[time_column] = None
-            else:
-                t = r[time_column]
-                r[time_column] = float(t) if _is_number(t) else t
+            r[time_column] = _csv_value(r.get(time_column) or None)
     elif p.suffix in {".jsonl", ".ndjson"}:
         records = [msgspec.json.decode(line) for line in p.read_bytes().splitlines() if line.strip()]
     else:
@@ -136,14 +132,6 @@ def _time(v: Any) -> float | str | None:
     if isinstance(v, dt.datetime):
         return (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).timestamp()
     return str(v)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _csv_value(text: str | None) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -66,6 +67,8 @@ class Portfolio:
         self.metrics = Metrics()
         self.metrics.gauges.append(self._gauges)
         self.ids = RequestIds()
+        # this process, as episodes and shadow counters name it
+        self.replica = f"{os.uname().nodename}-{os.getpid()}"
         self.skip_log = SkipLog(clock)
         # model -> the tiers that may be its primary (the first of the chain and its candidates), by name
         self.pools: dict[str, dict[str, Tier]] = {}

@@ -8,7 +8,6 @@ import asyncio
 import collections
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,7 @@ class Watch:
     def __init__(self, portfolio: Portfolio, tick_s: float = 1.0) -> None:
         self.portfolio = portfolio
         self.tick_s = tick_s
-        self.replica = f"{os.uname().nodename}-{os.getpid()}"
+        self.replica = portfolio.replica
         self.models = {name: _Model() for name in portfolio.chains}
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None

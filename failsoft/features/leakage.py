@@ -17,7 +17,7 @@ import numpy as np
 
 from failsoft.errors import ConfigError
 from failsoft.features.point_in_time import build_training_set
-from failsoft.features.store import FeatureStore, _duckdb, register
+from failsoft.features.store import FeatureStore, _duckdb, lag_quantiles, register
 
 LEAK_RATE = 0.01  # a share of rows with not-yet-available values worth talking about
 POWER_GAIN = 0.10  # how much more predictive the naive join must be to call it a leak
@@ -82,18 +82,12 @@ def _naive_training_set(store: FeatureStore, spine: Any, table: str, time_col: s
 
 
 def latency(store: FeatureStore, table: str) -> dict[str, float | None]:
-    duckdb = _duckdb()
-    t = store.table(table)
-    con = duckdb.connect()
+    con = _duckdb().connect()
     try:
-        lag = "epoch(available_at) - epoch(event_time)"
-        row = con.execute(
-            f"SELECT quantile_cont({lag}, 0.5), quantile_cont({lag}, 0.95), max({lag}) "
-            f"FROM read_parquet('{t.glob}')"
-        ).fetchone()
+        p50, p95, worst = lag_quantiles(con, store.table(table).glob)
     finally:
         con.close()
-    return {"p50": row[0], "p95": row[1], "max": row[2]}
+    return {"p50": p50, "p95": p95, "max": worst}
 
 
 def audit(

@@ -60,6 +60,18 @@ def register(con: Any, name: str, source: Any) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
 
 
+def lag_quantiles(con: Any, glob: str, since: float | None = None) -> tuple[Any, Any, Any]:
+    """p50, p95 and max of ``available_at - event_time`` over a table's rows (those that landed at or
+    after ``since``, when given); None each for no rows."""
+    lag = "epoch(available_at) - epoch(event_time)"
+    where = "" if since is None else f" WHERE epoch(available_at) >= {since}"
+    row = con.execute(
+        f"SELECT quantile_cont({lag}, 0.5), quantile_cont({lag}, 0.95), max({lag}) "
+        f"FROM read_parquet('{glob}'){where}"
+    ).fetchone()
+    return row[0], row[1], row[2]
+
+
 class FeatureStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -76,21 +88,16 @@ class FeatureStore:
         con = _duckdb().connect()
         try:
             keys = ", ".join(f'"{k}"' for k in t.entity)
-            row = con.execute(f"""
-                WITH f AS (SELECT {keys}, epoch(event_time) AS e, epoch(available_at) AS a
-                           FROM read_parquet('{t.glob}')),
-                     newest AS (SELECT max(a) AS a, max(e) AS e, count(*) AS n,
-                                       count(DISTINCT ({keys})) AS k FROM f)
-                SELECT newest.n, newest.k, newest.a, newest.e,
-                       quantile_cont(f.a - f.e, 0.5), quantile_cont(f.a - f.e, 0.95), max(f.a - f.e)
-                FROM f, newest WHERE f.a >= newest.a - {float(window_s)}
-                GROUP BY ALL""").fetchone()
+            n, k, newest_a, newest_e = con.execute(
+                f"SELECT count(*), count(DISTINCT ({keys})), max(epoch(available_at)), "
+                f"max(epoch(event_time)) FROM read_parquet('{t.glob}')"
+            ).fetchone()
+            if not n:
+                return {"table": name, "rows": 0, "entities": 0}
+            p50, p95, worst = lag_quantiles(con, t.glob, since=float(newest_a) - window_s)
         finally:
             con.close()
-        if row is None:
-            return {"table": name, "rows": 0, "entities": 0}
         now = time.time() if now is None else now
-        n, k, newest_a, newest_e, p50, p95, worst = row
         return {
             "table": name,
             "rows": int(n),

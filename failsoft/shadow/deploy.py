@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from failsoft.audit.queue import AuditQueue
-from failsoft.config import PortfolioSpec
+from failsoft.config import DefaultTierSpec, PortfolioSpec
 from failsoft.errors import FailsoftError
 from failsoft.shadow.evaluate import candidate_report
 from failsoft.store import Store
@@ -38,7 +38,7 @@ def primary_eligible(spec: PortfolioSpec, model: str) -> list[str]:
     m = spec.models.get(model)
     if m is None:
         raise PromotionError(f"unknown model {model!r}; known: {', '.join(sorted(spec.models))}", 404)
-    first = [m.tiers[0].name] if m.tiers[0].__struct_config__.tag != "default" else []
+    first = [] if isinstance(m.tiers[0], DefaultTierSpec) else [m.tiers[0].name]
     return [*first, *(c.name for c in m.candidates)]
 
 
@@ -141,13 +141,13 @@ def promote(
 
 def rollback(store: Store, spec: PortfolioSpec, model: str, actor: str, reason: str = "") -> dict[str, Any]:
     """Flip back to the primary before the last flip."""
-    primary_eligible(spec, model)
+    names = primary_eligible(spec, model)
     rows = store.execute("SELECT from_tier FROM flips WHERE model = ? ORDER BY id DESC LIMIT 1", [model])
     if not rows:
         raise PromotionError(f"{model!r} has never been flipped: nothing to roll back", 409)
     live = current_live(store, spec, model)
     target = str(rows[0][0])
-    if target not in primary_eligible(spec, model):
+    if target not in names:
         raise PromotionError(f"the previous primary {target!r} is no longer in portfolio.toml", 409)
     evidence = candidate_report(store, model, target, live, spec.models[model].promotion)
     return _flip(store, model, "rollback", live, target, actor, reason or "rollback", False, evidence)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import rankdata
 
 from failsoft.config import PromotionSpec
 from failsoft.store import Store
@@ -33,32 +33,6 @@ _EPS = 1e-15
 # ---- metrics and their intervals -------------------------------------------------------------------------
 
 
-def _midranks(x: Array) -> Array:
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    n = len(x)
-    ranks = np.empty(n)
-    i = 0
-    while i < n:
-        j = i
-        while j < n and xs[j] == xs[i]:
-            j += 1
-        ranks[i:j] = 0.5 * (i + j - 1) + 1
-        i = j
-    out = np.empty(n)
-    out[order] = ranks
-    return out
-
-
-def auc(labels: Array, scores: Array) -> float:
-    pos = labels == 1
-    m, n = int(pos.sum()), int((~pos).sum())
-    if m == 0 or n == 0:
-        return math.nan
-    r = _midranks(scores)
-    return float((r[pos].sum() - m * (m + 1) / 2) / (m * n))
-
-
 def delong(labels: Array, a: Array, b: Array) -> tuple[float, float, float]:
     """AUC(b) - AUC(a) on the same cases, and its standard error (DeLong, DeLong & Clarke-Pearson 1988,
     in the fast form of Sun & Xu 2014)."""
@@ -69,7 +43,7 @@ def delong(labels: Array, a: Array, b: Array) -> tuple[float, float, float]:
     v10, v01, aucs = [], [], []
     for s in (a, b):
         x, y = s[pos], s[~pos]
-        tx, ty, tz = _midranks(x), _midranks(y), _midranks(np.concatenate([x, y]))
+        tx, ty, tz = rankdata(x), rankdata(y), rankdata(np.concatenate([x, y]))
         aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
         v10.append((tz[:m] - tx) / n)
         v01.append(1.0 - (tz[m:] - ty) / m)
@@ -338,6 +312,3 @@ def verdict(r: dict[str, Any], policy: PromotionSpec) -> dict[str, Any]:
     failing = [x["rule"] for x in rules if not x["passed"]]
     return {"passed": not failing, "failing": failing, "rules": rules,
             "require_approval": policy.require_approval}  # fmt: skip
-
-
-Report = Callable[..., dict[str, Any]]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -28,14 +27,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("failsoft.shadow")
 
-# (request id, rows, live outputs)
-Copy = tuple[str, list[Any], list[Any]]
+# (request id, rows)
+Copy = tuple[str, list[Any]]
 
 
 class Lane:
     """One candidate's queue and counters."""
 
-    __slots__ = ("chain", "dropped", "failed", "mirrored", "queue", "tier", "waiting", "wake")
+    __slots__ = ("chain", "dropped", "mirrored", "queue", "tier", "waiting", "wake")
 
     def __init__(self, chain: Chain, tier: Tier) -> None:
         self.chain = chain
@@ -45,7 +44,6 @@ class Lane:
         self.waiting = 0
         self.mirrored = 0  # copies queued
         self.dropped = 0  # copies not queued: the queue was full
-        self.failed = 0  # copies sent whose call failed (timeout, error, open breaker...)
 
 
 class Mirror:
@@ -55,13 +53,10 @@ class Mirror:
         self.max_batch = max_batch
         self.workers = workers
         self.lanes: dict[tuple[str, str], Lane] = {}
-        self.replica = f"{os.uname().nodename}-{os.getpid()}"
         self.since = time.time()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def offer(
-        self, chain: Chain, candidates: tuple[Tier, ...], batch: Batch, request_id: str, out: list[Any]
-    ) -> None:
+    def offer(self, chain: Chain, candidates: tuple[Tier, ...], batch: Batch, request_id: str) -> None:
         """Queue a copy for each candidate (the request path: O(1), never blocks, never raises)."""
         limit = self.limit
         for tier in candidates:
@@ -73,7 +68,7 @@ class Mirror:
             if len(lane.queue) >= limit:
                 lane.dropped += 1
                 continue
-            lane.queue.append((request_id, batch.rows, out))
+            lane.queue.append((request_id, batch.rows))
             lane.mirrored += 1
             if lane.waiting:
                 lane.wake.set()
@@ -112,36 +107,28 @@ class Mirror:
                     lane.waiting -= 1
                 continue
             copies = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
-            rows = [r for _, batch_rows, _ in copies for r in batch_rows]
+            rows = [r for _, batch_rows in copies for r in batch_rows]
             started = time.perf_counter()
             out, reason, _ = await guarded_call(
                 tier, Batch(chain.schema.names, rows), copies[0][0], tier.timeout_s, chain._bad_output, True
             )
             latency_ms = (time.perf_counter() - started) * 1000.0
-            if reason is not None:
-                lane.failed += len(copies)
             sink = chain.sink
             if sink is None:
                 continue
             at = 0
-            for request_id, batch_rows, _ in copies:
+            why = reason.value if reason is not None else None
+            for request_id, batch_rows in copies:
                 n = len(batch_rows)
                 answer = out[at : at + n] if out is not None else None
                 at += n
-                why = reason.value if reason is not None else None
                 sink(request_id, chain.model, chain.version, tier.name, "shadow", False, why, answer, None,
                      latency_ms)  # fmt: skip
 
-    def counters(self) -> list[tuple[str, str, int, int, int, int]]:
-        """(model, candidate, mirrored, dropped, failed, queued) per lane."""
-        return [
-            (m, c, lane.mirrored, lane.dropped, lane.failed, len(lane.queue))
-            for (m, c), lane in self.lanes.items()
-        ]
-
     async def persist(self) -> None:
         """This replica's copy counts, for reports read from the store."""
-        rows = [(m, c, n, d) for m, c, n, d, _, _ in self.counters() if n or d]
+        rows = [(m, c, lane.mirrored, lane.dropped) for (m, c), lane in self.lanes.items()]
+        rows = [r for r in rows if r[2] or r[3]]
         if not rows:
             return
         store, now = self.portfolio.state_store, time.time()
@@ -152,7 +139,7 @@ class Mirror:
                     "INSERT INTO shadow_counters VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (model, candidate, replica) DO UPDATE SET mirrored = excluded.mirrored, "
                     "dropped = excluded.dropped, updated_at = excluded.updated_at",
-                    [m, c, self.replica, n, d, self.since, now],
+                    [m, c, self.portfolio.replica, n, d, self.since, now],
                 )
 
         try:

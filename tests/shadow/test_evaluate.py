@@ -13,15 +13,17 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from failsoft.config import PromotionSpec
-from failsoft.shadow.evaluate import auc, candidate_report, delong, paired
+from failsoft.shadow.evaluate import candidate_report, delong, paired
 from failsoft.store import open_store
 
 
-def test_auc_matches_scikit_learn_with_ties() -> None:
+def test_delong_aucs_match_scikit_learn_with_ties() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 500).astype(float)
-    s = np.round(rng.random(500), 1)  # many ties
-    assert auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    a, b = np.round(rng.random(500), 1), np.round(rng.random(500), 2)  # many ties
+    diff, _, live_auc = delong(y, a, b)
+    assert live_auc == pytest.approx(roc_auc_score(y, a))
+    assert diff == pytest.approx(roc_auc_score(y, b) - roc_auc_score(y, a))
 
 
 def test_accuracy_interval_matches_scipy_paired_bootstrap() -> None:
