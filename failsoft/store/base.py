@@ -20,8 +20,9 @@ from failsoft.errors import FailsoftError
 # One logged answer: (record_id, request_id, model, version, tier, role, degraded, reason, outputs, inputs,
 # latency_ms, ts). role is "live" or "shadow"; outputs and inputs are any JSON value (inputs may be None);
 # the database keeps them as JSON text. A batch travels as one JSON document, {"prefix": P, "base": B,
-# "rows": [...]}, which the database parses (in C, outside Python's GIL, so logging stays off the request
-# path's CPU); a row whose record_id is null gets "P-(B + its position)", stable across replays.
+# "rows": [...]}, which PostgreSQL parses itself and the SQLite store decodes in the writer process (either
+# way off the request path's CPU); a row whose record_id is null gets "P-(B + its position)", stable across
+# replays.
 PredictionRow = tuple[str, str, str, str, str, str, bool, str | None, Any, Any, float, float]
 PREDICTION_COLUMNS = (
     "record_id", "request_id", "model", "version", "tier", "role", "degraded", "reason", "outputs", "inputs",
