@@ -47,10 +47,13 @@ class Lane:
 
 
 class Mirror:
-    def __init__(self, portfolio: Portfolio, queue: int, max_batch: int, workers: int = 4) -> None:
+    def __init__(
+        self, portfolio: Portfolio, queue: int, max_batch: int, linger_s: float = 0.002, workers: int = 4
+    ) -> None:
         self.portfolio = portfolio
         self.limit = queue
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.workers = workers
         self.lanes: dict[tuple[str, str], Lane] = {}
         self.since = time.time()
@@ -106,6 +109,11 @@ class Mirror:
                 finally:
                     lane.waiting -= 1
                 continue
+            if len(queue) < self.max_batch:
+                # Let copies pile up for a moment: one call per batch, not one per request.
+                await asyncio.sleep(self.linger_s)
+                if not queue:
+                    continue
             copies = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
             rows = [r for _, batch_rows in copies for r in batch_rows]
             started = time.perf_counter()
