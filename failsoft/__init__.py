@@ -4,8 +4,8 @@ Every prediction is answered within its deadline, from the best healthy tier, el
 safe default, and every answer says which tier gave it and why.
 """
 
-from typing import TYPE_CHECKING, Any
-
+from failsoft.client import Client, NoDefault
+from failsoft.config import PortfolioSpec
 from failsoft.errors import (
     CircuitOpen,
     ConfigError,
@@ -17,34 +17,9 @@ from failsoft.errors import (
     TierUnavailable,
     UnknownModel,
 )
+from failsoft.portfolio import Portfolio
 from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Deadline
 from failsoft.types import Health, Outcome, Reason, Skip, TierKind
-
-if TYPE_CHECKING:
-    from failsoft.client import Client, NoDefault
-    from failsoft.config import PortfolioSpec
-    from failsoft.portfolio import Portfolio
-
-# Imported on first use: the portfolio pulls in scikit-learn and the client httpx, which the prediction
-# log's writer process and short commands do not need.
-_LAZY = {
-    "Client": "failsoft.client",
-    "NoDefault": "failsoft.client",
-    "PortfolioSpec": "failsoft.config",
-    "Portfolio": "failsoft.portfolio",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'failsoft' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
 
 __all__ = [
     "Breaker",

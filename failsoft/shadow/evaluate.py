@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import rankdata
 
 from failsoft.config import PromotionSpec
 from failsoft.store import Store
@@ -35,8 +36,6 @@ _EPS = 1e-15
 def delong(labels: Array, a: Array, b: Array) -> tuple[float, float, float]:
     """AUC(b) - AUC(a) on the same cases, and its standard error (DeLong, DeLong & Clarke-Pearson 1988,
     in the fast form of Sun & Xu 2014)."""
-    from scipy.stats import rankdata  # only here: importing scipy.stats costs a second at start
-
     pos = labels == 1
     m, n = int(pos.sum()), int((~pos).sum())
     if m < 2 or n < 2:
