@@ -3,6 +3,7 @@ and a process that can be started, killed and started again."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,13 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def niced(args: list[str], level: int = 10) -> list[str]:
+    """``args`` run at a lower CPU priority: the stand-in for a remote serving box shares this machine's
+    cores with the gateway, and must not starve it the way a separate box never could."""
+    nice = shutil.which("nice")
+    return [nice, "-n", str(level), *args] if nice else args
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
@@ -36,8 +44,12 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) 
 class Proc:
     """A server process on its own loopback port; ``--port N`` is appended to its arguments."""
 
-    def __init__(self, args: list[str], ready_path: str, log: Path, port: int | None = None) -> None:
-        self.args, self.ready_path, self.log = args, ready_path, log
+    def __init__(
+        self, args: list[str], ready_path: str, log: Path, port: int | None = None, remote: bool = False
+    ) -> None:
+        """``remote``: the process plays a box of its own (a serving engine), so it runs niced."""
+        self.args = niced(args) if remote else args
+        self.ready_path, self.log = ready_path, log
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 

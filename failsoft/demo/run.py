@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from failsoft.demo import data
-from failsoft.demo.procs import free_port, wait_http
+from failsoft.demo.procs import free_port, niced, wait_http
 from failsoft.store import open_store
 from failsoft.tasks import stop
 
@@ -132,19 +132,21 @@ class Demo:
         m = self.data_dir / "models"
         log = (self.data_dir / "backend.log").open("ab")
         self.backend = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "failsoft.demo.backend",
-                "--port",
-                str(self.backend_port),
-                "--model",
-                f"churn={m / 'churn_heavy.joblib'}",
-                "--model",
-                f"recs={m / 'recs_heavy.joblib'}",
-                "--model",
-                f"churn_v2={m / 'churn_candidate.joblib'}",
-            ],
+            niced(
+                [
+                    sys.executable,
+                    "-m",
+                    "failsoft.demo.backend",
+                    "--port",
+                    str(self.backend_port),
+                    "--model",
+                    f"churn={m / 'churn_heavy.joblib'}",
+                    "--model",
+                    f"recs={m / 'recs_heavy.joblib'}",
+                    "--model",
+                    f"churn_v2={m / 'churn_candidate.joblib'}",
+                ]
+            ),
             stdout=log,
             stderr=log,
         )

@@ -84,6 +84,7 @@ def start_pair(models_dir: Path, tag: str) -> tuple[Proc, Proc]:
         [sys.executable, "-m", "failsoft.demo.backend", "--model", f"churn={models_dir / 'heavy.joblib'}"],
         "/v2/health/ready",
         models_dir / f"backend-{tag}.log",
+        remote=True,
     ).start()
     toml = models_dir / f"portfolio-{tag}.toml"
     toml.write_text(gateway_toml(models_dir, backend.url))

@@ -79,6 +79,7 @@ class Stack:
             ],
             "/v2/health/ready",
             tmp / "backend.log",
+            remote=True,
         ).start()
         self.config = tmp / "portfolio.toml"
         self.config.write_text(toml(models_dir, self.backend.url, tmp / "state"))
