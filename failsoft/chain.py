@@ -184,6 +184,9 @@ class Chain:
         self.lookups: tuple[Any, ...] = ()
         # Given a copy of every answered valid request while the layout has candidates; must not block.
         self.mirror: Callable[[Chain, tuple[Tier, ...], Batch, str], None] | None = None
+        # Given every request after its answer (batch None: rejected as invalid; outputs None: not answered
+        # by the primary) when the model is monitored; must not block.
+        self.monitor: Callable[[Batch | None, list[Any] | None, str], None] | None = None
 
     @property
     def tiers(self) -> list[Tier]:
@@ -233,6 +236,8 @@ class Chain:
             batch = self.schema.validate(rows)
         except InvalidValue as err:
             self._skip(skips, first, Reason.INVALID_INPUT, request_id, str(err))
+            if self.monitor is not None:
+                self.monitor(None, None, request_id)
             return self._finish(
                 deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single, rows
             )
@@ -248,7 +253,11 @@ class Chain:
                 outcome = self._finish(deadline, request_id, tier.name, out, skips, single, batch.rows)
                 if layout.candidates and self.mirror is not None:
                     self.mirror(self, layout.candidates, batch, request_id)
+                if self.monitor is not None:
+                    self.monitor(batch, out if tier is layout.tiers[0] else None, request_id)
                 return outcome
+        if self.monitor is not None:
+            self.monitor(batch, None, request_id)
         return self._finish(
             deadline,
             request_id,

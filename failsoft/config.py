@@ -147,6 +147,52 @@ class PromotionSpec(_Spec, frozen=True):
     require_approval: bool = False
 
 
+Share = Annotated[float, Meta(ge=0, le=1)]
+
+
+class DriftSpec(_Spec, frozen=True):
+    """What counts as drift in one window (or offline chunk). A feature drifts when one of its ``tests``
+    rejects "same distribution as the reference" at family-wise level ``alpha`` (Holm's correction over
+    every test of every feature and the predictions, so 50 features do not alarm on noise) and its PSI
+    also reaches ``min_psi`` (a significant but immaterial shift in a big window is not an alarm). Data
+    quality: the missing share rising by more than ``max_missing`` over the reference's, values outside
+    the reference's range, categories it never saw, requests rejected as invalid."""
+
+    tests: list[Literal["psi", "ks", "chi2"]] = msgspec.field(default_factory=lambda: ["psi", "ks", "chi2"])
+    alpha: Annotated[float, Meta(gt=0, lt=1)] = 0.01
+    min_psi: Annotated[float, Meta(ge=0)] = 0.1
+    min_rows: PositiveInt = 30
+    max_missing: Share = 0.1
+    max_out_of_range: Share = 0.05
+    max_unseen: Share = 0.05
+    max_invalid: Share = 0.1
+    prediction: bool = True
+
+
+class MonitorSpec(DriftSpec, frozen=True):
+    """The online monitor of one model. The reference is a ``profile`` file (``failsoft profile``), or
+    learned from the model's first ``learn_rows`` live requests. A window closes after ``window_rows``
+    requests, or after ``window_s`` once it holds ``min_rows``. ``warn_after`` drifted windows in a row make
+    the model ``warning``, ``quarantine_after`` make it ``quarantined`` (with ``action = "quarantine"``);
+    ``recover_after`` clean windows in a row bring it back, unless ``recovery = "manual"`` (then a person
+    restores it from the audit queue)."""
+
+    profile: str | None = None
+    learn_rows: Annotated[int, Meta(ge=0)] = 0
+    window_rows: PositiveInt = 1000
+    window_s: PositiveFloat = 60.0
+    warn_after: PositiveInt = 1
+    quarantine_after: PositiveInt = 3
+    recover_after: PositiveInt = 3
+    recovery: Literal["auto", "manual"] = "auto"
+    action: Literal["quarantine", "warn"] = "quarantine"
+    # binary: scores are P(positive); the others are read from the output type when "auto"
+    task: Literal["auto", "binary", "multiclass", "regression", "ranking"] = "auto"
+    k: PositiveInt = 10
+    threshold: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    keep_windows: PositiveInt = 100
+
+
 class AuditSpec(_Spec, frozen=True):
     """When a person is asked to look: a fallback episode longer than ``after_s``, or a default older
     than ``default_max_age_s`` (0: never)."""
@@ -188,6 +234,7 @@ class ModelSpec(_Spec, frozen=True):
     features: list[FeatureUseSpec] = msgspec.field(default_factory=list)
     candidates: list[CandidateSpec] = msgspec.field(default_factory=list)
     promotion: PromotionSpec = msgspec.field(default_factory=PromotionSpec)
+    monitor: MonitorSpec | None = None
 
 
 class ShadowSpec(_Spec, frozen=True):
@@ -402,6 +449,14 @@ def _check(spec: PortfolioSpec) -> None:
                     "categories apply to string features",
                     'set type = "string" or remove categories',
                 )
+        mon = model.monitor
+        if mon is not None and (mon.profile is None) == (mon.learn_rows == 0):
+            raise ConfigError(
+                f,
+                f"{at}.monitor",
+                "set exactly one of profile and learn_rows",
+                'profile = "profiles/NAME.json" (from `failsoft profile`) or learn_rows = 5000',
+            )
 
 
 def _check_call_tier(spec: PortfolioSpec, tier: CandidateSpec, tat: str) -> None:

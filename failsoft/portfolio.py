@@ -43,6 +43,7 @@ from failsoft.errors import ConfigError, UnknownModel
 from failsoft.features.online import FeatureLookup, OnlineTable
 from failsoft.features.store import FeatureStore
 from failsoft.metrics import Metrics
+from failsoft.monitor.online import Monitors
 from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Clock
 from failsoft.schema import InputSchema, OutputCheck
 from failsoft.shadow.deploy import load_deployments
@@ -87,6 +88,11 @@ class Portfolio:
         self.audits = AuditQueue(self.state_store)
         self.notifier = Notifier()
         self.watch = Watch(self)
+        self.monitors = Monitors(self)
+        for name, mon in self.monitors.models.items():
+            self.chains[name].monitor = mon.observe
+        if self.monitors.models:
+            self.metrics.gauges.append(self.monitors.gauges)
         # model -> when its "keep it out" period ends (set by the audit action)
         self.kept_out: dict[str, float] = {}
         self.started = False
@@ -243,9 +249,11 @@ class Portfolio:
         self._poller = asyncio.create_task(self._poll(store.poll_ms / 1000), name="failsoft-state-poll")
         await self.notifier.start()
         await self.watch.start()
+        await self.monitors.start()
         self.started = True
 
     async def close(self) -> None:
+        await self.monitors.close()
         await self.watch.close()
         await self.notifier.close()
         await stop(self._poller)

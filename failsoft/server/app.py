@@ -233,6 +233,14 @@ class App:
             _need(method, "POST")
             actor = self._authorize(scope)
             return 200, await self._set_health(parts[2], await self._read(scope, receive), actor), _JSON
+        if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "monitor":
+            _need(method, "GET")
+            self.portfolio.chain(parts[2])
+            report = self.portfolio.monitors.report(parts[2])
+            if report is None:
+                report = {"model": parts[2], "state": "not monitored",
+                          "fix": f"add a [models.{parts[2]}.monitor] table to portfolio.toml"}  # fmt: skip
+            return 200, _encode(report), _JSON
         if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "events":
             _need(method, "GET")
             self.portfolio.chain(parts[2])

@@ -1,0 +1,489 @@
+"""The online monitor: per model, windows of live requests judged against the reference profile, and the
+model's health moved by them (``live -> warning -> quarantined`` and back).
+
+The request path only appends ``(batch, outputs, request id)`` to a bounded list (a full list drops and
+counts). A background task drains it into the open window; when the window closes (``window_rows``
+requests, or ``window_s`` once it holds ``min_rows``) it is judged in a thread: drift and data quality
+(``failsoft.monitor.drift``), estimated performance for a calibrated binary classifier. Labels sent later
+(``POST /v1/labels``) are joined to the kept windows by request id and give their realized performance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+
+from failsoft.config import MonitorSpec, OutputSpec
+from failsoft.monitor import drift
+from failsoft.monitor.performance import estimate, realized
+from failsoft.monitor.profile import (
+    PREDICTION,
+    Column,
+    Profile,
+    ProfileError,
+    build,
+    categorical_column,
+    numeric_column,
+)
+from failsoft.schema import Batch
+from failsoft.store import StoreUnavailable
+from failsoft.tasks import stop
+from failsoft.types import Health
+
+if TYPE_CHECKING:
+    from failsoft.portfolio import Portfolio
+
+log = logging.getLogger("failsoft.monitor")
+
+ACTOR = "monitor"
+PENDING_MAX = 100_000  # requests waiting to be drained into the window; more are dropped and counted
+LABEL_POLL_S = 5.0
+
+
+def task_of(spec: MonitorSpec, output: OutputSpec) -> str:
+    if spec.task != "auto":
+        return spec.task
+    if output.type in {"list", "vector"}:
+        return "ranking"
+    if output.type in {"int", "string"}:
+        return "multiclass"
+    lo, hi = output.min, output.max
+    if output.type == "float" and lo is not None and hi is not None and lo >= 0 and hi <= 1:
+        return "binary"
+    return "regression"
+
+
+@dataclass
+class _Window:
+    started_at: float
+    started: float  # monotonic
+    batches: list[Batch] = field(default_factory=list)
+    outputs: list[list[Any] | None] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    rows: int = 0
+    invalid: int = 0
+
+
+@dataclass
+class _Closed:
+    """A judged window kept for its report and for joining labels to its answers."""
+
+    report: dict[str, Any]
+    answered: dict[str, list[Any]]  # request id -> the primary's outputs (one per row)
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelMonitor:
+    def __init__(
+        self,
+        model: str,
+        spec: MonitorSpec,
+        features: dict[str, str],
+        output: OutputSpec,
+        profile: Profile | None,
+        learned_path: Path,
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.features = features  # name -> "numeric" | "categorical"
+        self.task = task_of(spec, output)
+        self.profile = profile
+        self.learned_path = learned_path
+        self.pending: list[tuple[Batch | None, list[Any] | None, str]] = []
+        self.dropped = 0
+        self.window = _Window(time.time(), time.monotonic())
+        self.learning: list[_Window] = []
+        self.history: collections.deque[_Closed] = collections.deque(maxlen=spec.keep_windows)
+        self.windows = 0
+        self.verdicts: collections.Counter[str] = collections.Counter()
+        self.bad = 0  # drifted windows in a row
+        self.good = 0  # clean windows in a row
+        self.transitions: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self.last_health = Health.LIVE
+
+    # ---- the request path ----------------------------------------------------------------------------
+
+    def observe(self, batch: Batch | None, outputs: list[Any] | None, request_id: str) -> None:
+        """Called after each answer (``batch`` None: the request was rejected as invalid); never blocks."""
+        pending = self.pending
+        if len(pending) < PENDING_MAX:
+            pending.append((batch, outputs, request_id))
+        else:
+            self.dropped += 1
+
+    # ---- the background side -------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        pending, self.pending = self.pending, []
+        w = self.window
+        for batch, outputs, rid in pending:
+            if batch is None:
+                w.invalid += 1
+                continue
+            w.batches.append(batch)
+            w.outputs.append(outputs)
+            w.ids.append(rid)
+            w.rows += len(batch)
+
+    def due(self, now: float) -> bool:
+        w, spec = self.window, self.spec
+        if self.profile is None:
+            return w.rows >= min(spec.learn_rows, spec.window_rows)
+        return w.rows >= spec.window_rows or (now - w.started >= spec.window_s and w.rows >= spec.min_rows)
+
+    def take(self) -> _Window:
+        w, self.window = self.window, _Window(time.time(), time.monotonic())
+        return w
+
+    def columns(self, w: _Window) -> dict[str, Column]:
+        rows = [row for b in w.batches for row in b.rows]
+        cols = {
+            name: numeric_column(name, (r.get(name) for r in rows))
+            if kind == "numeric"
+            else categorical_column(name, (r.get(name) for r in rows))
+            for name, kind in self.features.items()
+        }
+        preds = [v for out in w.outputs if out is not None for v in out]
+        if preds and len(preds) == len(rows):
+            if self.task == "ranking":
+                cols[PREDICTION] = categorical_column(PREDICTION, (p[0] if p else None for p in preds))
+            elif self.task == "multiclass":
+                cols[PREDICTION] = categorical_column(PREDICTION, preds)
+            else:
+                cols[PREDICTION] = numeric_column(PREDICTION, preds)
+        return cols
+
+    def learn(self, w: _Window) -> bool:
+        """Fold a window into the reference being learned; True once the profile is built (and saved)."""
+        self.learning.append(w)
+        if sum(x.rows for x in self.learning) < self.spec.learn_rows:
+            return False
+        merged = _Window(self.learning[0].started_at, self.learning[0].started)
+        for x in self.learning:
+            merged.batches += x.batches
+            merged.outputs += x.outputs
+        cols = self.columns(merged)
+        self.profile = build(
+            cols,
+            list(self.features),
+            prediction=PREDICTION if PREDICTION in cols else None,
+            source=f"first {merged.rows} live requests",
+        )
+        self.profile.save(self.learned_path)
+        self.learning = []
+        log.warning(json.dumps({"event": "profile_learned", "model": self.model, "rows": self.profile.rows,
+                                "path": str(self.learned_path)}))  # fmt: skip
+        return True
+
+    def judge(self, w: _Window) -> _Closed:
+        """Drift, quality and estimated performance of a closed window (runs in a thread)."""
+        assert self.profile is not None
+        cols = self.columns(w)
+        n = w.rows
+        chunk = np.zeros(n, dtype=np.int64)
+        invalid = np.array([w.invalid], dtype=np.int64)
+        report = drift.evaluate(self.profile, cols, chunk, 1, self.spec, invalid)[0]
+        answered: dict[str, list[Any]] = {}
+        for rid, out in zip(w.ids, w.outputs, strict=True):
+            if out is not None:
+                answered[rid] = out
+        report.update(
+            {
+                "window": self.windows,
+                "started_at": w.started_at,
+                "ended_at": time.time(),
+                "requests": len(w.ids) + w.invalid,
+                "invalid": w.invalid,
+                "answered_by_primary": sum(len(o) for o in answered.values()),
+                "estimated": self._estimate(cols),
+                "labelled": 0,
+                "realized": None,
+            }
+        )
+        return _Closed(report, answered)
+
+    def _estimate(self, cols: dict[str, Column]) -> dict[str, float] | None:
+        cal = self.profile.calibration if self.profile else None
+        if self.task != "binary" or cal is None or PREDICTION not in cols:
+            return None
+        scores = cols[PREDICTION].values
+        return {k: _round(v) for k, v in estimate(cal, scores).items()}
+
+    def verdict(self, closed: _Closed, health: Health, by_monitor: bool = True) -> tuple[Health, str] | None:
+        """Count the window against the policy; the health to move to (and why), if any. When someone
+        else changed the health since the last window (a person restored the model, say), the counts in
+        a row start again."""
+        r, spec = closed.report, self.spec
+        if health is not self.last_health and not by_monitor:
+            self.bad = self.good = 0
+        self.last_health = health
+        self.windows += 1
+        self.verdicts[r["verdict"]] += 1
+        self.history.append(closed)
+        if r["verdict"] == "too_small":
+            return None
+        if r["verdict"] in {"drift", "quality"}:
+            self.bad, self.good = self.bad + 1, 0
+            what = ", ".join(r["drifted"] + r["quality"])
+            why = f"{r['verdict']} in {self.bad} window(s) in a row: {what}"
+            if spec.action == "quarantine" and self.bad >= spec.quarantine_after:
+                if health is not Health.QUARANTINED:
+                    return Health.QUARANTINED, why
+            elif self.bad >= spec.warn_after and health is Health.LIVE:
+                return Health.WARNING, why
+            return None
+        self.good, self.bad = self.good + 1, 0
+        if self.good >= spec.recover_after:
+            if health is Health.WARNING:
+                return Health.LIVE, f"{self.good} clean windows in a row"
+            if health is Health.QUARANTINED and spec.recovery == "auto":
+                return Health.LIVE, f"{self.good} clean windows in a row"
+        return None
+
+    # ---- labels ---------------------------------------------------------------------------------------
+
+    def unlabelled(self, limit: int = 20_000) -> list[str]:
+        """Request ids of kept windows still without a label, newest windows first."""
+        out: list[str] = []
+        for c in reversed(self.history):
+            out += [rid for rid in c.answered if rid not in c.labels]
+            if len(out) >= limit:
+                break
+        return out[:limit]
+
+    def add_labels(self, found: dict[str, Any]) -> None:
+        for c in self.history:
+            new = {rid: found[rid] for rid in c.answered if rid in found and rid not in c.labels}
+            if not new:
+                continue
+            c.labels.update(new)
+            ys, outs = [], []
+            for rid, label in c.labels.items():
+                out = c.answered[rid]
+                labels = label if isinstance(label, list) and len(out) > 1 else [label]
+                if len(labels) != len(out):
+                    continue
+                for y, o in zip(labels, out, strict=True):
+                    if y is None or o is None:
+                        continue
+                    if self.task in {"binary", "regression"} and not isinstance(y, int | float):
+                        continue
+                    ys.append(y)
+                    outs.append(o)
+            c.report["labelled"] = len(ys)
+            try:
+                perf = realized(self.task, ys, outs, self.spec.threshold, self.spec.k)
+            except (TypeError, ValueError):
+                perf = {}
+            c.report["realized"] = {k: _round(v) for k, v in perf.items()} or None
+
+    # ---- reading ---------------------------------------------------------------------------------------
+
+    def describe(self, health: Health, reason: str, last: int = 20) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "model": self.model,
+            "health": str(health),
+            "health_reason": reason,
+            "task": self.task,
+            "state": "learning" if self.profile is None else "watching",
+            "profile": self.profile.summary() if self.profile else None,
+            "policy": msgspec.to_builtins(spec),
+            "windows_judged": self.windows,
+            "verdicts": dict(self.verdicts),
+            "drifted_in_a_row": self.bad,
+            "clean_in_a_row": self.good,
+            "dropped": self.dropped,
+            "open_window": {
+                "rows": self.window.rows + sum(len(b) for b, _, _ in self.pending if b is not None),
+                "age_s": round(time.monotonic() - self.window.started, 1),
+            },
+            "transitions": list(self.transitions),
+            "windows": [c.report for c in list(self.history)[-last:]][::-1],
+        }
+
+
+def _round(v: float) -> float:
+    return v if math.isnan(v) else round(v, 5)
+
+
+class Monitors:
+    """The monitors of a portfolio's models and the one background task that runs them."""
+
+    def __init__(self, portfolio: Portfolio, tick_s: float = 0.2) -> None:
+        self.portfolio = portfolio
+        self.tick_s = tick_s
+        self.models: dict[str, ModelMonitor] = {}
+        spec = portfolio.spec
+        for name, model in spec.models.items():
+            mon = model.monitor
+            if mon is None:
+                continue
+            key = f"models.{name}.monitor.profile"
+            learned = spec.resolve(spec.data_dir) / "profiles" / f"{name}.learned.json"
+            profile = None
+            if mon.profile is not None:
+                profile = _load(spec.file, key, spec.resolve(mon.profile))
+            elif learned.exists():
+                profile = _load(spec.file, key, learned)
+            kinds = {
+                f.name: "categorical" if f.type in {"string", "bool"} else "numeric" for f in model.inputs
+            }
+            if profile is not None:
+                from failsoft.errors import ConfigError
+
+                unknown = [f for f in profile.features if f not in kinds]
+                if unknown:
+                    raise ConfigError(
+                        spec.file,
+                        key,
+                        f"the profile describes {', '.join(unknown)}, not inputs of {name}",
+                        "rebuild it with `failsoft profile DATA --portfolio FILE --model NAME`",
+                    )
+            self.models[name] = ModelMonitor(name, mon, kinds, model.output, profile, learned)
+        self._task: asyncio.Task[None] | None = None
+        self._last_labels = 0.0
+
+    async def start(self) -> None:
+        if self.models:
+            self._task = asyncio.create_task(self._run(), name="failsoft-monitor")
+
+    async def close(self) -> None:
+        await stop(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.tick()
+            except Exception:  # the monitor is never in the request path; it must go on
+                log.exception("monitor tick failed")
+
+    async def tick(self) -> None:
+        now = time.monotonic()
+        for mon in self.models.values():
+            mon.drain()
+            if not mon.due(now):
+                continue
+            w = mon.take()
+            if mon.profile is None:
+                await asyncio.to_thread(mon.learn, w)
+                continue
+            closed = await asyncio.to_thread(mon.judge, w)
+            await self._health(mon, closed)
+        if now - self._last_labels >= LABEL_POLL_S:
+            self._last_labels = now
+            await self.poll_labels()
+
+    async def _health(self, mon: ModelMonitor, closed: _Closed) -> None:
+        chain = self.portfolio.chain(mon.model)
+        by_monitor = chain.health is Health.LIVE or chain.health_reason.startswith("monitor:")
+        change = mon.verdict(closed, chain.health, by_monitor)
+        closed.report["health"] = str(chain.health)
+        if change is None:
+            return
+        health, why = change
+        if not by_monitor:
+            return  # a person (or the audit queue) set this health: only a person changes it back
+        try:
+            await self.portfolio.set_health(mon.model, health, f"monitor: {why}", ACTOR)
+        except StoreUnavailable as err:
+            log.warning(json.dumps({"event": "monitor_health_unrecorded", "model": mon.model,
+                                    "to": str(health), "error": str(err)[:200]}))  # fmt: skip
+            return
+        closed.report["health"] = str(health)
+        mon.last_health = health
+        mon.transitions.append(
+            {"at": time.time(), "to": str(health), "why": why, "window": closed.report["window"]}
+        )
+
+    async def poll_labels(self) -> None:
+        store = self.portfolio.state_store
+        for mon in self.models.values():
+            ids = mon.unlabelled()
+            if not ids:
+                continue
+            try:
+                found = await asyncio.to_thread(_labels, store, ids)
+            except StoreUnavailable:
+                return
+            if found:
+                await asyncio.to_thread(mon.add_labels, found)
+
+    def report(self, model: str) -> dict[str, Any] | None:
+        mon = self.models.get(model)
+        if mon is None:
+            return None
+        chain = self.portfolio.chain(model)
+        return mon.describe(chain.health, chain.health_reason)
+
+    def gauges(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        windows = CounterMetricFamily(
+            "failsoft_monitor_windows", "Windows judged, by verdict", labels=["model", "verdict"]
+        )
+        psi = GaugeMetricFamily(
+            "failsoft_drift_psi", "PSI of the last judged window per feature", labels=["model", "feature"]
+        )
+        drifted = GaugeMetricFamily(
+            "failsoft_drift_detected",
+            "1 when the feature drifted in the last window",
+            labels=["model", "feature"],
+        )
+        perf = GaugeMetricFamily(
+            "failsoft_monitor_performance",
+            "Performance of the latest window that has it (kind: estimated | realized)",
+            labels=["model", "kind", "metric"],
+        )
+        dropped = CounterMetricFamily(
+            "failsoft_monitor_dropped", "Requests not monitored (the monitor fell behind)", labels=["model"]
+        )
+        for name, mon in self.models.items():
+            for verdict, n in mon.verdicts.items():
+                windows.add_metric([name, verdict], n)
+            dropped.add_metric([name], mon.dropped)
+            if not mon.history:
+                continue
+            last = mon.history[-1].report
+            for feature, s in last["features"].items():
+                psi.add_metric([name, feature], s["psi"])
+                drifted.add_metric([name, feature], float(s["drift"]))
+            for kind in ("estimated", "realized"):
+                rep = next((c.report[kind] for c in reversed(mon.history) if c.report[kind]), None)
+                for metric, value in (rep or {}).items():
+                    perf.add_metric([name, kind, metric], value)
+        return iter([windows, psi, drifted, perf, dropped])
+
+
+def _load(file: str, key: str, path: Path) -> Profile:
+    from failsoft.errors import ConfigError
+
+    try:
+        return Profile.load(path)
+    except ProfileError as err:
+        fix = "build it with `failsoft profile DATA --model NAME -o FILE`"
+        raise ConfigError(file, key, str(err), fix) from None
+
+
+def _labels(store: Any, ids: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        marks = ",".join("?" * len(part))
+        for rid, label in store.execute(
+            f"SELECT request_id, label FROM labels WHERE request_id IN ({marks})", part
+        ):
+            found[rid] = msgspec.json.decode(label) if isinstance(label, str | bytes) else label
+    return found
