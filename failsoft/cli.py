@@ -516,6 +516,10 @@ def parser() -> argparse.ArgumentParser:
     lk.add_argument("--html", default=None, help="also write the report as an HTML page")
     lk.set_defaults(fn=_leakage)
 
+    from failsoft.monitor.commands import add_commands
+
+    add_commands(sub)
+
     d = sub.add_parser("demo", help="train small models, start a backend and the gateway, inject faults")
     d.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (default 30)")
     d.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")

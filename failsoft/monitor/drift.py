@@ -59,10 +59,11 @@ def _psi_js(counts: Ints, ref: Array) -> tuple[Array, Array]:
     p = p / p.sum()
     psi = ((q - p) * np.log(q / p)).sum(axis=1)
     qe = counts / np.maximum(n, 1)
-    m = (qe + p) / 2
+    r = (ref / ref.sum())[None, :]
+    m = (qe + r) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
         kl_q = np.where(qe > 0, qe * np.log2(qe / m), 0.0).sum(axis=1)
-        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+        kl_p = np.where(r > 0, r * np.log2(r / m), 0.0).sum(axis=1)
     js = np.sqrt(np.maximum(0.5 * (kl_q + kl_p), 0.0))
     return psi, js
 

@@ -67,7 +67,10 @@ def estimated_auc(calibrated: Array, scores: Array) -> float:
 def estimate(calibration: Calibration, scores: Array, predicted: Array | None = None) -> dict[str, float]:
     """Estimated accuracy, F1 and ROC AUC of one window of scores (``predicted`` classes default to the
     scores against the calibration's threshold)."""
-    scores = scores[~np.isnan(scores)]
+    keep = ~np.isnan(scores)
+    scores = scores[keep]
+    if predicted is not None:
+        predicted = predicted[keep]
     if len(scores) == 0:
         return {}
     p = calibration.apply(scores)

@@ -1,0 +1,261 @@
+"""The online monitor inside a real Portfolio: windows of live requests judged against the profile, the
+model quarantined to its fallback after drifted windows (other models untouched), recovery, a profile
+learned from live traffic, labels joined by request id, data quality, metrics and config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from failsoft import Health, Portfolio, Reason
+from failsoft.errors import ConfigError
+from failsoft.labels import Label, save_labels
+from failsoft.monitor.profile import Column, Profile, build
+
+TOML = """
+data_dir = "{state}"
+[store]
+poll_ms = 100
+
+[models.churn]
+deadline_ms = 500
+[[models.churn.inputs]]
+name = "x"
+[[models.churn.inputs]]
+name = "plan"
+type = "string"
+[models.churn.output]
+type = "float"
+min = 0
+max = 1
+[models.churn.monitor]
+{monitor}
+window_rows = 100
+window_s = 60
+warn_after = 1
+quarantine_after = 2
+recover_after = 2
+[[models.churn.tiers]]
+name = "heavy"
+kind = "python"
+target = "tests.helpers:score"
+[[models.churn.tiers]]
+kind = "default"
+name = "base-rate"
+value = 0.2
+
+[models.other]
+[[models.other.inputs]]
+name = "x"
+[[models.other.tiers]]
+name = "heavy"
+kind = "python"
+target = "tests.helpers:score"
+[[models.other.tiers]]
+kind = "default"
+value = 0.5
+"""
+
+
+def rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> list[dict[str, Any]]:
+    xs = np.clip(rng.normal(5.0 + shift, 1.5, n), 0, 10)
+    plans = rng.choice(["free", "pro", "team"], n, p=[0.5, 0.3, 0.2])
+    return [{"x": float(x), "plan": str(p)} for x, p in zip(xs, plans, strict=True)]
+
+
+@pytest.fixture
+def profile_path(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    ref = rows(rng, 5000)
+    xs = np.array([r["x"] for r in ref])
+    scores = np.minimum(1.0, xs / 10.0)
+    labels = (rng.uniform(size=len(xs)) < scores).astype(float)
+    cols = {
+        "x": Column("x", "numeric", xs),
+        "plan": Column("plan", "categorical", np.array([r["plan"] for r in ref], dtype=object)),
+        "score": Column("score", "numeric", scores),
+        "y": Column("y", "numeric", labels),
+    }
+    path = tmp_path / "profiles" / "churn.json"
+    build(cols, ["x", "plan"], score="score", target="y").save(path)
+    return path
+
+
+def portfolio(write_toml: Callable[[str], Path], tmp_path: Path, monitor: str) -> Portfolio:
+    return Portfolio.from_toml(write_toml(TOML.format(state=tmp_path / "state", monitor=monitor)))
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def window(p: Portfolio, batch: list[dict[str, Any]], prefix: str = "r") -> None:
+    """Send one window of requests and wait until the monitor has judged it."""
+    mon = p.monitors.models["churn"]
+    before = mon.windows
+    for i, row in enumerate(batch):
+        await p.predict("churn", row, id=f"{prefix}-{before}-{i}")
+    await until(lambda: mon.windows > before)
+
+
+async def test_drift_quarantines_the_model_alone_and_clean_windows_restore_it(
+    tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"') as p:
+        chain = p.chain("churn")
+        await window(p, rows(rng, 100))
+        assert chain.health is Health.LIVE
+        await window(p, rows(rng, 100, shift=3.0))
+        assert chain.health is Health.WARNING
+        await window(p, rows(rng, 100, shift=3.0))
+        assert chain.health is Health.QUARANTINED and chain.health_reason.startswith("monitor: drift")
+        out = await p.predict("churn", {"x": 5.0, "plan": "pro"})
+        assert out.tier == "base-rate" and out.reason is Reason.QUARANTINED
+        other = await p.predict("other", {"x": 5.0})
+        assert other.tier == "heavy" and not other.degraded
+        report = p.monitors.report("churn")
+        assert report is not None
+        last = report["windows"][0]
+        assert last["verdict"] == "drift" and last["drifted"] == ["x", "prediction"]  # the score follows x
+        x = last["features"]["x"]
+        assert x["psi"] > x["psi_critical"] and x["p_adjusted"]["ks"] < 0.01 and x["drift"]
+        assert not last["features"]["plan"]["drift"]
+        assert [t["to"] for t in report["transitions"]] == ["warning", "quarantined"]
+        # the quarantined model is still watched (its inputs still arrive): clean windows bring it back
+        await window(p, rows(rng, 100))
+        assert chain.health is Health.QUARANTINED
+        await window(p, rows(rng, 100))
+        assert chain.health is Health.LIVE
+        assert (await p.predict("churn", {"x": 5.0, "plan": "pro"})).tier == "heavy"
+        events = p.state_store.state_events("churn")
+        assert [e.value for e in events][:3] == ["live", "quarantined", "warning"]  # newest first
+        text = generate_latest(p.metrics.registry).decode()
+        assert 'failsoft_monitor_windows_total{model="churn",verdict="drift"} 2.0' in text
+        assert 'failsoft_drift_psi{feature="x",model="churn"}' in text
+
+
+async def test_manual_recovery_waits_for_a_person(
+    tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
+) -> None:
+    rng = np.random.default_rng(2)
+    monitor = f'profile = "{profile_path}"\nrecovery = "manual"'
+    async with portfolio(write_toml, tmp_path, monitor) as p:
+        chain = p.chain("churn")
+        for _ in range(2):
+            await window(p, rows(rng, 100, shift=-3.0))
+        assert chain.health is Health.QUARANTINED
+        for _ in range(3):
+            await window(p, rows(rng, 100))
+        assert chain.health is Health.QUARANTINED
+        await p.set_health("churn", Health.LIVE, "checked the feed", "alice")
+        await window(p, rows(rng, 100, shift=-3.0))  # counting starts again after a person's change
+        assert chain.health is Health.WARNING
+
+
+async def test_a_person_s_quarantine_is_not_lifted_by_the_monitor(
+    tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"') as p:
+        await p.set_health("churn", Health.QUARANTINED, "upstream incident", "alice")
+        for _ in range(3):
+            await window(p, rows(rng, 100))
+        assert p.chain("churn").health is Health.QUARANTINED
+
+
+async def test_labels_give_realized_performance_beside_the_estimate(
+    tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
+) -> None:
+    rng = np.random.default_rng(4)
+    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"') as p:
+        batch = rows(rng, 100)
+        await window(p, batch, prefix="lab")
+        closed = p.monitors.models["churn"].history[-1]
+        assert closed.report["estimated"]["roc_auc"] > 0.5 and closed.report["realized"] is None
+        ids = sorted(closed.answered)
+        truth = {rid: float(rng.uniform() < closed.answered[rid][0]) for rid in ids}
+        # late and out of order, some sent twice, one for a request that never existed
+        labels = [Label(rid, truth[rid]) for rid in reversed(ids)] + [Label(ids[0], truth[ids[0]])]
+        await asyncio.to_thread(save_labels, p.state_store, [*labels, Label("nope", 1.0)])
+        await p.monitors.poll_labels()
+        report = closed.report
+        assert report["labelled"] == 100
+        ys = np.array([truth[r] for r in ids])
+        scores = np.array([closed.answered[r][0] for r in ids])
+        from sklearn.metrics import roc_auc_score
+
+        assert report["realized"]["roc_auc"] == pytest.approx(roc_auc_score(ys, scores), abs=1e-5)
+        assert report["realized"]["accuracy"] == pytest.approx(((scores >= 0.5) == (ys == 1)).mean())
+
+
+async def test_invalid_requests_are_a_quality_alarm(
+    tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"') as p:
+        for _ in range(30):
+            out = await p.predict("churn", {"x": "not a number", "plan": "pro"})
+            assert out.reason is Reason.INVALID_INPUT
+        await window(p, rows(rng, 100))
+        report = p.monitors.report("churn")
+        assert report is not None
+        assert report["windows"][0]["verdict"] == "quality"
+        assert report["windows"][0]["quality"] == ["invalid_input"]
+
+
+async def test_profile_learned_from_the_first_live_requests(
+    tmp_path: Path, write_toml: Callable[[str], Path]
+) -> None:
+    rng = np.random.default_rng(6)
+    async with portfolio(write_toml, tmp_path, "learn_rows = 200") as p:
+        mon = p.monitors.models["churn"]
+        assert p.monitors.report("churn")["state"] == "learning"  # type: ignore[index]
+        for row in rows(rng, 200):
+            await p.predict("churn", row)
+        await until(lambda: mon.profile is not None)
+        learned = tmp_path / "state" / "profiles" / "churn.learned.json"
+        assert Profile.load(learned).rows == 200
+        await window(p, rows(rng, 100, shift=3.0))
+        assert p.chain("churn").health is Health.WARNING
+    async with portfolio(write_toml, tmp_path, "learn_rows = 200") as p:  # a restart keeps the profile
+        assert p.monitors.models["churn"].profile is not None
+
+
+@pytest.mark.parametrize(
+    ("monitor", "key", "words"),
+    [
+        (
+            'profile = "x.json"\nlearn_rows = 5',
+            "models.churn.monitor",
+            "exactly one of profile and learn_rows",
+        ),
+        ("k = 5", "models.churn.monitor", "exactly one of profile and learn_rows"),
+        ('profile = "missing.json"', "models.churn.monitor.profile", "no such profile"),
+        ("profile = 3", "models.churn.monitor.profile", "Expected `str"),
+    ],
+)
+def test_config_errors_name_the_key(
+    tmp_path: Path, write_toml: Callable[[str], Path], monitor: str, key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        portfolio(write_toml, tmp_path, monitor)
+    assert err.value.key == key and words in str(err.value)
+
+
+def test_a_profile_of_other_features_is_refused(tmp_path: Path, write_toml: Callable[[str], Path]) -> None:
+    path = tmp_path / "wrong.json"
+    build({"age": Column("age", "numeric", np.arange(100.0))}, ["age"]).save(path)
+    with pytest.raises(ConfigError) as err:
+        portfolio(write_toml, tmp_path, f'profile = "{path}"')
+    assert err.value.key == "models.churn.monitor.profile" and "age" in str(err.value)
