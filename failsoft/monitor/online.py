@@ -105,6 +105,7 @@ class ModelMonitor:
         self.learning: list[_Window] = []
         self.history: collections.deque[_Closed] = collections.deque(maxlen=spec.keep_windows)
         self.windows = 0
+        self.settled = 0  # windows whose health change (if any) is made
         self.verdicts: collections.Counter[str] = collections.Counter()
         self.bad = 0  # drifted windows in a row
         self.good = 0  # clean windows in a row
@@ -382,6 +383,7 @@ class Monitors:
                 continue
             closed = await asyncio.to_thread(mon.judge, w)
             await self._health(mon, closed)
+            mon.settled += 1
         if now - self._last_labels >= LABEL_POLL_S:
             self._last_labels = now
             await self.poll_labels()

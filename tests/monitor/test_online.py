@@ -102,10 +102,10 @@ async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
 async def window(p: Portfolio, batch: list[dict[str, Any]], prefix: str = "r") -> None:
     """Send one window of requests and wait until the monitor has judged it."""
     mon = p.monitors.models["churn"]
-    before = mon.windows
+    before = mon.settled
     for i, row in enumerate(batch):
         await p.predict("churn", row, id=f"{prefix}-{before}-{i}")
-    await until(lambda: mon.windows > before)
+    await until(lambda: mon.settled > before)
 
 
 async def test_drift_quarantines_the_model_alone_and_clean_windows_restore_it(
