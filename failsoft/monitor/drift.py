@@ -205,7 +205,7 @@ def evaluate(
     for w in range(n_chunks):
         features: dict[str, dict[str, Any]] = {}
         drifted, quality = [], []
-        small = rows[w] < spec.min_rows
+        small = bool(rows[w] < spec.min_rows)
         for name, ref in refs.items():
             s: dict[str, Any] = {k: float(v[w]) for k, v in stats[name].items()}
             adj = {t: float(adjusted[w, i]) for i, (fn, t) in enumerate(keys) if fn == name}
@@ -218,7 +218,7 @@ def evaluate(
             if s.get("unseen", 0.0) > spec.max_unseen:
                 problems.append("unseen")
             significant = [t for t, p in adj.items() if p < spec.alpha]
-            drift = bool(significant) and s["psi"] >= spec.min_psi and not small and s["n"] > 0
+            drift = bool(significant and s["psi"] >= spec.min_psi and not small and s["n"] > 0)
             s["drift"] = drift
             s["significant"] = significant
             s["quality"] = problems
@@ -227,7 +227,7 @@ def evaluate(
             if problems and not small:
                 quality += [f"{name}:{p}" for p in problems]
             features[name] = s
-        invalid_share = float(invalid[w]) / max(rows[w] + invalid[w], 1) if invalid is not None else 0.0
+        invalid_share = float(invalid[w] / max(rows[w] + invalid[w], 1)) if invalid is not None else 0.0
         if invalid_share > spec.max_invalid and not small:
             quality.append("invalid_input")
         verdict = "too_small" if small else "drift" if drifted else "quality" if quality else "ok"

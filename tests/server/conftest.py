@@ -50,6 +50,12 @@ type = "float"
 min = 0
 max = 1
 
+# watched, never acted on here: the chaos traffic is 5% corrupt
+[models.churn.monitor]
+learn_rows = 50
+window_rows = 50
+action = "warn"
+
 [[models.churn.tiers]]
 name = "heavy"
 kind = "oip"

@@ -171,3 +171,24 @@ def test_tritonclient_as_a_real_oip_client(gw: str, binary: bool) -> None:
         assert params["failsoft_tier"] in {"heavy", "json", "cpu", "base-rate"}
     finally:
         client.close()
+
+
+def test_monitor_endpoint_learns_then_judges_windows(gw: str) -> None:
+    import time
+
+    for i in range(220):
+        row = {f: 0.1 * ((i * (j + 3)) % 17) for j, f in enumerate(FEATURES)}
+        assert post(gw + "/v1/models/churn/predict", {"inputs": row})[0] == 200
+    end = time.monotonic() + 10
+    while True:
+        status, doc = call("GET", gw + "/v1/models/churn/monitor")
+        assert status == 200 and doc["model"] == "churn"
+        if doc["windows"] or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    assert doc["state"] == "watching" and doc["profile"]["features"]["f0"] == "numeric"
+    assert doc["policy"]["window_rows"] == 50 and doc["policy"]["action"] == "warn"
+    window = doc["windows"][0]
+    assert window["rows"] >= 50 and window["verdict"] in {"ok", "drift", "quality"}
+    assert set(window["features"]) >= set(FEATURES) and "psi_critical" in window["features"]["f0"]
+    assert call("GET", gw + "/v1/models/nope/monitor")[0] == 404
