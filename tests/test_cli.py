@@ -66,3 +66,6 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert shadow["verdict"] == "not proven" and "min_shadow_duration" in shadow["failing"]
     assert summary["labels_sent"] > 0 and summary["logged_shadow_answers"] > 0
     assert summary["audits_opened"] >= 1, "the long fault asked a person to look"
+    recs, churn = summary["monitor"]["recs"], summary["monitor"]["churn"]
+    assert "quarantined" in recs["transitions"] and summary["by_reason"]["quarantined"] > 0
+    assert "quarantined" not in churn["transitions"] and churn["estimated"]["roc_auc"] > 0.5

@@ -15,6 +15,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from failsoft.demo.recs import SegmentPopular
+from failsoft.monitor.profile import Column
+from failsoft.monitor.profile import build as build_profile
 
 # name, centre, spread, lower bound, upper bound: the churn features in plausible units
 CHURN_FEATURES = [
@@ -60,6 +62,34 @@ def recs_events(n: int = 20000, seed: int = 3) -> list[tuple[int, int, str]]:
     ]
 
 
+def churn_traffic(rng: np.random.Generator, n: int) -> np.ndarray[Any, Any]:
+    """Rows as the demo's clients send them (each feature on its own, in plausible units)."""
+    centre, spread, lo, hi = (np.array([f[i] for f in CHURN_FEATURES]) for i in range(1, 5))
+    return np.round(np.clip(rng.normal(centre, spread, (n, len(CHURN_FEATURES))), lo, hi), 3)
+
+
+def profiles(data_dir: Path, heavy: Any) -> None:
+    """Reference profiles from a good period of traffic: churn with its scores and the outcomes that
+    followed (so its performance can be estimated before labels arrive), recs from its inputs."""
+    rng = np.random.default_rng(11)
+    x = churn_traffic(rng, 5000)
+    scores = heavy.predict_proba(x)[:, 1]
+    outcome = (rng.uniform(size=len(scores)) < scores).astype(np.float64)
+    cols = {n: Column(n, "numeric", x[:, i]) for i, (n, *_) in enumerate(CHURN_FEATURES)}
+    cols |= {"score": Column("score", "numeric", scores), "churned": Column("churned", "numeric", outcome)}
+    names = [n for n, *_ in CHURN_FEATURES]
+    build_profile(cols, names, score="score", target="churned", source="demo reference").save(
+        data_dir / "profiles" / "churn.json"
+    )
+    recs = {
+        "segment": Column("segment", "numeric", rng.integers(0, N_SEGMENTS, 5000).astype(np.float64)),
+        "hour": Column("hour", "numeric", rng.integers(0, 24, 5000).astype(np.float64)),
+    }
+    build_profile(recs, ["segment", "hour"], source="demo reference").save(
+        data_dir / "profiles" / "recs.json"
+    )
+
+
 def build(data_dir: Path, backend_url: str, audit_after_s: float = 1800.0) -> Path:
     """Train the demo models into ``data_dir`` and write its portfolio.toml; returns the file's path."""
     models = data_dir / "models"
@@ -69,6 +99,7 @@ def build(data_dir: Path, backend_url: str, audit_after_s: float = 1800.0) -> Pa
     cheap = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
     joblib.dump(heavy, models / "churn_heavy.joblib")
     joblib.dump(cheap, models / "churn_cpu.joblib")
+    profiles(data_dir, heavy)
     # the shadow candidate: a smaller boosted model, judged on delayed labels before anyone promotes it
     candidate = GradientBoostingClassifier(n_estimators=60, max_depth=3, random_state=1).fit(x, y)
     joblib.dump(candidate, models / "churn_candidate.joblib")
@@ -102,6 +133,12 @@ deadline_ms = 60
 type = "float"
 min = 0.0
 max = 1.0
+
+# Watched against a reference profile: estimated AUC before the labels, realized once they arrive.
+[models.churn.monitor]
+profile = "profiles/churn.json"
+window_rows = 300
+window_s = 5
 
 [[models.churn.tiers]]
 name = "gbm-remote"
@@ -156,6 +193,15 @@ max = 23
 type = "list"
 min_length = 1
 max_length = 50
+
+# Two drifted windows in a row quarantine recs (down its chain, reason "quarantined"); three clean
+# windows bring it back.
+[models.recs.monitor]
+profile = "profiles/recs.json"
+window_rows = 100
+window_s = 5
+quarantine_after = 2
+recover_after = 3
 
 [[models.recs.tiers]]
 name = "hourly-remote"

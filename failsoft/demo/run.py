@@ -41,6 +41,9 @@ SCHEDULE = [
     (0.72, "kill"),  # the process dies: connection refused -> error, circuit_open
     (0.86, "restart"),  # it comes back; the breaker lets probes through and closes
 ]
+# (start, end) as shares of the run: recs traffic shifts (a campaign brings night-time users of two
+# segments), so its monitor quarantines it while churn stays live
+DRIFT = (0.40, 0.70)
 CONCURRENCY = 6
 RATE_PER_S = 240.0
 CORRUPT_SHARE = 0.03
@@ -93,7 +96,9 @@ def churn_row(rng: random.Random) -> dict[str, Any]:
     return {n: round(max(lo, min(hi, rng.gauss(c, s))), 3) for n, c, s, lo, hi in data.CHURN_FEATURES}
 
 
-def recs_row(rng: random.Random) -> dict[str, Any]:
+def recs_row(rng: random.Random, drifted: bool = False) -> dict[str, Any]:
+    if drifted:
+        return {"segment": rng.randrange(2), "hour": rng.randrange(4)}
     return {"segment": rng.randrange(data.N_SEGMENTS), "hour": rng.randrange(24)}
 
 
@@ -171,13 +176,14 @@ class Demo:
             else:
                 await self.control(session, action)
 
-    async def worker(self, session: aiohttp.ClientSession, seed: int, stop_at: float) -> None:
+    async def worker(self, session: aiohttp.ClientSession, seed: int, t0: float, stop_at: float) -> None:
         rng = random.Random(seed)
+        drift_from, drift_to = (t0 + share * self.duration for share in DRIFT)
         gap = CONCURRENCY / RATE_PER_S
         base = f"http://127.0.0.1:{self.port}/v1/models"
         while (now := time.monotonic()) < stop_at:
             model = "churn" if rng.random() < 0.6 else "recs"
-            row = churn_row(rng) if model == "churn" else recs_row(rng)
+            row = churn_row(rng) if model == "churn" else recs_row(rng, drift_from <= now < drift_to)
             body = corrupt(row, rng) if rng.random() < CORRUPT_SHARE else json.dumps({"inputs": row}).encode()
             t = time.perf_counter()
             try:
@@ -224,6 +230,17 @@ class Demo:
                 "verdict": "may be promoted" if c["verdict"]["passed"] else "not proven",
                 "failing": c["verdict"]["failing"]}  # fmt: skip
 
+    async def _monitor(self, model: str) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/v1/models/{model}/monitor"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            doc = await r.json()
+        windows = doc["windows"]
+        estimated = next((w["estimated"] for w in windows if w["estimated"]), None)
+        realized = next((w["realized"] for w in windows if w["realized"]), None)
+        return {"health": doc["health"], "windows": doc["windows_judged"], "verdicts": doc["verdicts"],
+                "transitions": [t["to"] for t in doc["transitions"]],
+                "estimated": estimated, "realized": realized}  # fmt: skip
+
     def table(self, elapsed: float) -> Table:
         s = self.stats
         t = Table(
@@ -266,6 +283,7 @@ class Demo:
             summary = await self._traffic(live)
             summary["audits_opened"] = await self._audits()
             summary["shadow"] = await self._shadow()
+            summary["monitor"] = {m: await self._monitor(m) for m in ("churn", "recs")}
         finally:
             for proc in (self.gateway, self.backend):
                 if proc is not None and proc.poll() is None:
@@ -298,7 +316,7 @@ class Demo:
         async with aiohttp.ClientSession(connector=connector) as session:
             t0 = time.monotonic()
             stop_at = t0 + self.duration
-            tasks = [asyncio.create_task(self.worker(session, i, stop_at)) for i in range(CONCURRENCY)]
+            tasks = [asyncio.create_task(self.worker(session, i, t0, stop_at)) for i in range(CONCURRENCY)]
             faults = asyncio.create_task(self.faults_loop(session, t0))
             labels = asyncio.create_task(self.labels_loop(session))
             with (
@@ -344,6 +362,14 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
             f"{sh['auc_candidate']}{interval}; verdict: {sh['verdict']} "
             f"{'(failing: ' + ', '.join(sh['failing']) + ')' if sh['failing'] else ''}"
         )
+    for model, m in s.get("monitor", {}).items():
+        perf = ""
+        if m["estimated"]:
+            perf = f"; estimated AUC {m['estimated']['roc_auc']:.3f}"
+        if m["realized"]:
+            perf += f", realized AUC {m['realized'].get('roc_auc', float('nan')):.3f}"
+        moves = " -> ".join(["live", *m["transitions"]]) if m["transitions"] else "stayed live"
+        console.print(f"monitor of [bold]{model}[/]: {m['windows']} windows {m['verdicts']}; {moves}{perf}")
     tiers = Table(title="answered by", title_justify="left")
     tiers.add_column("model/tier")
     tiers.add_column("answers", justify="right")

@@ -211,7 +211,8 @@ def evaluate(
             adj = {t: float(adjusted[w, i]) for i, (fn, t) in enumerate(keys) if fn == name}
             s["p_adjusted"] = adj
             problems = []
-            if s["missing"] - ref.missing > spec.max_missing:
+            # a prediction is "missing" where another tier answered: that is the chain's business
+            if name != PREDICTION and s["missing"] - ref.missing > spec.max_missing:
                 problems.append("missing")
             if s.get("out_of_range", 0.0) > spec.max_out_of_range:
                 problems.append("out_of_range")

@@ -154,8 +154,13 @@ class ModelMonitor:
             else categorical_column(name, (r.get(name) for r in rows))
             for name, kind in self.features.items()
         }
-        preds = [v for out in w.outputs if out is not None for v in out]
-        if preds and len(preds) == len(rows):
+        # the primary's answers, None for rows another tier answered (left out of prediction drift)
+        preds = [
+            v
+            for b, out in zip(w.batches, w.outputs, strict=True)
+            for v in (out if out is not None else [None] * len(b))
+        ]
+        if any(p is not None for p in preds):
             if self.task == "ranking":
                 cols[PREDICTION] = categorical_column(PREDICTION, (p[0] if p else None for p in preds))
             elif self.task == "multiclass":
