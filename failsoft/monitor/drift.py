@@ -27,7 +27,16 @@ from scipy.special import kolmogorov
 from scipy.stats import chi2 as chi2_dist
 
 from failsoft.config import DriftSpec
-from failsoft.monitor.profile import PREDICTION, Categorical, Column, Numeric, Profile, encode, sketch_bins
+from failsoft.monitor.profile import (
+    PREDICTION,
+    Categorical,
+    Column,
+    Numeric,
+    Profile,
+    array_of,
+    encode,
+    sketch_bins,
+)
 
 Array = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -51,26 +60,25 @@ def holm(p: Array) -> Array:
     return out
 
 
-def _psi_js(counts: Ints, ref: Array) -> tuple[Array, Array]:
-    """PSI and Jensen-Shannon distance (base 2) per window, from bin counts (windows x bins)."""
+def _psi_js(counts: Ints, ref: Array, valid: Any = None) -> tuple[Array, Array]:
+    """PSI and Jensen-Shannon distance (base 2) per window, from bin counts (windows x bins) and the
+    reference's shares (one row, or one per window); ``valid`` masks bins a row does not have."""
+    ref = np.atleast_2d(ref)
+    mask = np.ones(counts.shape, dtype=bool) if valid is None else np.atleast_2d(valid)
+    width = mask.sum(axis=1, keepdims=True)
     n = counts.sum(axis=1, keepdims=True)
-    q = (counts + _SMOOTH) / (n + _SMOOTH * counts.shape[1])
-    p = np.maximum(ref, 1e-6)[None, :]
-    p = p / p.sum()
-    psi = ((q - p) * np.log(q / p)).sum(axis=1)
-    qe = counts / np.maximum(n, 1)
-    r = (ref / ref.sum())[None, :]
-    m = (qe + r) / 2
+    q = (counts + _SMOOTH) / (n + _SMOOTH * width)
+    p = np.where(mask, np.maximum(ref, 1e-6), 1.0)
+    p = p / np.where(mask, p, 0.0).sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
+        psi = np.where(mask, (q - p) * np.log(q / p), 0.0).sum(axis=1)
+        qe = counts / np.maximum(n, 1)
+        r = ref / ref.sum(axis=1, keepdims=True)
+        m = (qe + r) / 2
         kl_q = np.where(qe > 0, qe * np.log2(qe / m), 0.0).sum(axis=1)
         kl_p = np.where(r > 0, r * np.log2(r / m), 0.0).sum(axis=1)
     js = np.sqrt(np.maximum(0.5 * (kl_q + kl_p), 0.0))
     return psi, js
-
-
-def _psi_p(psi: Array, n: Array, m: int, bins: int) -> Array:
-    scale = 1.0 / np.maximum(n, 1) + 1.0 / m
-    return np.asarray(chi2_dist.sf(psi / scale, max(bins - 1, 1)), dtype=np.float64)
 
 
 def ks_pvalue(d: Array, en: Array) -> Array:
@@ -81,33 +89,88 @@ def ks_pvalue(d: Array, en: Array) -> Array:
     return np.asarray(kolmogorov((root + 0.12 + 0.11 / root) * d), dtype=np.float64)
 
 
-def _numeric(ref: Numeric, values: Array, chunk: Ints, nc: int) -> dict[str, Array]:
-    k = len(ref.sketch)
-    miss = np.isnan(values)
-    total = np.bincount(chunk, minlength=nc)
-    missing = np.bincount(chunk[miss], minlength=nc)
-    v, c = values[~miss], chunk[~miss]
-    fine = np.bincount(c * (k + 1) + sketch_bins(ref, v), minlength=nc * (k + 1)).reshape(nc, k + 1)
-    n = fine.sum(axis=1)
-    cdf = np.cumsum(fine[:, :k], axis=1) / np.maximum(n, 1)[:, None]
-    ks = np.abs(cdf - np.asarray(ref.cdf)[None, :]).max(axis=1)
-    en = np.maximum(np.round(n * ref.n / np.maximum(n + ref.n, 1)), 1)
-    coarse = np.add.reduceat(fine, [0, *(e + 1 for e in ref.edges)], axis=1)
-    props = np.asarray(ref.proportions)
-    psi, js = _psi_js(coarse, props)
-    out_of_range = np.bincount(c[(v < ref.min) | (v > ref.max)], minlength=nc)
-    return {
-        "rows": total.astype(np.float64),
-        "n": n.astype(np.float64),
-        "psi": psi,
-        "psi_p": _psi_p(psi, n, ref.n, len(props)),
-        "ks": ks,
-        "ks_p": ks_pvalue(ks, en),
-        "js": js,
-        "missing": missing / np.maximum(total, 1),
-        "out_of_range": out_of_range / np.maximum(n, 1),
-        "bins": np.full(nc, float(len(props))),
-    }
+_MAPS: dict[int, tuple[list[int], Ints]] = {}
+
+
+def _coarse_map(ref: Numeric) -> Ints:
+    """Fine bin (0..SKETCH) -> PSI bin, made once per profile."""
+    hit = _MAPS.get(id(ref.edges))
+    if hit is None or hit[0] is not ref.edges:
+        if len(_MAPS) > 4096:
+            _MAPS.clear()
+        fine = np.arange(len(ref.sketch) + 1)
+        hit = _MAPS[id(ref.edges)] = (ref.edges, np.searchsorted(np.asarray(ref.edges), fine, side="left"))
+    return hit[1]
+
+
+_GROUP_CELLS = 1 << 22  # fine-bin counters per numpy pass (windows x features x bins): bounds memory
+
+
+def _numeric(refs: list[Numeric], values: list[Array], chunk: Ints, nc: int) -> list[dict[str, Array]]:
+    """Every numeric feature's statistics for every window, in a few numpy passes over all of them at once
+    (per feature, only the placement of its values in its sketch is its own)."""
+    k = len(refs[0].sketch)
+    if any(len(r.sketch) != k for r in refs):  # profiles from another sketch size: one at a time
+        return [s for r, v in zip(refs, values, strict=True) for s in _numeric([r], [v], chunk, nc)]
+    step = max(1, _GROUP_CELLS // (nc * (k + 1)))
+    if len(refs) > step:
+        return [s for i in range(0, len(refs), step)
+                for s in _numeric(refs[i : i + step], values[i : i + step], chunk, nc)]  # fmt: skip
+    f = len(refs)
+    cols = np.stack(values)  # (features, rows)
+    miss = np.isnan(cols)
+    present = ~miss
+    cell = chunk[None, :] * f + np.arange(f)[:, None]  # (feature, row) -> window x feature
+    fine_bin = np.empty(cols.shape, dtype=np.int64)
+    coarse_bin = np.empty(cols.shape, dtype=np.int64)
+    widest = max(len(r.proportions) for r in refs)
+    props = np.zeros((f, widest))
+    valid = np.zeros((f, widest), dtype=bool)
+    ref_cdf = np.empty((f, k))
+    out_of_range = np.zeros(cols.shape, dtype=bool)
+    for i, r in enumerate(refs):
+        fine_bin[i] = sketch_bins(r, cols[i])
+        # fine bin -> PSI bin: bin j closes at sketch index edges[j]
+        coarse_bin[i] = _coarse_map(r)[fine_bin[i]]
+        b = len(r.proportions)
+        props[i, :b], valid[i, :b] = array_of(r.proportions), True
+        ref_cdf[i] = array_of(r.cdf)
+        with np.errstate(invalid="ignore"):
+            out_of_range[i] = (cols[i] < r.min) | (cols[i] > r.max)
+    cells = nc * f
+    total = np.bincount(chunk, minlength=nc).astype(np.float64)
+    missing = np.bincount(cell[miss], minlength=cells).reshape(nc, f)
+    fine = np.bincount((cell * (k + 1) + fine_bin)[present], minlength=cells * (k + 1)).reshape(nc, f, k + 1)
+    n = fine.sum(axis=2)
+    cdf = np.cumsum(fine[:, :, :k], axis=2) / np.maximum(n, 1)[:, :, None]
+    ks = np.abs(cdf - ref_cdf[None]).max(axis=2)
+    ref_n = np.array([r.n for r in refs], dtype=np.float64)
+    en = np.maximum(np.round(n * ref_n / np.maximum(n + ref_n, 1)), 1)
+    ks_p = ks_pvalue(ks, en)
+    coarse = np.bincount((cell * widest + coarse_bin)[present], minlength=cells * widest)
+    per_row = (nc, f, widest)
+    psi, js = _psi_js(
+        coarse.reshape(nc * f, widest),
+        np.broadcast_to(props, per_row).reshape(-1, widest),
+        np.broadcast_to(valid, per_row).reshape(-1, widest),
+    )
+    psi, js = psi.reshape(nc, f), js.reshape(nc, f)
+    oor = np.bincount(cell[present & out_of_range], minlength=cells).reshape(nc, f)
+    bins = valid.sum(axis=1).astype(np.float64)
+    return [
+        {
+            "rows": total,
+            "n": n[:, i].astype(np.float64),
+            "psi": psi[:, i],
+            "ks": ks[:, i],
+            "ks_p": ks_p[:, i],
+            "js": js[:, i],
+            "missing": missing[:, i] / np.maximum(total, 1),
+            "out_of_range": oor[:, i] / np.maximum(n[:, i], 1),
+            "bins": np.full(nc, bins[i]),
+        }
+        for i in range(f)
+    ]
 
 
 def contingency(window: Ints, ref_counts: Array) -> tuple[Array, Array]:
@@ -132,7 +195,7 @@ def _categorical(ref: Categorical, codes: Ints, chunk: Ints, nc: int) -> dict[st
     missing = np.bincount(chunk[miss], minlength=nc)
     counts = np.bincount(chunk[~miss] * k + codes[~miss], minlength=nc * k).reshape(nc, k)
     n = counts.sum(axis=1)
-    props = np.asarray(ref.proportions)
+    props = array_of(ref.proportions)
     psi, js = _psi_js(counts, props)
     stat, p = contingency(counts, props * ref.n)
     unseen = np.maximum(counts[:, -1] / np.maximum(n, 1) - props[-1], 0.0)
@@ -140,7 +203,6 @@ def _categorical(ref: Categorical, codes: Ints, chunk: Ints, nc: int) -> dict[st
         "rows": total.astype(np.float64),
         "n": n.astype(np.float64),
         "psi": psi,
-        "psi_p": _psi_p(psi, n, ref.n, int((props > 0).sum())),
         "chi2": stat,
         "chi2_p": p,
         "js": js,
@@ -150,12 +212,25 @@ def _categorical(ref: Categorical, codes: Ints, chunk: Ints, nc: int) -> dict[st
     }
 
 
-def _stats(ref: Numeric | Categorical, col: Column, chunk: Ints, nc: int) -> dict[str, Array]:
-    if isinstance(ref, Numeric):
-        values = col.values if col.kind == "numeric" else _as_float(col.values)
-        return _numeric(ref, values, chunk, nc)
-    codes = encode(ref, col.values if col.kind == "categorical" else _as_text(col.values))
-    return _categorical(ref, codes, chunk, nc)
+def _stats(refs: dict[str, Numeric | Categorical], columns: dict[str, Column], chunk: Ints, nc: int
+           ) -> dict[str, dict[str, Array]]:  # fmt: skip
+    out: dict[str, dict[str, Array]] = {}
+    numeric = [n for n, r in refs.items() if isinstance(r, Numeric)]
+    if numeric:
+        values = [columns[n].values if columns[n].kind == "numeric" else _as_float(columns[n].values)
+                  for n in numeric]  # fmt: skip
+        for name, st in zip(
+            numeric,
+            _numeric([r for n in numeric if isinstance(r := refs[n], Numeric)], values, chunk, nc),
+            strict=True,
+        ):
+            out[name] = st
+    for name, ref in refs.items():
+        if isinstance(ref, Categorical):
+            col = columns[name]
+            codes = encode(ref, col.values if col.kind == "categorical" else _as_text(col.values))
+            out[name] = _categorical(ref, codes, chunk, nc)
+    return {name: out[name] for name in refs}
 
 
 def _as_float(values: Any) -> Array:
@@ -173,6 +248,28 @@ def _as_text(values: Any) -> Any:
 _P_TESTS = {"psi": "psi_p", "ks": "ks_p", "chi2": "chi2_p"}
 
 
+def _count_tests(stats: dict[str, dict[str, Array]], spec: DriftSpec) -> int:
+    return sum(1 for st in stats.values() for t in spec.tests if t == "psi" or _P_TESTS[t] in st)
+
+
+def _psi_tests(refs: dict[str, Any], stats: dict[str, dict[str, Array]], level: float) -> None:
+    """PSI's p-value and its critical value at ``level`` (Bonferroni's, the first step of Holm's), for
+    every feature and window in one scipy call each: with no drift PSI ~ (1/n + 1/m) chi2(B - 1)."""
+    if not stats:
+        return
+    names = list(stats)
+    scale = np.concatenate([1 / np.maximum(stats[n]["n"], 1) + 1 / refs[n].n for n in names])
+    dof = np.concatenate([np.maximum(stats[n]["bins"] - 1, 1) for n in names])
+    psi = np.concatenate([stats[n]["psi"] for n in names])
+    p = np.asarray(chi2_dist.sf(psi / scale, dof), dtype=np.float64)
+    critical = scale * np.asarray(chi2_dist.ppf(1 - level, dof), dtype=np.float64)
+    start = 0
+    for n in names:
+        end = start + len(stats[n]["psi"])
+        stats[n]["psi_p"], stats[n]["psi_critical"] = p[start:end], critical[start:end]
+        start = end
+
+
 def evaluate(
     profile: Profile,
     columns: dict[str, Column],
@@ -188,7 +285,8 @@ def evaluate(
     refs: dict[str, Numeric | Categorical] = {n: profile.features[n] for n in names}
     if spec.prediction and profile.prediction is not None and PREDICTION in columns:
         refs[PREDICTION] = profile.prediction
-    stats = {name: _stats(ref, columns[name], chunk, n_chunks) for name, ref in refs.items()}
+    stats = _stats(refs, columns, chunk, n_chunks)
+    _psi_tests(refs, stats, spec.alpha / max(_count_tests(stats, spec), 1))
     keys = [(name, t) for name in refs for t in spec.tests if _P_TESTS[t] in stats[name]]
     if keys:
         pvals = np.stack([stats[name][_P_TESTS[t]] for name, t in keys], axis=1)
@@ -196,11 +294,6 @@ def evaluate(
     else:
         adjusted = np.empty((n_chunks, 0))
     rows = np.bincount(chunk, minlength=n_chunks)
-    level = spec.alpha / max(len(keys), 1)
-    for name, ref in refs.items():
-        st = stats[name]
-        dof = np.maximum(st["bins"] - 1, 1)
-        st["psi_critical"] = (1 / np.maximum(st["n"], 1) + 1 / ref.n) * chi2_dist.ppf(1 - level, dof)
     reports = []
     for w in range(n_chunks):
         features: dict[str, dict[str, Any]] = {}

@@ -65,13 +65,28 @@ def task_of(spec: MonitorSpec, output: OutputSpec) -> str:
 
 @dataclass
 class _Window:
+    """An open window. What the requests left is kept in forms the garbage collector does not walk (float
+    matrices, strings, floats), not the requests' own objects: a busy model holds a thousand requests
+    here, and each full collection would go through all of them."""
+
     started_at: float
     started: float  # monotonic
-    batches: list[Batch] = field(default_factory=list)
-    outputs: list[list[Any] | None] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
+    mats: list[Any] = field(default_factory=list)  # per request, its rows as a float matrix (numeric models)
+    rows_seen: list[dict[str, Any]] = field(default_factory=list)  # the rows themselves (other models)
+    preds: list[Any] = field(default_factory=list)  # per row, the primary's answer or None
+    answered: dict[str, Any] = field(default_factory=dict)  # request id -> the primary's answer(s)
+    batches: set[str] = field(default_factory=set)  # request ids answered with several rows
+    names: tuple[str, ...] = ()
+    requests: int = 0
     rows: int = 0
     invalid: int = 0
+
+    def merge(self, other: _Window) -> None:
+        self.mats += other.mats
+        self.rows_seen += other.rows_seen
+        self.preds += other.preds
+        self.names = self.names or other.names
+        self.rows += other.rows
 
 
 @dataclass
@@ -79,7 +94,11 @@ class _Closed:
     """A judged window kept for its report and for joining labels to its answers."""
 
     report: dict[str, Any]
-    answered: dict[str, list[Any]]  # request id -> the primary's outputs (one per row)
+    # request id -> the primary's answer: the value itself for a one-row request (a float is not tracked by
+    # the garbage collector: a hundred kept windows add no work to its collections), the rows' list for
+    # a batch (in ``batches``)
+    answered: dict[str, Any]
+    batches: set[str] = field(default_factory=set)
     labels: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,6 +115,7 @@ class ModelMonitor:
         self.model = model
         self.spec = spec
         self.features = features  # name -> "numeric" | "categorical"
+        self.all_numeric = all(kind == "numeric" for kind in features.values())
         self.task = task_of(spec, output)
         self.profile = profile
         self.learned_path = learned_path
@@ -127,14 +147,28 @@ class ModelMonitor:
     def drain(self) -> None:
         pending, self.pending = self.pending, []
         w = self.window
+        numeric = self.all_numeric
         for batch, outputs, rid in pending:
             if batch is None:
                 w.invalid += 1
                 continue
-            w.batches.append(batch)
-            w.outputs.append(outputs)
-            w.ids.append(rid)
-            w.rows += len(batch)
+            n = len(batch)
+            if numeric:
+                w.mats.append(batch.matrix())  # usually cached: the tier built it for its own call
+                w.names = batch.names
+            else:
+                w.rows_seen += batch.rows
+            w.requests += 1
+            w.rows += n
+            if outputs is None:
+                w.preds += [None] * n
+            elif n == 1:
+                w.preds.append(outputs[0])
+                w.answered[rid] = outputs[0]
+            else:
+                w.preds += outputs
+                w.answered[rid] = outputs
+                w.batches.add(rid)
 
     def due(self, now: float) -> bool:
         w, spec = self.window, self.spec
@@ -147,19 +181,20 @@ class ModelMonitor:
         return w
 
     def columns(self, w: _Window) -> dict[str, Column]:
-        rows = [row for b in w.batches for row in b.rows]
-        cols = {
-            name: numeric_column(name, (r.get(name) for r in rows))
-            if kind == "numeric"
-            else categorical_column(name, (r.get(name) for r in rows))
-            for name, kind in self.features.items()
-        }
+        cols: dict[str, Column] = {}
+        if self.all_numeric:
+            if w.mats:
+                matrix = np.vstack(w.mats)
+                index = {n: i for i, n in enumerate(w.names)}
+                for name in self.features:
+                    cols[name] = Column(name, "numeric", np.ascontiguousarray(matrix[:, index[name]]))
+        else:
+            for name, kind in self.features.items():
+                values = [r.get(name) for r in w.rows_seen]
+                make = numeric_column if kind == "numeric" else categorical_column
+                cols[name] = make(name, values)
         # the primary's answers, None for rows another tier answered (left out of prediction drift)
-        preds = [
-            v
-            for b, out in zip(w.batches, w.outputs, strict=True)
-            for v in (out if out is not None else [None] * len(b))
-        ]
+        preds = w.preds
         if any(p is not None for p in preds):
             if self.task == "ranking":
                 cols[PREDICTION] = categorical_column(PREDICTION, (p[0] if p else None for p in preds))
@@ -176,8 +211,7 @@ class ModelMonitor:
             return False
         merged = _Window(self.learning[0].started_at, self.learning[0].started)
         for x in self.learning:
-            merged.batches += x.batches
-            merged.outputs += x.outputs
+            merged.merge(x)
         cols = self.columns(merged)
         self.profile = build(
             cols,
@@ -199,24 +233,20 @@ class ModelMonitor:
         chunk = np.zeros(n, dtype=np.int64)
         invalid = np.array([w.invalid], dtype=np.int64)
         report = drift.evaluate(self.profile, cols, chunk, 1, self.spec, invalid)[0]
-        answered: dict[str, list[Any]] = {}
-        for rid, out in zip(w.ids, w.outputs, strict=True):
-            if out is not None:
-                answered[rid] = out
         report.update(
             {
                 "window": self.windows,
                 "started_at": w.started_at,
                 "ended_at": time.time(),
-                "requests": len(w.ids) + w.invalid,
+                "requests": w.requests + w.invalid,
                 "invalid": w.invalid,
-                "answered_by_primary": sum(len(o) for o in answered.values()),
+                "answered_by_primary": sum(p is not None for p in w.preds),
                 "estimated": self._estimate(cols),
                 "labelled": 0,
                 "realized": None,
             }
         )
-        return _Closed(report, answered)
+        return _Closed(report, w.answered, w.batches)
 
     def _estimate(self, cols: dict[str, Column]) -> dict[str, float] | None:
         cal = self.profile.calibration if self.profile else None
@@ -275,7 +305,7 @@ class ModelMonitor:
             c.labels.update(new)
             ys, outs = [], []
             for rid, label in c.labels.items():
-                out = c.answered[rid]
+                out = c.answered[rid] if rid in c.batches else [c.answered[rid]]
                 labels = label if isinstance(label, list) and len(out) > 1 else [label]
                 if len(labels) != len(out):
                     continue
@@ -311,7 +341,7 @@ class ModelMonitor:
             "clean_in_a_row": self.good,
             "dropped": self.dropped,
             "open_window": {
-                "rows": self.window.rows + sum(len(b) for b, _, _ in self.pending if b is not None),
+                "rows": self.window.rows + sum(len(b) for b, _, _ in list(self.pending) if b is not None),
                 "age_s": round(time.monotonic() - self.window.started, 1),
             },
             "transitions": list(self.transitions),

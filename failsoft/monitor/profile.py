@@ -176,6 +176,19 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> dict[s
     return out
 
 
+_ARRAYS: dict[int, tuple[list[float], Array]] = {}
+
+
+def array_of(values: list[float]) -> Array:
+    """A profile's list as an array, converted once (profiles are few and live long)."""
+    hit = _ARRAYS.get(id(values))
+    if hit is None or hit[0] is not values:
+        if len(_ARRAYS) > 4096:
+            _ARRAYS.clear()
+        hit = _ARRAYS[id(values)] = (values, np.asarray(values, dtype=np.float64))
+    return hit[1]
+
+
 def encode(ref: Categorical, values: Any) -> Codes:
     """Category codes against a reference: 0..K-1 known, K unseen (or lumped), -1 missing."""
     index = {c: i for i, c in enumerate(ref.categories)}
@@ -187,7 +200,7 @@ def encode(ref: Categorical, values: Any) -> Codes:
 
 def sketch_bins(ref: Numeric, values: Array) -> Codes:
     """Per value, the number of sketch points strictly below it (0..SKETCH): the fine bin KS works on."""
-    return np.searchsorted(np.asarray(ref.sketch), values, side="left")
+    return np.searchsorted(array_of(ref.sketch), values, side="left")
 
 
 # ---- building --------------------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ async def test_labels_give_realized_performance_beside_the_estimate(
         closed = p.monitors.models["churn"].history[-1]
         assert closed.report["estimated"]["roc_auc"] > 0.5 and closed.report["realized"] is None
         ids = sorted(closed.answered)
-        truth = {rid: float(rng.uniform() < closed.answered[rid][0]) for rid in ids}
+        truth = {rid: float(rng.uniform() < closed.answered[rid]) for rid in ids}
         # late and out of order, some sent twice, one for a request that never existed
         labels = [Label(rid, truth[rid]) for rid in reversed(ids)] + [Label(ids[0], truth[ids[0]])]
         await asyncio.to_thread(save_labels, p.state_store, [*labels, Label("nope", 1.0)])
@@ -192,7 +192,7 @@ async def test_labels_give_realized_performance_beside_the_estimate(
         report = closed.report
         assert report["labelled"] == 100
         ys = np.array([truth[r] for r in ids])
-        scores = np.array([closed.answered[r][0] for r in ids])
+        scores = np.array([closed.answered[r] for r in ids])
         from sklearn.metrics import roc_auc_score
 
         assert report["realized"]["roc_auc"] == pytest.approx(roc_auc_score(ys, scores), abs=1e-5)

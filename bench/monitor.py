@@ -1,0 +1,138 @@
+"""What the online monitor costs live traffic: failsoft serving one model with monitoring off, side by
+side with the same model monitored (a reference profile of its 30 inputs and its predictions, windows of
+1,000 requests judged in the background: PSI, KS, Holm, estimated performance), in one run.
+
+Same model and server as bench/overhead.py (logistic regression on scikit-learn's bundled breast-cancer
+set, compiled at load, every answer logged). wrk sends rows drawn at random from the data set (a monitor fed
+one repeated row would only see drift), over loopback at concurrency 32; the two configurations alternate
+for ``--rounds`` rounds. The last line printed is one JSON object with the medians and the ratios
+(monitored / off).
+
+    python bench/monitor.py [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from overhead import portfolio
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+
+from failsoft.demo.procs import free_port, wait_http
+from failsoft.monitor.profile import Column, build
+
+MONITOR = """
+[models.m.monitor]
+profile = "{profile}"
+window_rows = 1000
+window_s = 10
+"""
+
+
+def wrk(url: str, bodies: list[str], connections: int, seconds: int) -> dict[str, float]:
+    """wrk picking each request's body at random from ``bodies``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write("bodies = {" + ",".join(json.dumps(b) for b in bodies) + "}\n")
+        fh.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        fh.write(
+            "request = function()\n  return wrk.format(nil, nil, nil, bodies[math.random(#bodies)])\nend\n"
+        )
+        script = fh.name
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * units[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": round(rps, 1), "p50_ms": round(pct("50"), 3), "p99_ms": round(pct("99"), 3),
+            "non_2xx": int(errors.group(1)) if errors else 0}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/monitor.py needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    work = Path(tempfile.mkdtemp(prefix="failsoft-bench-monitor-"))
+    data = load_breast_cancer()
+    names = [f"f{i}" for i in range(data.data.shape[1])]
+    model = LogisticRegression(max_iter=10000).fit(data.data, data.target)
+    joblib.dump(model, work / "model.joblib")
+    cols = {n: Column(n, "numeric", data.data[:, i]) for i, n in enumerate(names)}
+    cols["score"] = Column("score", "numeric", model.predict_proba(data.data)[:, 1])
+    cols["y"] = Column("y", "numeric", data.target.astype(np.float64))
+    build(cols, names, score="score", target="y").save(work / "profile.json")
+    rng = random.Random(0)
+    rows = [data.data[rng.randrange(len(data.data))] for _ in range(500)]
+    bodies = [json.dumps({"inputs": dict(zip(names, r.tolist(), strict=True))}) for r in rows]
+    off = portfolio(work, "", names)
+    on = work / "monitored.toml"
+    on.write_text(off.read_text() + MONITOR.format(profile=work / "profile.json"))
+    results: dict[str, list[dict[str, Any]]] = {"off": [], "monitored": []}
+    try:
+        for r in range(args.rounds):
+            for name, cfg in (("off", off), ("monitored", on)):
+                port = free_port()
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "failsoft.cli", "serve", str(cfg), "--port", str(port),
+                     "--log-level", "warning"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                try:
+                    wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+                    url = f"http://127.0.0.1:{port}/v1/models/m/predict"
+                    wrk(url, bodies, 8, 2)  # warm up
+                    point: dict[str, Any] = wrk(url, bodies, 32, args.seconds)
+                    if name == "monitored":
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/m/monitor") as resp:
+                            doc = json.loads(resp.read())
+                        point |= {"windows": doc["windows_judged"], "verdicts": doc["verdicts"],
+                                  "dropped": doc["dropped"], "health": doc["health"]}  # fmt: skip
+                    results[name].append(point)
+                    extra = (
+                        f" windows {point.get('windows')} {point.get('verdicts')}"
+                        if name == "monitored"
+                        else ""
+                    )
+                    print(f"round {r + 1} {name:10s} {point['rps']:>9.1f} req/s p99 {point['p99_ms']:.3f} ms"
+                          f"  non-2xx {point['non_2xx']}{extra}", file=sys.stderr)  # fmt: skip
+                finally:
+                    proc.send_signal(signal.SIGINT)
+                    proc.wait(15)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = {k: {m: statistics.median(p[m] for p in v) for m in ("rps", "p99_ms")} for k, v in results.items()}
+    print(json.dumps({
+        "rounds": results,
+        "median": med,
+        "throughput_ratio": round(med["monitored"]["rps"] / med["off"]["rps"], 3),
+        "p99_ratio": round(med["monitored"]["p99_ms"] / med["off"]["p99_ms"], 3),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
