@@ -1,9 +1,10 @@
 """The online monitor: per model, windows of live requests judged against the reference profile, and the
 model's health moved by them (``live -> warning -> quarantined`` and back).
 
-The request path only appends ``(batch, outputs, request id)`` to a bounded list (a full list drops and
-counts). A background task drains it into the open window; when the window closes (``window_rows``
-requests, or ``window_s`` once it holds ``min_rows``) it is judged in a thread: drift and data quality
+The request path only appends the request's float matrix (the one its tier already built) and the
+primary's answer to the open window (bounded: past it, requests are dropped and counted). A background task
+closes the window after ``window_rows`` requests, or after ``window_s`` once it holds ``min_rows``, and
+judges it in a thread: drift and data quality
 (``failsoft.monitor.drift``), estimated performance for a calibrated binary classifier. Labels sent later
 (``POST /v1/labels``) are joined to the kept windows by request id and give their realized performance.
 """
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("failsoft.monitor")
 
 ACTOR = "monitor"
-PENDING_MAX = 100_000  # requests waiting to be drained into the window; more are dropped and counted
 LABEL_POLL_S = 5.0
 
 
@@ -76,6 +76,7 @@ class _Window:
     preds: list[Any] = field(default_factory=list)  # per row, the primary's answer or None
     answered: dict[str, Any] = field(default_factory=dict)  # request id -> the primary's answer(s)
     batches: set[str] = field(default_factory=set)  # request ids answered with several rows
+    labels: dict[str, Any] = field(default_factory=dict)  # labels that came while the window was open
     names: tuple[str, ...] = ()
     requests: int = 0
     rows: int = 0
@@ -119,7 +120,8 @@ class ModelMonitor:
         self.task = task_of(spec, output)
         self.profile = profile
         self.learned_path = learned_path
-        self.pending: list[tuple[Batch | None, list[Any] | None, str]] = []
+        # a window this far past window_rows is not being judged (the monitor fell behind): drop, count
+        self.max_rows = 10 * spec.window_rows + spec.learn_rows
         self.dropped = 0
         self.window = _Window(time.time(), time.monotonic())
         self.learning: list[_Window] = []
@@ -135,40 +137,36 @@ class ModelMonitor:
     # ---- the request path ----------------------------------------------------------------------------
 
     def observe(self, batch: Batch | None, outputs: list[Any] | None, request_id: str) -> None:
-        """Called after each answer (``batch`` None: the request was rejected as invalid); never blocks."""
-        pending = self.pending
-        if len(pending) < PENDING_MAX:
-            pending.append((batch, outputs, request_id))
-        else:
+        """Called after each answer (``batch`` None: the request was rejected as invalid); never blocks.
+        What is kept goes straight into the open window in forms the garbage collector does not walk
+        (holding the request's own objects until a background pass would make every young-generation
+        collection walk a thousand requests)."""
+        w = self.window
+        if batch is None:
+            w.invalid += 1
+            return
+        if w.rows >= self.max_rows:
             self.dropped += 1
+            return
+        n = len(batch)
+        if self.all_numeric:
+            w.mats.append(batch.matrix())  # usually cached: the tier built it for its own call
+            w.names = batch.names
+        else:
+            w.rows_seen += batch.rows
+        w.requests += 1
+        w.rows += n
+        if outputs is None:
+            w.preds += [None] * n
+        elif n == 1:
+            w.preds.append(outputs[0])
+            w.answered[request_id] = outputs[0]
+        else:
+            w.preds += outputs
+            w.answered[request_id] = outputs
+            w.batches.add(request_id)
 
     # ---- the background side -------------------------------------------------------------------------
-
-    def drain(self) -> None:
-        pending, self.pending = self.pending, []
-        w = self.window
-        numeric = self.all_numeric
-        for batch, outputs, rid in pending:
-            if batch is None:
-                w.invalid += 1
-                continue
-            n = len(batch)
-            if numeric:
-                w.mats.append(batch.matrix())  # usually cached: the tier built it for its own call
-                w.names = batch.names
-            else:
-                w.rows_seen += batch.rows
-            w.requests += 1
-            w.rows += n
-            if outputs is None:
-                w.preds += [None] * n
-            elif n == 1:
-                w.preds.append(outputs[0])
-                w.answered[rid] = outputs[0]
-            else:
-                w.preds += outputs
-                w.answered[rid] = outputs
-                w.batches.add(rid)
 
     def due(self, now: float) -> bool:
         w, spec = self.window, self.spec
@@ -246,7 +244,10 @@ class ModelMonitor:
                 "realized": None,
             }
         )
-        return _Closed(report, w.answered, w.batches)
+        closed = _Closed(report, w.answered, w.batches)
+        if w.labels:
+            self._realize(closed, w.labels)
+        return closed
 
     def _estimate(self, cols: dict[str, Column]) -> dict[str, float] | None:
         cal = self.profile.calibration if self.profile else None
@@ -288,40 +289,37 @@ class ModelMonitor:
 
     # ---- labels ---------------------------------------------------------------------------------------
 
-    def unlabelled(self, limit: int = 20_000) -> list[str]:
-        """Request ids of kept windows still without a label, newest windows first."""
-        out: list[str] = []
-        for c in reversed(self.history):
-            out += [rid for rid in c.answered if rid not in c.labels]
-            if len(out) >= limit:
-                break
-        return out[:limit]
-
     def add_labels(self, found: dict[str, Any]) -> None:
+        """Labels received since the last look (a correction replaces the earlier label): joined to the
+        kept windows' answers, and held for the open window's."""
+        open_w = self.window
+        open_w.labels.update({rid: y for rid, y in found.items() if rid in open_w.answered})
         for c in self.history:
-            new = {rid: found[rid] for rid in c.answered if rid in found and rid not in c.labels}
-            if not new:
+            new = {rid: y for rid, y in found.items() if rid in c.answered}
+            if new:
+                self._realize(c, new)
+
+    def _realize(self, c: _Closed, new: dict[str, Any]) -> None:
+        c.labels.update(new)
+        ys, outs = [], []
+        for rid, label in c.labels.items():
+            out = c.answered[rid] if rid in c.batches else [c.answered[rid]]
+            labels = label if isinstance(label, list) and len(out) > 1 else [label]
+            if len(labels) != len(out):
                 continue
-            c.labels.update(new)
-            ys, outs = [], []
-            for rid, label in c.labels.items():
-                out = c.answered[rid] if rid in c.batches else [c.answered[rid]]
-                labels = label if isinstance(label, list) and len(out) > 1 else [label]
-                if len(labels) != len(out):
+            for y, o in zip(labels, out, strict=True):
+                if y is None or o is None:
                     continue
-                for y, o in zip(labels, out, strict=True):
-                    if y is None or o is None:
-                        continue
-                    if self.task in {"binary", "regression"} and not isinstance(y, int | float):
-                        continue
-                    ys.append(y)
-                    outs.append(o)
-            c.report["labelled"] = len(ys)
-            try:
-                perf = realized(self.task, ys, outs, self.spec.threshold, self.spec.k)
-            except (TypeError, ValueError):
-                perf = {}
-            c.report["realized"] = {k: _round(v) for k, v in perf.items()} or None
+                if self.task in {"binary", "regression"} and not isinstance(y, int | float):
+                    continue
+                ys.append(y)
+                outs.append(o)
+        c.report["labelled"] = len(ys)
+        try:
+            perf = realized(self.task, ys, outs, self.spec.threshold, self.spec.k)
+        except (TypeError, ValueError):
+            perf = {}
+        c.report["realized"] = {k: _round(v) for k, v in perf.items()} or None
 
     # ---- reading ---------------------------------------------------------------------------------------
 
@@ -341,7 +339,7 @@ class ModelMonitor:
             "clean_in_a_row": self.good,
             "dropped": self.dropped,
             "open_window": {
-                "rows": self.window.rows + sum(len(b) for b, _, _ in list(self.pending) if b is not None),
+                "rows": self.window.rows,
                 "age_s": round(time.monotonic() - self.window.started, 1),
             },
             "transitions": list(self.transitions),
@@ -389,6 +387,7 @@ class Monitors:
             self.models[name] = ModelMonitor(name, mon, kinds, model.output, profile, learned)
         self._task: asyncio.Task[None] | None = None
         self._last_labels = 0.0
+        self._label_mark = time.time() - 86400.0  # labels of requests older than a day are not in memory
 
     async def start(self) -> None:
         if self.models:
@@ -409,7 +408,6 @@ class Monitors:
     async def tick(self) -> None:
         now = time.monotonic()
         for mon in self.models.values():
-            mon.drain()
             if not mon.due(now):
                 continue
             w = mon.take()
@@ -446,17 +444,24 @@ class Monitors:
         )
 
     async def poll_labels(self) -> None:
+        """Read the labels received since the last look (an indexed range, so the cost follows the labels
+        that arrive, not the requests kept) and join them to every monitor's windows."""
         store = self.portfolio.state_store
+        try:
+            rows = await asyncio.to_thread(
+                store.execute,
+                "SELECT request_id, label, received_at FROM labels WHERE received_at > ? "
+                "ORDER BY received_at LIMIT 100000",
+                [self._label_mark],
+            )
+        except StoreUnavailable:
+            return
+        if not rows:
+            return
+        self._label_mark = max(float(r[2]) for r in rows)
+        found = {rid: msgspec.json.decode(y) if isinstance(y, str | bytes) else y for rid, y, _ in rows}
         for mon in self.models.values():
-            ids = mon.unlabelled()
-            if not ids:
-                continue
-            try:
-                found = await asyncio.to_thread(_labels, store, ids)
-            except StoreUnavailable:
-                return
-            if found:
-                await asyncio.to_thread(mon.add_labels, found)
+            await asyncio.to_thread(mon.add_labels, found)
 
     def report(self, model: str) -> dict[str, Any] | None:
         mon = self.models.get(model)
@@ -512,15 +517,3 @@ def _load(file: str, key: str, path: Path) -> Profile:
     except ProfileError as err:
         fix = "build it with `failsoft profile DATA --model NAME -o FILE`"
         raise ConfigError(file, key, str(err), fix) from None
-
-
-def _labels(store: Any, ids: list[str]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for i in range(0, len(ids), 500):
-        part = ids[i : i + 500]
-        marks = ",".join("?" * len(part))
-        for rid, label in store.execute(
-            f"SELECT request_id, label FROM labels WHERE request_id IN ({marks})", part
-        ):
-            found[rid] = msgspec.json.decode(label) if isinstance(label, str | bytes) else label
-    return found

@@ -75,6 +75,13 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
     return sorted(
         [
             (
+                4,
+                [
+                    # the monitor reads the labels received since its last look
+                    "CREATE INDEX IF NOT EXISTS labels_received ON labels (received_at)",
+                ],
+            ),
+            (
                 3,
                 [
                     # Delayed ground truth, one per request id (a batch request's label is a list); the
