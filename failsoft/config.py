@@ -179,7 +179,7 @@ class MonitorSpec(DriftSpec, frozen=True):
 
     profile: str | None = None
     learn_rows: Annotated[int, Meta(ge=0)] = 0
-    window_rows: PositiveInt = 1000
+    window_rows: PositiveInt = 5000
     window_s: PositiveFloat = 60.0
     warn_after: PositiveInt = 1
     quarantine_after: PositiveInt = 3

@@ -71,7 +71,8 @@ class _Window:
 
     started_at: float
     started: float  # monotonic
-    mats: list[Any] = field(default_factory=list)  # per request, its rows as a float matrix (numeric models)
+    # numeric models: the rows so far, copied into one float buffer (grown by doubling)
+    buf: Any = None
     rows_seen: list[dict[str, Any]] = field(default_factory=list)  # the rows themselves (other models)
     preds: list[Any] = field(default_factory=list)  # per row, the primary's answer or None
     answered: dict[str, Any] = field(default_factory=dict)  # request id -> the primary's answer(s)
@@ -82,8 +83,18 @@ class _Window:
     rows: int = 0
     invalid: int = 0
 
+    def grow(self, rows: int, width: int) -> Any:
+        size = max(rows, 2 * len(self.buf) if self.buf is not None else 1024)
+        buf = np.empty((size, width))
+        if self.buf is not None:
+            buf[: self.rows] = self.buf[: self.rows]
+        self.buf = buf
+        return buf
+
     def merge(self, other: _Window) -> None:
-        self.mats += other.mats
+        if other.buf is not None:
+            mine = self.buf[: self.rows] if self.buf is not None else np.empty((0, other.buf.shape[1]))
+            self.buf = np.vstack([mine, other.buf[: other.rows]])
         self.rows_seen += other.rows_seen
         self.preds += other.preds
         self.names = self.names or other.names
@@ -150,8 +161,12 @@ class ModelMonitor:
             return
         n = len(batch)
         if self.all_numeric:
-            w.mats.append(batch.matrix())  # usually cached: the tier built it for its own call
-            w.names = batch.names
+            end = w.rows + n
+            buf = w.buf
+            if buf is None or end > len(buf):
+                buf = w.grow(end, len(batch.names))
+                w.names = batch.names
+            buf[w.rows : end] = batch.matrix()  # usually cached: the tier built it for its own call
         else:
             w.rows_seen += batch.rows
         w.requests += 1
@@ -181,8 +196,8 @@ class ModelMonitor:
     def columns(self, w: _Window) -> dict[str, Column]:
         cols: dict[str, Column] = {}
         if self.all_numeric:
-            if w.mats:
-                matrix = np.vstack(w.mats)
+            if w.buf is not None and w.rows:
+                matrix = w.buf[: w.rows]
                 index = {n: i for i, n in enumerate(w.names)}
                 for name in self.features:
                     cols[name] = Column(name, "numeric", np.ascontiguousarray(matrix[:, index[name]]))
