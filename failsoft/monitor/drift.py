@@ -89,21 +89,8 @@ def ks_pvalue(d: Array, en: Array) -> Array:
     return np.asarray(kolmogorov((root + 0.12 + 0.11 / root) * d), dtype=np.float64)
 
 
-_MAPS: dict[int, tuple[list[int], Ints]] = {}
-
-
-def _coarse_map(ref: Numeric) -> Ints:
-    """Fine bin (0..SKETCH) -> PSI bin, made once per profile."""
-    hit = _MAPS.get(id(ref.edges))
-    if hit is None or hit[0] is not ref.edges:
-        if len(_MAPS) > 4096:
-            _MAPS.clear()
-        fine = np.arange(len(ref.sketch) + 1)
-        hit = _MAPS[id(ref.edges)] = (ref.edges, np.searchsorted(np.asarray(ref.edges), fine, side="left"))
-    return hit[1]
-
-
 _GROUP_CELLS = 1 << 22  # fine-bin counters per numpy pass (windows x features x bins): bounds memory
+_GROUP_VALUES = 1 << 20  # values per numpy pass (features x rows): past this, memory bandwidth rules
 
 
 def _numeric(refs: list[Numeric], values: list[Array], chunk: Ints, nc: int) -> list[dict[str, Array]]:
@@ -112,17 +99,23 @@ def _numeric(refs: list[Numeric], values: list[Array], chunk: Ints, nc: int) -> 
     k = len(refs[0].sketch)
     if any(len(r.sketch) != k for r in refs):  # profiles from another sketch size: one at a time
         return [s for r, v in zip(refs, values, strict=True) for s in _numeric([r], [v], chunk, nc)]
-    step = max(1, _GROUP_CELLS // (nc * (k + 1)))
+    # few features per pass over many rows (temporaries are features x rows), many over few
+    step = max(1, min(_GROUP_CELLS // (nc * (k + 1)), _GROUP_VALUES // max(len(chunk), 1)))
     if len(refs) > step:
         return [s for i in range(0, len(refs), step)
                 for s in _numeric(refs[i : i + step], values[i : i + step], chunk, nc)]  # fmt: skip
     f = len(refs)
-    cols = np.stack(values)  # (features, rows)
+    cols = values[0][None, :] if f == 1 else np.stack(values)  # (features, rows)
     miss = np.isnan(cols)
     present = ~miss
-    cell = chunk[None, :] * f + np.arange(f)[:, None]  # (feature, row) -> window x feature
+    whole = not miss.any()
+
+    def sel(a: Any) -> Any:  # the present values (all of them, without a copy, when none is missing)
+        return a.ravel() if whole else a[present]
+
+    # (feature, row) -> window x feature
+    cell = chunk[None, :] if f == 1 else chunk[None, :] * f + np.arange(f)[:, None]
     fine_bin = np.empty(cols.shape, dtype=np.int64)
-    coarse_bin = np.empty(cols.shape, dtype=np.int64)
     widest = max(len(r.proportions) for r in refs)
     props = np.zeros((f, widest))
     valid = np.zeros((f, widest), dtype=bool)
@@ -130,24 +123,27 @@ def _numeric(refs: list[Numeric], values: list[Array], chunk: Ints, nc: int) -> 
     out_of_range = np.zeros(cols.shape, dtype=bool)
     for i, r in enumerate(refs):
         fine_bin[i] = sketch_bins(r, cols[i])
-        # fine bin -> PSI bin: bin j closes at sketch index edges[j]
-        coarse_bin[i] = _coarse_map(r)[fine_bin[i]]
         b = len(r.proportions)
         props[i, :b], valid[i, :b] = array_of(r.proportions), True
         ref_cdf[i] = array_of(r.cdf)
-        with np.errstate(invalid="ignore"):
-            out_of_range[i] = (cols[i] < r.min) | (cols[i] > r.max)
+        out_of_range[i] = (cols[i] < r.min) | (cols[i] > r.max)
     cells = nc * f
     total = np.bincount(chunk, minlength=nc).astype(np.float64)
-    missing = np.bincount(cell[miss], minlength=cells).reshape(nc, f)
-    fine = np.bincount((cell * (k + 1) + fine_bin)[present], minlength=cells * (k + 1)).reshape(nc, f, k + 1)
+    missing = (
+        np.zeros(cells, dtype=np.int64) if whole else np.bincount(cell[miss], minlength=cells)
+    ).reshape(nc, f)
+    fine = np.bincount(sel(cell * (k + 1) + fine_bin), minlength=cells * (k + 1)).reshape(nc, f, k + 1)
     n = fine.sum(axis=2)
     cdf = np.cumsum(fine[:, :, :k], axis=2) / np.maximum(n, 1)[:, :, None]
     ks = np.abs(cdf - ref_cdf[None]).max(axis=2)
     ref_n = np.array([r.n for r in refs], dtype=np.float64)
     en = np.maximum(np.round(n * ref_n / np.maximum(n + ref_n, 1)), 1)
     ks_p = ks_pvalue(ks, en)
-    coarse = np.bincount((cell * widest + coarse_bin)[present], minlength=cells * widest)
+    # PSI bins from the fine counts: bin j closes at sketch index edges[j]
+    coarse = np.zeros((nc, f, widest), dtype=np.int64)
+    for i, r in enumerate(refs):
+        starts = [0, *(e + 1 for e in r.edges)]
+        coarse[:, i, : len(starts)] = np.add.reduceat(fine[:, i, :], starts, axis=1)
     per_row = (nc, f, widest)
     psi, js = _psi_js(
         coarse.reshape(nc * f, widest),

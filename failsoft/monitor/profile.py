@@ -119,6 +119,27 @@ class Profile(msgspec.Struct, frozen=True, omit_defaults=True):
 # ---- columns ---------------------------------------------------------------------------------------------
 
 
+class Coded:
+    """Category strings held as codes into their distinct values (as read from a file: a million rows
+    of a few categories are a million small ints, not a million Python strings). -1: missing."""
+
+    __slots__ = ("categories", "codes")
+
+    def __init__(self, codes: Codes, categories: list[str]) -> None:
+        self.codes, self.categories = codes, categories
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> str | None:
+        c = int(self.codes[i])
+        return None if c < 0 else self.categories[c]
+
+    def __iter__(self) -> Any:
+        cats = self.categories
+        return (None if c < 0 else cats[c] for c in self.codes.tolist())
+
+
 class Column(msgspec.Struct, frozen=True):
     """One column read for profiling or drift: float values (NaN missing) or category strings."""
 
@@ -171,8 +192,9 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> dict[s
         elif pa.types.is_timestamp(t) or pa.types.is_date(t):
             continue  # a time column describes the row, not the model's input
         else:
-            strings = pc.cast(col, pa.string()).to_numpy(zero_copy_only=False)
-            out[name] = Column(name, "categorical", np.asarray(strings, dtype=object))
+            coded = pc.dictionary_encode(pc.cast(col, pa.string())).combine_chunks()
+            codes = pc.fill_null(coded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            out[name] = Column(name, "categorical", Coded(codes, coded.dictionary.to_pylist()))
     return out
 
 
@@ -193,6 +215,9 @@ def encode(ref: Categorical, values: Any) -> Codes:
     """Category codes against a reference: 0..K-1 known, K unseen (or lumped), -1 missing."""
     index = {c: i for i, c in enumerate(ref.categories)}
     other = len(ref.categories)
+    if isinstance(values, Coded):
+        lookup = np.array([index.get(c, other) for c in values.categories] + [-1], dtype=np.int64)
+        return lookup[values.codes]  # code -1 picks the trailing -1
     return np.fromiter(
         (-1 if v is None else index.get(v, other) for v in values), dtype=np.int64, count=len(values)
     )
@@ -232,19 +257,31 @@ def _numeric(values: Array) -> Numeric:
 
 
 def _categorical(values: Any) -> Categorical:
-    present = [v for v in values if v is not None]
-    if not present:
+    if isinstance(values, Coded):
+        counts = np.bincount(values.codes[values.codes >= 0], minlength=len(values.categories))
+        cats = np.array(values.categories, dtype=object)
+        present_n = int(counts.sum())
+        keep = counts > 0
+        cats, counts = cats[keep], counts[keep]
+    else:
+        present = [v for v in values if v is not None]
+        present_n = len(present)
+        cats, counts = (
+            np.unique(np.asarray(present, dtype=object).astype(str), return_counts=True)
+            if present
+            else (np.array([]), np.array([], dtype=np.int64))
+        )
+    if present_n == 0:
         raise ProfileError("no values")
-    cats, counts = np.unique(np.asarray(present, dtype=object).astype(str), return_counts=True)
     order = np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]
     kept = counts[order]
-    other = len(present) - int(kept.sum())
-    props = np.append(kept, other) / len(present)
+    other = present_n - int(kept.sum())
+    props = np.append(kept, other) / present_n
     return Categorical(
         categories=[str(c) for c in cats[order]],
         proportions=props.tolist(),
-        missing=float(1 - len(present) / len(values)),
-        n=len(present),
+        missing=float(1 - present_n / len(values)),
+        n=present_n,
     )
 
 
