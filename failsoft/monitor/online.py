@@ -226,13 +226,14 @@ class ModelMonitor:
         for x in self.learning:
             merged.merge(x)
         cols = self.columns(merged)
-        self.profile = build(
+        profile = build(
             cols,
             list(self.features),
             prediction=PREDICTION if PREDICTION in cols else None,
             source=f"first {merged.rows} live requests",
         )
-        self.profile.save(self.learned_path)
+        profile.save(self.learned_path)
+        self.profile = profile  # only once it is on disk: a restart finds what is being used
         self.learning = []
         log.warning(json.dumps({"event": "profile_learned", "model": self.model, "rows": self.profile.rows,
                                 "path": str(self.learned_path)}))  # fmt: skip
