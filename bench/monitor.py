@@ -17,11 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -30,43 +27,16 @@ from typing import Any
 
 import joblib
 import numpy as np
-from overhead import portfolio
+from overhead import portfolio, served, wrk
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
-from failsoft.demo.procs import free_port, wait_http
 from failsoft.monitor.profile import Column, build
 
 MONITOR = """
 [models.m.monitor]
 profile = "{profile}"
 """
-
-
-def wrk(url: str, bodies: list[str], connections: int, seconds: int) -> dict[str, float]:
-    """wrk picking each request's body at random from ``bodies``."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write("bodies = {" + ",".join(json.dumps(b) for b in bodies) + "}\n")
-        fh.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-        fh.write(
-            "request = function()\n  return wrk.format(nil, nil, nil, bodies[math.random(#bodies)])\nend\n"
-        )
-        script = fh.name
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-    def pct(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        assert m, out
-        return float(m.group(1)) * units[m.group(2)]
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": round(rps, 1), "p50_ms": round(pct("50"), 3), "p99_ms": round(pct("99"), 3),
-            "non_2xx": int(errors.group(1)) if errors else 0}  # fmt: skip
 
 
 def main() -> None:
@@ -96,19 +66,12 @@ def main() -> None:
         for r in range(args.rounds):
             pair = (("off", off), ("monitored", on))
             for name, cfg in pair if r % 2 == 0 else pair[::-1]:
-                port = free_port()
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "failsoft.cli", "serve", str(cfg), "--port", str(port),
-                     "--log-level", "warning"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-                try:
-                    wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
-                    url = f"http://127.0.0.1:{port}/v1/models/m/predict"
+                with served(cfg) as base:
+                    url = base + "/v1/models/m/predict"
                     wrk(url, bodies, 8, 2)  # warm up
                     point: dict[str, Any] = wrk(url, bodies, 32, args.seconds)
                     if name == "monitored":
-                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/m/monitor") as resp:
+                        with urllib.request.urlopen(base + "/v1/models/m/monitor") as resp:
                             doc = json.loads(resp.read())
                         point |= {"windows": doc["windows_judged"], "verdicts": doc["verdicts"],
                                   "dropped": doc["dropped"], "health": doc["health"]}  # fmt: skip
@@ -120,9 +83,6 @@ def main() -> None:
                     )
                     print(f"round {r + 1} {name:10s} {point['rps']:>9.1f} req/s p99 {point['p99_ms']:.3f} ms"
                           f"  non-2xx {point['non_2xx']}{extra}", file=sys.stderr)  # fmt: skip
-                finally:
-                    proc.send_signal(signal.SIGINT)
-                    proc.wait(15)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: {m: statistics.median(p[m] for p in v) for m in ("rps", "p99_ms")} for k, v in results.items()}

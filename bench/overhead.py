@@ -15,6 +15,7 @@ stack (uvicorn + uvloop + httptools), load from wrk in a second process over loo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,16 @@ HERE = Path(__file__).resolve().parent
 DEADLINE_MS = 50
 
 
-def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]:
+def wrk(url: str, body: str | list[str], connections: int, seconds: int) -> dict[str, float]:
+    """wrk POSTing ``body``, or a body drawn at random from a list for each request."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n')
-        fh.write('wrk.headers["Content-Type"] = "application/json"\n')
+        fh.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        if isinstance(body, str):
+            fh.write(f"wrk.body = {json.dumps(body)}\n")
+        else:
+            fh.write("bodies = {" + ",".join(json.dumps(b) for b in body) + "}\n")
+            pick = "bodies[math.random(#bodies)]"
+            fh.write(f"request = function()\n  return wrk.format(nil, nil, nil, {pick})\nend\n")
         script = fh.name
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
@@ -64,6 +72,24 @@ def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]
         "non_2xx": int(errors.group(1)) if errors else 0,
         "requests": int(total.group(1)) if total else 0,
     }
+
+
+@contextlib.contextmanager
+def served(config: Path) -> Iterator[str]:
+    """``failsoft serve config`` on a free loopback port, ready; yields its base URL, stops it gracefully."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "failsoft.cli", "serve", str(config), "--port", str(port),
+         "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/v2/health/ready", proc)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
 
 
 def portfolio(work: Path, primary: str, names: list[str], store: str = "") -> Path:

@@ -15,20 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 import joblib
-from overhead import portfolio, wrk
+from overhead import portfolio, served, wrk
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
-
-from failsoft.demo.procs import free_port, wait_http
 
 CANDIDATES = """
 [[models.m.candidates]]
@@ -63,30 +59,18 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             for name, cfg in (("none", plain), ("two_candidates", shadowed)):
-                port = free_port()
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "failsoft.cli", "serve", str(cfg), "--port", str(port),
-                     "--log-level", "warning"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-                try:
-                    wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
-                    url = f"http://127.0.0.1:{port}/v1/models/m/predict"
+                with served(cfg) as base:
+                    url = base + "/v1/models/m/predict"
                     wrk(url, body, 8, 2)  # warm up
                     point = wrk(url, body, 32, args.seconds)
                     if name == "two_candidates":
-                        with urllib.request.urlopen(
-                            f"http://127.0.0.1:{port}/v1/models/m/shadows", timeout=60
-                        ) as resp:
+                        with urllib.request.urlopen(base + "/v1/models/m/shadows", timeout=60) as resp:
                             report = json.loads(resp.read())
                         point["mirrored"] = sum(c["mirrored"] for c in report["candidates"])
                         point["dropped"] = sum(c["dropped"] for c in report["candidates"])
                     results[name].append(point)
                     line = f"round {r + 1} {name:15s} {point['rps']:>9.1f} req/s p99 {point['p99_ms']:.3f} ms"
                     print(f"{line}  non-2xx {point['non_2xx']}", file=sys.stderr)
-                finally:
-                    proc.send_signal(signal.SIGINT)
-                    proc.wait(15)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: {m: statistics.median(p[m] for p in v) for m in ("rps", "p99_ms")} for k, v in results.items()}
