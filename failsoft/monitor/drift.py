@@ -244,10 +244,6 @@ def _as_text(values: Any) -> Any:
 _P_TESTS = {"psi": "psi_p", "ks": "ks_p", "chi2": "chi2_p"}
 
 
-def _count_tests(stats: dict[str, dict[str, Array]], spec: DriftSpec) -> int:
-    return sum(1 for st in stats.values() for t in spec.tests if t == "psi" or _P_TESTS[t] in st)
-
-
 def _psi_tests(refs: dict[str, Any], stats: dict[str, dict[str, Array]], level: float) -> None:
     """PSI's p-value and its critical value at ``level`` (Bonferroni's, the first step of Holm's), for
     every feature and window in one scipy call each: with no drift PSI ~ (1/n + 1/m) chi2(B - 1)."""
@@ -282,8 +278,9 @@ def evaluate(
     if spec.prediction and profile.prediction is not None and PREDICTION in columns:
         refs[PREDICTION] = profile.prediction
     stats = _stats(refs, columns, chunk, n_chunks)
-    _psi_tests(refs, stats, spec.alpha / max(_count_tests(stats, spec), 1))
-    keys = [(name, t) for name in refs for t in spec.tests if _P_TESTS[t] in stats[name]]
+    # every feature has PSI; KS only the numeric ones, chi-square only the categorical ones
+    keys = [(name, t) for name in refs for t in spec.tests if t == "psi" or _P_TESTS[t] in stats[name]]
+    _psi_tests(refs, stats, spec.alpha / max(len(keys), 1))
     if keys:
         pvals = np.stack([stats[name][_P_TESTS[t]] for name, t in keys], axis=1)
         adjusted = holm(pvals)
