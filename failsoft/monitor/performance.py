@@ -17,9 +17,9 @@ import numpy.typing as npt
 from scipy.stats import rankdata
 
 from failsoft.monitor.profile import Calibration
+from failsoft.shadow.evaluate import per_request
 
 Array = npt.NDArray[np.float64]
-_EPS = 1e-15
 
 
 def _ece(y: Array, p: Array, bins: int = 10) -> float:
@@ -114,12 +114,13 @@ def realized(task: str, y: Any, outputs: Any, threshold: float = 0.5, k: int = 1
         return {"accuracy": float((ya == pa).mean()), "f1_macro": float(np.mean(f1s))}
     ya, sa = np.asarray(y, dtype=np.float64), np.asarray(outputs, dtype=np.float64)
     if task == "regression":
-        err = sa - ya
-        return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean()))}
+        return {
+            "mae": float(per_request("mae", ya, sa).mean()),
+            "rmse": float(np.sqrt(per_request("brier", ya, sa).mean())),  # the squared error, per request
+        }
     yhat = sa >= threshold
     pos = ya == 1
     tp = float((yhat & pos).sum())
     f1 = 2 * tp / float(yhat.sum() + pos.sum()) if yhat.sum() + pos.sum() else math.nan
-    clipped = np.clip(sa, _EPS, 1 - _EPS)
-    loss = float(-(ya * np.log(clipped) + (1 - ya) * np.log(1 - clipped)).mean())
+    loss = float(per_request("log_loss", ya, sa).mean())
     return {"roc_auc": auc(ya, sa), "accuracy": float((yhat == pos).mean()), "f1": f1, "log_loss": loss}
