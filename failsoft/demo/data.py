@@ -32,6 +32,11 @@ CHURN_FEATURES = [
 N_ITEMS, N_SEGMENTS = 200, 8
 
 
+def churn_units() -> tuple[np.ndarray[Any, Any], ...]:
+    """Centre, spread, lower and upper bound of each churn feature, as arrays."""
+    return tuple(np.array([f[i] for f in CHURN_FEATURES]) for i in range(1, 5))
+
+
 def churn_data(n: int = 4000) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     z, y = make_classification(
         n_samples=n,
@@ -41,10 +46,7 @@ def churn_data(n: int = 4000) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any
         weights=[0.8, 0.2],
         random_state=7,
     )
-    centre = np.array([f[1] for f in CHURN_FEATURES])
-    spread = np.array([f[2] for f in CHURN_FEATURES])
-    lo = np.array([f[3] for f in CHURN_FEATURES])
-    hi = np.array([f[4] for f in CHURN_FEATURES])
+    centre, spread, lo, hi = churn_units()
     return np.clip(centre + spread * z, lo, hi), y
 
 
@@ -64,7 +66,7 @@ def recs_events(n: int = 20000, seed: int = 3) -> list[tuple[int, int, str]]:
 
 def churn_traffic(rng: np.random.Generator, n: int) -> np.ndarray[Any, Any]:
     """Rows as the demo's clients send them (each feature on its own, in plausible units)."""
-    centre, spread, lo, hi = (np.array([f[i] for f in CHURN_FEATURES]) for i in range(1, 5))
+    centre, spread, lo, hi = churn_units()
     return np.round(np.clip(rng.normal(centre, spread, (n, len(CHURN_FEATURES))), lo, hi), 3)
 
 
