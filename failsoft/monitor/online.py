@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 
 from failsoft.config import MonitorSpec, OutputSpec
+from failsoft.errors import ConfigError
 from failsoft.monitor import drift
 from failsoft.monitor.performance import estimate, realized
 from failsoft.monitor.profile import (
@@ -390,8 +391,6 @@ class Monitors:
                 f.name: "categorical" if f.type in {"string", "bool"} else "numeric" for f in model.inputs
             }
             if profile is not None:
-                from failsoft.errors import ConfigError
-
                 unknown = [f for f in profile.features if f not in kinds]
                 if unknown:
                     raise ConfigError(
@@ -526,8 +525,6 @@ class Monitors:
 
 
 def _load(file: str, key: str, path: Path) -> Profile:
-    from failsoft.errors import ConfigError
-
     try:
         return Profile.load(path)
     except ProfileError as err:
