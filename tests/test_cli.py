@@ -53,7 +53,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]  # the summary says what failed
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["requests"] > 1000
     assert summary["non_2xx"] == 0 and summary["over_deadline"] == 0

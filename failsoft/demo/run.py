@@ -212,7 +212,8 @@ class Demo:
         if pending and self.truth is not None:
             # the world the demo simulates: churn happens with the heavy model's probability
             x = [[o["row"][n] for n, *_ in data.CHURN_FEATURES] for o in pending]
-            p = self.truth.predict_proba(x)[:, 1]
+            # off the client's loop: a stalled client would count its own stall as gateway latency
+            p = (await asyncio.to_thread(self.truth.predict_proba, x))[:, 1]
             batch = [{"id": o["id"], "label": int(o["u"] < pi)} for o, pi in zip(pending, p, strict=True)]
             async with session.post(url, json=batch, headers=headers) as r:
                 self.stats.labels += (await r.json()).get("received", 0) if r.status == 200 else 0
