@@ -29,6 +29,14 @@ class Histogram:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
 
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper edge, count at or under it) per bucket, as Prometheus histograms are written."""
+        total, out = 0, []
+        for edge, c in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            total += c
+            out.append(("+Inf" if edge == float("inf") else repr(edge), total))
+        return out
+
     def quantile(self, q: float) -> float:
         """An upper bound of the q-quantile (the bucket edge it falls under)."""
         n = sum(self.counts)
@@ -102,12 +110,10 @@ class Metrics:
             "failsoft_degraded_ratio", "Share of answers not from the primary tier", labels=["model"]
         )
         for m, h in list(self.latency.items()):
-            cumulative, buckets = 0, []
-            for edge, c in zip((*h.buckets, float("inf")), h.counts, strict=True):
-                cumulative += c
-                buckets.append(("+Inf" if edge == float("inf") else repr(edge), cumulative))
+            buckets = h.cumulative()
             lat.add_metric([m], buckets, h.total)
-            ratio.add_metric([m], self.degraded.get(m, 0) / cumulative if cumulative else 0.0)
+            n = buckets[-1][1]
+            ratio.add_metric([m], self.degraded.get(m, 0) / n if n else 0.0)
         yield lat
         yield ratio
         for gauge in self.gauges:

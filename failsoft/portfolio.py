@@ -42,6 +42,7 @@ from failsoft.config import (
 from failsoft.errors import ConfigError, UnknownModel
 from failsoft.features.online import FeatureLookup, OnlineTable
 from failsoft.features.store import FeatureStore
+from failsoft.lag import LoopLag
 from failsoft.metrics import Metrics
 from failsoft.monitor.online import Monitors
 from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Clock
@@ -95,6 +96,8 @@ class Portfolio:
             self.metrics.gauges.append(self.monitors.gauges)
         # model -> when its "keep it out" period ends (set by the audit action)
         self.kept_out: dict[str, float] = {}
+        self.lag = LoopLag()
+        self.metrics.gauges.append(self.lag.metrics)
         self.started = False
         self._loop_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -250,9 +253,11 @@ class Portfolio:
         await self.notifier.start()
         await self.watch.start()
         await self.monitors.start()
+        self.lag.start()
         self.started = True
 
     async def close(self) -> None:
+        await self.lag.close()
         await self.monitors.close()
         await self.watch.close()
         await self.notifier.close()

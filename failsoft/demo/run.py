@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import joblib
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -285,6 +286,7 @@ class Demo:
             summary["audits_opened"] = await self._audits()
             summary["shadow"] = await self._shadow()
             summary["monitor"] = {m: await self._monitor(m) for m in ("churn", "recs")}
+            summary["gateway_loop_lag_max_ms"] = await self._loop_lag()
         finally:
             for proc in (self.gateway, self.backend):
                 if proc is not None and proc.poll() is None:
@@ -301,6 +303,15 @@ class Demo:
         finally:
             store.close()
         return summary
+
+    async def _loop_lag(self) -> float | None:
+        """The longest the gateway's event loop ran late (a stall there is what a late answer comes from)."""
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.port}/metrics") as r:
+            text = await r.text()
+        for family in text_string_to_metric_families(text):
+            if family.name == "failsoft_event_loop_lag_max_seconds" and family.samples:
+                return round(family.samples[0].value * 1000.0, 1)
+        return None
 
     async def _audits(self) -> int:
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.port}/v1/audits") as r:
@@ -350,7 +361,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     console.print(
         f"\n[bold]{s['requests']} requests[/], [bold]{s['non_2xx']} non-2xx[/], {s['degraded']} degraded, "
         f"{s['over_deadline']} over deadline; latency p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
-        f"max {s['max_ms']} ms; {s.get('logged_predictions', 0)} predictions in the log; "
+        f"max {s['max_ms']} ms (gateway loop late by {s.get('gateway_loop_lag_max_ms')} ms at worst); "
+        f"{s.get('logged_predictions', 0)} predictions in the log; "
         f"{s.get('audits_opened', 0)} audit items opened"
     )
     sh = s.get("shadow")

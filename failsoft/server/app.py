@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import json
 import logging
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +33,8 @@ from failsoft.store import StoreUnavailable
 from failsoft.types import Health, Outcome
 
 log = logging.getLogger("failsoft.server")
+# Seconds a thread may hold the interpreter lock while the event loop waits for it (Python: 0.005).
+SWITCH_INTERVAL_S = 0.001
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -141,6 +144,10 @@ class App:
                 # the garbage collector's sight, so collections scan only what requests allocate.
                 gc.collect()
                 gc.freeze()
+                # A background thread in pure Python (a monitor judging a window, a default recomputed)
+                # keeps the interpreter lock up to this long each time the loop asks for it back; 5 ms
+                # (the default) a few times over eats a 50 ms deadline.
+                sys.setswitchinterval(SWITCH_INTERVAL_S)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.portfolio.close()
