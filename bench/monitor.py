@@ -18,7 +18,6 @@ import argparse
 import json
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import urllib.request
@@ -27,7 +26,7 @@ from typing import Any
 
 import joblib
 import numpy as np
-from overhead import portfolio, served, wrk
+from overhead import compare, portfolio, served, wrk
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
@@ -85,17 +84,7 @@ def main() -> None:
                           f"  non-2xx {point['non_2xx']}{extra}", file=sys.stderr)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    med = {k: {m: statistics.median(p[m] for p in v) for m in ("rps", "p99_ms")} for k, v in results.items()}
-    print(json.dumps({
-        "rounds": results,
-        "median": med,
-        "throughput_ratio": round(med["monitored"]["rps"] / med["off"]["rps"], 3),
-        "p99_ratio": round(med["monitored"]["p99_ms"] / med["off"]["p99_ms"], 3),
-        "median_paired_throughput_ratio": round(statistics.median(
-            m["rps"] / o["rps"] for m, o in zip(results["monitored"], results["off"], strict=True)), 3),
-        "median_paired_p99_ratio": round(statistics.median(
-            m["p99_ms"] / o["p99_ms"] for m, o in zip(results["monitored"], results["off"], strict=True)), 3),
-    }))  # fmt: skip
+    print(json.dumps(compare(results, "off", "monitored")))
 
 
 if __name__ == "__main__":

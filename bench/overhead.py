@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,22 @@ def served(config: Path) -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(15)
+
+
+def compare(results: dict[str, list[dict[str, Any]]], base: str, other: str) -> dict[str, Any]:
+    """Side-by-side figures of two configurations run in alternating rounds: medians, the ratio of the
+    medians (other / base), and the median of the per-round ratios (the two runs of a round are back to
+    back, so a round's ratio sees the machine in one state)."""
+    med = {k: {m: statistics.median(p[m] for p in v) for m in ("rps", "p99_ms")} for k, v in results.items()}
+    pairs = list(zip(results[other], results[base], strict=True))
+    return {
+        "rounds": results,
+        "median": med,
+        "throughput_ratio": round(med[other]["rps"] / med[base]["rps"], 3),
+        "p99_ratio": round(med[other]["p99_ms"] / med[base]["p99_ms"], 3),
+        "median_paired_throughput_ratio": round(statistics.median(o["rps"] / b["rps"] for o, b in pairs), 3),
+        "median_paired_p99_ratio": round(statistics.median(o["p99_ms"] / b["p99_ms"] for o, b in pairs), 3),
+    }
 
 
 def portfolio(work: Path, primary: str, names: list[str], store: str = "") -> Path:

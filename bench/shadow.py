@@ -4,8 +4,11 @@ request to two shadow candidates (sample = 1.0), in one run.
 Same model and server as bench/overhead.py (logistic regression on scikit-learn's bundled breast-cancer
 set, 30 floats a row, compiled at load, deadline 50 ms, every answer logged); the two candidates are the
 same model loaded twice more, so their answers are logged too (three log rows per request instead of one).
-Load from wrk over loopback at concurrency 32, the two configurations alternated for ``--rounds`` rounds.
-The last line printed is one JSON object with the medians and the ratios (shadows / none).
+Load from wrk over loopback at concurrency 32, the two configurations alternated for ``--rounds`` rounds
+(which goes first alternates too). After each shadowed run the log is counted: every copy mirrored has its
+answer there (or a copy was dropped, and counted). This machine's throughput wanders by 10-20% between
+runs, so the ratio is also taken per round and its median reported beside the ratio of the medians. The
+last line printed is one JSON object with the medians and the ratios (shadows / none).
 
     python bench/shadow.py [--seconds 5] [--rounds 3]
 """
@@ -13,16 +16,18 @@ The last line printed is one JSON object with the medians and the ratios (shadow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
-import statistics
+import sqlite3
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import joblib
-from overhead import portfolio, served, wrk
+from overhead import compare, portfolio, served, wrk
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
@@ -55,32 +60,43 @@ def main() -> None:
         plain.read_text()
         + "".join(CANDIDATES.format(name=n, path=work / "model.joblib") for n in ("cand-a", "cand-b"))
     )
-    results: dict[str, list[dict[str, float]]] = {"none": [], "two_candidates": []}
+    results: dict[str, list[dict[str, Any]]] = {"none": [], "two_candidates": []}
+    db = work / "state" / "failsoft.db"
+    counted = {"mirrored": 0, "dropped": 0}
     try:
         for r in range(args.rounds):
-            for name, cfg in (("none", plain), ("two_candidates", shadowed)):
+            pair = (("none", plain), ("two_candidates", shadowed))
+            for name, cfg in pair if r % 2 == 0 else pair[::-1]:
+                logged = shadow_rows(db)
                 with served(cfg) as base:
                     url = base + "/v1/models/m/predict"
                     wrk(url, body, 8, 2)  # warm up
-                    point = wrk(url, body, 32, args.seconds)
+                    point: dict[str, Any] = wrk(url, body, 32, args.seconds)
                     if name == "two_candidates":
                         with urllib.request.urlopen(base + "/v1/models/m/shadows", timeout=60) as resp:
                             report = json.loads(resp.read())
-                        point["mirrored"] = sum(c["mirrored"] for c in report["candidates"])
-                        point["dropped"] = sum(c["dropped"] for c in report["candidates"])
-                    results[name].append(point)
-                    line = f"round {r + 1} {name:15s} {point['rps']:>9.1f} req/s p99 {point['p99_ms']:.3f} ms"
-                    print(f"{line}  non-2xx {point['non_2xx']}", file=sys.stderr)
+                        # the report counts every run so far (each its own replica, saved every 5 s)
+                        for key in ("mirrored", "dropped"):
+                            total = sum(c[key] for c in report["candidates"])
+                            point[key], counted[key] = total - counted[key], total
+                # the gateway has stopped, and written out its log: every copy's answer is in it
+                if name == "two_candidates" and not args.no_log:
+                    point["shadow_rows_logged"] = shadow_rows(db) - logged
+                results[name].append(point)
+                line = f"round {r + 1} {name:15s} {point['rps']:>9.1f} req/s p99 {point['p99_ms']:.3f} ms"
+                extra = "".join(f" {k} {point[k]}" for k in ("mirrored", "dropped", "shadow_rows_logged")
+                                if k in point)  # fmt: skip
+                print(f"{line}  non-2xx {point['non_2xx']}{extra}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    med = {k: {m: statistics.median(p[m] for p in v) for m in ("rps", "p99_ms")} for k, v in results.items()}
-    out = {
-        "rounds": results,
-        "median": med,
-        "throughput_ratio": round(med["two_candidates"]["rps"] / med["none"]["rps"], 3),
-        "p99_ratio": round(med["two_candidates"]["p99_ms"] / med["none"]["p99_ms"], 3),
-    }
-    print(json.dumps(out))
+    print(json.dumps(compare(results, "none", "two_candidates")))
+
+
+def shadow_rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT count(*) FROM predictions WHERE role = 'shadow'").fetchone()[0])
 
 
 if __name__ == "__main__":

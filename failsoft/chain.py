@@ -103,11 +103,8 @@ async def guarded_call(
     request_id: str,
     budget_s: float,
     bad_output: Callable[[Any, int], str | None],
-    off_loop: bool = False,
 ) -> tuple[list[Any] | None, Reason | None, str]:
-    """One call through a tier's breaker and bulkhead, bounded by ``budget_s``: its answer, or why not.
-    With ``off_loop`` an inline tier runs in a thread too (shadow copies come in batches: inline, a batch
-    would hold up live requests)."""
+    """One call through a tier's breaker and bulkhead, bounded by ``budget_s``: its answer, or why not."""
     breaker = tier.breaker
     ticket = breaker.acquire()
     if ticket is None:
@@ -119,11 +116,7 @@ async def guarded_call(
     try:
         if backend.inline:
             try:
-                if off_loop:
-                    async with asyncio.timeout(budget_s):
-                        out = await asyncio.to_thread(backend.predict_inline, batch)
-                else:
-                    out = backend.predict_inline(batch)
+                out = backend.predict_inline(batch)
             finally:
                 tier.bulkhead.release()
         else:

@@ -38,6 +38,17 @@ class Batch:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @classmethod
+    def join(cls, names: tuple[str, ...], batches: list[Batch]) -> Batch:
+        """Several requests' rows as one batch; their matrices, where built already, are stacked rather
+        than built again from the rows."""
+        if len(batches) == 1:
+            return batches[0]
+        joined = cls(names, [row for b in batches for row in b.rows])
+        if all(b._matrix is not None for b in batches):
+            joined._matrix = np.concatenate([b._matrix for b in batches])
+        return joined
+
     def matrix(self) -> Matrix:
         """The rows as a float64 matrix (n_rows, n_features); missing optional values are NaN."""
         if self._matrix is None:

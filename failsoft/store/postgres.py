@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
     Execute,
@@ -14,6 +16,7 @@ from failsoft.store.base import (
     StoreUnavailable,
     migrations,
 )
+from failsoft.store.records import expand
 
 T = TypeVar("T")
 _COLS = ", ".join(PREDICTION_COLUMNS)
@@ -104,8 +107,10 @@ class PostgresStore(Store):
                 self._conn = None
 
     def insert_json(self, *payloads: bytes) -> int:
+        texts = [_flat(p) for p in payloads]
+
         def write(conn: Any) -> int:
-            return sum(int(conn.execute(_INSERT, (p.decode(),)).rowcount) for p in payloads)
+            return sum(int(conn.execute(_INSERT, (t,)).rowcount) for t in texts)
 
         # One statement is atomic by itself: no BEGIN/COMMIT round trips for the common single batch.
         return self._locked(write, atomic=len(payloads) > 1)
@@ -142,6 +147,16 @@ class PostgresStore(Store):
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._locked(lambda c: _fetch(c, sql, args), atomic=False)
+
+
+def _flat(payload: bytes) -> str:
+    """The batch document as the insert statement reads it: one record per row. Records standing for
+    several requests (see store/records.py) are expanded here; the rest of the document is left as is."""
+    doc = msgspec.json.decode(payload)
+    if not any(isinstance(r[1], list) for r in doc["rows"]):
+        return payload.decode()
+    doc["rows"] = list(expand(doc))
+    return msgspec.json.encode(doc).decode()
 
 
 def _fetch(conn: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:

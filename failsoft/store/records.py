@@ -2,6 +2,9 @@
 
 A batch is one JSON document, ``{"prefix": P, "base": B, "rows": [...]}``; the database names each row
 "P-(B + position)", so a batch sent twice (a replay, a restarted writer) is recognised record by record.
+A record may also stand for several requests answered in one call (a shadow candidate's batch): its
+request id and outputs are then lists, one item per request, and it becomes one row per request, named
+"P-(B + position).(index)" (see ``expand``). The serving process pays for one record, not one per request.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import collections
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -84,9 +87,58 @@ class RecordQueue:
         if len(queue) == self.batch_size and self.on_batch_ready is not None:
             self.on_batch_ready()
 
+    def append_many(
+        self,
+        request_ids: list[str],
+        model: str,
+        version: str,
+        tier: str,
+        role: str,
+        reason: str | None,
+        outputs: list[Any],
+        latency_ms: float,
+    ) -> None:
+        """Queue the answers to several requests given by one call (``outputs[i]`` answers
+        ``request_ids[i]``) as one record. O(1), never blocks, never raises."""
+        queue = self._queue
+        if len(queue) + self.held_elsewhere >= self.max_buffer:
+            self.dropped += len(request_ids)
+            return
+        queue.append(
+            (
+                None,
+                request_ids,
+                model,
+                version,
+                tier,
+                role,
+                False,
+                reason,
+                outputs,
+                None,
+                latency_ms,
+                time.time(),
+            )
+        )
+        if len(queue) == self.batch_size and self.on_batch_ready is not None:
+            self.on_batch_ready()
+
     def take(self) -> tuple[bytes, int]:
         """Up to batch_size records as one encoded batch (one C call: cheap under the GIL)."""
         popleft = self._queue.popleft
         batch = [popleft() for _ in range(min(len(self._queue), self.batch_size))]
         base, self._next_id = self._next_id, self._next_id + len(batch)
         return _encode({"prefix": self._prefix, "base": base, "rows": batch}), len(batch)
+
+
+def expand(doc: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+    """A decoded batch document as rows, one per request, record ids filled in (columns in
+    ``PREDICTION_COLUMNS`` order; outputs and inputs still as values)."""
+    prefix, base = doc["prefix"], int(doc["base"])
+    for k, r in enumerate(doc["rows"]):
+        record_id = r[0] or f"{prefix}-{base + k}"
+        if isinstance(r[1], list):  # several requests answered by one call
+            for j, (request_id, outputs) in enumerate(zip(r[1], r[8], strict=True)):
+                yield (f"{record_id}.{j}", request_id, *r[2:8], outputs, *r[9:])
+        else:
+            yield (record_id, *r[1:])

@@ -18,6 +18,7 @@ from failsoft.store.base import (
     StoreUnavailable,
     migrations,
 )
+from failsoft.store.records import expand
 
 _INSERT = (
     f"INSERT OR IGNORE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join('?' * 12)})"
@@ -29,25 +30,10 @@ def _rows(payload: bytes) -> list[tuple[Any, ...]]:
     """A batch document as rows to insert: ids filled in, outputs and inputs as JSON text. The writer is
     a process of its own, so decoding here holds up nobody; bound rows cost SQLite a third less than
     extracting each column with its JSON functions."""
-    doc = msgspec.json.decode(payload)
-    prefix, base = doc["prefix"], int(doc["base"])
     enc = _json.encode
     return [
-        (
-            r[0] or f"{prefix}-{base + k}",
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            r[7],
-            enc(r[8]).decode(),
-            None if r[9] is None else enc(r[9]).decode(),
-            r[10],
-            r[11],
-        )
-        for k, r in enumerate(doc["rows"])
+        (*r[:8], enc(r[8]).decode(), None if r[9] is None else enc(r[9]).decode(), r[10], r[11])
+        for r in expand(msgspec.json.decode(payload))
     ]
 
 

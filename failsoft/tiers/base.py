@@ -23,6 +23,8 @@ class Backend:
     name: str
     # Answers computed on the event loop in microseconds (compiled arithmetic) skip the timeout machinery.
     inline: bool = False
+    # What one row costs an inline backend, in microseconds (measured at start; unknown: infinite).
+    single_row_us: float = float("inf")
 
     async def start(self) -> None:
         """Open connections, load files. Called once before traffic."""

@@ -7,6 +7,7 @@ import time
 
 from failsoft.store import Store, open_store
 from failsoft.store.base import PredictionRow
+from failsoft.store.records import RecordQueue
 
 
 def rows(n: int, start: int = 0, model: str = "m", ts: float | None = None) -> list[PredictionRow]:
@@ -61,3 +62,23 @@ def test_migrations_run_once_and_concurrently_safe(store: Store) -> None:
     for o in others:
         assert o.count_predictions() == 3
         o.close()
+
+
+def test_a_record_for_several_requests_becomes_a_row_each(store: Store) -> None:
+    """A shadow candidate's batch is queued as one record (request ids and answers as lists); each engine
+    stores one row per request, and a batch sent twice (a replay) adds nothing."""
+    queue = RecordQueue(1000, log_inputs=False)
+    queue.append("q0", "m", "1", "cpu", "live", False, None, [0.5], None, 0.3)
+    queue.append_many(["q0", "q1", "q2"], "m", "1", "cand", "shadow", None, [[0.1], [0.2], [0.3]], 1.5)
+    queue.append_many(["q3"], "m", "1", "cand", "shadow", "timeout", [None], 20.0)
+    payload, n = queue.take()
+    assert n == 3, "three records on the request path"
+    assert store.insert_json(payload) == 5
+    assert store.insert_json(payload) == 0, "a replay is recognised row by row"
+    got = {(r[1], r[5]): r for b in store.iter_predictions() for r in b}
+    assert len(got) == 5
+    assert [got[(f"q{i}", "shadow")][8] for i in range(3)] == ["[0.1]", "[0.2]", "[0.3]"]
+    assert got[("q3", "shadow")][7] == "timeout" and got[("q3", "shadow")][8] == "null"
+    assert got[("q0", "live")][4] == "cpu" and got[("q1", "shadow")][4] == "cand"
+    assert got[("q2", "shadow")][10] == 1.5
+    assert len({r[0] for r in got.values()}) == 5, "every row has its own record id"
