@@ -96,7 +96,7 @@ def shadow_rows(db: Path) -> int:
     if not db.exists():
         return 0
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        return int(conn.execute("SELECT count(*) FROM predictions WHERE role = 'shadow'").fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM shadow_predictions").fetchone()[0])
 
 
 if __name__ == "__main__":

@@ -39,6 +39,14 @@ class Batch:
         return len(self.rows)
 
     @classmethod
+    def of_matrix(cls, names: tuple[str, ...], matrix: Matrix) -> Batch:
+        """A batch known only by its matrix (its rows are not kept): for backends that read nothing else
+        (``Backend.reads_matrix``)."""
+        batch = cls(names, [{}] * len(matrix))
+        batch._matrix = matrix
+        return batch
+
+    @classmethod
     def join(cls, names: tuple[str, ...], batches: list[Batch]) -> Batch:
         """Several requests' rows as one batch; their matrices, where built already, are stacked rather
         than built again from the rows."""

@@ -299,7 +299,9 @@ class Demo:
         try:
             roles = dict(store.execute("SELECT role, count(*) FROM predictions GROUP BY role"))
             summary["logged_predictions"] = int(roles.get("live", 0))
-            summary["logged_shadow_answers"] = int(roles.get("shadow", 0))
+            summary["logged_shadow_answers"] = int(
+                store.execute("SELECT count(*) FROM shadow_predictions")[0][0]
+            )
         finally:
             store.close()
         return summary

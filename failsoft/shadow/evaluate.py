@@ -180,14 +180,14 @@ def candidate_report(
     count, answered, timeouts, first = store.execute(
         f"SELECT count(*), sum(CASE WHEN {ok} THEN 1 ELSE 0 END), "
         "sum(CASE WHEN reason = 'timeout' THEN 1 ELSE 0 END), min(ts) "
-        "FROM predictions WHERE model = ? AND role = 'shadow' AND tier = ? AND ts >= ?",
+        "FROM shadow_predictions WHERE model = ? AND tier = ? AND ts >= ?",
         [model, candidate, since],
     )[0]
     count, answered, timeouts = int(count), int(answered or 0), int(timeouts or 0)
     failures = {
         r[0]: int(r[1])
         for r in store.execute(
-            "SELECT reason, count(*) FROM predictions WHERE model = ? AND role = 'shadow' AND tier = ? "
+            "SELECT reason, count(*) FROM shadow_predictions WHERE model = ? AND tier = ? "
             "AND ts >= ? AND reason IS NOT NULL GROUP BY reason",
             [model, candidate, since],
         )
@@ -202,7 +202,7 @@ def candidate_report(
         [
             r[0]
             for r in store.execute(
-                "SELECT latency_ms FROM predictions WHERE model = ? AND role = 'shadow' AND tier = ? "
+                "SELECT latency_ms FROM shadow_predictions WHERE model = ? AND tier = ? "
                 f"AND ts >= ? AND {ok} ORDER BY ts DESC LIMIT {LATENCY_SAMPLE}",
                 [model, candidate, since],
             )
@@ -219,9 +219,9 @@ def candidate_report(
         ]
     )
     join = (
-        "FROM predictions sh JOIN predictions lv ON lv.request_id = sh.request_id AND lv.model = sh.model "
-        "AND lv.role = 'live' AND lv.tier = ? AND lv.degraded = ? "
-        "WHERE sh.model = ? AND sh.role = 'shadow' AND sh.tier = ? AND sh.reason IS NULL AND sh.ts >= ?"
+        "FROM shadow_predictions sh JOIN predictions lv ON lv.request_id = sh.request_id "
+        "AND lv.model = sh.model AND lv.role = 'live' AND lv.tier = ? AND lv.degraded = ? "
+        "WHERE sh.model = ? AND sh.tier = ? AND sh.reason IS NULL AND sh.ts >= ?"
     )
     args = [live, False, model, candidate, since]
     agree_rows = store.execute(

@@ -1,19 +1,21 @@
 """Mirroring live traffic to shadow candidates, off the request path.
 
-After a live answer is decided, each candidate of the model may get a copy (by its ``sample`` rate): an
-O(1) append to the candidate's own bounded queue. A full queue drops the copy and counts it; nothing ever
-waits. One pump per candidate lets copies pile up for a moment (``linger_s``) and sends them in batches,
-through the candidate's own breaker, bulkhead and timeout:
+After a live answer is decided, the request is offered to its model's shadow intake: an O(1) append to one
+bounded queue, whatever the number of candidates. A full intake drops the copy (counted for each
+candidate); nothing ever waits. One pump per model lets copies pile up for a moment (``linger_s``), then
+hands them to each candidate by its ``sample`` rate, in bulk:
 
-- a candidate that answers on the event loop in microseconds (a compiled model) takes its batch there,
-  in slices that cost at most what one live request may (``INLINE_BUDGET_US``), yielding to live
-  requests between slices: a thread hop would cost more than the arithmetic;
-- any other candidate (a model in threads, a remote engine) gets up to ``workers`` batches in flight;
-  while they are all busy the queue fills and then drops.
+- a candidate that answers on the event loop in microseconds (a compiled model) takes them there in
+  slices that cost at most what one live request may (``INLINE_BUDGET_US``), the pump yielding to live
+  requests between slices: a thread hop would cost more than the arithmetic. Candidates fed the same
+  copies share each slice's stacked batch;
+- any other candidate (a model in threads, a remote engine) gets them in its own bounded queue, drained by
+  its dispatcher with up to ``workers`` calls in flight; while they are all busy the queue fills and then
+  drops, so a candidate that hangs, fails or dies only drops its own copies.
 
-The rows travel with the matrix the live tier built for them, so a batch is stacked, not rebuilt. Every
-shadow answer, or why there is none, goes to the prediction log with role ``shadow``. A candidate that
-hangs, fails or dies only fills and drops its own queue.
+Every call goes through the candidate's own breaker, bulkhead and timeout. The rows travel with the matrix
+the live tier built for them, so a batch is stacked, not rebuilt. Every shadow answer, or why there is
+none, goes to the prediction log with role ``shadow``, one record per call.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from failsoft.chain import Chain, Tier, guarded_call
-from failsoft.schema import Batch
+from failsoft.schema import Batch, Matrix
 from failsoft.store import StoreUnavailable
 from failsoft.tasks import stop
 from failsoft.tiers.python import INLINE_BUDGET_US
@@ -37,12 +41,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("failsoft.shadow")
 
-# (request id, its validated rows)
-Copy = tuple[str, Batch]
+# A candidate's share of a request: its id and its rows (the validated batch, or only the numbers when
+# every tier that may become a candidate reads nothing else).
+Copy = tuple[str, Batch | Matrix]
+# The most numbers an intake holds, in bytes (its buffer is allocated once, at start)
+BUFFER_BYTES = 64 << 20
 
 
 class Lane:
-    """One candidate's queue and counters."""
+    """One candidate's counters, and its queue when it runs off the loop."""
 
     __slots__ = ("chain", "dropped", "mirrored", "queue", "row_us", "tier", "wake")
 
@@ -51,11 +58,104 @@ class Lane:
         self.tier = tier
         self.queue: collections.deque[Copy] = collections.deque()
         self.wake = asyncio.Event()
-        self.mirrored = 0  # copies queued
-        self.dropped = 0  # copies not queued: the queue was full
+        self.mirrored = 0  # copies handed to the candidate
+        self.dropped = 0  # copies it never got: a queue was full
         # What a row costs the candidate on the loop, in microseconds (inline candidates): a moving
         # average of its shadow calls, starting from the one-row cost measured when it loaded.
         self.row_us = tier.backend.single_row_us
+
+
+class Pile:
+    """Requests taken from an intake at once: ids, rows per request, and the rows themselves (one matrix
+    for all, or each request's batch)."""
+
+    __slots__ = ("batches", "ids", "matrix", "offsets", "sizes")
+
+    def __init__(self, ids: list[str], sizes: list[int], matrix: Matrix | None, batches: list[Batch]) -> None:
+        self.ids = ids
+        self.sizes = sizes
+        self.matrix = matrix
+        self.batches = batches
+        # where each request's rows start in the matrix (None: a row per request)
+        self.offsets = None if matrix is None or len(matrix) == len(ids) else np.cumsum([0, *sizes])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _rows(self, a: int, b: int) -> slice:
+        return slice(a, b) if self.offsets is None else slice(int(self.offsets[a]), int(self.offsets[b]))
+
+    def batch(self, names: tuple[str, ...], a: int, b: int) -> Batch:
+        """Requests a..b as one batch."""
+        if self.matrix is None:
+            return Batch.join(names, self.batches[a:b])
+        return Batch.of_matrix(names, self.matrix[self._rows(a, b)])
+
+    def copies(self) -> list[Copy]:
+        """A copy per request, for a candidate's own queue."""
+        if self.matrix is None:
+            return list(zip(self.ids, self.batches, strict=True))
+        matrix = self.matrix
+        return [(rid, matrix[self._rows(i, i + 1)]) for i, rid in enumerate(self.ids)]
+
+    def sample(self, share: float) -> Pile:
+        """Each request kept with probability ``share``."""
+        if share >= 1.0:
+            return self
+        keep = [i for i in range(len(self.ids)) if random.random() < share]
+        ids, sizes = [self.ids[i] for i in keep], [self.sizes[i] for i in keep]
+        if self.matrix is None:
+            return Pile(ids, sizes, None, [self.batches[i] for i in keep])
+        if self.offsets is None:
+            return Pile(ids, sizes, self.matrix[keep], [])
+        parts = [self.matrix[self._rows(i, i + 1)] for i in keep]
+        return Pile(ids, sizes, np.concatenate(parts) if parts else self.matrix[:0], [])
+
+
+class Intake:
+    """One model's copies waiting for its pump. When every tier that may become one of its candidates
+    reads only matrices, a request's numbers are copied into a buffer allocated at start and nothing of
+    the request itself is kept: holding a few hundred requests' objects until the pump ran cost the live
+    path more (its memory went cold in the CPU caches) than the candidates' arithmetic."""
+
+    __slots__ = ("batches", "buf", "filled", "ids", "limit", "sizes", "wake")
+
+    def __init__(self, chain: Chain, limit: int, matrix_only: bool) -> None:
+        width = max(1, len(chain.schema.names))
+        self.buf = np.empty((min(limit, BUFFER_BYTES // (8 * width)), width)) if matrix_only else None
+        self.limit = limit
+        self.ids: list[str] = []
+        self.sizes: list[int] = []
+        self.batches: list[Batch] = []
+        self.filled = 0
+        self.wake = asyncio.Event()
+
+    def offer(self, batch: Batch, request_id: str) -> bool:
+        """Keep a copy; False when full. O(1) on the request path."""
+        if len(self.ids) >= self.limit:
+            return False
+        n = len(batch)
+        buf = self.buf
+        if buf is None:
+            self.batches.append(batch)
+        else:
+            at = self.filled
+            if at + n > len(buf):
+                return False
+            buf[at : at + n] = batch.matrix()  # usually built already, by the tier that answered
+            self.filled = at + n
+        self.ids.append(request_id)
+        self.sizes.append(n)
+        if len(self.ids) == 1:
+            self.wake.set()
+        return True
+
+    def take(self) -> Pile:
+        """Everything waiting; the intake is empty after."""
+        matrix = None if self.buf is None else self.buf[: self.filled].copy()
+        pile = Pile(self.ids, self.sizes, matrix, self.batches)
+        self.ids, self.sizes, self.batches, self.filled = [], [], [], 0
+        return pile
 
 
 class Mirror:
@@ -68,38 +168,36 @@ class Mirror:
         self.linger_s = linger_s
         self.workers = workers
         self.lanes: dict[tuple[str, str], Lane] = {}
+        self.intakes: dict[str, Intake] = {}
         self.since = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._calls: set[asyncio.Task[None]] = set()
 
     def offer(self, chain: Chain, candidates: tuple[Tier, ...], batch: Batch, request_id: str) -> None:
-        """Queue a copy for each candidate (the request path: O(1), never blocks, never raises)."""
-        limit = self.limit
-        for tier in candidates:
-            if tier.sample < 1.0 and random.random() >= tier.sample:
-                continue
-            lane: Lane | None = tier.lane
-            if lane is None:
-                continue
-            queue = lane.queue
-            if len(queue) >= limit:
-                lane.dropped += 1
-                continue
-            queue.append((request_id, batch))
-            lane.mirrored += 1
-            if len(queue) == 1:
-                lane.wake.set()
+        """Queue a copy for the model's candidates (the request path: O(1), never blocks, never raises)."""
+        intake = self.intakes.get(chain.model)
+        if intake is not None and not intake.offer(batch, request_id):
+            for tier in candidates:
+                if tier.lane is not None:
+                    tier.lane.dropped += 1
 
     async def start(self) -> None:
-        """A lane and its pump for every tier that is or may become a candidate (each model's primary and
-        its candidates: a promotion turns the old primary into one)."""
+        """An intake and pump per model, and a lane for every tier that is or may become a candidate (each
+        model's primary and its candidates: a promotion turns the old primary into one), with a
+        dispatcher for those that run off the loop."""
         for chain in self.portfolio.chains.values():
-            for tier in self.portfolio.pools[chain.model].values():
+            pool = list(self.portfolio.pools[chain.model].values())
+            intake = Intake(chain, self.limit, all(t.backend.reads_matrix for t in pool))
+            self.intakes[chain.model] = intake
+            name = f"failsoft-shadow-{chain.model}"
+            self._tasks.append(asyncio.create_task(self._pump(chain, intake), name=name))
+            for tier in pool:
                 lane = Lane(chain, tier)
                 tier.lane = lane
                 self.lanes[(chain.model, tier.name)] = lane
-                name = f"failsoft-shadow-{chain.model}-{tier.name}"
-                self._tasks.append(asyncio.create_task(self._pump(lane), name=name))
+                if not tier.backend.inline:
+                    name = f"failsoft-shadow-{chain.model}-{tier.name}"
+                    self._tasks.append(asyncio.create_task(self._dispatch(lane), name=name))
             chain.mirror = self.offer
         self._tasks.append(asyncio.create_task(self._persist_every(5.0), name="failsoft-shadow-counters"))
 
@@ -111,35 +209,77 @@ class Mirror:
         self._tasks.clear()
         await self.persist()
 
-    async def _pump(self, lane: Lane) -> None:
-        queue, tier = lane.queue, lane.tier
-        slots = asyncio.Semaphore(max(1, min(self.workers, tier.bulkhead.limit)))
+    async def _pump(self, chain: Chain, intake: Intake) -> None:
+        names = chain.schema.names
+        while True:
+            if not intake.ids:
+                intake.wake.clear()
+                await intake.wake.wait()
+            # Let copies pile up for a moment: one call per batch, not one per request.
+            await asyncio.sleep(self.linger_s)
+            pile = intake.take()
+            inline: list[tuple[Lane, Pile]] = []
+            for tier in chain.layout.candidates:
+                lane: Lane | None = tier.lane
+                if lane is None:
+                    continue
+                mine = pile.sample(tier.sample)
+                if not len(mine):
+                    continue
+                if tier.backend.inline:
+                    lane.mirrored += len(mine)
+                    inline.append((lane, mine))
+                    continue
+                copies = mine.copies()
+                room = max(0, self.limit - len(lane.queue))
+                if len(copies) > room:
+                    lane.dropped += len(copies) - room
+                    copies = copies[:room]
+                lane.mirrored += len(copies)
+                lane.queue.extend(copies)
+                lane.wake.set()
+            if not inline:
+                continue
+            size = max(1, min(self.max_batch, *(int(INLINE_BUDGET_US / lane.row_us) for lane, _ in inline)))
+            shared: dict[int, Batch] = {}  # slices of the whole pile, stacked once for every candidate
+            for lane, mine in inline:
+                for at in range(0, len(mine), size):
+                    end = min(at + size, len(mine))
+                    batch = shared.get(at) if mine is pile else None
+                    if batch is None:
+                        batch = mine.batch(names, at, end)
+                        if mine is pile:
+                            shared[at] = batch
+                    await self._send(lane, mine.ids[at:end], mine.sizes[at:end], batch)
+                    await asyncio.sleep(0)  # live requests first
+
+    async def _dispatch(self, lane: Lane) -> None:
+        queue, names = lane.queue, lane.chain.schema.names
+        slots = asyncio.Semaphore(max(1, min(self.workers, lane.tier.bulkhead.limit)))
         while True:
             if not queue:
                 lane.wake.clear()
                 await lane.wake.wait()
-            # Let copies pile up for a moment: one call per batch, not one per request.
-            await asyncio.sleep(self.linger_s)
-            backend = tier.backend
-            if backend.inline:
-                size = max(1, min(self.max_batch, int(INLINE_BUDGET_US / lane.row_us)))
-                while queue:
-                    await self._send(lane, [queue.popleft() for _ in range(min(len(queue), size))])
-                    await asyncio.sleep(0)  # live requests first
-                continue
-            while queue:
-                await slots.acquire()
-                copies = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
-                call = asyncio.create_task(self._send(lane, copies))
-                self._calls.add(call)
-                call.add_done_callback(self._calls.discard)
-                call.add_done_callback(lambda _: slots.release())
+            await slots.acquire()
+            copies = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+            ids = [rid for rid, _ in copies]
+            batches = [rows for _, rows in copies if isinstance(rows, Batch)]
+            if len(batches) == len(copies):
+                batch = Batch.join(names, batches)
+            else:
+                batch = Batch.of_matrix(
+                    names, np.concatenate([r for _, r in copies if not isinstance(r, Batch)])
+                )
+            sizes = [len(rows) for _, rows in copies]
+            call = asyncio.create_task(self._send(lane, ids, sizes, batch))
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
+            call.add_done_callback(lambda _: slots.release())
 
-    async def _send(self, lane: Lane, copies: list[Copy]) -> None:
+    async def _send(self, lane: Lane, ids: list[str], sizes: list[int], batch: Batch) -> None:
         tier, chain = lane.tier, lane.chain
-        batch = Batch.join(chain.schema.names, [b for _, b in copies])
         started = time.perf_counter()
-        out, reason, _ = await guarded_call(tier, batch, copies[0][0], tier.timeout_s, chain._bad_output)
+        out, reason, _ = await guarded_call(tier, batch, ids[0], tier.timeout_s, chain._bad_output)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if tier.backend.inline:
             cost = latency_ms * 1000.0 / len(batch)
@@ -147,21 +287,20 @@ class Mirror:
         log = self.portfolio.log
         if log is None:
             return
-        # One log record for the whole call; the writer makes it a row per request.
+        # One log record for the whole call; the store keeps it as one shadow call.
         if out is None:
-            answers: list[Any] = [None] * len(copies)
-        elif len(out) == len(copies):  # a row per request, the usual case
+            answers: list[Any] = [None] * len(ids)
+        elif len(out) == len(ids):  # a row per request, the usual case
             answers = [[v] for v in out]
         else:
             answers, at = [], 0
-            for _, rows in copies:
-                answers.append(out[at : at + len(rows)])
-                at += len(rows)
+            for n in sizes:
+                answers.append(out[at : at + n])
+                at += n
         why = reason.value if reason is not None else None
         log.records.append_many(
-            [request_id for request_id, _ in copies], chain.model, chain.version, tier.name, "shadow", why,
-            answers, latency_ms,
-        )  # fmt: skip
+            ids, chain.model, chain.version, tier.name, "shadow", why, answers, latency_ms
+        )
 
     async def persist(self) -> None:
         """This replica's copy counts, for reports read from the store."""

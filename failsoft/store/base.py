@@ -28,6 +28,13 @@ PREDICTION_COLUMNS = (
     "record_id", "request_id", "model", "version", "tier", "role", "degraded", "reason", "outputs", "inputs",
     "latency_ms", "ts",
 )  # fmt: skip
+# A shadow candidate's call answers many requests: it is kept as one row (request ids and outputs as JSON
+# arrays, item i answering request i), and read a row per request through the view shadow_predictions,
+# whose columns are PREDICTION_COLUMNS. Writing one row per call instead of one per request is what keeps
+# mirroring cheap for the writer.
+SHADOW_CALL_COLUMNS = (
+    "record_id", "model", "version", "tier", "reason", "request_ids", "outputs", "latency_ms", "ts",
+)  # fmt: skip
 
 
 T = TypeVar("T")
@@ -72,8 +79,34 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
     # SQLite: the primary key is the table (one B-tree per row written, not two)
     clustered = "" if dialect == "postgres" else " WITHOUT ROWID"
     ts_index = "USING brin (ts)" if dialect == "postgres" else "(ts)"
+    if dialect == "postgres":
+        # the two arrays unnested side by side: element i of each, once per call
+        shadow_view = """CREATE OR REPLACE VIEW shadow_predictions AS
+            SELECT c.record_id || '.' || (j.o - 1) AS record_id, j.request_id, c.model, c.version, c.tier,
+            'shadow'::text AS role, false AS degraded, c.reason, j.outputs::text AS outputs,
+            NULL::text AS inputs, c.latency_ms, c.ts
+            FROM shadow_calls AS c, ROWS FROM (jsonb_array_elements_text(c.request_ids::jsonb),
+            jsonb_array_elements(c.outputs::jsonb)) WITH ORDINALITY AS j(request_id, outputs, o)"""
+    else:
+        shadow_view = """CREATE VIEW IF NOT EXISTS shadow_predictions AS
+            SELECT c.record_id || '.' || j.key AS record_id, j.value AS request_id, c.model, c.version,
+            c.tier, 'shadow' AS role, 0 AS degraded, c.reason, c.outputs -> j.key AS outputs,
+            NULL AS inputs, c.latency_ms, c.ts
+            FROM shadow_calls AS c, json_each(c.request_ids) AS j"""
     return sorted(
         [
+            (
+                5,
+                [
+                    f"""CREATE TABLE IF NOT EXISTS shadow_calls (
+                    record_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
+                    tier TEXT NOT NULL, reason TEXT, request_ids TEXT NOT NULL, outputs TEXT NOT NULL,
+                    latency_ms {real} NOT NULL, ts {real} NOT NULL){clustered}""",
+                    "CREATE INDEX IF NOT EXISTS shadow_calls_tier ON shadow_calls (model, tier, ts)",
+                    f"CREATE INDEX IF NOT EXISTS shadow_calls_ts ON shadow_calls {ts_index}",
+                    shadow_view,
+                ],
+            ),
             (
                 4,
                 [
@@ -165,7 +198,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def insert_json(self, *payloads: bytes) -> int:
         """Write batch documents of prediction rows in one transaction, skipping record ids already present.
-        Returns how many were new. Raises StoreUnavailable."""
+        Returns how many rows were new (a shadow call is one row). Raises StoreUnavailable."""
 
     def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
         """Rows with their own record ids (tests, imports)."""
@@ -176,12 +209,14 @@ class Store(abc.ABC):
         return int(self.execute(f"SELECT count(*) FROM predictions{where}", args)[0][0])
 
     def iter_predictions(
-        self, since: float = 0.0, model: str | None = None, batch: int = 10_000
+        self, since: float = 0.0, model: str | None = None, batch: int = 10_000, shadow: bool = False
     ) -> Iterator[list[tuple[Any, ...]]]:
-        """Rows with ts >= since, oldest first, in batches of at most ``batch`` (keyset pagination)."""
+        """Rows with ts >= since, oldest first, in batches of at most ``batch`` (keyset pagination); the
+        live answers, or with ``shadow`` the shadow candidates' (a row per request)."""
         cols = ", ".join(PREDICTION_COLUMNS)
         where = "(ts > ? OR (ts = ? AND record_id > ?))" + (" AND model = ?" if model else "")
-        sql = f"SELECT {cols} FROM predictions WHERE {where} ORDER BY ts, record_id LIMIT ?"
+        table = "shadow_predictions" if shadow else "predictions"
+        sql = f"SELECT {cols} FROM {table} WHERE {where} ORDER BY ts, record_id LIMIT ?"
         last_ts, last_id = since, ""
         while True:
             rows = self.execute(sql, [last_ts, last_ts, last_id, *([model] if model else []), batch])

@@ -17,7 +17,8 @@ def export_predictions(
     progress: bool = True,
     batch: int = 50_000,
 ) -> int:
-    """Stream predictions with ts >= since into ``out`` (Parquet), batch by batch; returns the row count."""
+    """Stream predictions with ts >= since into ``out`` (Parquet), batch by batch, the live answers first
+    and then the shadow candidates' (role "shadow", a row per request); returns the row count."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -34,7 +35,12 @@ def export_predictions(
     out.parent.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(tmp, schema) as writer, Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("exporting predictions", total=None)
-        for rows in store.iter_predictions(since=since, model=model, batch=batch):
+        pages = (
+            rows
+            for shadow in (False, True)
+            for rows in store.iter_predictions(since=since, model=model, batch=batch, shadow=shadow)
+        )
+        for rows in pages:
             cols = list(zip(*rows, strict=True))
             data = {name: list(col) for name, col in zip(PREDICTION_COLUMNS, cols, strict=True)}
             data["degraded"] = [bool(x) for x in data["degraded"]]

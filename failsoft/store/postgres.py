@@ -10,13 +10,14 @@ import msgspec
 
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
+    SHADOW_CALL_COLUMNS,
     Execute,
     ModelState,
     Store,
     StoreUnavailable,
     migrations,
 )
-from failsoft.store.records import expand
+from failsoft.store.records import split
 
 T = TypeVar("T")
 _COLS = ", ".join(PREDICTION_COLUMNS)
@@ -31,6 +32,10 @@ _INSERT = (
     "CASE WHEN jsonb_typeof(r->9) = 'null' THEN NULL ELSE (r->9)::text END, "
     "(r->>10)::float8, (r->>11)::float8 "
     "FROM p, jsonb_array_elements(p.rows) WITH ORDINALITY AS t(r, o) ON CONFLICT (record_id) DO NOTHING"
+)
+_INSERT_CALLS = (
+    f"INSERT INTO shadow_calls ({', '.join(SHADOW_CALL_COLUMNS)}) VALUES ({', '.join(['%s'] * 9)}) "
+    "ON CONFLICT (record_id) DO NOTHING"
 )
 # A lock number of our own, so two replicas starting together migrate one after the other.
 _MIGRATION_LOCK = 0x6661696C736F6674
@@ -107,16 +112,26 @@ class PostgresStore(Store):
                 self._conn = None
 
     def insert_json(self, *payloads: bytes) -> int:
-        texts = [_flat(p) for p in payloads]
+        parts = [_split(p) for p in payloads]
+        calls = [c for _, cs in parts for c in cs]
 
         def write(conn: Any) -> int:
-            return sum(int(conn.execute(_INSERT, (t,)).rowcount) for t in texts)
+            n = sum(int(conn.execute(_INSERT, (text,)).rowcount) for text, _ in parts)
+            if calls:
+                with conn.cursor() as cur:
+                    cur.executemany(_INSERT_CALLS, calls)
+                    n += max(0, int(cur.rowcount))
+            return n
 
         # One statement is atomic by itself: no BEGIN/COMMIT round trips for the common single batch.
-        return self._locked(write, atomic=len(payloads) > 1)
+        return self._locked(write, atomic=len(payloads) > 1 or bool(calls))
 
     def delete_predictions_before(self, ts: float) -> int:
-        return self._locked(lambda c: int(c.execute("DELETE FROM predictions WHERE ts < %s", (ts,)).rowcount))
+        def delete(conn: Any) -> int:
+            n = int(conn.execute("DELETE FROM predictions WHERE ts < %s", (ts,)).rowcount)
+            return n + int(conn.execute("DELETE FROM shadow_calls WHERE ts < %s", (ts,)).rowcount)
+
+        return self._locked(delete)
 
     def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
         now = self.now()
@@ -149,14 +164,18 @@ class PostgresStore(Store):
         return self._locked(lambda c: _fetch(c, sql, args), atomic=False)
 
 
-def _flat(payload: bytes) -> str:
-    """The batch document as the insert statement reads it: one record per row. Records standing for
-    several requests (see store/records.py) are expanded here; the rest of the document is left as is."""
+def _split(payload: bytes) -> tuple[str, list[tuple[Any, ...]]]:
+    """The batch document as the insert statement reads it, and its shadow calls (store/records.py) as
+    rows for shadow_calls. A document without calls is passed on as it came."""
+    if b',["' not in payload and b'"shadow"' not in payload:
+        return payload.decode(), []  # no shadow role, no list of request ids (strings: it shows as ,[")
     doc = msgspec.json.decode(payload)
-    if not any(isinstance(r[1], list) for r in doc["rows"]):
-        return payload.decode()
-    doc["rows"] = list(expand(doc))
-    return msgspec.json.encode(doc).decode()
+    rows, calls = split(doc)
+    if not calls:
+        return payload.decode(), []
+    doc["rows"] = rows
+    enc = msgspec.json.encode
+    return enc(doc).decode(), [(*c[:5], enc(c[5]).decode(), enc(c[6]).decode(), c[7], c[8]) for c in calls]
 
 
 def _fetch(conn: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:

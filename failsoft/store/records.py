@@ -3,8 +3,8 @@
 A batch is one JSON document, ``{"prefix": P, "base": B, "rows": [...]}``; the database names each row
 "P-(B + position)", so a batch sent twice (a replay, a restarted writer) is recognised record by record.
 A record may also stand for several requests answered in one call (a shadow candidate's batch): its
-request id and outputs are then lists, one item per request, and it becomes one row per request, named
-"P-(B + position).(index)" (see ``expand``). The serving process pays for one record, not one per request.
+request id and outputs are then lists, one item per request, and it is kept as one shadow call (see
+``split`` and store/base.py). Neither the serving process nor the writer pays per request for it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -131,14 +131,19 @@ class RecordQueue:
         return _encode({"prefix": self._prefix, "base": base, "rows": batch}), len(batch)
 
 
-def expand(doc: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
-    """A decoded batch document as rows, one per request, record ids filled in (columns in
-    ``PREDICTION_COLUMNS`` order; outputs and inputs still as values)."""
+def split(doc: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """A decoded batch document as rows to insert, record ids filled in: live prediction rows
+    (``PREDICTION_COLUMNS``) and shadow calls (``SHADOW_CALL_COLUMNS``): the records standing for several
+    requests, and any single record with role "shadow". Outputs, inputs and request-id lists are still
+    values, not JSON text."""
     prefix, base = doc["prefix"], int(doc["base"])
+    rows, calls = [], []
     for k, r in enumerate(doc["rows"]):
         record_id = r[0] or f"{prefix}-{base + k}"
-        if isinstance(r[1], list):  # several requests answered by one call
-            for j, (request_id, outputs) in enumerate(zip(r[1], r[8], strict=True)):
-                yield (f"{record_id}.{j}", request_id, *r[2:8], outputs, *r[9:])
+        if isinstance(r[1], list):
+            calls.append((record_id, r[2], r[3], r[4], r[7], r[1], r[8], r[10], r[11]))
+        elif r[5] == "shadow":  # one shadow answer on its own: a call for one request
+            calls.append((record_id, r[2], r[3], r[4], r[7], [r[1]], [r[8]], r[10], r[11]))
         else:
-            yield (record_id, *r[1:])
+            rows.append((record_id, *r[1:]))
+    return rows, calls

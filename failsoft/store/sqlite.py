@@ -12,29 +12,37 @@ import msgspec
 
 from failsoft.store.base import (
     PREDICTION_COLUMNS,
+    SHADOW_CALL_COLUMNS,
     Execute,
     ModelState,
     Store,
     StoreUnavailable,
     migrations,
 )
-from failsoft.store.records import expand
+from failsoft.store.records import split
 
 _INSERT = (
     f"INSERT OR IGNORE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join('?' * 12)})"
 )
+_INSERT_CALLS = (
+    f"INSERT OR IGNORE INTO shadow_calls ({', '.join(SHADOW_CALL_COLUMNS)}) VALUES ({', '.join('?' * 9)})"
+)
 _json = msgspec.json.Encoder()
 
 
-def _rows(payload: bytes) -> list[tuple[Any, ...]]:
-    """A batch document as rows to insert: ids filled in, outputs and inputs as JSON text. The writer is
-    a process of its own, so decoding here holds up nobody; bound rows cost SQLite a third less than
-    extracting each column with its JSON functions."""
+def _rows(payload: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """A batch document as prediction rows and shadow calls to insert: ids filled in, outputs, inputs and
+    request-id lists as JSON text. The writer is a process of its own, so decoding here holds up nobody;
+    bound rows cost SQLite a third less than extracting each column with its JSON functions."""
     enc = _json.encode
-    return [
-        (*r[:8], enc(r[8]).decode(), None if r[9] is None else enc(r[9]).decode(), r[10], r[11])
-        for r in expand(msgspec.json.decode(payload))
-    ]
+    rows, calls = split(msgspec.json.decode(payload))
+    return (
+        [
+            (*r[:8], enc(r[8]).decode(), None if r[9] is None else enc(r[9]).decode(), r[10], r[11])
+            for r in rows
+        ],
+        [(*c[:5], enc(c[5]).decode(), enc(c[6]).decode(), c[7], c[8]) for c in calls],
+    )
 
 
 T = TypeVar("T")
@@ -124,15 +132,22 @@ class SqliteStore(Store):
         def write(conn: sqlite3.Connection) -> int:
             before = conn.total_changes  # rows inserted, not those ignored as already there
             for payload in payloads:
-                conn.executemany(_INSERT, _rows(payload))
+                rows, calls = _rows(payload)
+                conn.executemany(_INSERT, rows)
+                if calls:
+                    conn.executemany(_INSERT_CALLS, calls)
             return conn.total_changes - before
 
         written: int = self._write(write)
         return written
 
     def delete_predictions_before(self, ts: float) -> int:
-        n: int = self._write(lambda c: c.execute("DELETE FROM predictions WHERE ts < ?", (ts,)).rowcount)
-        return n
+        def delete(conn: sqlite3.Connection) -> int:
+            n = conn.execute("DELETE FROM predictions WHERE ts < ?", (ts,)).rowcount
+            return n + conn.execute("DELETE FROM shadow_calls WHERE ts < ?", (ts,)).rowcount
+
+        deleted: int = self._write(delete)
+        return deleted
 
     def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
         now = self.now()

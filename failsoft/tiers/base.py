@@ -25,6 +25,8 @@ class Backend:
     inline: bool = False
     # What one row costs an inline backend, in microseconds (measured at start; unknown: infinite).
     single_row_us: float = float("inf")
+    # Reads only a batch's matrix, never its rows (a shadow copy for it keeps just the numbers).
+    reads_matrix: bool = False
 
     async def start(self) -> None:
         """Open connections, load files. Called once before traffic."""

@@ -183,6 +183,7 @@ class PythonBackend(Backend):
                 'use method = "predict" or "predict_proba"',
             )
         matrix_fn: Callable[[Array], Array] = getattr(obj, method)
+        self.reads_matrix = True
         if spec.compile and self._features:
             sample = sample_rows([(f.min, f.max) for f in self._features])
             fast = compile_model(obj, method, sample)

@@ -55,7 +55,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         # a clean slate per test on the shared test database
         s._locked(
             lambda c: c.execute(
-                "TRUNCATE predictions, model_state, state_events, episodes, audit_items, audit_actions"
+                "TRUNCATE predictions, shadow_calls, model_state, state_events, episodes, audit_items, "
+                "audit_actions"
             )
         )  # type: ignore[attr-defined]
     s.connect()

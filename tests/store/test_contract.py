@@ -65,20 +65,24 @@ def test_migrations_run_once_and_concurrently_safe(store: Store) -> None:
 
 
 def test_a_record_for_several_requests_becomes_a_row_each(store: Store) -> None:
-    """A shadow candidate's batch is queued as one record (request ids and answers as lists); each engine
-    stores one row per request, and a batch sent twice (a replay) adds nothing."""
+    """A shadow candidate's batch is queued as one record (request ids and answers as lists) and kept as
+    one shadow call; each engine reads it back as a row per request, and a batch sent twice adds nothing."""
     queue = RecordQueue(1000, log_inputs=False)
     queue.append("q0", "m", "1", "cpu", "live", False, None, [0.5], None, 0.3)
     queue.append_many(["q0", "q1", "q2"], "m", "1", "cand", "shadow", None, [[0.1], [0.2], [0.3]], 1.5)
     queue.append_many(["q3"], "m", "1", "cand", "shadow", "timeout", [None], 20.0)
     payload, n = queue.take()
     assert n == 3, "three records on the request path"
-    assert store.insert_json(payload) == 5
+    assert store.insert_json(payload) == 3, "a live row and two shadow calls"
     assert store.insert_json(payload) == 0, "a replay is recognised row by row"
-    got = {(r[1], r[5]): r for b in store.iter_predictions() for r in b}
-    assert len(got) == 5
+    live = [r for b in store.iter_predictions() for r in b]
+    shadow = [r for b in store.iter_predictions(shadow=True, batch=2) for r in b]
+    assert len(live) == 1 and len(shadow) == 4, "read back a row per request"
+    got = {(r[1], r[5]): r for r in live + shadow}
     assert [got[(f"q{i}", "shadow")][8] for i in range(3)] == ["[0.1]", "[0.2]", "[0.3]"]
     assert got[("q3", "shadow")][7] == "timeout" and got[("q3", "shadow")][8] == "null"
     assert got[("q0", "live")][4] == "cpu" and got[("q1", "shadow")][4] == "cand"
     assert got[("q2", "shadow")][10] == 1.5
     assert len({r[0] for r in got.values()}) == 5, "every row has its own record id"
+    assert store.delete_predictions_before(time.time() + 60) == 3, "retention reaches shadow calls too"
+    assert not [r for b in store.iter_predictions(shadow=True) for r in b]

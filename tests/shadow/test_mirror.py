@@ -1,0 +1,101 @@
+"""Mirroring in one process, against the real prediction log: every copy a candidate got is answered
+by it and logged against the right request, whether it ran on the loop or in threads, sampled or not,
+for requests of one row or several."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from failsoft.config import load
+from failsoft.portfolio import Portfolio
+from failsoft.store import open_store
+from tests.server.conftest import FEATURES
+
+
+def portfolio(models_dir: Path, tmp_path: Path) -> Path:
+    inputs = "".join(f'[[models.m.inputs]]\nname = "{f}"\n' for f in FEATURES)
+    model = models_dir / "cpu.joblib"
+    text = f"""
+trusted_model_dirs = ["{models_dir}"]
+data_dir = "{tmp_path / "state"}"
+[models.m]
+deadline_ms = 200
+{inputs}
+[models.m.output]
+type = "float"
+min = 0
+max = 1
+[[models.m.tiers]]
+name = "live"
+kind = "python"
+path = "{model}"
+[[models.m.tiers]]
+kind = "default"
+value = 0.5
+[[models.m.candidates]]
+name = "on-loop"
+kind = "python"
+path = "{model}"
+[[models.m.candidates]]
+name = "threads"
+kind = "python"
+path = "{model}"
+run = "thread"
+[[models.m.candidates]]
+name = "half"
+kind = "python"
+path = "{model}"
+sample = 0.5
+"""
+    path = tmp_path / "portfolio.toml"
+    path.write_text(text)
+    return path
+
+
+async def test_every_copy_is_answered_and_logged_against_its_request(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    p = Portfolio(load(portfolio(models_dir, tmp_path)))
+    await p.start()
+    assert p.mirror is not None and p.mirror.intakes["m"].buf is not None, (
+        "numbers only: every tier reads them"
+    )
+    assert not p.pools["m"]["threads"].backend.inline and p.pools["m"]["on-loop"].backend.inline
+    rng = random.Random(3)
+    sent: dict[str, list[list[float]]] = {}
+    for i in range(400):
+        rows = [[rng.uniform(-3, 3) for _ in FEATURES] for _ in range(1 if i % 4 else 3)]
+        rid = f"req-{i}"
+        await p.predict("m", [dict(zip(FEATURES, r, strict=True)) for r in rows], id=rid)
+        sent[rid] = rows
+        if i % 50 == 0:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    counts = {name: (lane.mirrored, lane.dropped) for (_, name), lane in p.mirror.lanes.items()}
+    await p.close()
+    assert counts["on-loop"] == (400, 0) and counts["threads"] == (400, 0)
+    assert 120 < counts["half"][0] < 280 and counts["half"][1] == 0
+    model = joblib.load(models_dir / "cpu.joblib")
+    store = open_store(f"sqlite:///{tmp_path / 'state' / 'failsoft.db'}")
+    store.connect()
+    try:
+        got: dict[str, dict[str, list[float]]] = {}
+        for page in store.iter_predictions(shadow=True):
+            for r in page:
+                assert r[7] is None, f"{r[4]} failed: {r[7]}"
+                got.setdefault(r[4], {})[r[1]] = json.loads(r[8])
+    finally:
+        store.close()
+    assert set(got["on-loop"]) == set(got["threads"]) == set(sent)
+    assert len(got["half"]) == counts["half"][0]
+    for tier, answers in got.items():
+        for rid, out in answers.items():
+            want = model.predict_proba(np.array(sent[rid]))[:, 1]
+            assert out == pytest.approx(want.tolist(), abs=1e-9), (tier, rid)
