@@ -6,9 +6,9 @@ candidate); nothing ever waits. One pump per model lets copies pile up for a mom
 hands them to each candidate by its ``sample`` rate, in bulk:
 
 - a candidate that answers on the event loop in microseconds (a compiled model) takes them there in
-  slices that cost at most what one live request may (``INLINE_BUDGET_US``), the pump pausing for
-  ``pause_s`` between slices so live requests go first: a thread hop would cost more than the
-  arithmetic. Candidates fed the same copies share each slice's stacked batch;
+  slices that cost at most what one live request may (``INLINE_BUDGET_US``), the pump yielding to live
+  requests between slices: a thread hop would cost more than the arithmetic. Candidates fed the same
+  copies share each slice's stacked batch;
 - any other candidate (a model in threads, a remote engine) gets them in its own bounded queue, drained by
   its dispatcher with up to ``workers`` calls in flight; while they are all busy the queue fills and then
   drops, so a candidate that hangs, fails or dies only drops its own copies.
@@ -168,10 +168,8 @@ class Mirror:
         max_batch: int,
         linger_s: float = 0.005,
         workers: int = 4,
-        pause_s: float = 0.001,
     ) -> None:
         self.portfolio = portfolio
-        self.pause_s = pause_s
         self.limit = queue
         self.max_batch = max_batch
         self.linger_s = linger_s
@@ -260,9 +258,9 @@ class Mirror:
                         if mine is pile:
                             shared[at] = batch
                     await self._send(lane, mine.ids[at:end], mine.sizes[at:end], batch)
-                    # Live requests first: a short pause spreads the candidates' work between them
-                    # rather than queueing it right behind whatever is ready now.
-                    await asyncio.sleep(self.pause_s)
+                    # Live requests first. (Not a timed pause: under load a timer fires late, the
+                    # pump would fall behind and drop.)
+                    await asyncio.sleep(0)
 
     async def _dispatch(self, lane: Lane) -> None:
         queue, names = lane.queue, lane.chain.schema.names
