@@ -242,7 +242,7 @@ class ShadowSpec(_Spec, frozen=True):
     most copies sent to a candidate in one call when they pile up."""
 
     queue: PositiveInt = 10_000
-    max_batch: PositiveInt = 64
+    max_batch: PositiveInt = 256
 
 
 class StoreSpec(_Spec, frozen=True):

@@ -46,6 +46,8 @@ log = logging.getLogger("failsoft.shadow")
 # A candidate's share of a request: its id and its rows (the validated batch, or only the numbers when
 # every tier that may become a candidate reads nothing else).
 Copy = tuple[str, Batch | Matrix]
+# The most loop turns a candidate takes for one pile (see Mirror._pump)
+SLICES = 4
 # The most numbers an intake holds, in bytes (its buffer is allocated once, at start)
 BUFFER_BYTES = 64 << 20
 
@@ -247,7 +249,11 @@ class Mirror:
                 lane.wake.set()
             if not inline:
                 continue
-            size = max(1, min(self.max_batch, *(int(INLINE_BUDGET_US / lane.row_us) for lane, _ in inline)))
+            # Within the inline budget, but never so small that a candidate needs more than SLICES turns
+            # of the loop for a pile: each turn brings about as many new requests as connections, and a
+            # pump that took one small slice per turn would fall behind for good (and drop).
+            budget = min(int(INLINE_BUDGET_US / lane.row_us) for lane, _ in inline)
+            size = max(1, min(self.max_batch, max(budget, -(-len(pile) // SLICES))))
             shared: dict[int, Batch] = {}  # slices of the whole pile, stacked once for every candidate
             for lane, mine in inline:
                 for at in range(0, len(mine), size):
