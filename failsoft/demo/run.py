@@ -371,10 +371,12 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     if sh:
         ci = sh["ci95"]
         interval = f" (95% CI of the difference {ci[0]:+.3f} .. {ci[1]:+.3f})" if ci else ""
+        aucs = (sh["auc_live"], sh["auc_candidate"])
+        live, cand = (f"{x:.3f}" if isinstance(x, float) else "n/a" for x in aucs)
         console.print(
             f"shadow candidate [bold]{sh['candidate']}[/] of {sh['model']}: {sh['mirrored']} copies, "
-            f"{sh['labelled_pairs']} labelled pairs, AUC live {sh['auc_live']} vs candidate "
-            f"{sh['auc_candidate']}{interval}; verdict: {sh['verdict']} "
+            f"{sh['labelled_pairs']} labelled pairs, AUC live {live} vs candidate {cand}{interval}; "
+            f"verdict: {sh['verdict']} "
             f"{'(failing: ' + ', '.join(sh['failing']) + ')' if sh['failing'] else ''}"
         )
     for model, m in s.get("monitor", {}).items():
