@@ -297,8 +297,7 @@ class Demo:
                         proc.kill()
         store = open_store(f"sqlite:///{self.data_dir / 'state' / 'failsoft.db'}")
         try:
-            roles = dict(store.execute("SELECT role, count(*) FROM predictions GROUP BY role"))
-            summary["logged_predictions"] = int(roles.get("live", 0))
+            summary["logged_predictions"] = store.count_predictions()
             summary["logged_shadow_answers"] = int(
                 store.execute("SELECT count(*) FROM shadow_predictions")[0][0]
             )

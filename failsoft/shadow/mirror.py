@@ -191,11 +191,13 @@ class Mirror:
                     tier.lane.dropped += 1
 
     async def start(self) -> None:
-        """An intake and pump per model, and a lane for every tier that is or may become a candidate (each
-        model's primary and its candidates: a promotion turns the old primary into one), with a
-        dispatcher for those that run off the loop."""
+        """For each model with candidates, an intake and pump, and a lane for every tier that is or may
+        become a candidate (its primary and its candidates: a promotion turns the old primary into one),
+        with a dispatcher for those that run off the loop."""
         for chain in self.portfolio.chains.values():
             pool = list(self.portfolio.pools[chain.model].values())
+            if len(pool) < 2:
+                continue  # no candidate, now or after any promotion: nothing to mirror
             intake = Intake(chain, self.limit, all(t.backend.reads_matrix for t in pool))
             self.intakes[chain.model] = intake
             name = f"failsoft-shadow-{chain.model}"

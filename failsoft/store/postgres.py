@@ -174,8 +174,7 @@ def _split(payload: bytes) -> tuple[str, list[tuple[Any, ...]]]:
     if not calls:
         return payload.decode(), []
     doc["rows"] = rows
-    enc = msgspec.json.encode
-    return enc(doc).decode(), [(*c[:5], enc(c[5]).decode(), enc(c[6]).decode(), c[7], c[8]) for c in calls]
+    return msgspec.json.encode(doc).decode(), calls
 
 
 def _fetch(conn: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:

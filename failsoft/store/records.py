@@ -25,6 +25,7 @@ def _fallback(obj: Any) -> Any:
 
 
 _encode = msgspec.json.Encoder(enc_hook=_fallback).encode
+_json = msgspec.json.Encoder().encode
 
 
 class RecordQueue:
@@ -133,17 +134,17 @@ class RecordQueue:
 
 def split(doc: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """A decoded batch document as rows to insert, record ids filled in: live prediction rows
-    (``PREDICTION_COLUMNS``) and shadow calls (``SHADOW_CALL_COLUMNS``): the records standing for several
-    requests, and any single record with role "shadow". Outputs, inputs and request-id lists are still
-    values, not JSON text."""
+    (``PREDICTION_COLUMNS``; outputs and inputs still values) and shadow calls (``SHADOW_CALL_COLUMNS``;
+    request ids and outputs as the JSON text both stores keep): the records standing for several requests,
+    and any single record with role "shadow"."""
     prefix, base = doc["prefix"], int(doc["base"])
     rows, calls = [], []
     for k, r in enumerate(doc["rows"]):
         record_id = r[0] or f"{prefix}-{base + k}"
-        if isinstance(r[1], list):
-            calls.append((record_id, r[2], r[3], r[4], r[7], r[1], r[8], r[10], r[11]))
-        elif r[5] == "shadow":  # one shadow answer on its own: a call for one request
-            calls.append((record_id, r[2], r[3], r[4], r[7], [r[1]], [r[8]], r[10], r[11]))
+        if isinstance(r[1], list) or r[5] == "shadow":  # a single shadow answer: a call for one request
+            ids, outputs = (r[1], r[8]) if isinstance(r[1], list) else ([r[1]], [r[8]])
+            text = (_json(ids).decode(), _json(outputs).decode())
+            calls.append((record_id, r[2], r[3], r[4], r[7], *text, r[10], r[11]))
         else:
             rows.append((record_id, *r[1:]))
     return rows, calls

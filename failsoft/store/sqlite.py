@@ -31,9 +31,9 @@ _json = msgspec.json.Encoder()
 
 
 def _rows(payload: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """A batch document as prediction rows and shadow calls to insert: ids filled in, outputs, inputs and
-    request-id lists as JSON text. The writer is a process of its own, so decoding here holds up nobody;
-    bound rows cost SQLite a third less than extracting each column with its JSON functions."""
+    """A batch document as prediction rows and shadow calls to insert: ids filled in, outputs and inputs
+    as JSON text. The writer is a process of its own, so decoding here holds up nobody; bound rows cost
+    SQLite a third less than extracting each column with its JSON functions."""
     enc = _json.encode
     rows, calls = split(msgspec.json.decode(payload))
     return (
@@ -41,7 +41,7 @@ def _rows(payload: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
             (*r[:8], enc(r[8]).decode(), None if r[9] is None else enc(r[9]).decode(), r[10], r[11])
             for r in rows
         ],
-        [(*c[:5], enc(c[5]).decode(), enc(c[6]).decode(), c[7], c[8]) for c in calls],
+        calls,
     )
 
 
