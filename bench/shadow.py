@@ -5,8 +5,9 @@ Same model and server as bench/overhead.py (logistic regression on scikit-learn'
 set, 30 floats a row, compiled at load, deadline 50 ms, every answer logged); the two candidates are the
 same model loaded twice more, so their answers are logged too (three log rows per request instead of one).
 Load from wrk over loopback at concurrency 32, the two configurations alternated for ``--rounds`` rounds
-(which goes first alternates too). After each shadowed run the log is counted: every copy mirrored has its
-answer there (or a copy was dropped, and counted). This machine's throughput wanders by 10-20% between
+(which goes first alternates too). After each shadowed run, with the gateway stopped, the store is read:
+the copies mirrored and dropped (the gateway's saved counters) and the shadow answers logged, which equal
+the copies mirrored when none was lost. This machine's throughput wanders by 10-20% between
 runs, so the ratio is also taken per round and its median reported beside the ratio of the medians. The
 last line printed is one JSON object with the medians and the ratios (shadows / none).
 
@@ -22,7 +23,6 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -62,26 +62,21 @@ def main() -> None:
     )
     results: dict[str, list[dict[str, Any]]] = {"none": [], "two_candidates": []}
     db = work / "state" / "failsoft.db"
-    counted = {"mirrored": 0, "dropped": 0}
     try:
         for r in range(args.rounds):
             pair = (("none", plain), ("two_candidates", shadowed))
             for name, cfg in pair if r % 2 == 0 else pair[::-1]:
-                logged = shadow_rows(db)
+                logged, before = shadow_rows(db), copies(db)
                 with served(cfg) as base:
                     url = base + "/v1/models/m/predict"
                     wrk(url, body, 8, 2)  # warm up
                     point: dict[str, Any] = wrk(url, body, 32, args.seconds)
-                    if name == "two_candidates":
-                        with urllib.request.urlopen(base + "/v1/models/m/shadows", timeout=60) as resp:
-                            report = json.loads(resp.read())
-                        # the report counts every run so far (each its own replica, saved every 5 s)
-                        for key in ("mirrored", "dropped"):
-                            total = sum(c[key] for c in report["candidates"])
-                            point[key], counted[key] = total - counted[key], total
-                # the gateway has stopped, and written out its log: every copy's answer is in it
-                if name == "two_candidates" and not args.no_log:
-                    point["shadow_rows_logged"] = shadow_rows(db) - logged
+                # The gateway has stopped: it saved its copy counters and wrote out its log, so every copy
+                # mirrored (warm-up included) has its answer there.
+                if name == "two_candidates":
+                    point.update({k: n - before[k] for k, n in copies(db).items()})
+                    if not args.no_log:
+                        point["shadow_rows_logged"] = shadow_rows(db) - logged
                 results[name].append(point)
                 line = f"round {r + 1} {name:15s} {point['rps']:>9.1f} req/s p99 {point['p99_ms']:.3f} ms"
                 extra = "".join(f" {k} {point[k]}" for k in ("mirrored", "dropped", "shadow_rows_logged")
@@ -90,6 +85,16 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(compare(results, "none", "two_candidates")))
+
+
+def copies(db: Path) -> dict[str, int]:
+    """Copies mirrored and dropped by every run so far (each run is a replica of its own)."""
+    if not db.exists():
+        return {"mirrored": 0, "dropped": 0}
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        sql = "SELECT coalesce(sum(mirrored), 0), coalesce(sum(dropped), 0) FROM shadow_counters"
+        mirrored, dropped = conn.execute(sql).fetchone()
+    return {"mirrored": int(mirrored), "dropped": int(dropped)}
 
 
 def shadow_rows(db: Path) -> int:

@@ -177,17 +177,23 @@ def candidate_report(
     now = time.time() if now is None else now
     since = last_flip(store, model)
     ok = "reason IS NULL"
+    # Counted a call at a time (its requests are its array's length), not through the row-per-request view.
+    n = (
+        "jsonb_array_length(request_ids::jsonb)"
+        if store.dialect == "postgres"
+        else "json_array_length(request_ids)"
+    )
     count, answered, timeouts, first = store.execute(
-        f"SELECT count(*), sum(CASE WHEN {ok} THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN reason = 'timeout' THEN 1 ELSE 0 END), min(ts) "
-        "FROM shadow_predictions WHERE model = ? AND tier = ? AND ts >= ?",
+        f"SELECT sum({n}), sum(CASE WHEN {ok} THEN {n} ELSE 0 END), "
+        f"sum(CASE WHEN reason = 'timeout' THEN {n} ELSE 0 END), min(ts) "
+        "FROM shadow_calls WHERE model = ? AND tier = ? AND ts >= ?",
         [model, candidate, since],
     )[0]
-    count, answered, timeouts = int(count), int(answered or 0), int(timeouts or 0)
+    count, answered, timeouts = int(count or 0), int(answered or 0), int(timeouts or 0)
     failures = {
         r[0]: int(r[1])
         for r in store.execute(
-            "SELECT reason, count(*) FROM shadow_predictions WHERE model = ? AND tier = ? "
+            f"SELECT reason, sum({n}) FROM shadow_calls WHERE model = ? AND tier = ? "
             "AND ts >= ? AND reason IS NOT NULL GROUP BY reason",
             [model, candidate, since],
         )

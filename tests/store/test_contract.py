@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+from failsoft.config import PromotionSpec
+from failsoft.shadow.evaluate import candidate_report
 from failsoft.store import Store, open_store
 from failsoft.store.base import PredictionRow
 from failsoft.store.records import RecordQueue
@@ -84,5 +86,10 @@ def test_a_record_for_several_requests_becomes_a_row_each(store: Store) -> None:
     assert got[("q0", "live")][4] == "cpu" and got[("q1", "shadow")][4] == "cand"
     assert got[("q2", "shadow")][10] == 1.5
     assert len({r[0] for r in got.values()}) == 5, "every row has its own record id"
+    # the shadow report counts each call's requests
+    r = candidate_report(store, "m", "cand", "cpu", PromotionSpec(min_shadow_s=0, min_labelled=0))
+    assert (r["logged"], r["answered"], r["timeouts"], r["errors"]) == (4, 3, 1, 0)
+    assert r["failures"] == {"timeout": 1} and r["timeout_rate"] == 0.25
+    assert r["compared"] == 1, "q0 is the one request answered by both"
     assert store.delete_predictions_before(time.time() + 60) == 3, "retention reaches shadow calls too"
     assert not [r for b in store.iter_predictions(shadow=True) for r in b]
