@@ -103,6 +103,11 @@ def _audits(args: argparse.Namespace) -> int:
 
     import httpx
 
+    if args.verb == "webhook-secret":
+        from failsoft.audit.notify import new_secret
+
+        print(new_secret())
+        return 0
     headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
     base = args.url.rstrip("/") + "/v1/audits"
     if args.verb in {"show", "ack", "resolve"} and args.id is None:
@@ -442,8 +447,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=_export)
 
-    a = sub.add_parser("audits", help="the audit queue of a running gateway: list, show, ack, resolve, log")
-    a.add_argument("verb", choices=["list", "show", "ack", "resolve", "log"])
+    a = sub.add_parser(
+        "audits",
+        help="the audit queue of a running gateway: list, show, ack, resolve, log; webhook-secret prints a "
+        "new secret to sign webhook deliveries with",
+    )
+    a.add_argument("verb", choices=["list", "show", "ack", "resolve", "log", "webhook-secret"])
     a.add_argument("id", nargs="?", type=int, help="the audit item (show, ack, resolve)")
     a.add_argument(
         "--action",

@@ -203,6 +203,8 @@ class AuditSpec(_Spec, frozen=True):
     min_answers: Annotated[int, Meta(ge=0)] = 5
     default_max_age_s: Annotated[float, Meta(ge=0)] = 0.0
     webhook: str | None = None
+    # the environment variable holding the webhook's signing secret (unset: deliveries are not signed)
+    webhook_secret_env: str = "FAILSOFT_WEBHOOK_SECRET"
     remind_after_s: PositiveFloat = 3600.0
 
 

@@ -88,6 +88,8 @@ class Portfolio:
         self._store_warned = False
         self.audits = AuditQueue(self.state_store)
         self.notifier = Notifier()
+        audit_tables = {f"models.{m}.audit": ms.audit for m, ms in spec.models.items() if ms.audit}
+        self.notifier.check(spec.file, {"audit": spec.audit, **audit_tables})
         self.watch = Watch(self)
         self.monitors = Monitors(self)
         for name, mon in self.monitors.models.items():

@@ -168,7 +168,7 @@ class Watch:
         item = await asyncio.to_thread(p.audits.open, model, kind, details)
         if item is not None:
             p.notifier.notify(
-                p.audit_spec(model).webhook, {"event": "audit_opened", "audit_id": item.id, **item.to_dict()}
+                p.audit_spec(model), {"event": "audit_opened", "audit_id": item.id, **item.to_dict()}
             )
 
     async def _reminders(self, now: float) -> None:
@@ -177,6 +177,6 @@ class Watch:
             if item.model in p.chains and now - item.notified_at > p.audit_spec(item.model).remind_after_s:
                 await asyncio.to_thread(p.audits.notified, item.id)
                 p.notifier.notify(
-                    p.audit_spec(item.model).webhook,
+                    p.audit_spec(item.model),
                     {"event": "audit_reminder", "audit_id": item.id, **item.to_dict()},
                 )

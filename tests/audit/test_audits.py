@@ -18,23 +18,34 @@ from typing import Any
 
 import aiohttp
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
+from failsoft.audit.notify import new_secret
 from failsoft.demo.procs import Proc, free_port
 from tests.store.test_outage import post
 
 ALICE = "alice-token-0123456789abcdef"
+SECRET = new_secret()
 
 
 class Receiver:
     """A webhook endpoint: a real HTTP server on loopback that keeps what it is sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_first: int = 0) -> None:
         received = self.received = []
+        raw = self.raw = []  # (body, headers) of every delivery, failed ones included
+        failures = [fail_first]
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-                self.send_response(204)
+                body = self.rfile.read(int(self.headers["content-length"]))
+                raw.append((body, dict(self.headers.items())))
+                if failures[0] > 0:
+                    failures[0] -= 1
+                    self.send_response(503)
+                else:
+                    received.append(json.loads(body))
+                    self.send_response(204)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -100,6 +111,7 @@ def start(tmp: Path, webhook: str, extra: str = "") -> Proc:
     tokens = tmp / "tokens.toml"
     tokens.write_text(f'alice = "{ALICE}"\n')
     os.environ["FAILSOFT_TOKENS_FILE"] = str(tokens)
+    os.environ["FAILSOFT_WEBHOOK_SECRET"] = SECRET
     try:
         cmd = [
             sys.executable,
@@ -112,7 +124,7 @@ def start(tmp: Path, webhook: str, extra: str = "") -> Proc:
         ]
         return Proc(cmd, "/v2/health/ready", tmp / "gw.log").start()
     finally:
-        del os.environ["FAILSOFT_TOKENS_FILE"]
+        del os.environ["FAILSOFT_TOKENS_FILE"], os.environ["FAILSOFT_WEBHOOK_SECRET"]
 
 
 async def traffic(base: str, seconds: float) -> list[float]:
@@ -146,6 +158,14 @@ async def test_fault_past_audit_after_opens_one_item_and_actions_are_recorded(
         item = items[0]
         assert item["details"]["default_value"] == ["a", "b"] and item["details"]["reasons"]
         assert any(e["event"] == "audit_opened" and e["audit_id"] == item["id"] for e in receiver.received)
+        # every delivery is signed the Standard Webhooks way: its reference library accepts it, and
+        # refuses it with a byte of the body changed or under another secret
+        body, headers = receiver.raw[0]
+        assert Webhook(SECRET).verify(body, headers)["event"] == "audit_opened"
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET).verify(body.replace(b'"bad"', b'"bax"'), headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(new_secret()).verify(body, headers)
         episodes = get(gw.url + "/v1/models/bad/episodes")["episodes"]
         assert (
             episodes
