@@ -220,9 +220,16 @@ class Portfolio:
         file or model."""
         if self.started:
             return
+        # Defaults a person pinned come first: a replica whose source and disk copy are gone starts from them.
+        try:
+            shared = {(d.model, d.tier): d for d in await asyncio.to_thread(self.state_store.load_defaults)}
+        except StoreUnavailable:
+            shared = {}
         for name, chain in self.chains.items():
             for tier in [*self.pools[name].values(), *self._rest[name]]:
                 await tier.backend.start()
+            if (pinned := shared.get((name, chain.default.name))) is not None:
+                chain.default.adopt(pinned)
             await chain.default.start()
         for online in self.online.values():
             await asyncio.to_thread(online.load)
@@ -310,6 +317,7 @@ class Portfolio:
                 return
             states = await asyncio.to_thread(self.state_store.load_states)
             deployments = await asyncio.to_thread(load_deployments, self.state_store)
+            defaults = await asyncio.to_thread(self.state_store.load_defaults)
         except StoreUnavailable as err:
             if not self._store_warned:
                 self._store_warned = True
@@ -322,6 +330,10 @@ class Portfolio:
             if model in self.chains and not self.deploy(model, live):
                 log.warning(json.dumps({"event": "deployment_ignored", "model": model, "primary": live,
                                         "why": "not a tier or candidate in portfolio.toml"}))  # fmt: skip
+        for shared in defaults:
+            chain = self.chains.get(shared.model)
+            if chain is not None and chain.default.name == shared.tier and chain.default.adopt(shared):
+                await asyncio.to_thread(chain.default.refresh)  # unpinned elsewhere: back to the source
         self.revision = revision
 
     def _apply(self, state: ModelState) -> None:
@@ -348,6 +360,42 @@ class Portfolio:
         )
         chain.health = new
         chain.health_reason = state.reason
+
+    async def replace_default(self, model: str, value: Any, actor: str, reason: str = "") -> None:
+        """A person's value becomes the model's safe default on every replica, pinned (no refresh from the
+        source replaces it) until a person asks for a refresh. Raises ValueError when the output check
+        refuses it, StoreUnavailable when it cannot be recorded (nothing is changed then)."""
+        default = self.chain(model).default
+        if (problem := default.problem(value)) is not None:
+            raise ValueError(problem)
+        text = json.dumps(value)
+        shared = await asyncio.to_thread(
+            self.state_store.set_default, model, default.name, text, True, actor, reason
+        )
+        default.adopt(shared)
+
+    async def refresh_default(self, model: str, actor: str, reason: str = "") -> bool:
+        """Recompute the model's default from its source now, and unpin it on every replica (each then
+        reads its source again). False when the source cannot give a good value (nothing is changed)."""
+        default = self.chain(model).default
+        before = (default.value, default.refreshed_at, default.origin)
+        if not await asyncio.to_thread(default.refresh):
+            return False
+        try:
+            shared = await asyncio.to_thread(
+                self.state_store.set_default,
+                model,
+                default.name,
+                json.dumps(default.value),
+                False,
+                actor,
+                reason,
+            )
+        except StoreUnavailable:
+            default.value, default.refreshed_at, default.origin = before  # a change made nowhere else
+            raise
+        default.adopt(shared)
+        return True
 
     async def set_health(
         self, model: str, health: Health | str, reason: str = "", actor: str = "api"

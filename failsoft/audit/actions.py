@@ -61,7 +61,7 @@ async def act(
     elif action == "refresh_default":
         if default.spec.source is None:
             raise AuditError(f"the default of {model!r} is a static value: replace it instead")
-        ok = await asyncio.to_thread(default.refresh)
+        ok = await p.refresh_default(model, actor, comment)
         if not ok:
             raise AuditError(f"the default of {model!r} could not be recomputed from {default.spec.source}")
         details = {"value": default.value}
@@ -70,7 +70,7 @@ async def act(
             raise AuditError("replace_default needs a value")
         old = default.value
         try:
-            default.replace(value)
+            await p.replace_default(model, value, actor, comment)
         except ValueError as err:
             raise AuditError(str(err)) from None
         details = {"old": old, "new": value}

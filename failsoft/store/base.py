@@ -62,6 +62,20 @@ class ModelState:
 
 
 @dataclass(frozen=True, slots=True)
+class DefaultState:
+    """A safe default as a person left it, for every replica: the value (JSON text) and whether it is
+    pinned (a person's value) or back to its source."""
+
+    model: str
+    tier: str
+    value: str
+    pinned: bool
+    set_by: str
+    set_at: float
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
 class StateEvent:
     id: int
     model: str
@@ -95,6 +109,17 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
             FROM shadow_calls AS c, json_each(c.request_ids) AS j"""
     return sorted(
         [
+            (
+                6,
+                [
+                    # A safe default a person set (pinned: kept until a person asks for a refresh), or the
+                    # refresh that unpinned it; every replica applies it at its next state poll.
+                    f"""CREATE TABLE IF NOT EXISTS defaults (
+                    model TEXT NOT NULL, tier TEXT NOT NULL, value TEXT NOT NULL, pinned BOOLEAN NOT NULL,
+                    set_by TEXT NOT NULL, set_at {real} NOT NULL, revision BIGINT NOT NULL,
+                    PRIMARY KEY (model, tier))""",
+                ],
+            ),
             (
                 5,
                 [
@@ -239,6 +264,35 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
         """Record a health change and its event atomically."""
+
+    def set_default(
+        self, model: str, tier: str, value: str, pinned: bool, actor: str, reason: str
+    ) -> DefaultState:
+        """Record a safe default a person set (``pinned``) or refreshed, and its event, atomically."""
+        now = self.now()
+
+        def write(execute: Execute) -> DefaultState:
+            kind = "default_pinned" if pinned else "default_refreshed"
+            rev = int(
+                execute(
+                    "INSERT INTO state_events (model, kind, value, reason, actor, ts) "
+                    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    [model, kind, value, reason, actor, now],
+                )[0][0]
+            )
+            execute(
+                "INSERT INTO defaults VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, tier) DO UPDATE SET "
+                "value = excluded.value, pinned = excluded.pinned, set_by = excluded.set_by, "
+                "set_at = excluded.set_at, revision = excluded.revision",
+                [model, tier, value, pinned, actor, now, rev],
+            )
+            return DefaultState(model, tier, value, pinned, actor, now, rev)
+
+        return self.transaction(write)
+
+    def load_defaults(self) -> list[DefaultState]:
+        rows = self.execute("SELECT model, tier, value, pinned, set_by, set_at, revision FROM defaults")
+        return [DefaultState(m, t, v, bool(p), b, float(a), int(r)) for m, t, v, p, b, a, r in rows]
 
     def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
         where, args = (" WHERE model = ?", [model]) if model else ("", [])

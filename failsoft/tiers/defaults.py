@@ -3,6 +3,10 @@
 Either a static ``value``, or the Top-N most popular items of a counts or events file (CSV or Parquet),
 recomputed every ``refresh_s`` seconds off the event loop. Each good copy is written to the data folder
 (atomically, fsynced), so a restart starts from the last good list even when the source is gone.
+
+A person may replace it (an audit action): the value is then pinned, kept in the shared store so every
+replica answers with it and a restart keeps it, and no refresh from the source replaces it until a person
+asks for one (``refresh_default``), which unpins it everywhere.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 from failsoft.config import DefaultTierSpec
 from failsoft.errors import ConfigError
 from failsoft.schema import OutputCheck
+from failsoft.store.base import DefaultState
 from failsoft.tasks import stop
 from failsoft.types import TierKind
 
@@ -95,6 +100,10 @@ class DefaultBackend:
         self.refreshed_at: float | None = None
         self.origin = "config" if spec.value is not None else "none"
         self.refresh_errors = 0
+        # a person's value, kept until a person asks for a refresh; its author and store revision
+        self.pinned = False
+        self.set_by: str | None = None
+        self.revision = 0
         self._task: asyncio.Task[None] | None = None
 
     def answer(self, n: int) -> list[Any]:
@@ -110,8 +119,9 @@ class DefaultBackend:
                     "give a value the output check accepts",
                 )
             return
-        self._load_cache()
-        ok = await asyncio.to_thread(self.refresh)
+        if not self.pinned:  # a person's value stands until a person asks for a refresh
+            self._load_cache()
+        ok = self.pinned or await asyncio.to_thread(self.refresh)
         if not ok and self.value is None:
             raise ConfigError(
                 self._file,
@@ -156,16 +166,31 @@ class DefaultBackend:
         self._keep(value, "source")
         return True
 
-    def replace(self, value: Any) -> None:
-        """A person's answer replaces the default (kept on disk like a refreshed one). Raises ValueError
-        when it fails the model's output check."""
-        if (problem := self._check.check(value)) is not None:
-            raise ValueError(f"the new default fails the model's output check: {problem}")
-        self._keep(value, "operator")
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` may not be this default (the model's output check), or None."""
+        problem = self._check.check(value)
+        return None if problem is None else f"the new default fails the model's output check: {problem}"
 
-    def _keep(self, value: Any, origin: str) -> None:
+    def adopt(self, state: DefaultState) -> bool:
+        """Apply the default as the shared store has it (a person's pinned value, or the refresh that
+        unpinned it), if newer than what this replica applied. True when the source must be read again."""
+        if state.revision <= self.revision:
+            return False
+        self.revision = state.revision
+        if not state.pinned:
+            self.pinned, self.set_by = False, state.set_by
+            return self._source is not None and self.origin == "operator"
+        value = json.loads(state.value)
+        if (problem := self.problem(value)) is not None:  # this replica's output check differs
+            log.warning(json.dumps({"event": "default_not_adopted", "model": self.model, "problem": problem}))
+            return False
+        self.pinned, self.set_by = True, state.set_by
+        self._keep(value, "operator", state.set_at)
+        return False
+
+    def _keep(self, value: Any, origin: str, at: float | None = None) -> None:
         """Answer with ``value`` from now on, and keep it on disk as the last good copy."""
-        self.value, self.refreshed_at, self.origin = value, time.time(), origin
+        self.value, self.refreshed_at, self.origin = value, at or time.time(), origin
         try:
             write_atomic(
                 self._cache_file, json.dumps({"value": value, "refreshed_at": self.refreshed_at}).encode()
@@ -186,7 +211,8 @@ class DefaultBackend:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.spec.refresh_s)
-            await asyncio.to_thread(self.refresh)
+            if not self.pinned:
+                await asyncio.to_thread(self.refresh)
 
     async def close(self) -> None:
         await stop(self._task)
@@ -199,4 +225,6 @@ class DefaultBackend:
             "refreshed_at": self.refreshed_at,
             "source": str(self._source) if self._source else None,
             "value": self.value,
+            "pinned": self.pinned,
+            "set_by": self.set_by,
         }

@@ -194,6 +194,13 @@ async def test_fault_past_audit_after_opens_one_item_and_actions_are_recorded(
             ("ack", "alice"),
         ]
         assert trail[0]["details"] == {"old": ["a", "b"], "new": ["z"]}
+        kinds = [e["kind"] for e in get(gw.url + "/v1/models/bad/events")["events"]]
+        assert "default_pinned" in kinds, "a shared state change, applied by every replica"
+    finally:
+        gw.stop()
+    gw = start(tmp_path, receiver.url)
+    try:
+        assert post(gw.url + "/v1/models/bad/predict", {"inputs": {}})[1]["outputs"] == ["z"], "kept"
     finally:
         gw.stop()
 

@@ -56,7 +56,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s._locked(
             lambda c: c.execute(
                 "TRUNCATE predictions, shadow_calls, model_state, state_events, episodes, audit_items, "
-                "audit_actions"
+                "audit_actions, defaults"
             )
         )  # type: ignore[attr-defined]
     s.connect()

@@ -93,3 +93,17 @@ def test_a_record_for_several_requests_becomes_a_row_each(store: Store) -> None:
     assert r["compared"] == 1, "q0 is the one request answered by both"
     assert store.delete_predictions_before(time.time() + 60) == 3, "retention reaches shadow calls too"
     assert not [r for b in store.iter_predictions(shadow=True) for r in b]
+
+
+def test_a_default_set_by_a_person_is_one_row_per_model_and_a_state_change(store: Store) -> None:
+    before = store.state_revision()
+    pinned = store.set_default("recs", "top10", '["a", "b"]', True, "alice", "source broken")
+    assert pinned.revision > before and store.state_revision() == pinned.revision, "replicas will look"
+    store.set_default("churn", "base", "0.2", True, "bob", "")
+    again = store.set_default("recs", "top10", '["c"]', False, "bob", "source fixed")
+    got = {(d.model, d.tier): d for d in store.load_defaults()}
+    assert len(got) == 2 and got[("recs", "top10")] == again
+    assert (again.value, again.pinned, again.set_by) == ('["c"]', False, "bob")
+    assert got[("churn", "base")].pinned is True
+    kinds = [e.kind for e in store.state_events("recs")]
+    assert kinds[:2] == ["default_refreshed", "default_pinned"]

@@ -81,3 +81,48 @@ async def test_static_value_must_pass_output_check(write_toml: Callable[[str], P
     with pytest.raises(ConfigError, match="output check"):
         async with Portfolio.from_toml(write_toml(text)):
             pass
+
+
+async def converge(p: Portfolio, want: list[str], within_s: float = 5.0) -> list[str]:
+    deadline = time.monotonic() + within_s
+    while (got := (await p.predict("recs", {})).outputs) != want and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return got
+
+
+async def test_a_persons_default_is_pinned_shared_by_replicas_and_kept_across_restarts(
+    tmp_path: Path, write_toml: Callable[[str], Path]
+) -> None:
+    """Two replicas on one store: a value a person sets answers on both, no refresh from the source
+    replaces it, a person's refresh unpins it on both, and a replica started later (no copy on its disk)
+    starts from the pinned value."""
+    events = tmp_path / "events.csv"
+    write_events(events, ["a", "b", "b", "c", "c", "c"])
+    shared = f'\n[store]\nurl = "sqlite:///{tmp_path / "shared.db"}"\npoll_ms = 50\n'
+
+    def replica(name: str) -> Portfolio:
+        text = TOML.format(source=events).replace('"state"', f'"state-{name}"') + shared
+        return Portfolio.from_toml(write_toml(text, f"{name}.toml"))
+
+    async with replica("a") as a, replica("b") as b:
+        await a.replace_default("recs", ["x", "y"], "alice", "the source is broken")
+        assert (await a.predict("recs", {})).outputs == ["x", "y"]
+        assert await converge(b, ["x", "y"]) == ["x", "y"]
+        write_events(events, ["z", "z", "y"])
+        await asyncio.sleep(0.3)  # six refresh periods
+        assert (await a.predict("recs", {})).outputs == ["x", "y"], "pinned: the source does not replace it"
+        assert (await b.predict("recs", {})).outputs == ["x", "y"]
+        with pytest.raises(ValueError, match="output check"):
+            await a.replace_default("recs", "not a list", "alice")
+        assert await b.refresh_default("recs", "bob", "source fixed")
+        assert (await b.predict("recs", {})).outputs == ["z", "y"]
+        assert await converge(a, ["z", "y"]) == ["z", "y"], "unpinned everywhere: back to the source"
+        assert not a.chains["recs"].default.pinned
+        await a.replace_default("recs", ["p"], "alice")
+        kinds = [e.kind for e in a.state_store.state_events("recs")]
+        assert kinds[:3] == ["default_pinned", "default_refreshed", "default_pinned"]
+    events.unlink()
+    async with replica("c") as c:
+        default = c.chains["recs"].default
+        assert (await c.predict("recs", {})).outputs == ["p"]
+        assert (default.origin, default.pinned, default.set_by) == ("operator", True, "alice")
