@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from failsoft import config
 from failsoft.audit.notify import Notifier
@@ -529,7 +529,28 @@ class Portfolio:
             for t in chain.tiers:
                 state.add_metric([name, t.name], _STATE_VALUE[t.breaker.state])
                 flight.add_metric([name, t.name], t.bulkhead.in_flight)
-        metrics: list[Metric] = [state, flight]
+        default_age = GaugeMetricFamily(
+            "failsoft_default_age_seconds",
+            "Seconds since a model's safe default was last computed or set by a person",
+            labels=["model", "tier"],
+        )
+        pinned = GaugeMetricFamily(
+            "failsoft_default_pinned", "1 while a model's safe default is a person's pinned value",
+            labels=["model", "tier"],
+        )  # fmt: skip
+        now = time.time()
+        for name, chain in self.chains.items():
+            d = chain.default
+            if d.refreshed_at is not None:
+                default_age.add_metric([name, d.name], max(0.0, now - d.refreshed_at))
+            pinned.add_metric([name, d.name], float(d.pinned))
+        n = self.notifier
+        webhooks = CounterMetricFamily(
+            "failsoft_webhook_deliveries", "Audit webhook deliveries by outcome", labels=["outcome"]
+        )
+        for outcome, count in (("sent", n.sent), ("failed", n.failed), ("dropped", n.dropped)):
+            webhooks.add_metric([outcome], count)
+        metrics: list[Metric] = [state, flight, default_age, pinned, webhooks]
         if self.online:
             lag = GaugeMetricFamily(
                 "failsoft_feature_lag_seconds",

@@ -196,6 +196,11 @@ async def test_fault_past_audit_after_opens_one_item_and_actions_are_recorded(
         assert trail[0]["details"] == {"old": ["a", "b"], "new": ["z"]}
         kinds = [e["kind"] for e in get(gw.url + "/v1/models/bad/events")["events"]]
         assert "default_pinned" in kinds, "a shared state change, applied by every replica"
+        with urllib.request.urlopen(gw.url + "/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert 'failsoft_webhook_deliveries_total{outcome="sent"} 1.0' in metrics
+        assert 'failsoft_default_pinned{model="bad",tier="default"} 1.0' in metrics
+        assert 'failsoft_default_pinned{model="good",tier="default"} 0.0' in metrics
     finally:
         gw.stop()
     gw = start(tmp_path, receiver.url)
