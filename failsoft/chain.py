@@ -114,7 +114,7 @@ async def guarded_call(
         return None, Reason.OVERLOADED, ""
     backend = tier.backend
     try:
-        if backend.inline:
+        if backend.inline and len(batch) <= backend.inline_rows:
             try:
                 out = backend.predict_inline(batch)
             finally:

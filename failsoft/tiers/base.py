@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -25,6 +26,8 @@ class Backend:
     inline: bool = False
     # What one row costs an inline backend, in microseconds (measured at start; unknown: infinite).
     single_row_us: float = float("inf")
+    # The most rows an inline backend answers on the event loop; a bigger batch goes through ``predict``.
+    inline_rows: int = sys.maxsize
     # Reads only a batch's matrix, never its rows (a shadow copy for it keeps just the numbers).
     reads_matrix: bool = False
 

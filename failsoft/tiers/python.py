@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import time
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +24,7 @@ from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, InvalidOutput
 from failsoft.schema import Batch
 from failsoft.tiers.base import Backend, Done
-from failsoft.tiers.compile import Array, compile_model, sample_rows
+from failsoft.tiers.compile import Array, cheapest, compile_model, sample_rows
 from failsoft.types import TierKind
 
 log = logging.getLogger("failsoft.tiers.python")
@@ -85,16 +85,6 @@ class _Onnx:
 INLINE_BUDGET_US = 200.0
 
 
-def _cost_us(fn: Callable[[Array], Array], row: Array) -> float:
-    """The median time of one single-row call, in microseconds."""
-    times = []
-    for _ in range(15):
-        t = time.perf_counter()
-        fn(row)
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2] * 1e6
-
-
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Done) -> None:
     # A hung model may finish after the server has shut its loop down; there is nothing left to free then.
     with contextlib.suppress(RuntimeError):
@@ -129,10 +119,9 @@ class PythonBackend(Backend):
         self.inline = self.spec.run == "inline" or (
             self.spec.run == "auto" and self.compiled and self.single_row_us < INLINE_BUDGET_US
         )
-        if not self.inline:
-            self._executor = ThreadPoolExecutor(
-                self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}"
-            )
+        # Threads for a model that runs off the loop, or for the batches too big to answer on it (a pool
+        # starts its threads only when first used).
+        self._executor = ThreadPoolExecutor(self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}")
 
     def _load(self) -> Any:
         spec = self.spec
@@ -188,13 +177,16 @@ class PythonBackend(Backend):
             sample = sample_rows([(f.min, f.max) for f in self._features])
             fast = compile_model(obj, method, sample)
             if fast is not None:
-                matrix_fn, self.compiled = fast, True
-                self.single_row_us = _cost_us(fast, sample[:1])
+                self.compiled = True
+                matrix_fn, switch = self._dispatch(fast, matrix_fn, sample)
                 log.info(
-                    "tier %s: %s compiled to numpy (%.1f µs a row)",
+                    "tier %s: %s compiled to numpy (%.1f µs a row; its own method from %s rows; on the "
+                    "event loop up to %s rows)",
                     self.name,
                     type(obj).__name__,
                     self.single_row_us,
+                    "no" if switch is None else switch,
+                    "any" if self.inline_rows == sys.maxsize else self.inline_rows,
                 )
         column = spec.column
 
@@ -209,6 +201,19 @@ class PythonBackend(Backend):
             return result
 
         return run
+
+    def _dispatch(
+        self, fast: Callable[[Array], Array], own: Callable[[Array], Array], sample: Array
+    ) -> tuple[Callable[[Array], Array], int | None]:
+        """The cheaper of the compiled closure and the model's own method for each batch size (see
+        ``cheapest``), and how many rows are answered on the event loop: those that fit its budget (a bigger
+        batch goes to the tier's threads)."""
+        fn, switch, compiled, original = cheapest(fast, own, sample)
+        self.single_row_us = min(compiled.one, original.one)
+        if self.spec.run != "inline":
+            budget = INLINE_BUDGET_US
+            self.inline_rows = max(compiled.rows_within(budget), original.rows_within(budget))
+        return fn, switch
 
     def predict_inline(self, batch: Batch) -> list[Any]:
         assert self._fn is not None
@@ -237,4 +242,5 @@ class PythonBackend(Backend):
             "compiled": self.compiled,
             "inline": self.inline,
             "single_row_us": round(self.single_row_us, 1) if self.compiled else None,
+            "inline_rows": None if not self.inline or self.inline_rows == sys.maxsize else self.inline_rows,
         }

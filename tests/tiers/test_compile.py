@@ -13,6 +13,7 @@ from sklearn.ensemble import (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -44,6 +45,8 @@ CLASSIFIERS = [
     lambda: RandomForestClassifier(n_estimators=20, random_state=0).fit(XM, YM),
     lambda: ExtraTreesClassifier(n_estimators=20, random_state=0).fit(X, Y),
     lambda: GradientBoostingClassifier(n_estimators=40, random_state=0).fit(X, Y),
+    lambda: HistGradientBoostingClassifier(max_iter=40).fit(X, Y),
+    lambda: HistGradientBoostingClassifier(max_iter=20).fit(XM, YM),
     lgb_classifier,
 ]
 
@@ -68,6 +71,8 @@ REGRESSORS = [
     lambda: make_pipeline(StandardScaler(), Ridge()).fit(XR, YR),
     lambda: RandomForestRegressor(n_estimators=20, random_state=0).fit(XR, YR),
     lambda: GradientBoostingRegressor(n_estimators=40, random_state=0).fit(XR, YR),
+    lambda: HistGradientBoostingRegressor(max_iter=40).fit(XR, YR),
+    lambda: HistGradientBoostingRegressor(loss="poisson", max_iter=20).fit(XR, np.abs(YR)),
     lambda: lightgbm.LGBMRegressor(n_estimators=30, verbose=-1).fit(XR, YR),
     lambda: lightgbm.train({"objective": "binary", "verbose": -1}, lightgbm.Dataset(X, Y), 20),
 ]
@@ -81,10 +86,14 @@ def test_regressors_and_boosters_compile_and_match(make: Any) -> None:
     assert np.max(np.abs(model.predict(PROBE) - fast(PROBE))) <= 1e-9 * max(1.0, np.abs(YR).max())
 
 
-def test_nan_inputs_follow_the_learned_missing_direction() -> None:
+@pytest.mark.parametrize("family", ["lightgbm", "hist-gbm"])
+def test_nan_inputs_follow_the_learned_missing_direction(family: str) -> None:
     x = X.copy()
     x[::7, 0] = np.nan
-    model = lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, Y)
+    if family == "lightgbm":
+        model: Any = lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, Y)
+    else:
+        model = HistGradientBoostingClassifier(max_iter=20).fit(x, Y)
     probe = PROBE.copy()
     probe[::3, 0] = np.nan
     fast = compile_model(model, "predict_proba", probe)
@@ -92,10 +101,16 @@ def test_nan_inputs_follow_the_learned_missing_direction() -> None:
     assert np.max(np.abs(model.predict_proba(probe) - fast(probe))) <= 1e-9
 
 
+XC = np.column_stack([np.random.default_rng(3).integers(0, 4, len(X)), X[:, 1:]])
+
+
 @pytest.mark.parametrize(
     "model",
-    [KNeighborsClassifier().fit(X, Y), HistGradientBoostingClassifier(max_iter=10).fit(X, Y)],
-    ids=["knn", "hist-gbm"],
+    [
+        KNeighborsClassifier().fit(X, Y),
+        HistGradientBoostingClassifier(max_iter=10, categorical_features=[0]).fit(XC, Y),
+    ],
+    ids=["knn", "hist-gbm-categorical"],
 )
 def test_unknown_families_run_as_they_are(model: Any) -> None:
     assert compile_model(model, "predict_proba", PROBE) is None

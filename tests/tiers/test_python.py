@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from failsoft import Portfolio, config
 from failsoft.errors import ConfigError
+from failsoft.tiers import compile as compile_tier
 
 X, Y = make_classification(n_samples=300, n_features=4, n_informative=3, n_redundant=0, random_state=0)
 INPUTS = "\n".join(f'[[models.m.inputs]]\nname = "f{i}"\nmin = -10\nmax = 10\n' for i in range(4))
@@ -130,3 +133,45 @@ async def test_compiled_model_too_slow_for_the_loop_runs_in_threads(
     )
     backend = p.chains["m"].tiers[0].backend
     assert tier == "cpu" and backend.describe()["compiled"] is True and not backend.inline
+
+
+def cost(one: float, per_row: float) -> compile_tier.Cost:
+    c = object.__new__(compile_tier.Cost)
+    c.one, c.per_row = one, per_row
+    return c
+
+
+def test_the_cheaper_call_by_batch_size() -> None:
+    compiled, own = cost(20.0, 10.0), cost(300.0, 2.0)  # a tree ensemble: compiled wins on few rows only
+    switch = compiled.beaten_from(own)
+    assert switch == 37
+    assert compiled.one + compiled.per_row * (switch - 2) <= own.one + own.per_row * (switch - 2)
+    assert compiled.one + compiled.per_row * (switch - 1) > own.one + own.per_row * (switch - 1)
+    assert cost(4.0, 0.01).beaten_from(cost(40.0, 0.02)) is None, "a linear model: compiled always"
+    assert cost(50.0, 1.0).beaten_from(cost(40.0, 0.5)) == 1
+    assert compiled.rows_within(200.0) == 19 and own.rows_within(200.0) == 0
+    assert cost(4.0, 0.0).rows_within(200.0) == sys.maxsize and cost(300.0, 0.0).rows_within(200.0) == 0
+
+
+async def test_a_compiled_forest_answers_big_batches_by_its_own_method_off_the_loop(
+    tmp_path: Path, write_toml: Callable[[str], Path]
+) -> None:
+    """Compiled tree walks cost more per row than the model's own C loop: a tree ensemble answers few rows
+    compiled on the event loop, and a batch bigger than fits the loop's budget in the tier's threads; the
+    answers equal the model's own whatever the size."""
+    model = lightgbm.LGBMClassifier(n_estimators=200, num_leaves=31, verbose=-1).fit(X, Y)
+    (tmp_path / "models").mkdir()
+    joblib.dump(model, tmp_path / "models" / "gbm.joblib")
+    path = write_toml(portfolio_toml('path = "models/gbm.joblib"', 'trusted_model_dirs = ["models"]'))
+    rows = np.random.default_rng(3).uniform(-10, 10, size=(300, 4))
+    async with Portfolio.from_toml(path) as p:
+        backend = p.chains["m"].tiers[0].backend
+        assert backend.compiled and backend.inline
+        assert 1 <= backend.inline_rows < 300 and backend.describe()["inline_rows"] == backend.inline_rows
+        threads = {t.name for t in threading.enumerate()}
+        for n in (1, 7, 64, 300):
+            o = await p.predict("m", [{f"f{i}": float(v) for i, v in enumerate(r)} for r in rows[:n]])
+            assert o.tier == "cpu" and not o.degraded
+            assert np.max(np.abs(np.array(o.outputs) - model.predict_proba(rows[:n])[:, 1])) <= 1e-9
+        started = {t.name for t in threading.enumerate()} - threads
+        assert any(name.startswith("tier-cpu") for name in started), "the 300-row batch went to a thread"
