@@ -184,6 +184,7 @@ class App:
         except Exception:  # a bug outside the chain (which has its own guard): say so, keep serving
             log.exception("request %s %s failed", method, scope["path"])
             status, body, headers = 500, _encode({"error": "internal error; see the server log"}), _JSON
+        headers = [*headers, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -192,3 +192,18 @@ def test_monitor_endpoint_learns_then_judges_windows(gw: str) -> None:
     assert window["rows"] >= 50 and window["verdict"] in {"ok", "drift", "quality"}
     assert set(window["features"]) >= set(FEATURES) and "psi_critical" in window["features"]["f0"]
     assert call("GET", gw + "/v1/models/nope/monitor")[0] == 404
+
+
+def test_answers_carry_their_length_and_versioned_infer_is_answered(gw: str) -> None:
+    req = urllib.request.Request(
+        gw + "/v2/models/churn/versions/1/infer",
+        data=json.dumps(
+            {"inputs": [{"name": f, "datatype": "FP64", "shape": [1], "data": [ROW[f]]} for f in FEATURES]}
+        ).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        raw = r.read()
+        assert r.headers["content-length"] == str(len(raw)) and r.headers["transfer-encoding"] is None
+    doc = json.loads(raw)
+    assert doc["model_name"] == "churn" and doc["model_version"] == "7", "the current chain answers"
