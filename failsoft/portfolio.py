@@ -379,7 +379,7 @@ class Portfolio:
         reads its source again). False when the source cannot give a good value (nothing is changed)."""
         default = self.chain(model).default
         before = (default.value, default.refreshed_at, default.origin)
-        if not await asyncio.to_thread(default.refresh):
+        if not await asyncio.to_thread(default.refresh, True):
             return False
         try:
             shared = await asyncio.to_thread(

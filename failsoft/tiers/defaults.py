@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -104,6 +105,7 @@ class DefaultBackend:
         self.pinned = False
         self.set_by: str | None = None
         self.revision = 0
+        self._lock = threading.Lock()  # a pin and a refresh finishing in a thread, one at a time
         self._task: asyncio.Task[None] | None = None
 
     def answer(self, n: int) -> list[Any]:
@@ -131,8 +133,10 @@ class DefaultBackend:
             )
         self._task = asyncio.create_task(self._refresh_loop(), name=f"refresh-{self.model}-{self.name}")
 
-    def refresh(self) -> bool:
-        """Recompute from the source; keep the previous answer if that fails. Returns success."""
+    def refresh(self, unpin: bool = False) -> bool:
+        """Recompute from the source; keep the previous answer if that fails. Returns success. A value a
+        person pinned meanwhile stands (the periodic refresh may be running when the pin arrives), unless
+        ``unpin``: a person asked for this refresh."""
         assert self._source is not None
         try:
             value = top_n(self._source, self.spec.item_column, self.spec.count_column, self.spec.top_n)
@@ -163,7 +167,10 @@ class DefaultBackend:
                 )
             )
             return False
-        self._keep(value, "source")
+        with self._lock:
+            if self.pinned and not unpin:
+                return False
+            self._keep(value, "source")
         return True
 
     def problem(self, value: Any) -> str | None:
@@ -184,8 +191,9 @@ class DefaultBackend:
         if (problem := self.problem(value)) is not None:  # this replica's output check differs
             log.warning(json.dumps({"event": "default_not_adopted", "model": self.model, "problem": problem}))
             return False
-        self.pinned, self.set_by = True, state.set_by
-        self._keep(value, "operator", state.set_at)
+        with self._lock:
+            self.pinned, self.set_by = True, state.set_by
+            self._keep(value, "operator", state.set_at)
         return False
 
     def _keep(self, value: Any, origin: str, at: float | None = None) -> None:

@@ -112,6 +112,9 @@ async def test_a_persons_default_is_pinned_shared_by_replicas_and_kept_across_re
         await asyncio.sleep(0.3)  # six refresh periods
         assert (await a.predict("recs", {})).outputs == ["x", "y"], "pinned: the source does not replace it"
         assert (await b.predict("recs", {})).outputs == ["x", "y"]
+        # a periodic refresh already running when the pin arrived finishes without replacing it
+        assert not await asyncio.to_thread(a.chains["recs"].default.refresh)
+        assert (await a.predict("recs", {})).outputs == ["x", "y"]
         with pytest.raises(ValueError, match="output check"):
             await a.replace_default("recs", "not a list", "alice")
         assert await b.refresh_default("recs", "bob", "source fixed")
