@@ -13,6 +13,7 @@ its own event loop in a background thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -305,9 +306,31 @@ class Portfolio:
     # ---- shared state (health), agreed through the store ---------------------------------------------
 
     async def _poll(self, every_s: float) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            await self._sync_state()
+        """Apply shared state changes: at once when the store says one was made (PostgreSQL's NOTIFY, heard
+        by a thread of its own), else at the next poll."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        stopping = threading.Event()
+
+        def changed() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to wake
+                loop.call_soon_threadsafe(wake.set)
+
+        listener = threading.Thread(
+            target=self.state_store.listen,
+            args=(changed, stopping),
+            name="failsoft-state-listen",
+            daemon=True,
+        )
+        listener.start()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), every_s)
+                wake.clear()
+                await self._sync_state()
+        finally:
+            stopping.set()
 
     async def _sync_state(self) -> None:
         """Apply state changes made by any replica since the last look."""

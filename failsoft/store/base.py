@@ -8,6 +8,7 @@ loops. Every write is idempotent on its record id, so replaying a spill file twi
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -107,8 +108,20 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
             c.tier, 'shadow' AS role, 0 AS degraded, c.reason, c.outputs -> j.key AS outputs,
             NULL AS inputs, c.latency_ms, c.ts
             FROM shadow_calls AS c, json_each(c.request_ids) AS j"""
+    if dialect == "postgres":
+        # Every state change wakes the replicas listening (Store.listen) at once; polling stays the floor.
+        notify = [
+            """CREATE OR REPLACE FUNCTION failsoft_state_notify() RETURNS trigger AS $$
+            BEGIN PERFORM pg_notify('failsoft_state', NEW.id::text); RETURN NULL; END; $$ LANGUAGE plpgsql""",
+            "DROP TRIGGER IF EXISTS failsoft_state_notify ON state_events",
+            """CREATE TRIGGER failsoft_state_notify AFTER INSERT ON state_events
+            FOR EACH ROW EXECUTE FUNCTION failsoft_state_notify()""",
+        ]
+    else:
+        notify = []  # one process's writes are seen by the others' polls
     return sorted(
         [
+            (7, notify),
             (
                 6,
                 [
@@ -293,6 +306,11 @@ class Store(abc.ABC):
     def load_defaults(self) -> list[DefaultState]:
         rows = self.execute("SELECT model, tier, value, pinned, set_by, set_at, revision FROM defaults")
         return [DefaultState(m, t, v, bool(p), b, float(a), int(r)) for m, t, v, p, b, a, r in rows]
+
+    def listen(self, changed: Callable[[], None], stopping: threading.Event) -> bool:
+        """Call ``changed`` whenever any replica records a state change, until ``stopping`` is set
+        (blocking: run it in a thread). False at once when this store cannot tell (replicas then poll)."""
+        return False
 
     def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
         where, args = (" WHERE model = ?", [model]) if model else ("", [])

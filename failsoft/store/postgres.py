@@ -64,6 +64,23 @@ class PostgresStore(Store):
         with self._lock:
             self._run(lambda conn: None)
 
+    def listen(self, changed: Callable[[], None], stopping: threading.Event) -> bool:
+        """LISTEN on a connection of its own; a lost connection is opened again (and ``changed`` called,
+        for what may have happened meanwhile) every second until ``stopping``."""
+        import psycopg
+
+        while not stopping.is_set():
+            try:
+                with psycopg.connect(self.url, connect_timeout=self._timeout, autocommit=True) as conn:
+                    conn.execute("LISTEN failsoft_state")
+                    changed()
+                    while not stopping.is_set():
+                        if any(True for _ in conn.notifies(timeout=0.5, stop_after=1)):
+                            changed()
+            except psycopg.Error:
+                stopping.wait(1.0)
+        return True
+
     def _migrate(self, conn: Any) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         conn.execute(
