@@ -21,6 +21,7 @@ from failsoft.types import Health
 def _check(args: argparse.Namespace) -> int:
     from failsoft.portfolio import Portfolio
 
+    loaded: dict[str, list[str]] = {}
     try:
         spec = config.load(args.portfolio)
         if args.load:
@@ -28,6 +29,8 @@ def _check(args: argparse.Namespace) -> int:
             async def load() -> None:
                 portfolio = Portfolio(spec)
                 await portfolio.start()
+                for model in portfolio.describe():
+                    loaded[model["name"]] = [_how_it_runs(t) for t in model["chain"]]
                 await portfolio.close()
 
             asyncio.run(load())
@@ -39,8 +42,26 @@ def _check(args: argparse.Namespace) -> int:
             f"{t.name} ({type(t).__name__.removesuffix('TierSpec').lower()})" for t in model.tiers
         )
         print(f"{name}: deadline {model.deadline_ms} ms, {len(model.inputs)} inputs, {chain}")
+        for line in loaded.get(name, []):
+            if line:
+                print(f"  {line}")
     print(f"{args.portfolio}: ok")
     return 0
+
+
+def _how_it_runs(tier: dict[str, object]) -> str:
+    """One line on how a loaded in-process tier answers (compiled or not, on the loop or in threads)."""
+    if "compiled" not in tier:
+        return ""
+    if not tier["compiled"]:
+        return f"{tier['name']}: runs as it is, in its threads"
+    where = "on the event loop" if tier["inline"] else "in its threads"
+    rows = tier.get("inline_rows")
+    if tier["inline"] and rows is not None:
+        where += f" up to {rows} rows a call (more in its threads)"
+    own = tier.get("own_method_from_rows")
+    switch = f"; its own method from {own} rows" if own else ""
+    return f"{tier['name']}: compiled, {tier['single_row_us']} µs a row, {where}{switch}"
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -35,6 +35,18 @@ def test_check_good_and_bad(write_toml: Callable[[str], Path], capsys: pytest.Ca
     assert "bad.toml: models.m.deadline_ms" in err and "got -1" in err
 
 
+def test_check_load_says_how_each_in_process_tier_runs(
+    write_toml: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        '[models.m]\n[[models.m.inputs]]\nname = "x"\n'
+        '[[models.m.tiers]]\nname = "py"\nkind = "python"\ntarget = "tests.helpers:score"\n'
+        '[[models.m.tiers]]\nkind = "default"\nvalue = 0.5\n'
+    )
+    assert main(["check", str(write_toml(text)), "--load"]) == 0
+    assert "  py: runs as it is, in its threads" in capsys.readouterr().out
+
+
 def test_demo_end_to_end(tmp_path: Path) -> None:
     """The main job: it ends by itself, no 5xx, nothing late, every reason of the request path seen."""
     proc = subprocess.run(

@@ -465,6 +465,8 @@ def cheapest(fast: Compiled, own: Compiled, sample: Array) -> tuple[Compiled, in
     walk): the function, that size (None: never), and the two measured costs."""
     compiled, original = Cost(fast, sample), Cost(own, sample)
     switch = compiled.beaten_from(original)
+    if switch is not None and switch > 4 * len(sample):
+        switch = None  # far past the sizes measured: a guess, and both are cheap there
     if switch is None:
         return fast, None, compiled, original
     if switch <= 1:

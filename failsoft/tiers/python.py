@@ -110,6 +110,7 @@ class PythonBackend(Backend):
         self._executor: ThreadPoolExecutor | None = None
         self._fn: Callable[[Batch], list[Any]] | None = None
         self.compiled = False
+        self.own_from_rows: int | None = None  # compiled: the batch size from which its own method runs
         self.single_row_us = float("inf")
         self.source = spec.target or spec.path or ""
 
@@ -179,6 +180,7 @@ class PythonBackend(Backend):
             if fast is not None:
                 self.compiled = True
                 matrix_fn, switch = self._dispatch(fast, matrix_fn, sample)
+                self.own_from_rows = switch
                 log.info(
                     "tier %s: %s compiled to numpy (%.1f µs a row; its own method from %s rows; on the "
                     "event loop up to %s rows)",
@@ -243,4 +245,5 @@ class PythonBackend(Backend):
             "inline": self.inline,
             "single_row_us": round(self.single_row_us, 1) if self.compiled else None,
             "inline_rows": None if not self.inline or self.inline_rows == sys.maxsize else self.inline_rows,
+            "own_method_from_rows": self.own_from_rows,
         }
