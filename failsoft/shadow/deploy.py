@@ -19,6 +19,7 @@ from failsoft.config import DefaultTierSpec, PortfolioSpec
 from failsoft.errors import FailsoftError
 from failsoft.shadow.evaluate import candidate_report
 from failsoft.store import Store
+from failsoft.store.base import state_event
 
 APPROVAL = "approval"
 
@@ -74,13 +75,7 @@ def _flip(
     now = time.time()
 
     def write(execute: Any) -> int:
-        rev = int(
-            execute(
-                "INSERT INTO state_events (model, kind, value, reason, actor, ts) "
-                "VALUES (?, 'deploy', ?, ?, ?, ?) RETURNING id",
-                [model, dst, reason, actor, now],
-            )[0][0]
-        )
+        rev = state_event(execute, model, "deploy", dst, reason, actor, now)
         execute(
             "INSERT INTO deployments VALUES (?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
             "live = excluded.live, changed_by = excluded.changed_by, changed_at = excluded.changed_at, "

@@ -220,6 +220,20 @@ def migrations(dialect: str) -> list[tuple[int, list[str]]]:
     )
 
 
+def state_event(
+    execute: Execute, model: str, kind: str, value: str, reason: str, actor: str, ts: float
+) -> int:
+    """Record a shared state change (inside the transaction that makes it); its id is the revision every
+    replica polls for, and on PostgreSQL its insert notifies them."""
+    return int(
+        execute(
+            "INSERT INTO state_events (model, kind, value, reason, actor, ts) VALUES (?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
+            [model, kind, value, reason, actor, ts],
+        )[0][0]
+    )
+
+
 class Store(abc.ABC):
     """A database holding the prediction log and the shared model state."""
 
@@ -274,9 +288,21 @@ class Store(abc.ABC):
         rows = self.execute("SELECT model, health, reason, changed_by, changed_at, revision FROM model_state")
         return {r[0]: ModelState(*r) for r in rows}
 
-    @abc.abstractmethod
     def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
         """Record a health change and its event atomically."""
+        now = self.now()
+
+        def write(execute: Execute) -> ModelState:
+            rev = state_event(execute, model, "health", health, reason, actor, now)
+            execute(
+                "INSERT INTO model_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
+                "health = excluded.health, reason = excluded.reason, changed_by = excluded.changed_by, "
+                "changed_at = excluded.changed_at, revision = excluded.revision",
+                [model, health, reason, actor, now, rev],
+            )
+            return ModelState(model, health, reason, actor, now, rev)
+
+        return self.transaction(write)
 
     def set_default(
         self, model: str, tier: str, value: str, pinned: bool, actor: str, reason: str
@@ -286,13 +312,7 @@ class Store(abc.ABC):
 
         def write(execute: Execute) -> DefaultState:
             kind = "default_pinned" if pinned else "default_refreshed"
-            rev = int(
-                execute(
-                    "INSERT INTO state_events (model, kind, value, reason, actor, ts) "
-                    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    [model, kind, value, reason, actor, now],
-                )[0][0]
-            )
+            rev = state_event(execute, model, kind, value, reason, actor, now)
             execute(
                 "INSERT INTO defaults VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, tier) DO UPDATE SET "
                 "value = excluded.value, pinned = excluded.pinned, set_by = excluded.set_by, "

@@ -12,7 +12,6 @@ from failsoft.store.base import (
     PREDICTION_COLUMNS,
     SHADOW_CALL_COLUMNS,
     Execute,
-    ModelState,
     Store,
     StoreUnavailable,
     migrations,
@@ -149,27 +148,6 @@ class PostgresStore(Store):
             return n + int(conn.execute("DELETE FROM shadow_calls WHERE ts < %s", (ts,)).rowcount)
 
         return self._locked(delete)
-
-    def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
-        now = self.now()
-
-        def write(conn: Any) -> ModelState:
-            rev = int(
-                conn.execute(
-                    "INSERT INTO state_events (model, kind, value, reason, actor, ts) "
-                    "VALUES (%s, 'health', %s, %s, %s, %s) RETURNING id",
-                    (model, health, reason, actor, now),
-                ).fetchone()[0]
-            )
-            conn.execute(
-                "INSERT INTO model_state VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (model) DO UPDATE SET "
-                "health = excluded.health, reason = excluded.reason, changed_by = excluded.changed_by, "
-                "changed_at = excluded.changed_at, revision = excluded.revision",
-                (model, health, reason, actor, now, rev),
-            )
-            return ModelState(model, health, reason, actor, now, rev)
-
-        return self._locked(write)
 
     def transaction(self, fn: Callable[[Execute], T]) -> T:
         def run(conn: Any) -> T:

@@ -14,7 +14,6 @@ from failsoft.store.base import (
     PREDICTION_COLUMNS,
     SHADOW_CALL_COLUMNS,
     Execute,
-    ModelState,
     Store,
     StoreUnavailable,
     migrations,
@@ -148,27 +147,6 @@ class SqliteStore(Store):
 
         deleted: int = self._write(delete)
         return deleted
-
-    def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
-        now = self.now()
-
-        def write(conn: sqlite3.Connection) -> ModelState:
-            cur = conn.execute(
-                "INSERT INTO state_events (model, kind, value, reason, actor, ts) "
-                "VALUES (?, 'health', ?, ?, ?, ?)",
-                (model, health, reason, actor, now),
-            )
-            rev = int(cur.lastrowid or 0)
-            conn.execute(
-                "INSERT INTO model_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
-                "health = excluded.health, reason = excluded.reason, changed_by = excluded.changed_by, "
-                "changed_at = excluded.changed_at, revision = excluded.revision",
-                (model, health, reason, actor, now, rev),
-            )
-            return ModelState(model, health, reason, actor, now, rev)
-
-        state: ModelState = self._write(write)
-        return state
 
     def transaction(self, fn: Callable[[Execute], T]) -> T:
         def run(conn: sqlite3.Connection) -> T:
