@@ -179,15 +179,14 @@ class PythonBackend(Backend):
             fast = compile_model(obj, method, sample)
             if fast is not None:
                 self.compiled = True
-                matrix_fn, switch = self._dispatch(fast, matrix_fn, sample)
-                self.own_from_rows = switch
+                matrix_fn = self._dispatch(fast, matrix_fn, sample)
                 log.info(
                     "tier %s: %s compiled to numpy (%.1f µs a row; its own method from %s rows; on the "
                     "event loop up to %s rows)",
                     self.name,
                     type(obj).__name__,
                     self.single_row_us,
-                    "no" if switch is None else switch,
+                    self.own_from_rows or "no",
                     "any" if self.inline_rows == sys.maxsize else self.inline_rows,
                 )
         column = spec.column
@@ -206,16 +205,16 @@ class PythonBackend(Backend):
 
     def _dispatch(
         self, fast: Callable[[Array], Array], own: Callable[[Array], Array], sample: Array
-    ) -> tuple[Callable[[Array], Array], int | None]:
+    ) -> Callable[[Array], Array]:
         """The cheaper of the compiled closure and the model's own method for each batch size (see
-        ``cheapest``), and how many rows are answered on the event loop: those that fit its budget (a bigger
-        batch goes to the tier's threads)."""
-        fn, switch, compiled, original = cheapest(fast, own, sample)
+        ``cheapest``); it notes from which size the own method runs, and how many rows are answered on the
+        event loop: those that fit its budget (a bigger batch goes to the tier's threads)."""
+        fn, self.own_from_rows, compiled, original = cheapest(fast, own, sample)
         self.single_row_us = min(compiled.one, original.one)
         if self.spec.run != "inline":
             budget = INLINE_BUDGET_US
             self.inline_rows = max(compiled.rows_within(budget), original.rows_within(budget))
-        return fn, switch
+        return fn
 
     def predict_inline(self, batch: Batch) -> list[Any]:
         assert self._fn is not None
