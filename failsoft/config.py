@@ -263,6 +263,16 @@ class StoreSpec(_Spec, frozen=True):
 class ServerSpec(_Spec, frozen=True):
     max_body_bytes: PositiveInt = 1 << 20
     max_batch: PositiveInt = 1024
+    # A client's request line and headers: at most this many bytes and headers (431 past either).
+    max_header_bytes: PositiveInt = 65536
+    max_headers: PositiveInt = 100
+    # Seconds a client has to send a request's headers, and then its body (408 past either).
+    header_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 30.0
+    # Seconds an idle keep-alive connection stays open.
+    keep_alive_s: PositiveFloat = 5.0
+    # Open connections at most; more are refused at once with a 503 (the descriptor limit is raised to fit).
+    max_connections: PositiveInt = 10000
     # TOML, one line per owner: alice = "TOKEN". FAILSOFT_TOKENS_FILE overrides it.
     tokens_file: str | None = None
 

@@ -20,7 +20,7 @@ import msgspec
 from failsoft.errors import InvalidRequest
 from failsoft.store import Store
 
-__all__ = ["Label", "decode_labels", "ingest_file", "save_labels"]
+__all__ = ["Label", "LabelsBody", "LabelsRequest", "ingest_file", "save_labels"]
 
 BATCH = 5_000
 
@@ -32,20 +32,12 @@ class Label(msgspec.Struct, forbid_unknown_fields=True):
     time: float | str | None = None
 
 
-class _Body(msgspec.Struct):
+class LabelsBody(msgspec.Struct):
     labels: list[Label]
 
 
-def decode_labels(body: bytes) -> list[Label]:
-    """``[{"id", "label", "time"?}, ...]`` or ``{"labels": [...]}``; InvalidRequest says what is wrong."""
-    try:
-        if body.lstrip()[:1] == b"{":
-            return msgspec.json.decode(body, type=_Body).labels
-        return msgspec.json.decode(body, type=list[Label])
-    except msgspec.ValidationError as err:
-        raise InvalidRequest(f"labels: {err}") from None
-    except msgspec.DecodeError as err:
-        raise InvalidRequest(f"labels: not valid JSON: {err}") from None
+# What POST /v1/labels takes: ``[{"id", "label", "time"?}, ...]`` or ``{"labels": [...]}``.
+LabelsRequest = list[Label] | LabelsBody
 
 
 def _epoch(value: float | str | None, default: float) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import json
 import logging
 import sys
 import urllib.parse
@@ -23,10 +22,11 @@ from failsoft.audit.actions import MISSING as MISSING_VALUE
 from failsoft.audit.actions import act
 from failsoft.chain import Chain
 from failsoft.errors import AuditError, InvalidRequest, UnknownModel
-from failsoft.labels import decode_labels, save_labels
+from failsoft.labels import Label, LabelsRequest, save_labels
 from failsoft.portfolio import Portfolio
 from failsoft.server import oip
 from failsoft.server.auth import Tokens
+from failsoft.server.body import check_id, decode
 from failsoft.server.dashboard import PAGE
 from failsoft.shadow import deploy
 from failsoft.store import StoreUnavailable
@@ -97,23 +97,8 @@ class MethodNotAllowed(Exception):
     pass
 
 
-def _lenient(body: bytes, kind: type[Any], decode: Callable[[bytes], Any]) -> Any:
-    """Decode a body; bodies with NaN/Infinity (which Python's json writes) are read too, and their corrupt
-    values are left for the input checks to answer with the safe default."""
-    try:
-        return decode(body)
-    except msgspec.ValidationError as err:
-        raise InvalidRequest(f"malformed request: {err}") from None
-    except msgspec.DecodeError:
-        pass
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidRequest(f"body is not JSON: {err}") from None
-    try:
-        return msgspec.convert(doc, kind)
-    except msgspec.ValidationError as err:
-        raise InvalidRequest(f"malformed request: {err}") from None
+class ClientGone(Exception):
+    """The client went away (or the connection guard closed it) before its body arrived."""
 
 
 class App:
@@ -156,11 +141,13 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
-        parts = scope["path"].strip("/").split("/")
+        parts = _segments(scope)
         try:
             status, body, headers = await self._route(method, parts, scope, receive)
         except InvalidRequest as err:
             status, body, headers = 400, _encode({"error": str(err)}), _JSON
+        except RecursionError:
+            status, body, headers = 400, _encode({"error": "malformed request: nested too deep"}), _JSON
         except deploy.PromotionError as err:
             status, body, headers = err.status, _encode({"error": str(err), "failing": err.details}), _JSON
         except AuditError as err:
@@ -179,6 +166,8 @@ class App:
             status, body, headers = 403, _encode({"error": str(err)}), _JSON
         except Unavailable as err:
             status, body, headers = 503, _encode({"error": str(err)}), _JSON
+        except ClientGone:
+            return
         except MethodNotAllowed:
             status, body, headers = 405, _encode({"error": f"{method} not allowed on {scope['path']}"}), _JSON
         except Exception:  # a bug outside the chain (which has its own guard): say so, keep serving
@@ -196,7 +185,10 @@ class App:
         size = 0
         more = True
         while more:
+            # A body slower than [server] body_timeout_s is cut off by the connection guard: a disconnect.
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
@@ -257,7 +249,8 @@ class App:
         if head == "v1" and n == 2 and parts[1] == "labels":
             _need(method, "POST")
             self._authorize(scope)  # labels steer promotions: only known senders
-            labels = decode_labels(await self._read(scope, receive))
+            sent: Any = decode(await self._read(scope, receive), LabelsRequest)  # type: ignore[arg-type]
+            labels: list[Label] = sent if isinstance(sent, list) else sent.labels
             store = self.portfolio.state_store
             try:
                 n_saved = await asyncio.to_thread(save_labels, store, labels)
@@ -286,7 +279,8 @@ class App:
         """GET /v1/audits[?status=&model=], /v1/audits/log, /v1/audits/{id};
         POST /v1/audits/{id}/ack and /v1/audits/{id}/resolve {"action": ..., "value", "for_s", "comment"}."""
         audits = self.portfolio.audits
-        query = {k: v[-1] for k, v in urllib.parse.parse_qs(scope.get("query_string", b"").decode()).items()}
+        raw_query = scope.get("query_string", b"").decode("ascii", "replace")
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(raw_query).items()}
         if not rest:
             _need(method, "GET")
             items = await asyncio.to_thread(audits.items, query.get("status"), query.get("model"))
@@ -294,7 +288,7 @@ class App:
         if rest == ["log"]:
             _need(method, "GET")
             return _encode({"log": await asyncio.to_thread(audits.log, query.get("model"))})
-        if not rest[0].isdigit():
+        if not (rest[0].isascii() and rest[0].isdigit() and len(rest[0]) <= 18):
             raise AuditError(f"no audit item {rest[0]!r}", not_found=True)
         item_id = int(rest[0])
         if len(rest) == 1:
@@ -308,7 +302,7 @@ class App:
             _need(method, "POST")
             actor = self._authorize(scope)
             body = await self._read(scope, receive)
-            req: AuditAction = _lenient(body or b"{}", AuditAction, _decode_action)
+            req: AuditAction = decode(body or b"{}", AuditAction, _decode_action)
             action = "ack" if rest[1] == "ack" else req.action
             if not action:
                 raise InvalidRequest(
@@ -339,7 +333,7 @@ class App:
             _need(method, "POST")
             actor = self._authorize(scope)
             body = await self._read(scope, receive)
-            req: Flip = _lenient(body or b"{}", Flip, _decode_flip)
+            req: Flip = decode(body or b"{}", Flip, _decode_flip)
             if what == "promote":
                 if not req.candidate:
                     raise InvalidRequest('promote needs "candidate"')
@@ -365,7 +359,7 @@ class App:
 
     async def _set_health(self, model: str, body: bytes, actor: str) -> bytes:
         self.portfolio.chain(model)
-        req: HealthChange = _lenient(body, HealthChange, _decode_health)
+        req: HealthChange = decode(body, HealthChange, _decode_health)
         try:
             state = await self.portfolio.set_health(model, req.health, req.reason, actor)
         except StoreUnavailable as err:
@@ -400,7 +394,8 @@ class App:
 
     async def _predict_v1(self, model: str, body: bytes) -> bytes:
         chain = self.portfolio.chain(model)
-        req: PredictRequest = _lenient(body, PredictRequest, _decode_predict)
+        req = decode(body, PredictRequest, _decode_predict)
+        check_id(req.id)
         single = isinstance(req.inputs, dict)
         rows = [req.inputs] if single else req.inputs
         assert isinstance(rows, list)
@@ -420,7 +415,8 @@ class App:
             if not 0 <= cut <= len(body):
                 raise InvalidRequest(f"Inference-Header-Content-Length {cut} is outside the body")
             body, binary = body[:cut], body[cut:]
-        req: oip.InferRequest = _lenient(body, oip.InferRequest, _decode_infer)
+        req = decode(body, oip.InferRequest, _decode_infer)
+        check_id(req.id)
         oip.attach_binary(req, binary)
         rows = oip.to_rows(req, chain)
         outcome = await self._answer(chain, rows, req.id, single=False)
@@ -436,6 +432,15 @@ class App:
                 (b"inference-header-content-length", str(cut).encode()),
             ],
         )
+
+
+def _segments(scope: Scope) -> list[str]:
+    """The path's segments, each percent-decoded on its own: ``/v1/models/x%2Fpredict`` names the model
+    ``x/predict`` rather than routing to predict."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None or b"%" not in raw:
+        return scope["path"].strip("/").split("/")  # type: ignore[no-any-return]
+    return [urllib.parse.unquote(p) for p in raw.decode("ascii", "replace").strip("/").split("/")]
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

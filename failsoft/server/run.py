@@ -1,33 +1,69 @@
-"""Running the app under uvicorn (uvloop and httptools when present)."""
+"""Running the app under uvicorn (uvloop when present), behind the connection guard (server/protocol.py)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import resource
 
 import uvicorn
 
 from failsoft.portfolio import Portfolio
 from failsoft.server.app import App
 from failsoft.server.auth import Tokens
+from failsoft.server.protocol import Refusals, guarded_protocol
+
+log = logging.getLogger("failsoft.server")
+# Descriptors kept for files, the store and backends beyond the connections' own.
+FD_RESERVE = 64
 
 
 def uvicorn_config(
     portfolio: Portfolio, host: str, port: int, log_level: str = "info", tokens: Tokens | None = None
 ) -> uvicorn.Config:
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    spec = portfolio.spec.server
+    refusals = Refusals()
+    portfolio.metrics.gauges.append(refusals.metrics)
     return uvicorn.Config(
         App(portfolio, tokens),
         host=host,
         port=port,
         loop=loop,
-        http=http,
+        http=guarded_protocol(spec, refusals),
         lifespan="on",
         access_log=False,
         log_level=log_level,
+        timeout_keep_alive=spec.keep_alive_s,  # type: ignore[arg-type]
         timeout_graceful_shutdown=2,
     )
+
+
+def raise_fd_limit(connections: int) -> int:
+    """Raise this process's open-file limit to its hard limit (no privilege needed); returns the soft limit.
+    Logs when it cannot hold ``connections`` connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, connections + FD_RESERVE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < connections + FD_RESERVE:
+        log.warning(
+            json.dumps(
+                {
+                    "event": "fd_limit_low",
+                    "open_files": soft,
+                    "max_connections": connections,
+                    "fix": f"raise the hard limit (ulimit -Hn) to {connections + FD_RESERVE} or lower "
+                    "[server] max_connections",
+                }
+            )
+        )
+    return soft
 
 
 def serve(
@@ -38,5 +74,6 @@ def serve(
     tokens: Tokens | None = None,
 ) -> None:
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
+    raise_fd_limit(portfolio.spec.server.max_connections)
     server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, tokens))
     server.run()

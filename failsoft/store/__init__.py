@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from failsoft.store.base import ModelState, PredictionRow, StateEvent, Store, StoreError, StoreUnavailable
+from failsoft.store.base import (
+    ModelState,
+    PredictionRow,
+    StateEvent,
+    Store,
+    StoreError,
+    StoreRejected,
+    StoreUnavailable,
+)
 
 __all__ = [
     "ModelState",
@@ -12,6 +20,7 @@ __all__ = [
     "StateEvent",
     "Store",
     "StoreError",
+    "StoreRejected",
     "StoreUnavailable",
     "open_store",
 ]

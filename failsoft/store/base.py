@@ -50,6 +50,12 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached or refused the write; records go to the spill file."""
 
 
+class StoreRejected(StoreError):
+    """The database took the request and refused what it holds (a value it cannot store, a constraint):
+    not an outage, so trying again later would fail again. The prediction log finds the records at fault
+    and sets them aside (store/log.py)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelState:
     """A model's shared state: what every replica must agree on."""

@@ -5,6 +5,11 @@ RecordQueue in the serving process) and a thread writes them, grouped, one trans
 database is unreachable or errors, batches go to the spill file (fsynced, bounded) and the writer retries
 with backoff; once the database answers, the spill is replayed before new batches, and every write skips
 record ids already stored, so each record lands exactly once.
+
+An outage and a poisoned record are told apart: a batch the database refuses for what it holds
+(StoreRejected: a value it cannot store) is split in halves until the records at fault are found; those
+go to the dead-letter file beside the spill (one JSON line each, with the database's words), the rest is
+written, and the log goes on. A spill that holds such a record is replayed the same way.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from failsoft.store.base import Store, StoreUnavailable
+import msgspec
+
+from failsoft.store.base import Store, StoreRejected, StoreUnavailable
 from failsoft.store.spill import SpillFile, SpillFull
 
 log = logging.getLogger("failsoft.store.log")
@@ -46,6 +54,8 @@ class PredictionLog:
         self._next_id = 1
         self.store_up = False
         self.written = self.spilled = self.replayed = self.dropped = self.failures = 0
+        self.dead_lettered = 0
+        self.dead_letter_path = spill.path.parent / "dead-letter.jsonl"
         self._retry_at = 0.0
         self._backoff = 0.1
         self._next_retention = 0.0
@@ -130,17 +140,64 @@ class PredictionLog:
         def write() -> None:
             if self.spill.size:
                 self._replay()
-            self.written += self.store.insert_json(*payloads)
+            self.written += self._insert(*payloads)
 
         return self._attempt(write)
 
     def _replay(self) -> None:
         for payload in self.spill.batches():
-            self.replayed += self.store.insert_json(payload)
+            self.replayed += self._insert(payload)
         self.spill.clear()
         log.warning(
             json.dumps(
                 {"event": "spill_replayed", "records": self.replayed, "torn_lines": self.spill.torn_lines}
+            )
+        )
+
+    def _insert(self, *payloads: bytes) -> int:
+        """Insert the batches; records the database refuses for their content go to the dead-letter file and
+        the rest are written. Raises StoreUnavailable on an outage."""
+        try:
+            return self.store.insert_json(*payloads)
+        except StoreRejected:
+            pass
+        return sum(self._bisect(msgspec.json.decode(p)) for p in payloads)
+
+    def _bisect(self, doc: dict[str, Any]) -> int:
+        rows = doc["rows"]
+        try:
+            return self.store.insert_json(msgspec.json.encode(doc))
+        except StoreRejected as err:
+            if len(rows) == 1:
+                self._dead_letter(doc, err)
+                return 0
+        half = len(rows) // 2
+        base = int(doc["base"])
+        left = {"prefix": doc["prefix"], "base": base, "rows": rows[:half]}
+        right = {"prefix": doc["prefix"], "base": base + half, "rows": rows[half:]}
+        return self._bisect(left) + self._bisect(right)
+
+    def _dead_letter(self, doc: dict[str, Any], err: StoreRejected) -> None:
+        """One refused record, kept on disk with why (fsynced) instead of blocking every later write."""
+        record_id = doc["rows"][0][0] or f"{doc['prefix']}-{doc['base']}"
+        line = msgspec.json.encode({"record": record_id, "error": str(err)[:500], "batch": doc}) + b"\n"
+        try:
+            with self.dead_letter_path.open("ab") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as io_err:
+            log.warning(json.dumps({"event": "dead_letter_write_failed", "error": str(io_err)}))
+        self.dead_lettered += 1
+        log.warning(
+            json.dumps(
+                {
+                    "event": "log_record_dead_lettered",
+                    "record": record_id,
+                    "error": str(err)[:300],
+                    "file": str(self.dead_letter_path),
+                    "dead_lettered": self.dead_lettered,
+                }
             )
         )
 
@@ -206,5 +263,6 @@ class PredictionLog:
             "spilled": self.spilled,
             "replayed": self.replayed,
             "dropped": self.dropped,
+            "dead_lettered": self.dead_lettered,
             "spill_bytes": self.spill.size,
         }

@@ -13,6 +13,7 @@ from failsoft.store.base import (
     SHADOW_CALL_COLUMNS,
     Execute,
     Store,
+    StoreRejected,
     StoreUnavailable,
     migrations,
 )
@@ -115,6 +116,8 @@ class PostgresStore(Store):
             if conn is not None and (conn.closed or conn.broken):
                 self._conn = None
                 conn.close()
+            elif isinstance(err, psycopg.DataError | psycopg.IntegrityError):
+                raise StoreRejected(f"{_safe(self.url)}: {err}".strip()) from err
             raise StoreUnavailable(f"{_safe(self.url)}: {err}".strip()) from err
 
     def _locked(self, fn: Callable[[Any], T], atomic: bool = True) -> T:

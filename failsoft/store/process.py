@@ -66,6 +66,7 @@ class ProcessLog:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.restarts = 0
+        self.flusher_errors = 0
         self.writer: dict[str, Any] = {}
 
     # ---- life cycle -------------------------------------------------------------------------------------
@@ -129,11 +130,20 @@ class ProcessLog:
         proc.stdin.write(HEADER.pack(seq, n, len(payload)) + payload)
 
     async def _flusher(self) -> None:
+        """Sends batches to the writer; supervised: whatever goes wrong in one turn is logged and counted,
+        and the next turn runs (a flusher that died would leave every later answer unlogged)."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.flush_s)
-            self._kick.clear()
-            self._send_queued()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), self.flush_s)
+                self._kick.clear()
+                self._send_queued()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.flusher_errors += 1
+                log.exception("prediction log flusher failed (error %d); it goes on", self.flusher_errors)
+                await asyncio.sleep(self.flush_s)
 
     async def _reader(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -196,6 +206,9 @@ class ProcessLog:
             "spilled": w.get("spilled", 0),
             "replayed": w.get("replayed", 0),
             "dropped": self.records.dropped + w.get("dropped", 0),
+            "dead_lettered": w.get("dead_lettered", 0),
+            "normalised_batches": self.records.normalised,
+            "flusher_errors": self.flusher_errors,
             "spill_bytes": w.get("spill_bytes", 0),
             "writer_restarts": self.restarts,
         }
@@ -205,7 +218,7 @@ class ProcessLog:
         c = CounterMetricFamily(
             "failsoft_log_records", "Prediction log records, by outcome", labels=["outcome"]
         )
-        for name in ("written", "spilled", "replayed", "dropped"):
+        for name in ("written", "spilled", "replayed", "dropped", "dead_lettered"):
             c.add_metric([name], snap[name])
         yield c
         g = GaugeMetricFamily(
@@ -222,3 +235,8 @@ class ProcessLog:
         r = CounterMetricFamily("failsoft_log_writer_restarts", "Times the log writer process was restarted")
         r.add_metric([], snap["writer_restarts"])
         yield r
+        f = CounterMetricFamily(
+            "failsoft_log_flusher_errors", "Turns of the log flusher that failed (logged; it went on)"
+        )
+        f.add_metric([], snap["flusher_errors"])
+        yield f

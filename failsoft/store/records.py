@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from failsoft.text import scrub
+
 
 def _fallback(obj: Any) -> Any:
     """Outputs of user models may hold numpy values or other objects: keep what they say."""
@@ -44,6 +46,8 @@ class RecordQueue:
         # Records sent to a writer but not yet acknowledged count against the bound too.
         self.held_elsewhere = 0
         self.dropped = 0
+        # Batches in which some value had to be made safe to encode (see ``_safe``).
+        self.normalised = 0
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._prefix = os.urandom(6).hex()
         self._next_id = 1
@@ -125,11 +129,37 @@ class RecordQueue:
             self.on_batch_ready()
 
     def take(self) -> tuple[bytes, int]:
-        """Up to batch_size records as one encoded batch (one C call: cheap under the GIL)."""
+        """Up to batch_size records as one encoded batch (one C call: cheap under the GIL). Never raises:
+        a value no JSON can hold is logged in a safe form (see ``_safe``)."""
         popleft = self._queue.popleft
         batch = [popleft() for _ in range(min(len(self._queue), self.batch_size))]
         base, self._next_id = self._next_id, self._next_id + len(batch)
-        return _encode({"prefix": self._prefix, "base": base, "rows": batch}), len(batch)
+        doc = {"prefix": self._prefix, "base": base, "rows": batch}
+        try:
+            return _encode(doc), len(batch)
+        except Exception:
+            self.normalised += 1
+            doc["rows"] = [_safe(r) for r in batch]
+            return _encode(doc), len(batch)
+
+
+def _safe(record: tuple[Any, ...]) -> Any:
+    """A record as it can be logged: strings scrubbed of what no encoder or store takes (a lone surrogate,
+    NUL), and a value no JSON can hold at all (too deep, circular) kept as its text."""
+    try:
+        _encode(record)
+        return record
+    except Exception:
+        pass
+    out = []
+    for value in record:
+        try:
+            clean = scrub(msgspec.to_builtins(value, enc_hook=_fallback))
+            _encode(clean)
+        except Exception:
+            clean = scrub(repr(value)[:10_000])
+        out.append(clean)
+    return out
 
 
 def split(doc: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

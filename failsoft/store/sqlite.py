@@ -15,6 +15,7 @@ from failsoft.store.base import (
     SHADOW_CALL_COLUMNS,
     Execute,
     Store,
+    StoreRejected,
     StoreUnavailable,
     migrations,
 )
@@ -117,7 +118,11 @@ class SqliteStore(Store):
                         conn.execute("ROLLBACK")
                     raise
                 return result
+            except (sqlite3.IntegrityError, sqlite3.DataError) as err:
+                raise StoreRejected(f"{self.url}: {err}") from err
             except sqlite3.Error as err:
+                if "malformed JSON" in str(err):
+                    raise StoreRejected(f"{self.url}: {err}") from err
                 raise StoreUnavailable(f"{self.url}: {err}") from err
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:

@@ -1,0 +1,200 @@
+"""The HTTP connection guard: uvicorn's httptools protocol with the limits a server facing clients needs.
+
+uvicorn's own protocol bounds none of these, so one client could hold memory or file descriptors that
+every other client needs:
+- the request head (request line and headers) is bounded in bytes and in header count (431);
+- a request's head must arrive within ``header_timeout_s`` of the connection opening or of the request's
+  first byte, and its body within ``body_timeout_s`` of its head (408, then the connection is closed): a
+  slow sender cannot hold a connection for ever;
+- connections past ``max_connections`` are refused at once with a 503 and closed;
+- a request the parser cannot read (a raw non-ASCII byte in the path, a bad Content-Length) gets a 400.
+Every refusal is the JSON error shape of the app (``{"error": "..."}``), counted by ``Refusals``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+from prometheus_client.core import CounterMetricFamily, Metric
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from failsoft.config import ServerSpec
+
+__all__ = ["Refusals", "guarded_protocol"]
+
+log = logging.getLogger("failsoft.server")
+# Seconds a refused connection is read (and dropped) before it is closed, so the client gets the answer.
+LINGER_S = 2.0
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}  # fmt: skip
+
+
+class Refusals:
+    """Connections refused by the guard, by status."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def metrics(self) -> Iterator[Metric]:
+        c = CounterMetricFamily(
+            "failsoft_connections_refused",
+            "Connections refused by the HTTP guard (400 malformed, 408 slow, 431 head too big, 503 full)",
+            labels=["status"],
+        )
+        for status, n in sorted(self.counts.items()):
+            c.add_metric([status], n)
+        yield c
+
+
+def _response(status: int, message: str) -> bytes:
+    body = msgspec.json.encode({"error": message})
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
+            body,
+        )
+    )
+
+
+def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol bound by ``spec``'s connection limits."""
+    max_head, max_headers = spec.max_header_bytes, spec.max_headers
+    header_timeout, body_timeout = spec.header_timeout_s, spec.body_timeout_s
+    max_connections = spec.max_connections
+
+    class GuardedProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Bytes received while a head is incomplete (bounds a head still coming), and the head's exact
+            # size from the parser (checked once it is complete: a chunk may carry a body too).
+            self._head_bytes = 0
+            self._head_size = 0
+            self._header_count = 0
+            self._in_head = True
+            self._head_timer: asyncio.TimerHandle | None = None
+            self._draining = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if len(self.connections) >= max_connections:
+                self.transport = transport
+                self._refuse(503, f"the server holds its limit of {max_connections} connections; retry")
+                return
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            if self.flow is None:  # refused before it was taken in
+                return
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._draining:
+                return
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._draining or self.transport.is_closing():
+                return
+            if self._in_head:
+                if self._head_bytes > max_head:
+                    self._refuse(431, f"request line and headers over {max_head} bytes")
+            elif self._head_timer is None and self.cycle is not None and self.cycle.more_body:
+                # the body is still coming (most arrive with the head, and never arm this)
+                self._head_timer = self.loop.call_later(body_timeout, self._body_too_slow)
+
+        def send_400_response(self, msg: str) -> None:
+            if self._draining:
+                return
+            refusals.counts["400"] += 1
+            self._disarm()
+            self._linger(_response(400, f"malformed HTTP request: {msg}"))
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head = True
+            self._head_size = 0
+            self._header_count = 0
+            self._arm()
+
+        def on_url(self, url: bytes) -> None:
+            self._head_size += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_count += 1
+            self._head_size += len(name) + len(value) + 4
+            if self._header_count <= max_headers:
+                super().on_header(name, value)
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            if not self._draining:
+                super().on_message_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._draining:
+                super().on_body(body)
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._head_bytes = 0
+            self._disarm()
+            if self._head_size > max_head:
+                self._refuse(431, f"request line and headers over {max_head} bytes")
+                return
+            if self._header_count > max_headers:
+                self._refuse(431, f"more than {max_headers} headers")
+                return
+            super().on_headers_complete()
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout, self._head_too_slow)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self.transport.is_closing():
+                self._refuse(408, f"request headers not received within {header_timeout:g} s")
+
+        def _body_too_slow(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing() and self.cycle is not None and self.cycle.more_body:
+                self._refuse(408, f"request body not received within {body_timeout:g} s")
+
+        def _refuse(self, status: int, message: str) -> None:
+            if self._draining:
+                return
+            count = refusals.counts[str(status)] = refusals.counts[str(status)] + 1
+            self._disarm()
+            if count in {1, 10, 100, 1000} or count % 10000 == 0:  # a flood is not a log storm
+                log.warning(json.dumps({"event": "connection_refused", "status": status, "reason": message,
+                                        "count": count}))  # fmt: skip
+            self._linger(_response(status, message))
+
+        def _linger(self, response: bytes) -> None:
+            """Answer, then close gracefully: closing a socket with unread bytes resets it, and the client
+            would lose the answer. Half-close, read and drop what still comes, close at the client's EOF or
+            after LINGER_S."""
+            self._draining = True
+            transport = self.transport
+            transport.write(response)
+            if transport.can_write_eof():
+                transport.write_eof()
+                self.loop.call_later(LINGER_S, transport.close)
+            else:
+                transport.close()
+
+    return GuardedProtocol

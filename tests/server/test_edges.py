@@ -1,0 +1,165 @@
+"""Hostile and odd input at a real gateway: every bad envelope is a 4xx in the JSON error shape, nothing a
+client sends stops the log, and the connection guard bounds what one client can hold."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import FEATURES, Proc
+from tests.server.test_api import call, post
+
+ROW = {f: 0.1 * i for i, f in enumerate(FEATURES)}
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@pytest.fixture(scope="module")
+def gw(stack: tuple[Proc, Proc]) -> str:
+    return stack[1].url
+
+
+@pytest.fixture(scope="module")
+def token(models_dir: Path, gw: str) -> str:
+    return (models_dir / "state" / "admin-token").read_text().strip()
+
+
+def authed(method: str, url: str, body: bytes, token: str) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        url, data=body, method=method,
+        headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def raw(gw: str, data: bytes, read_s: float = 5.0) -> bytes:
+    """Send raw bytes on a fresh connection; what the server answers before it closes (or read_s)."""
+    host, port = gw.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_s) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+    return out
+
+
+def status_and_json(response: bytes) -> tuple[int, Any]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), response[:300]
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/models/churn/predict", "/v2/models/churn/infer"]
+)  # fmt: skip
+def test_deep_nesting_is_a_400(gw: str, path: str) -> None:
+    for body in (DEEP, b'{"inputs": ' + DEEP + b"}", b'{"inputs": {"f0": ' + DEEP + b"}}"):
+        status, doc = call("POST", gw + path, body)
+        assert status in (200, 400), (status, doc)
+        assert status == 200 or "error" in doc
+    # and with NaN, which takes the lenient decoder
+    status, doc = call("POST", gw + path, b'{"x": NaN, "inputs": ' + DEEP + b"}")
+    assert status == 400 and "error" in doc
+
+
+def test_deep_labels_are_a_400(gw: str, token: str) -> None:
+    status, doc = authed("POST", gw + "/v1/labels", DEEP, token)
+    assert status == 400 and "error" in doc
+
+
+def test_surrogate_and_nul_ids_never_stop_the_log(gw: str) -> None:
+    url = gw + "/v1/models/churn/predict"
+    bad_ids = [b'"\\ud800"', b'"a\\udfffb"', b'"\\u0000"', b'"tab\\there"', b'"' + b"x" * 300 + b'"']
+    for raw_id in bad_ids:
+        for extra in (b"", b', "nan": NaN'):
+            body = b'{"id": ' + raw_id + b', "inputs": ' + json.dumps(ROW).encode() + extra + b"}"
+            status, doc = call("POST", url, body)
+            assert status in (200, 400), (raw_id, status, doc)
+            if status == 200:
+                assert "\ufffd" in doc["id"]  # made safe, not refused
+            else:
+                assert "printable" in doc["error"]
+    # the log is still alive: a fresh answer shows up among the written records
+    before = _written(gw)
+    for _ in range(5):
+        assert post(url, {"inputs": ROW})[0] == 200
+    deadline = time.monotonic() + 20
+    while _written(gw) < before + 5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _written(gw) >= before + 5
+    assert _metric(gw, "failsoft_log_flusher_errors_total") == 0
+
+
+def _metrics(gw: str) -> str:
+    status, text = call("GET", gw + "/metrics")
+    assert status == 200
+    return str(text)
+
+
+def _metric(gw: str, name: str) -> float:
+    for line in _metrics(gw).splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}")
+
+
+def _written(gw: str) -> float:
+    for line in _metrics(gw).splitlines():
+        if line.startswith('failsoft_log_records_total{outcome="written"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/audits/99999999999999999999999", "/v1/audits/%C2%B2", "/v1/audits/-1", "/v1/audits/1.5"]
+)
+def test_odd_audit_ids_are_404(gw: str, path: str) -> None:
+    status, doc = call("GET", gw + path)
+    assert status == 404 and "error" in doc
+
+
+def test_surrogates_in_control_plane_text_are_made_safe(gw: str, token: str) -> None:
+    body = b'{"health": "live", "reason": "ok \\ud800 \\u0000", "x": NaN}'
+    status, doc = authed("POST", gw + "/v1/models/churn/health", body, token)
+    assert status == 200, doc
+    assert doc["reason"] == "ok \ufffd \ufffd"
+
+
+def test_encoded_slash_is_part_of_the_name(gw: str) -> None:
+    status, doc = call("POST", gw + "/v1/models/x%2Fpredict", json.dumps({"inputs": ROW}).encode())
+    assert status in (404, 405) and "error" in doc
+    status, doc = call("POST", gw + "/v1/models/churn%2Fpredict", json.dumps({"inputs": ROW}).encode())
+    assert status in (404, 405) and "error" in doc
+
+
+def test_parser_errors_get_the_json_shape(gw: str) -> None:
+    status, doc = status_and_json(raw(gw, b"GET /v1/models/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert status == 400 and "malformed HTTP request" in doc["error"]
+    bad_length = b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}"
+    status, doc = status_and_json(raw(gw, bad_length))
+    assert status == 400 and "error" in doc
+
+
+def test_oversize_head_and_too_many_headers_are_431(gw: str) -> None:
+    big = b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+    status, doc = status_and_json(raw(gw, big))
+    assert status == 431 and "bytes" in doc["error"]
+    many = b"GET /v2 HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n"
+    status, doc = status_and_json(raw(gw, many))
+    assert status == 431 and "headers" in doc["error"]
+    # the server still answers everyone else
+    assert call("GET", gw + "/v2/health/live")[0] == 200
