@@ -29,7 +29,7 @@ from failsoft.server.auth import Tokens
 from failsoft.server.body import check_id, decode
 from failsoft.server.dashboard import PAGE
 from failsoft.shadow import deploy
-from failsoft.store import StoreUnavailable
+from failsoft.store import StoreRejected, StoreUnavailable
 from failsoft.types import Health, Outcome
 
 log = logging.getLogger("failsoft.server")
@@ -146,6 +146,8 @@ class App:
             status, body, headers = await self._route(method, parts, scope, receive)
         except InvalidRequest as err:
             status, body, headers = 400, _encode({"error": str(err)}), _JSON
+        except StoreRejected as err:
+            status, body, headers = 400, _encode({"error": f"the store refused the values: {err}"}), _JSON
         except RecursionError:
             status, body, headers = 400, _encode({"error": "malformed request: nested too deep"}), _JSON
         except deploy.PromotionError as err:

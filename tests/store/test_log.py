@@ -185,3 +185,80 @@ def test_retention_deletes_what_is_older_than_the_period(tmp_path: Path) -> None
     store = open_store(url)
     assert store.count_predictions() == 6, "the 40-day-old rows are gone, the new ones stay"
     store.close()
+
+
+def feed_ids(log: PredictionLog, ids: list[str], **values: object) -> None:
+    queue = QUEUES[id(log)]
+    for request_id in ids:
+        outputs = values.get("outputs", [0.5])
+        queue.append(request_id, "m", "1", "cpu", "live", False, None, outputs, {"x": 1}, 0.2)
+    while queue:
+        payload, count = queue.take()
+        log.append_batch(payload, count, lambda: None)
+
+
+def clean_pg(url: str) -> None:
+    store = open_store(url)
+    store.connect()
+    store._locked(lambda c: c.execute("TRUNCATE predictions, shadow_calls"))  # type: ignore[attr-defined]
+    store.close()
+
+
+def stored_ids(url: str) -> set[str]:
+    store = open_store(url)
+    try:
+        return {r[1] for batch in store.iter_predictions() for r in batch}
+    finally:
+        store.close()
+
+
+def test_postgres_refusing_a_record_sets_it_aside_and_writes_the_rest(tmp_path: Path, pg_url: str) -> None:
+    """jsonb refuses \\u0000: before, the batch was taken for an outage and spilled, and every later write
+    replayed the poisoned spill first and failed again, for good."""
+    clean_pg(pg_url)
+    log = make_log(pg_url, tmp_path, batch_size=100, log_inputs=True)
+    ids = [f"ok{i}" for i in range(40)]
+    ids[17] = "bad\x00one"
+    ids[33] = "bad\x00two"
+    feed_ids(log, ids)
+    assert log.flush()
+    assert log.store_up and log.spilled == 0
+    feed_ids(log, [f"later{i}" for i in range(10)])
+    assert log.flush()
+    log.stop()
+    stored = stored_ids(pg_url)
+    assert stored == {i for i in ids if "\x00" not in i} | {f"later{i}" for i in range(10)}
+    assert log.dead_lettered == 2 and log.written == 48
+    lines = [msgspec.json.decode(x) for x in log.dead_letter_path.read_bytes().splitlines()]
+    assert [line["batch"]["rows"][0][1] for line in lines] == ["bad\x00one", "bad\x00two"]
+    assert all("\\u0000" in line["error"] or "0x00" in line["error"] or "u0000" in line["error"]
+               for line in lines)  # fmt: skip
+
+
+def test_a_poisoned_spill_is_replayed_around_the_bad_record(tmp_path: Path, pg_url: str) -> None:
+    clean_pg(pg_url)
+    queue = RecordQueue(1000, False, batch_size=1000)
+    for request_id in ("s1", "s\x002", "s3"):
+        queue.append(request_id, "m", "1", "cpu", "live", False, None, [0.5], None, 0.2)
+    spill = SpillFile.claim(tmp_path / "spill", 1 << 30)
+    spill.append(queue.take()[0])  # what an earlier process left after taking it for an outage
+    spill.release()
+    log = make_log(pg_url, tmp_path)
+    feed_ids(log, ["new"])
+    assert log.flush()
+    log.stop()
+    stored = stored_ids(pg_url)
+    assert stored == {"s1", "s3", "new"} and log.dead_lettered == 1 and log.spill.size == 0
+
+
+def test_a_record_no_json_can_hold_is_logged_in_a_safe_form(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    log = make_log(url, tmp_path)
+    circular: list[object] = []
+    circular.append(circular)
+    feed_ids(log, ["fine", "sur\ud800rogate"])
+    feed_ids(log, ["loop"], outputs=circular)
+    assert log.flush()
+    log.stop()
+    assert stored_ids(url) == {"fine", "sur\ufffdrogate", "loop"}
+    assert QUEUES[id(log)].normalised == 2
