@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -76,12 +77,19 @@ class Tier:
     """One guarded tier of a chain: backend, breaker, bulkhead and timeout; ``sample`` is the share of
     live requests copied to it while it is a shadow candidate."""
 
-    __slots__ = ("backend", "breaker", "bulkhead", "lane", "name", "sample", "timeout_s")
+    __slots__ = ("backend", "breaker", "bulkhead", "lane", "max_rows", "name", "sample", "timeout_s")
 
     def __init__(
-        self, backend: Backend, breaker: Breaker, bulkhead: Bulkhead, timeout_s: float, sample: float = 1.0
+        self,
+        backend: Backend,
+        breaker: Breaker,
+        bulkhead: Bulkhead,
+        timeout_s: float,
+        sample: float = 1.0,
+        max_rows: int = sys.maxsize,
     ) -> None:
         self.name = backend.name
+        self.max_rows = max_rows
         self.backend = backend
         self.breaker = breaker
         self.bulkhead = bulkhead
@@ -125,6 +133,9 @@ async def guarded_call(
         problem = bad_output(out, len(batch))
         if problem is not None:
             raise InvalidOutput(problem)
+    except InvalidValue as err:  # the request's values, not the tier: never charged to its breaker
+        breaker.cancel(ticket)
+        return None, Reason.INVALID_INPUT, str(err)
     except TimeoutError:
         reason, detail = Reason.TIMEOUT, f"no answer within {budget_s * 1000:.1f} ms"
     except TierError as err:
@@ -266,6 +277,10 @@ class Chain:
     ) -> list[Any] | None:
         # Keep a reserve for the fallback and the response itself; an inline tier costs microseconds and
         # may use what is left of the deadline down to zero.
+        if len(batch) > tier.max_rows:  # the request's size, not the tier's health: no call, no charge
+            detail = f"batch of {len(batch)} rows is over this tier's max_rows ({tier.max_rows})"
+            self._skip(skips, tier.name, Reason.OVERLOADED, request_id, detail)
+            return None
         inline = tier.backend.inline
         budget = deadline.bound(tier.timeout_s) - (0.0 if inline else self.reserve_s)
         if budget <= 0.0 and not (inline and not deadline.expired()):

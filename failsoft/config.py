@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,6 +84,12 @@ class _CallTier(_Spec, frozen=True, kw_only=True):
     # The share of live requests copied to it while it is a shadow candidate (or after a promotion
     # makes the tier a candidate).
     sample: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    # The most rows one call may carry; a bigger batch passes this tier by (reason overloaded) and is never
+    # charged to its breaker. Default: no bound, but a row-at-a-time http tier takes at most pool_size.
+    max_rows: PositiveInt | None = None
+
+    def row_limit(self) -> int:
+        return self.max_rows or sys.maxsize
 
 
 class PythonTierSpec(_CallTier, frozen=True, tag="python", tag_field="kind"):
@@ -113,6 +120,10 @@ class HttpTierSpec(_CallTier, frozen=True, tag="http", tag_field="kind"):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     batch: bool = False
     pool_size: PositiveInt = 100
+
+    def row_limit(self) -> int:
+        # one connection a row: more rows than connections cannot go in one round
+        return self.max_rows or (sys.maxsize if self.batch else self.pool_size)
 
 
 class DefaultTierSpec(_Spec, frozen=True, tag="default", tag_field="kind"):

@@ -162,7 +162,12 @@ class Portfolio:
         b = t.breaker
         policy = BreakerPolicy(b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes)
         return Tier(
-            backend, Breaker(policy, self.clock), Bulkhead(t.max_concurrency), t.timeout_ms / 1000, t.sample
+            backend,
+            Breaker(policy, self.clock),
+            Bulkhead(t.max_concurrency),
+            t.timeout_ms / 1000,
+            t.sample,
+            t.row_limit(),
         )
 
     def deploy(self, model: str, live: str) -> bool:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,15 +59,23 @@ class Batch:
         return joined
 
     def matrix(self) -> Matrix:
-        """The rows as a float64 matrix (n_rows, n_features); missing optional values are NaN."""
+        """The rows as a float64 matrix (n_rows, n_features); missing optional values are NaN. Raises
+        InvalidValue when the rows' values cannot be one: the request's fault, never the tier's."""
         if self._matrix is None:
             names = self.names
             nan = math.nan
-            self._matrix = np.array(
-                [[nan if (v := row.get(n)) is None else v for n in names] for row in self.rows],
-                dtype=np.float64,
-            )
+            try:
+                self._matrix = np.array(
+                    [[nan if (v := row.get(n)) is None else v for n in names] for row in self.rows],
+                    dtype=np.float64,
+                )
+            except (OverflowError, ValueError, TypeError) as err:
+                raise InvalidValue(f"the values cannot be read as numbers: {err}"[:300]) from None
         return self._matrix
+
+
+# The largest magnitude a float64 holds: an integer beyond it cannot reach a model as a number.
+FLOAT_MAX = sys.float_info.max
 
 
 def _feature_check(spec: FeatureSpec) -> Callable[[Any], Any]:
@@ -80,12 +89,16 @@ def _feature_check(spec: FeatureSpec) -> Callable[[Any], Any]:
                 raise InvalidValue(f"{name}: expected a number, got {t.__name__} {v!r:.40}")
             if t is float and not math.isfinite(v):
                 raise InvalidValue(f"{name}: {v} is not a finite number")
+            if t is int and not -FLOAT_MAX <= v <= FLOAT_MAX:
+                raise InvalidValue(f"{name}: an integer of {v.bit_length()} bits is beyond a 64-bit float")
         elif kind == "int":
             if t is not int:
                 if t is float and v.is_integer():
                     v = int(v)
                 else:
                     raise InvalidValue(f"{name}: expected an integer, got {t.__name__} {v!r:.40}")
+            elif not -FLOAT_MAX <= v <= FLOAT_MAX:
+                raise InvalidValue(f"{name}: an integer of {v.bit_length()} bits is beyond a 64-bit float")
         elif kind == "bool":
             if t is not bool:
                 raise InvalidValue(f"{name}: expected true or false, got {t.__name__} {v!r:.40}")

@@ -203,3 +203,85 @@ async def test_a_bug_in_the_chain_is_answered_by_the_default(
     assert (o.tier, o.reason, o.outputs, o.degraded) == ("default", Reason.ERROR, 0.25, True)
     assert o.skips[0].tier == "chain" and "a bug of ours" in o.skips[0].detail
     assert p.metrics.answers[("m", "default", "error")] == 1, "counted like any answer"
+
+
+async def test_numbers_beyond_a_float_are_invalid_input_and_never_open_a_breaker(
+    write_toml: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """An integer above 1.8e308 in an unbounded float feature passed the checks, the model raised
+    OverflowError, and ten such requests opened a healthy primary's breaker for everyone."""
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.arange(40, dtype=float).reshape(20, 2)
+    joblib.dump(LogisticRegression().fit(x, np.arange(20) % 2), tmp_path / "m.joblib")
+    toml = f"""
+trusted_model_dirs = ["{tmp_path}"]
+data_dir = "{tmp_path / "state"}"
+[models.m]
+[[models.m.inputs]]
+name = "a"
+[[models.m.inputs]]
+name = "b"
+type = "int"
+[[models.m.tiers]]
+name = "lr"
+kind = "python"
+path = "{tmp_path / "m.joblib"}"
+compile = false
+breaker = {{ window = 10, min_calls = 4, failure_rate = 0.5, open_ms = 60000 }}
+[[models.m.tiers]]
+kind = "default"
+value = 0.5
+"""
+    async with Portfolio.from_toml(write_toml(toml)) as p:
+        for bad in ({"a": 10**400, "b": 1}, {"a": -(10**309), "b": 1}, {"a": 1.0, "b": 10**400}):
+            for _ in range(6):
+                o = await p.predict("m", bad)
+                assert (o.tier, o.reason) == ("default", Reason.INVALID_INPUT), o
+                assert "beyond a 64-bit float" in o.skips[0].detail
+        assert p.chains["m"].tiers[0].breaker.state.value == "closed"
+        o = await p.predict("m", {"a": 1e308, "b": 3})
+        assert (o.tier, o.degraded) == ("lr", False)
+
+
+async def test_values_a_tier_cannot_read_are_the_requests_fault_not_the_tiers() -> None:
+    from failsoft.chain import Tier, guarded_call
+    from failsoft.resilience import Breaker, Bulkhead
+    from failsoft.resilience.breaker import BreakerPolicy
+    from failsoft.schema import Batch
+    from failsoft.tiers.base import Backend
+
+    class ReadsMatrix(Backend):
+        name = "matrix"
+
+        async def call(self, batch: Batch, request_id: str) -> list[float]:
+            return [float(v) for v in batch.matrix()[:, 0]]
+
+    breaker = Breaker(BreakerPolicy(4, 2, 0.5, 60.0, 1))
+    tier = Tier(ReadsMatrix(), breaker, Bulkhead(2), 1.0)
+    bad = Batch(("a",), [{"a": "not a number"}])
+    for _ in range(10):
+        out, reason, detail = await guarded_call(tier, bad, "r", 1.0, lambda out, n: None)
+        assert (out, reason) == (None, Reason.INVALID_INPUT) and "cannot be read as numbers" in detail
+    assert breaker.state.value == "closed" and tier.bulkhead.in_flight == 0
+
+
+async def test_a_batch_bigger_than_a_row_at_a_time_tier_takes_is_passed_by_uncharged(
+    write_toml: Callable[[str], Path],
+) -> None:
+    """300 rows to a row-at-a-time http tier always timed out and opened its breaker for every client."""
+    toml = chain_toml("score").replace(
+        "[[models.m.tiers]]\nname = \"t0\"",
+        '[[models.m.tiers]]\nname = "web"\nkind = "http"\nurl = "http://127.0.0.1:9/score"\npool_size = 8\n'
+        "breaker = { window = 10, min_calls = 2, failure_rate = 0.5, open_ms = 60000 }\n\n"
+        '[[models.m.tiers]]\nname = "t0"',
+    )
+    async with Portfolio.from_toml(write_toml(toml)) as p:
+        for _ in range(5):
+            o = await p.chains["m"].run([{"x": 1}] * 9, "r")
+            assert o.tier == "t0" and o.skips[0].reason is Reason.OVERLOADED
+            assert "max_rows (8)" in o.skips[0].detail
+        web = p.chains["m"].tiers[0]
+        assert web.name == "web" and web.breaker.state.value == "closed"

@@ -419,6 +419,11 @@ class App:
             body, binary = body[:cut], body[cut:]
         req = decode(body, oip.InferRequest, _decode_infer)
         check_id(req.id)
+        try:
+            oip.check_size(req, self.max_batch, len(chain.schema.names))
+        except InvalidRequest:
+            self.portfolio.metrics.reject(model, "batch_too_large")
+            raise
         oip.attach_binary(req, binary)
         rows = oip.to_rows(req, chain)
         outcome = await self._answer(chain, rows, req.id, single=False)

@@ -58,6 +58,26 @@ def _bytes_elements(raw: bytes) -> list[str]:
     return out
 
 
+def check_size(req: InferRequest, max_rows: int, n_features: int) -> None:
+    """Refuse a request over the batch limit from its declared shapes alone, before any value is read: an
+    oversize request costs what reading it costs, not what building its rows would."""
+    limit = max_rows * max(n_features, 1)
+    for t in req.inputs:
+        if not t.shape:
+            raise InvalidRequest(f"tensor {t.name!r}: shape is empty")
+        if t.shape[0] > max_rows:
+            raise InvalidRequest(f"batch of {t.shape[0]} rows is over the limit of {max_rows}")
+        size = _size(t.shape)
+        if size > limit:
+            raise InvalidRequest(f"tensor {t.name!r}: shape {t.shape} holds over {limit} values")
+        declared = (t.parameters or {}).get("binary_data_size")
+        width = np.dtype(_NP[t.datatype]).itemsize if t.datatype in _NP else None
+        if declared is not None and width is not None and declared != size * width:
+            raise InvalidRequest(
+                f"tensor {t.name!r}: binary_data_size {declared!r} is not {size} {t.datatype} values"
+            )
+
+
 def attach_binary(req: InferRequest, binary: bytes) -> None:
     """Fill ``data`` of the inputs whose values came as raw bytes after the JSON header."""
     offset = 0
