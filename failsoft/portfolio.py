@@ -231,12 +231,22 @@ class Portfolio:
             shared = {(d.model, d.tier): d for d in await asyncio.to_thread(self.state_store.load_defaults)}
         except StoreUnavailable:
             shared = {}
-        for name, chain in self.chains.items():
-            for tier in [*self.pools[name].values(), *self._rest[name]]:
-                await tier.backend.start()
-            if (pinned := shared.get((name, chain.default.name))) is not None:
-                chain.default.adopt(pinned)
-            await chain.default.start()
+        started: list[Any] = []
+        try:
+            for name, chain in self.chains.items():
+                for tier in [*self.pools[name].values(), *self._rest[name]]:
+                    await tier.backend.start()
+                    started.append(tier.backend)
+                if (pinned := shared.get((name, chain.default.name))) is not None:
+                    chain.default.adopt(pinned)
+                await chain.default.start()
+                started.append(chain.default)
+        except BaseException:
+            # a model that fails to load: what was opened before it (sessions, threads) is closed, not leaked
+            for backend in reversed(started):
+                with contextlib.suppress(Exception):
+                    await backend.close()
+            raise
         for online in self.online.values():
             await asyncio.to_thread(online.load)
         if self.online:

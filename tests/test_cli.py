@@ -47,6 +47,23 @@ def test_check_load_says_how_each_in_process_tier_runs(
     assert "  py: runs as it is, in its threads" in capsys.readouterr().out
 
 
+def test_check_load_of_a_tier_that_fails_leaks_no_session(write_toml: Callable[[str], Path]) -> None:
+    """A remote tier opened before a python tier that fails to load was left open: "Unclosed client
+    session" after the error."""
+    text = (
+        '[models.m]\n[[models.m.inputs]]\nname = "x"\n'
+        '[[models.m.tiers]]\nname = "remote"\nkind = "oip"\nurl = "http://127.0.0.1:9"\nmodel_name = "m"\n'
+        '[[models.m.tiers]]\nname = "py"\nkind = "python"\ntarget = "tests.helpers:no_such_thing"\n'
+        '[[models.m.tiers]]\nkind = "default"\nvalue = 0.5\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-m", "failsoft.cli", "check", str(write_toml(text)), "--load"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "no_such_thing" in done.stderr
+    assert "Unclosed" not in done.stderr, done.stderr
+
+
 def test_demo_end_to_end(tmp_path: Path) -> None:
     """The main job: it ends by itself, no 5xx, nothing late, every reason of the request path seen."""
     proc = subprocess.run(

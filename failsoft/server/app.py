@@ -220,7 +220,7 @@ class App:
             return 200, self._v2_get(parts), _JSON
         if head == "v1" and n == 2 and parts[1] == "models":
             _need(method, "GET")
-            return 200, _encode({"models": self.portfolio.describe()}), _JSON
+            return 200, _encode({"models": self._describe(scope)}), _JSON
         if head == "v1" and n >= 2 and parts[1] == "audits":
             return 200, await self._audits(method, parts[2:], scope, receive), _JSON
         if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "episodes":
@@ -264,7 +264,7 @@ class App:
         if head == "v1" and n == 3 and parts[1] == "models":
             _need(method, "GET")
             self.portfolio.chain(parts[2])
-            return 200, _encode(next(m for m in self.portfolio.describe() if m["name"] == parts[2])), _JSON
+            return 200, _encode(next(m for m in self._describe(scope) if m["name"] == parts[2])), _JSON
         if head == "metrics" and n == 1:
             _need(method, "GET")
             return (
@@ -349,6 +349,16 @@ class App:
         if done.get("status") == "flipped":
             p.deploy(model, done["to"])
         return _encode(done)
+
+    def _describe(self, scope: Scope) -> list[dict[str, Any]]:
+        """The models as ``Portfolio.describe`` has them; backend URLs (where the models live, for anyone
+        probing the network) only for a token holder."""
+        models = self.portfolio.describe()
+        if self.tokens and self.tokens.owner_of(_header(scope, b"authorization")) is not None:
+            return models
+        for m in models:
+            m["chain"] = [{k: v for k, v in t.items() if k != "url"} for t in m["chain"]]
+        return models
 
     def _authorize(self, scope: Scope) -> str:
         """The token owner's name, or 401 (403 when no token exists at all); checked before any change."""

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from failsoft.errors import ConfigError
 
+MIN_TOKEN_CHARS = 16
+GENERATE = "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
 
 @dataclass(frozen=True)
 class Tokens:
@@ -53,13 +56,9 @@ def read_tokens_file(path: Path) -> dict[bytes, str]:
         ) from None
     out: dict[bytes, str] = {}
     for owner, token in doc.items():
-        if not isinstance(token, str) or len(token) < 16:
-            raise ConfigError(
-                str(path),
-                owner,
-                "a token must be a string of at least 16 characters",
-                "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
-            )
+        if not isinstance(token, str) or len(token.strip()) < MIN_TOKEN_CHARS:
+            problem = f"a token must be a string of at least {MIN_TOKEN_CHARS} characters"
+            raise ConfigError(str(path), owner, problem, GENERATE)
         out[token.encode()] = owner
     return out
 
@@ -70,6 +69,13 @@ def load_tokens(
     """The tokens in force; with none configured (and ``generate``), one made and kept in data_dir."""
     by_token: dict[bytes, str] = {}
     if environ.get("FAILSOFT_ADMIN_TOKEN"):
+        if len(environ["FAILSOFT_ADMIN_TOKEN"].strip()) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                "FAILSOFT_ADMIN_TOKEN",
+                "",
+                f"a token must be at least {MIN_TOKEN_CHARS} characters (it guards every change)",
+                GENERATE,
+            )
         by_token[environ["FAILSOFT_ADMIN_TOKEN"].encode()] = "admin"
     if tokens_file is not None:
         by_token.update(read_tokens_file(tokens_file))

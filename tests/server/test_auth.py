@@ -43,3 +43,10 @@ def test_generated_once_and_reused(tmp_path: Path, capsys: pytest.CaptureFixture
     assert token in printed and first.owner_of(f"Bearer {token}".encode()) == "admin"
     again = load_tokens({}, None, tmp_path)
     assert capsys.readouterr().out == "" and again.owner_of(f"Bearer {token}".encode()) == "admin"
+
+
+@pytest.mark.parametrize("short", ["x", "fifteen-chars!!"])
+def test_a_short_admin_token_is_refused(tmp_path: Path, short: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_tokens({"FAILSOFT_ADMIN_TOKEN": short}, None, tmp_path)
+    assert "FAILSOFT_ADMIN_TOKEN" in str(info.value) and "16 characters" in str(info.value)

@@ -188,3 +188,17 @@ def test_oversize_tensors_are_refused_from_their_shape(gw: str) -> None:
     liar = {"name": "input", "shape": [2, 6], "datatype": "FP64", "parameters": {"binary_data_size": 5}}
     status, doc = post(gw + "/v2/models/churn/infer", {"inputs": [liar]})
     assert status == 400 and "binary_data_size" in doc["error"]
+
+
+def test_backend_urls_only_for_token_holders(gw: str, token: str) -> None:
+    status, doc = call("GET", gw + "/v1/models")
+    assert status == 200
+    assert all("url" not in t for m in doc["models"] for t in m["chain"])
+    status, one = call("GET", gw + "/v1/models/churn")
+    assert status == 200 and all("url" not in t for t in one["chain"])
+    import urllib.request
+
+    req = urllib.request.Request(gw + "/v1/models", headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        doc = json.loads(r.read())
+    assert any(t.get("url", "").startswith("http://127.0.0.1") for m in doc["models"] for t in m["chain"])
