@@ -186,7 +186,8 @@ class MonitorSpec(DriftSpec, frozen=True):
     requests, or after ``window_s`` once it holds ``min_rows``. ``warn_after`` drifted windows in a row make
     the model ``warning``, ``quarantine_after`` make it ``quarantined`` (with ``action = "quarantine"``);
     ``recover_after`` clean windows in a row bring it back, unless ``recovery = "manual"`` (then a person
-    restores it from the audit queue)."""
+    restores it from the audit queue). Rows alone are cheap to send, so a quarantine also needs evidence over
+    time: the drifted windows in a row must span ``min_span_s`` seconds (before that, ``warning``)."""
 
     profile: str | None = None
     learn_rows: Annotated[int, Meta(ge=0)] = 0
@@ -194,6 +195,7 @@ class MonitorSpec(DriftSpec, frozen=True):
     window_s: PositiveFloat = 60.0
     warn_after: PositiveInt = 1
     quarantine_after: PositiveInt = 3
+    min_span_s: Annotated[float, Meta(ge=0)] = 60.0
     recover_after: PositiveInt = 3
     recovery: Literal["auto", "manual"] = "auto"
     action: Literal["quarantine", "warn"] = "quarantine"

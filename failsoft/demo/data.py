@@ -203,6 +203,7 @@ profile = "profiles/recs.json"
 window_rows = 100
 window_s = 5
 quarantine_after = 2
+min_span_s = 3                   # a short demo; in production drift must last a minute (the default)
 recover_after = 3
 
 [[models.recs.tiers]]

@@ -142,6 +142,7 @@ class ModelMonitor:
         self.settled = 0  # windows whose health change (if any) is made
         self.verdicts: collections.Counter[str] = collections.Counter()
         self.bad = 0  # drifted windows in a row
+        self.bad_since = 0.0  # when the first of them opened (wall clock)
         self.good = 0  # clean windows in a row
         self.transitions: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self.last_health = Health.LIVE
@@ -288,11 +289,17 @@ class ModelMonitor:
             return None
         if r["verdict"] in {"drift", "quality"}:
             self.bad, self.good = self.bad + 1, 0
+            if self.bad == 1:
+                self.bad_since = r["started_at"]
+            span = r["ended_at"] - self.bad_since
             what = ", ".join(r["drifted"] + r["quality"])
-            why = f"{r['verdict']} in {self.bad} window(s) in a row: {what}"
-            if spec.action == "quarantine" and self.bad >= spec.quarantine_after:
+            why = f"{r['verdict']} in {self.bad} window(s) in a row over {span:.0f} s: {what}"
+            quarantine = spec.action == "quarantine" and self.bad >= spec.quarantine_after
+            if quarantine and span >= spec.min_span_s:
                 if health is not Health.QUARANTINED:
                     return Health.QUARANTINED, why
+            elif quarantine and health is Health.LIVE:  # enough windows, not yet enough time
+                return Health.WARNING, f"{why} (quarantined once it lasts {spec.min_span_s:g} s)"
             elif self.bad >= spec.warn_after and health is Health.LIVE:
                 return Health.WARNING, why
             return None

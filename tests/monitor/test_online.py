@@ -42,6 +42,7 @@ window_s = 60
 warn_after = 1
 quarantine_after = 2
 recover_after = 2
+{span}
 [[models.churn.tiers]]
 name = "heavy"
 kind = "python"
@@ -88,8 +89,11 @@ def profile_path(tmp_path: Path) -> Path:
     return path
 
 
-def portfolio(write_toml: Callable[[str], Path], tmp_path: Path, monitor: str) -> Portfolio:
-    return Portfolio.from_toml(write_toml(TOML.format(state=tmp_path / "state", monitor=monitor)))
+def portfolio(
+    write_toml: Callable[[str], Path], tmp_path: Path, monitor: str, span: str = "min_span_s = 0"
+) -> Portfolio:
+    text = TOML.format(state=tmp_path / "state", monitor=monitor, span=span)
+    return Portfolio.from_toml(write_toml(text))
 
 
 async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -106,6 +110,22 @@ async def window(p: Portfolio, batch: list[dict[str, Any]], prefix: str = "r") -
     for i, row in enumerate(batch):
         await p.predict("churn", row, id=f"{prefix}-{before}-{i}")
     await until(lambda: mon.settled > before)
+
+
+async def test_a_quarantine_needs_drift_over_time_not_just_rows(
+    tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
+) -> None:
+    """600 anonymous in-range requests quarantined a monitored model in 4 s: rows are cheap to send."""
+    rng = np.random.default_rng(2)
+    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"', "min_span_s = 600") as p:
+        chain = p.chain("churn")
+        mon = p.monitors.models["churn"]
+        for _ in range(4):
+            await window(p, rows(rng, 100, shift=3.0))
+        assert chain.health is Health.WARNING and mon.bad == 4, "four drifted windows, but seconds apart"
+        mon.bad_since -= 600  # the same drift, seen for ten minutes
+        await window(p, rows(rng, 100, shift=3.0))
+        assert chain.health is Health.QUARANTINED and "5 window(s) in a row over" in chain.health_reason
 
 
 async def test_drift_quarantines_the_model_alone_and_clean_windows_restore_it(
