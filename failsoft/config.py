@@ -271,6 +271,9 @@ class StoreSpec(_Spec, frozen=True):
     spill_max_mb: PositiveInt = 1024
     retention_days: Annotated[float, Meta(ge=0)] = 30.0
     poll_ms: PositiveInt = 500
+    # Each answer's record also written to a local journal before the answer is sent, so a crash of the
+    # serving process (kill -9) loses none (store/journal.py); costs a write call per answer.
+    journal: bool = False
 
 
 class ServerSpec(_Spec, frozen=True):

@@ -265,6 +265,7 @@ class Portfolio:
                 retention_s=store.retention_days * 86400 or None,
                 log_inputs=store.log_inputs,
                 spill_max_bytes=store.spill_max_mb << 20,
+                journal_dir=self.spec.resolve(self.spec.data_dir) / "journal" if store.journal else None,
             )
             await self.log.start()
             for chain in self.chains.values():

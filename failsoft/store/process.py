@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from failsoft.store.frames import HEADER
+from failsoft.store.journal import Journal, orphans
 from failsoft.store.records import RecordQueue
 from failsoft.store.spill import SpillFile
 from failsoft.tasks import stop
@@ -42,9 +43,11 @@ class ProcessLog:
         retention_s: float | None = None,
         log_inputs: bool = False,
         spill_max_bytes: int = 1 << 30,
+        journal_dir: Path | None = None,
     ) -> None:
         self.url = url
         self.spill_dir = spill_dir
+        self.journal_dir = journal_dir
         self.flush_s = flush_s
         self._options = json.dumps(
             {
@@ -59,7 +62,8 @@ class ProcessLog:
         # writer groups them into transactions of batch_size records.
         self.records = RecordQueue(max_buffer, log_inputs, self._kick.set, SEND_SIZE)
         self.append = self.records.append  # the request path
-        self._unacked: dict[int, tuple[bytes, int]] = {}
+        # sent to the writer, not yet acknowledged: sequence -> (batch, records, number of its first record)
+        self._unacked: dict[int, tuple[bytes, int, int]] = {}
         self._unacked_records = 0
         self._seq = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -72,8 +76,26 @@ class ProcessLog:
     # ---- life cycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.journal_dir is not None:
+            await asyncio.to_thread(self._recover, self.journal_dir)
+            self.records.journal = Journal(self.journal_dir, self.records.prefix)
         await self._spawn()
         self._tasks.append(asyncio.create_task(self._flusher(), name="failsoft-log-flusher"))
+
+    def _recover(self, folder: Path) -> None:
+        """The journals of processes that died: their records into the spill file (fsynced), which the
+        writer replays; the database keeps each record once, however many of them it already had."""
+        for path, batches in orphans(folder):
+            if batches:
+                spill = SpillFile.claim(self.spill_dir, 1 << 40)
+                try:
+                    for payload in batches:
+                        spill.append(payload)
+                finally:
+                    spill.release()
+            path.unlink()
+            done = {"event": "journal_recovered", "file": str(path), "batches": len(batches)}
+            log.warning(json.dumps(done))
 
     async def _spawn(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
@@ -111,14 +133,18 @@ class ProcessLog:
                 spill.append(self._unacked[seq][0])
             spill.release()
             log.warning(json.dumps({"event": "log_batches_spilled_at_exit", "batches": len(self._unacked)}))
+        if self.records.journal is not None:  # every record is in the database or the spill now
+            self.records.journal.close(all_safe=not self.records)
+            self.records.journal = None
 
     # ---- batching and the writer's answers ------------------------------------------------------------
 
     def _send_queued(self) -> None:
         while self.records:
+            first = self.records.next_taken
             payload, n = self.records.take()
             self._seq += 1
-            self._unacked[self._seq] = (payload, n)
+            self._unacked[self._seq] = (payload, n, first)
             self._unacked_records += n
             self.records.held_elsewhere = self._unacked_records
             self._write(self._seq, payload, n)
@@ -138,12 +164,20 @@ class ProcessLog:
                     await asyncio.wait_for(self._kick.wait(), self.flush_s)
                 self._kick.clear()
                 self._send_queued()
+                if self.records.journal is not None:
+                    self.records.journal.release(self._safe_below())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.flusher_errors += 1
                 log.exception("prediction log flusher failed (error %d); it goes on", self.flusher_errors)
                 await asyncio.sleep(self.flush_s)
+
+    def _safe_below(self) -> int:
+        """Every record numbered below this is acknowledged (in the database or the spill file)."""
+        if self._unacked:
+            return min(first for _, _, first in self._unacked.values())
+        return self.records.next_taken
 
     async def _reader(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -174,7 +208,7 @@ class ProcessLog:
         await asyncio.sleep(min(0.1 * self.restarts, 2.0))
         await self._spawn()
         for seq in sorted(self._unacked):
-            payload, n = self._unacked[seq]
+            payload, n, _ = self._unacked[seq]
             self._write(seq, payload, n)
 
     # ---- observation ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from failsoft.store.journal import Journal
 from failsoft.text import scrub
 
 
@@ -49,8 +50,24 @@ class RecordQueue:
         # Batches in which some value had to be made safe to encode (see ``_safe``).
         self.normalised = 0
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._prefix = os.urandom(6).hex()
-        self._next_id = 1
+        self.prefix = os.urandom(6).hex()
+        self._next_id = 1  # the number of the next record taken
+        self._appended = 0  # records queued so far (the last one's number)
+        # Where each record is also written before the answer is sent ([store] journal); see journal.py.
+        self.journal: Journal | None = None
+
+    @property
+    def next_taken(self) -> int:
+        """The number of the oldest record still queued here (every record below it has been taken)."""
+        return self._next_id
+
+    def _journal(self, journal: Journal, record: tuple[Any, ...]) -> None:
+        n = self._appended
+        try:
+            line = _encode([n, *record])
+        except Exception:
+            line = _encode([n, *_safe(record)])
+        journal.write(line + b"\n")
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -73,22 +90,24 @@ class RecordQueue:
         if len(queue) + self.held_elsewhere >= self.max_buffer:
             self.dropped += 1
             return
-        queue.append(
-            (
-                None,
-                request_id,
-                model,
-                version,
-                tier,
-                role,
-                degraded,
-                reason,
-                outputs,
-                inputs if self.log_inputs else None,
-                latency_ms,
-                time.time(),
-            )
+        record = (
+            None,
+            request_id,
+            model,
+            version,
+            tier,
+            role,
+            degraded,
+            reason,
+            outputs,
+            inputs if self.log_inputs else None,
+            latency_ms,
+            time.time(),
         )
+        queue.append(record)
+        self._appended += 1
+        if self.journal is not None:
+            self._journal(self.journal, record)
         if len(queue) == self.batch_size and self.on_batch_ready is not None:
             self.on_batch_ready()
 
@@ -109,22 +128,12 @@ class RecordQueue:
         if len(queue) + self.held_elsewhere >= self.max_buffer:
             self.dropped += len(request_ids)
             return
-        queue.append(
-            (
-                None,
-                request_ids,
-                model,
-                version,
-                tier,
-                role,
-                False,
-                reason,
-                outputs,
-                None,
-                latency_ms,
-                time.time(),
-            )
-        )
+        t = time.time()
+        record = (None, request_ids, model, version, tier, role, False, reason, outputs, None, latency_ms, t)
+        queue.append(record)
+        self._appended += 1
+        if self.journal is not None:
+            self._journal(self.journal, record)
         if len(queue) == self.batch_size and self.on_batch_ready is not None:
             self.on_batch_ready()
 
@@ -134,7 +143,7 @@ class RecordQueue:
         popleft = self._queue.popleft
         batch = [popleft() for _ in range(min(len(self._queue), self.batch_size))]
         base, self._next_id = self._next_id, self._next_id + len(batch)
-        doc = {"prefix": self._prefix, "base": base, "rows": batch}
+        doc = {"prefix": self.prefix, "base": base, "rows": batch}
         try:
             return _encode(doc), len(batch)
         except Exception:

@@ -1,0 +1,104 @@
+"""The crash journal: a serving process killed outright loses no answered record."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import time
+from pathlib import Path
+
+from failsoft.demo.procs import Proc
+from failsoft.store import open_store
+from failsoft.store.journal import Journal, orphans
+from failsoft.store.records import RecordQueue
+
+
+def test_segments_are_dropped_once_safe_and_orphans_come_back_as_batches(tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    queue = RecordQueue(1000, False, batch_size=10)
+    queue.journal = Journal(folder, queue.prefix)
+    for i in range(25):
+        queue.append(f"r{i}", "m", "1", "t", "live", False, None, [i], None, 0.1)
+    assert list(orphans(folder)) == [], "a live process's open segment is not anyone else's"
+    queue.take()  # records 1-10 taken; say they are safe
+    queue.journal.release(queue.next_taken)
+    assert len(list(folder.glob("*.jsonl"))) == 1, "the open segment stays while it holds unsafe records"
+    # the process dies: its file is an orphan, and every record comes back with its number
+    queue.journal.close(all_safe=False)
+    found = list(orphans(folder))
+    assert len(found) == 1
+    path, batches = found[0]
+    docs = [json.loads(b) for b in batches]
+    assert [(d["prefix"], d["base"], len(d["rows"])) for d in docs] == [(queue.prefix, 1, 25)]
+    assert docs[0]["rows"][3][1] == "r3"
+
+
+def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    journal = Journal(folder, "abc")
+    journal.write(b'[1,null,"a"]\n')
+    journal.write(b'[2,null,"b"]\n')
+    journal.write(b'[3,null,"c')  # the process died mid-write
+    journal.close(all_safe=False)
+    [(_, batches)] = list(orphans(folder))
+    assert [json.loads(b)["rows"] for b in batches] == [[[None, "a"], [None, "b"]]]
+
+
+TOML = """
+data_dir = "{state}"
+[store]
+flush_ms = 1000          # a long flush window: the records a crash would take with it
+journal = {journal}
+[models.m]
+deadline_ms = 200
+[[models.m.inputs]]
+name = "x"
+[[models.m.tiers]]
+name = "py"
+kind = "python"
+target = "tests.helpers:score"
+[[models.m.tiers]]
+kind = "default"
+value = 0.5
+"""
+
+
+def answered_then_killed(tmp_path: Path, journal: bool, n: int = 300) -> tuple[set[str], Path]:
+    """Answer ``n`` requests, kill -9 the gateway at once, start it again on the same folder (it recovers
+    what it can), stop it cleanly; the answered ids and the database."""
+    state = tmp_path / f"state-{journal}"
+    toml = tmp_path / f"p-{journal}.toml"
+    toml.write_text(TOML.format(state=state, journal=str(journal).lower()))
+    args = [sys.executable, "-m", "failsoft.cli", "serve", str(toml), "--log-level", "warning"]
+    gw = Proc(args, "/v2/health/ready", tmp_path / "gw.log").start()
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    answered = set()
+    for i in range(n):
+        body = json.dumps({"id": f"k{i}", "inputs": {"x": 0.5}})
+        conn.request("POST", "/v1/models/m/predict", body, {"content-type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        if response.status == 200:
+            answered.add(f"k{i}")
+    conn.close()
+    gw.kill()
+    again = Proc(args, "/v2/health/ready", tmp_path / "gw.log", port=gw.port).start()
+    time.sleep(0.5)
+    again.stop()
+    return answered, state / "failsoft.db"
+
+
+def stored(db: Path) -> set[str]:
+    store = open_store(f"sqlite:///{db}")
+    try:
+        return {r[1] for batch in store.iter_predictions() for r in batch}
+    finally:
+        store.close()
+
+
+def test_kill_9_loses_no_answered_record_with_the_journal(tmp_path: Path) -> None:
+    answered, db = answered_then_killed(tmp_path, journal=True)
+    assert len(answered) == 300
+    assert answered <= stored(db), f"lost {len(answered - stored(db))} answered records"
+    assert not list((db.parent / "journal").glob("*.jsonl"))[1:], "recovered segments are deleted"
