@@ -29,6 +29,8 @@ from failsoft.store.base import Store, StoreRejected, StoreUnavailable
 from failsoft.store.spill import SpillFile, SpillFull
 
 log = logging.getLogger("failsoft.store.log")
+# Seconds between looks for spill files left by writers that are gone.
+ORPHAN_LOOK_S = 10.0
 
 
 class PredictionLog:
@@ -59,6 +61,7 @@ class PredictionLog:
         self._retry_at = 0.0
         self._backoff = 0.1
         self._next_retention = 0.0
+        self._next_orphan_look = 0.0
         self._last_warning = 0.0
         self._busy = False
         self._spill_only = False
@@ -102,6 +105,9 @@ class PredictionLog:
             self._maybe_retention()
             if self.spill.size and (self.store_up or time.monotonic() >= self._retry_at):
                 self._attempt(self._replay)
+            if self.store_up and time.monotonic() >= self._next_orphan_look:
+                self._next_orphan_look = time.monotonic() + ORPHAN_LOOK_S
+                self._attempt(self._adopt_orphans)
             while self._batches:
                 # Small batches from the serving process are written together, one transaction a group.
                 group, rows = [], 0
@@ -144,15 +150,23 @@ class PredictionLog:
 
         return self._attempt(write)
 
-    def _replay(self) -> None:
-        for payload in self.spill.batches():
+    def _replay(self, spill: SpillFile | None = None) -> None:
+        spill = spill or self.spill
+        for payload in spill.batches():
             self.replayed += self._insert(payload)
-        self.spill.clear()
-        log.warning(
-            json.dumps(
-                {"event": "spill_replayed", "records": self.replayed, "torn_lines": self.spill.torn_lines}
-            )
-        )
+        spill.clear()
+        done = {"event": "spill_replayed", "file": str(spill.path), "records": self.replayed}
+        log.warning(json.dumps({**done, "torn_lines": spill.torn_lines}))
+
+    def _adopt_orphans(self) -> None:
+        """Replay the spill files no live process holds: a writer that died (or stopped while another had
+        taken the first free file) would otherwise leave them until some later start claimed that file."""
+        for orphan in SpillFile.orphans(self.spill.path.parent, self.spill.max_bytes):
+            try:
+                if orphan.path != self.spill.path:
+                    self._replay(orphan)
+            finally:
+                orphan.release()
 
     def _insert(self, *payloads: bytes) -> int:
         """Insert the batches; records the database refuses for their content go to the dead-letter file and

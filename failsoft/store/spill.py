@@ -51,6 +51,24 @@ class SpillFile:
             return spill
         raise OSError(f"no free spill file in {folder}")
 
+    @classmethod
+    def orphans(cls, folder: Path, max_bytes: int, stem: str = "predictions") -> Iterator[SpillFile]:
+        """The non-empty spill files in ``folder`` no live process holds (their writer died, or stopped
+        while another had taken the first free file), each claimed while the caller replays it; the caller
+        releases each."""
+        for path in sorted(folder.glob(f"{stem}-*.jsonl")):
+            if path.stat().st_size == 0:
+                continue
+            lock = path.with_suffix(".lock").open("a")
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.close()
+                continue
+            spill = cls(path, max_bytes)
+            spill._lock_fh = lock
+            yield spill
+
     def release(self) -> None:
         if self._lock_fh is not None:
             self._lock_fh.close()

@@ -36,12 +36,18 @@ def main() -> None:
     )
     out = sys.stdout.buffer
     lock = threading.Lock()
+    parent_gone = threading.Event()
 
     def report(seq: int | None) -> None:
         line = json.dumps({"ack": seq, **log.snapshot()}).encode() + b"\n"
         with lock:
-            out.write(line)
-            out.flush()
+            if parent_gone.is_set():
+                return
+            try:
+                out.write(line)
+                out.flush()
+            except OSError:  # the serving process died (kill -9): nobody to tell, but write out what came
+                parent_gone.set()
 
     def heartbeat() -> None:
         while not stopping.wait(1.0):

@@ -102,3 +102,31 @@ def test_kill_9_loses_no_answered_record_with_the_journal(tmp_path: Path) -> Non
     assert len(answered) == 300
     assert answered <= stored(db), f"lost {len(answered - stored(db))} answered records"
     assert not list((db.parent / "journal").glob("*.jsonl"))[1:], "recovered segments are deleted"
+
+
+def test_the_log_writer_writes_out_what_it_was_sent_when_the_serving_process_dies(tmp_path: Path) -> None:
+    """Its acknowledgements to a dead serving process failed (broken pipe) and killed its writing thread:
+    batches already handed over were lost too, not only what the serving process held."""
+    import subprocess
+
+    from failsoft.store.frames import HEADER
+
+    db = tmp_path / "w.db"
+    options = json.dumps({"batch_size": 1000, "flush_s": 0.2, "retention_s": None, "spill_max_bytes": 1 << 30})
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "failsoft.store.writer", f"sqlite:///{db}", str(tmp_path / "spill"), options],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdout.close()  # the serving process is gone: nobody reads the acknowledgements
+    queue = RecordQueue(100_000, False, batch_size=100)
+    for i in range(2000):
+        queue.append(f"w{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
+    seq = 0
+    while queue:
+        payload, n = queue.take()
+        seq += 1
+        writer.stdin.write(HEADER.pack(seq, n, len(payload)) + payload)
+    writer.stdin.close()
+    assert writer.wait(60) == 0
+    assert len(stored(db)) == 2000
