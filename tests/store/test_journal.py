@@ -29,6 +29,7 @@ def test_segments_are_dropped_once_safe_and_orphans_come_back_as_batches(tmp_pat
     found = list(orphans(folder))
     assert len(found) == 1
     path, batches = found[0]
+    assert path.parent == folder
     docs = [json.loads(b) for b in batches]
     assert [(d["prefix"], d["base"], len(d["rows"])) for d in docs] == [(queue.prefix, 1, 25)]
     assert docs[0]["rows"][3][1] == "r3"
@@ -112,7 +113,9 @@ def test_the_log_writer_writes_out_what_it_was_sent_when_the_serving_process_die
     from failsoft.store.frames import HEADER
 
     db = tmp_path / "w.db"
-    options = json.dumps({"batch_size": 1000, "flush_s": 0.2, "retention_s": None, "spill_max_bytes": 1 << 30})
+    options = json.dumps(
+        {"batch_size": 1000, "flush_s": 0.2, "retention_s": None, "spill_max_bytes": 1 << 30}
+    )
     writer = subprocess.Popen(
         [sys.executable, "-m", "failsoft.store.writer", f"sqlite:///{db}", str(tmp_path / "spill"), options],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
