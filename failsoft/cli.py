@@ -53,8 +53,16 @@ def _how_it_runs(tier: dict[str, object]) -> str:
     """One line on how a loaded in-process tier answers (compiled or not, on the loop or in threads)."""
     if "compiled" not in tier:
         return ""
+    if tier.get("run") == "process":
+        return (
+            f"{tier['name']}: runs in {tier['processes']} worker processes (a call past its timeout "
+            "kills and replaces its worker)"
+        )
     if not tier["compiled"]:
-        return f"{tier['name']}: runs as it is, in its threads"
+        return (
+            f"{tier['name']}: runs as it is, in its threads; can hold the interpreter (a model stuck in "
+            'pure Python slows every model): run = "process" isolates it'
+        )
     where = "on the event loop" if tier["inline"] else "in its threads"
     rows = tier.get("inline_rows")
     if tier["inline"] and rows is not None:

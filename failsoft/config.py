@@ -99,7 +99,10 @@ class PythonTierSpec(_CallTier, frozen=True, tag="python", tag_field="kind"):
     column: int | None = None
     call: Literal["row", "batch"] = "row"
     compile: bool = True
-    run: Literal["auto", "thread", "inline"] = "auto"
+    # "process": in worker processes of its own (a call past its timeout kills and replaces its worker)
+    run: Literal["auto", "thread", "inline", "process"] = "auto"
+    # run = "process": how many worker processes (the tier's concurrency limit then)
+    processes: PositiveInt = 2
 
 
 class OipTierSpec(_CallTier, frozen=True, tag="oip", tag_field="kind"):

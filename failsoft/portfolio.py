@@ -161,10 +161,12 @@ class Portfolio:
             backend = HttpBackend(t)
         b = t.breaker
         policy = BreakerPolicy(b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes)
+        # a tier of worker processes takes one call per process at a time
+        slots = t.processes if isinstance(t, PythonTierSpec) and t.run == "process" else t.max_concurrency
         return Tier(
             backend,
             Breaker(policy, self.clock),
-            Bulkhead(t.max_concurrency),
+            Bulkhead(slots),
             t.timeout_ms / 1000,
             t.sample,
             t.row_limit(),

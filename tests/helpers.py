@@ -44,3 +44,20 @@ def score4(row: dict[str, Any]) -> float:
 def spend_score(row: dict[str, Any]) -> float:
     """A model reading a value the online feature store fills in."""
     return min(1.0, row["spend"] / 100.0)
+
+
+def spin(row: dict[str, Any]) -> float:
+    """Stuck in pure Python for good when x > 5 (holds the interpreter lock, unlike a sleep)."""
+    if row["x"] > 5:
+        while True:
+            pass
+    return min(1.0, row["x"] / 10.0)
+
+
+def die(row: dict[str, Any]) -> float:
+    """Kills its own process when x > 5 (a segfault in a native model, say)."""
+    import os
+
+    if row["x"] > 5:
+        os._exit(3)
+    return 0.25

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from failsoft.config import FeatureSpec, PythonTierSpec
@@ -25,6 +26,7 @@ from failsoft.errors import ConfigError, InvalidOutput
 from failsoft.schema import Batch
 from failsoft.tiers.base import Backend, Done
 from failsoft.tiers.compile import Array, cheapest, compile_model, sample_rows
+from failsoft.tiers.process import WorkerPool
 from failsoft.types import TierKind
 
 log = logging.getLogger("failsoft.tiers.python")
@@ -113,10 +115,21 @@ class PythonBackend(Backend):
         self.own_from_rows: int | None = None  # compiled: the batch size from which its own method runs
         self.single_row_us = float("inf")
         self.source = spec.target or spec.path or ""
+        self._pool: WorkerPool | None = None
+
+    def build_function(self) -> Callable[[Batch], list[Any]]:
+        """Load the model and make the function that answers a batch (compiled where it can be)."""
+        return self._build(self._load())
 
     async def start(self) -> None:
-        obj = self._load()
-        self._fn = self._build(obj)
+        if self.spec.run == "process":
+            spec = self.spec
+            if spec.path is not None:  # the worker starts elsewhere: give it the file, not the folder
+                spec = msgspec.structs.replace(spec, path=str(self._resolve(spec.path).resolve()))
+            self._pool = WorkerPool(spec, self._features, self._file, self._key, spec.processes)
+            await self._pool.start()
+            return
+        self._fn = self.build_function()
         self.inline = self.spec.run == "inline" or (
             self.spec.run == "auto" and self.compiled and self.single_row_us < INLINE_BUDGET_US
         )
@@ -221,6 +234,8 @@ class PythonBackend(Backend):
         return self._fn(batch)
 
     async def predict(self, batch: Batch, request_id: str, done: Done) -> list[Any]:
+        if self._pool is not None:
+            return await self._pool.call(batch, done)
         assert self._fn is not None and self._executor is not None
         loop = asyncio.get_running_loop()
         try:
@@ -235,6 +250,8 @@ class PythonBackend(Backend):
     async def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            await self._pool.close()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -245,4 +262,9 @@ class PythonBackend(Backend):
             "single_row_us": round(self.single_row_us, 1) if self.compiled else None,
             "inline_rows": None if not self.inline or self.inline_rows == sys.maxsize else self.inline_rows,
             "own_method_from_rows": self.own_from_rows,
+            "run": "process" if self._pool else "inline" if self.inline else "thread",
+            "processes": self._pool.size if self._pool else None,
+            # pure Python in a thread shares the interpreter lock with the server: a model stuck in a loop
+            # slows every request (compiled numpy arithmetic on the loop cannot spin)
+            "can_hold_interpreter": self._pool is None and not self.compiled,
         }

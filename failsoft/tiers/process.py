@@ -1,0 +1,163 @@
+"""Process isolation for in-process models (``run = "process"``): a small pool of worker processes per tier.
+
+A model stuck in a pure-Python loop holds the interpreter: in a thread it slows every request of every
+model in the process. In a worker process it can only spin its own worker: a call past its timeout kills
+that worker (SIGKILL) and a new one is started in its place. The tier's bulkhead is the pool's size, and a
+killed worker's slot frees only once its replacement is ready, so spinning workers can never pile up.
+Workers run niced (tiers/worker.py), so even while one spins the serving process keeps its CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import sys
+from typing import Any
+
+import msgspec
+
+from failsoft.config import FeatureSpec, PythonTierSpec
+from failsoft.errors import ConfigError, TierUnavailable
+from failsoft.schema import Batch
+from failsoft.tasks import stop
+from failsoft.tiers.base import Done
+from failsoft.tiers.worker import LENGTH, frame
+
+log = logging.getLogger("failsoft.tiers.process")
+START_TIMEOUT_S = 120.0
+
+
+class Worker:
+    def __init__(self, proc: asyncio.subprocess.Process, reads_matrix: bool) -> None:
+        self.proc = proc
+        self.reads_matrix = reads_matrix
+
+    async def call(self, batch: Batch) -> list[Any]:
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        if self.reads_matrix:
+            m = batch.matrix()
+            req = frame({"m": m.tobytes(), "n": len(m)})
+        else:
+            req = frame({"rows": batch.rows})
+        proc.stdin.write(req)
+        try:
+            head = await proc.stdout.readexactly(LENGTH.size)
+            (n,) = LENGTH.unpack(head)
+            doc = msgspec.msgpack.decode(await proc.stdout.readexactly(n))
+        except (asyncio.IncompleteReadError, ConnectionError) as err:
+            raise TierUnavailable(f"worker process {proc.pid} died (exit code {proc.returncode})") from err
+        if "error" in doc:
+            raise TierUnavailable(f"in worker process {proc.pid}: {doc['error']}")
+        out: list[Any] = doc["ok"]
+        return out
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+
+class WorkerPool:
+    """``size`` workers of one tier, each answering one call at a time."""
+
+    def __init__(
+        self, spec: PythonTierSpec, features: tuple[FeatureSpec, ...], file: str, key: str, size: int
+    ) -> None:
+        self.name = spec.name
+        self.size = size
+        self._file, self._key = file, key
+        self._args = json.dumps(
+            {
+                "spec": msgspec.to_builtins(spec),
+                "features": [msgspec.to_builtins(f) for f in features],
+                "file": file,
+                "key": key,
+            }
+        )
+        self._idle: collections.deque[Worker] = collections.deque()
+        self._replacing: set[asyncio.Task[None]] = set()
+        self.killed = 0
+        self.closed = False
+
+    async def start(self) -> None:
+        workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
+        self._idle.extend(workers)
+
+    async def _spawn(self) -> Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "failsoft.tiers.worker", self._args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        try:
+            head = await asyncio.wait_for(proc.stdout.readexactly(LENGTH.size), START_TIMEOUT_S)
+            doc = msgspec.msgpack.decode(await proc.stdout.readexactly(LENGTH.unpack(head)[0]))
+        except (asyncio.IncompleteReadError, TimeoutError) as err:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            fix = 'run the model in the server first (run = "thread") to see why'
+            problem = f"worker process did not start: {err!r}"
+            raise ConfigError(self._file, f"{self._key}.run", problem, fix) from err
+        if "error" in doc:
+            await proc.wait()
+            if doc.get("config"):  # the worker's own ConfigError, naming the file and key
+                raise ConfigError(*doc["config"])
+            raise ConfigError(self._file, f"{self._key}.run", doc["error"])
+        return Worker(proc, bool(doc["reads_matrix"]))
+
+    async def call(self, batch: Batch, done: Done) -> list[Any]:
+        """One call on an idle worker. ``done`` runs when the slot is free again: at once after an answer,
+        after the replacement is ready when the call was abandoned (its worker killed)."""
+        if not self._idle:
+            done()
+            raise TierUnavailable(f"no worker process ready ({self.size - len(self._idle)} busy or starting)")
+        worker = self._idle.popleft()
+        try:
+            out = await worker.call(batch)
+        except asyncio.CancelledError:  # past its timeout: it may be spinning; kill it, start another
+            self._replace(worker, done)
+            raise
+        except TierUnavailable:
+            self._replace(worker, done)
+            raise
+        self._idle.append(worker)
+        done()
+        return out
+
+    def _replace(self, worker: Worker, done: Done) -> None:
+        worker.kill()
+        self.killed += 1
+        if self.killed in {1, 10, 100} or self.killed % 1000 == 0:
+            log.warning(json.dumps({"event": "worker_replaced", "tier": self.name, "replaced": self.killed}))
+
+        async def replace() -> None:
+            try:
+                await worker.proc.wait()
+                if not self.closed:
+                    self._idle.append(await self._spawn())
+            except Exception:
+                log.exception("tier %s: a new worker process failed to start", self.name)
+            finally:
+                done()
+
+        task = asyncio.create_task(replace(), name=f"failsoft-worker-{self.name}")
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in list(self._replacing):
+            await stop(task)
+        while self._idle:
+            worker = self._idle.popleft()
+            if worker.proc.stdin is not None:
+                worker.proc.stdin.close()
+            try:
+                await asyncio.wait_for(worker.proc.wait(), 2)
+            except TimeoutError:
+                worker.kill()
+                await worker.proc.wait()

@@ -1,0 +1,125 @@
+"""run = "process": a model that spins or dies in a worker process cannot starve the other models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from failsoft import Portfolio, Reason
+
+TOML = """
+data_dir = "{state}"
+[store]
+log_predictions = false
+[models.stuck]
+deadline_ms = 60
+[[models.stuck.inputs]]
+name = "x"
+[[models.stuck.tiers]]
+name = "iso"
+kind = "python"
+target = "tests.helpers:{target}"
+run = "process"
+processes = 2
+timeout_ms = 40
+breaker = {{ window = 10, min_calls = 5, failure_rate = 0.5, open_ms = 200 }}
+[[models.stuck.tiers]]
+kind = "default"
+value = 0.5
+
+[models.healthy]
+deadline_ms = 60
+[[models.healthy.inputs]]
+name = "x"
+[[models.healthy.tiers]]
+name = "py"
+kind = "python"
+target = "tests.helpers:score"
+[[models.healthy.tiers]]
+kind = "default"
+value = 0.5
+"""
+
+
+def build(write_toml: Callable[[str], Path], tmp_path: Path, target: str) -> Portfolio:
+    return Portfolio.from_toml(write_toml(TOML.format(state=tmp_path / "state", target=target)))
+
+
+async def ready(p: Portfolio, timeout_s: float = 60.0) -> None:
+    pool = p.chains["stuck"].tiers[0].backend._pool  # type: ignore[attr-defined]
+    end = time.monotonic() + timeout_s
+    while len(pool._idle) < pool.size:
+        assert time.monotonic() < end, "the workers did not come back"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_worker_process_answers_like_the_model(
+    tmp_path: Path, write_toml: Callable[[str], Path]
+) -> None:
+    async with build(write_toml, tmp_path, "spin") as p:
+        o = await p.predict("stuck", {"x": 3.0})
+        assert (o.tier, o.degraded, o.outputs) == ("iso", False, 0.3)
+        batch = await p.predict("stuck", [{"x": 1.0}, {"x": 2.0}])
+        assert batch.outputs == [0.1, 0.2]
+        [tier] = [t for m in p.describe() if m["name"] == "stuck" for t in m["chain"] if t["name"] == "iso"]
+        assert tier["run"] == "process" and tier["processes"] == 2 and not tier["can_hold_interpreter"]
+
+
+async def test_a_spinning_model_leaves_the_others_their_deadline(
+    tmp_path: Path, write_toml: Callable[[str], Path]
+) -> None:
+    """With threads, 17 calls stuck in pure Python put healthy models' p99 at 0.8-1.2 s until restart."""
+    async with build(write_toml, tmp_path, "spin") as p:
+        healthy: list[float] = []
+        stuck = []
+
+        async def spinners() -> None:
+            for _ in range(30):
+                stuck.append(await p.predict("stuck", {"x": 9.0}))
+
+        async def traffic() -> None:
+            for i in range(300):
+                o = await p.predict("healthy", {"x": i % 10})
+                assert o.tier == "py"
+                healthy.append(o.latency_ms)
+                await asyncio.sleep(0.002)
+
+        await asyncio.gather(spinners(), spinners(), traffic())
+        healthy.sort()
+        # the gateway's own measured latency; the deadline is 60 ms
+        assert healthy[int(0.99 * len(healthy))] < 60, healthy[-10:]
+        reasons = {o.skips[0].reason for o in stuck}
+        assert all(o.tier == "default" for o in stuck) and Reason.TIMEOUT in reasons
+        assert reasons <= {Reason.TIMEOUT, Reason.OVERLOADED, Reason.CIRCUIT_OPEN}
+        pool = p.chains["stuck"].tiers[0].backend._pool  # type: ignore[attr-defined]
+        assert pool.killed >= 1
+        await ready(p)
+        await asyncio.sleep(0.25)  # past the breaker's open_ms
+        o = await p.predict("stuck", {"x": 2.0})
+        assert (o.tier, o.outputs) == ("iso", 0.2), "replaced workers answer again"
+
+
+async def test_a_worker_that_dies_is_replaced(tmp_path: Path, write_toml: Callable[[str], Path]) -> None:
+    async with build(write_toml, tmp_path, "die") as p:
+        o = await p.predict("stuck", {"x": 9.0})
+        assert o.tier == "default" and o.skips[0].reason is Reason.ERROR and "died" in o.skips[0].detail
+        await ready(p)
+        o = await p.predict("stuck", {"x": 1.0})
+        assert (o.tier, o.outputs) == ("iso", 0.25)
+
+
+async def test_a_model_that_cannot_load_names_the_key(
+    tmp_path: Path, write_toml: Callable[[str], Path]
+) -> None:
+    from failsoft.errors import ConfigError
+
+    p = build(write_toml, tmp_path, "no_such_model")
+    try:
+        await p.start()
+        raise AssertionError("started")
+    except ConfigError as err:
+        assert "models.stuck.tiers[0].target" in str(err) and "no_such_model" in str(err)
+    finally:
+        await p.close()
