@@ -64,21 +64,25 @@ def _response(status: int, message: str) -> bytes:
 
 
 def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol bound by ``spec``'s connection limits."""
+    """uvicorn's httptools protocol bound by ``spec``'s connection limits.
+
+    The common request pays for two overridden callbacks and a few comparisons: no timer is armed per
+    request. One sweeper task per server looks at every connection a few times a second and cuts those
+    whose head or body is overdue.
+    """
     max_head, max_headers = spec.max_header_bytes, spec.max_headers
     header_timeout, body_timeout = spec.header_timeout_s, spec.body_timeout_s
     max_connections = spec.max_connections
+    sweep_s = min(1.0, max(0.05, min(header_timeout, body_timeout) / 4))
 
     class GuardedProtocol(HttpToolsProtocol):
+        sweeper: asyncio.Task[None] | None = None
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            # Bytes received while a head is incomplete (bounds a head still coming), and the head's exact
-            # size from the parser (checked once it is complete: a chunk may carry a body too).
-            self._head_bytes = 0
-            self._head_size = 0
-            self._header_count = 0
+            self._head_bytes = 0  # bytes received while the head is incomplete
             self._in_head = True
-            self._head_timer: asyncio.TimerHandle | None = None
+            self._since = 0.0  # when the current request (or the connection) began, loop time
             self._draining = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -87,10 +91,12 @@ def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProt
                 self._refuse(503, f"the server holds its limit of {max_connections} connections; retry")
                 return
             super().connection_made(transport)
-            self._arm()
+            self._since = self.loop.time()
+            cls = type(self)
+            if cls.sweeper is None or cls.sweeper.done():
+                cls.sweeper = self.loop.create_task(_sweep(self.connections), name="failsoft-http-guard")
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
             if self.flow is None:  # refused before it was taken in
                 return
             super().connection_lost(exc)
@@ -101,84 +107,54 @@ def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProt
             if self._in_head:
                 self._head_bytes += len(data)
             super().data_received(data)
-            if self._draining or self.transport.is_closing():
-                return
-            if self._in_head:
-                if self._head_bytes > max_head:
-                    self._refuse(431, f"request line and headers over {max_head} bytes")
-            elif self._head_timer is None and self.cycle is not None and self.cycle.more_body:
-                # the body is still coming (most arrive with the head, and never arm this)
-                self._head_timer = self.loop.call_later(body_timeout, self._body_too_slow)
+            if self._in_head and self._head_bytes > max_head and not self._draining:
+                self._refuse(431, f"request line and headers over {max_head} bytes")
 
         def send_400_response(self, msg: str) -> None:
             if self._draining:
                 return
             refusals.counts["400"] += 1
-            self._disarm()
             self._linger(_response(400, f"malformed HTTP request: {msg}"))
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_head = True
-            self._head_size = 0
-            self._header_count = 0
-            self._arm()
-
-        def on_url(self, url: bytes) -> None:
-            self._head_size += len(url)
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._header_count += 1
-            self._head_size += len(name) + len(value) + 4
-            if self._header_count <= max_headers:
-                super().on_header(name, value)
-
-        def on_message_complete(self) -> None:
-            self._disarm()
-            if not self._draining:
-                super().on_message_complete()
-
-        def on_body(self, body: bytes) -> None:
-            if not self._draining:
-                super().on_body(body)
+            self._since = self.loop.time()
 
         def on_headers_complete(self) -> None:
             self._in_head = False
-            self._head_bytes = 0
-            self._disarm()
-            if self._head_size > max_head:
+            # a chunk may carry a body after the head: the head's exact size decides
+            if self._head_bytes > max_head and len(self.url) + sum(
+                len(n) + len(v) + 4 for n, v in self.headers
+            ) > max_head:  # fmt: skip
                 self._refuse(431, f"request line and headers over {max_head} bytes")
                 return
-            if self._header_count > max_headers:
+            self._head_bytes = 0
+            if len(self.headers) > max_headers:
                 self._refuse(431, f"more than {max_headers} headers")
                 return
             super().on_headers_complete()
 
-        def _arm(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(header_timeout, self._head_too_slow)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_too_slow(self) -> None:
-            self._head_timer = None
-            if self._in_head and not self.transport.is_closing():
-                self._refuse(408, f"request headers not received within {header_timeout:g} s")
-
-        def _body_too_slow(self) -> None:
-            self._head_timer = None
-            if not self.transport.is_closing() and self.cycle is not None and self.cycle.more_body:
+        def overdue(self, now: float) -> None:
+            """Cut the connection if its head, or its body, is later than the limits allow."""
+            if self._draining or self.transport is None or self.transport.is_closing():
+                return
+            waited = now - self._since
+            if self._in_head:
+                if waited > header_timeout:
+                    self._refuse(408, f"request headers not received within {header_timeout:g} s")
+            elif (
+                waited > header_timeout + body_timeout
+                and self.cycle is not None
+                and self.cycle.more_body
+                and not self.cycle.response_complete
+            ):
                 self._refuse(408, f"request body not received within {body_timeout:g} s")
 
         def _refuse(self, status: int, message: str) -> None:
             if self._draining:
                 return
             count = refusals.counts[str(status)] = refusals.counts[str(status)] + 1
-            self._disarm()
             if count in {1, 10, 100, 1000} or count % 10000 == 0:  # a flood is not a log storm
                 log.warning(json.dumps({"event": "connection_refused", "status": status, "reason": message,
                                         "count": count}))  # fmt: skip
@@ -196,5 +172,14 @@ def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProt
                 self.loop.call_later(LINGER_S, transport.close)
             else:
                 transport.close()
+
+    async def _sweep(connections: set[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        while connections:
+            await asyncio.sleep(sweep_s)
+            now = loop.time()
+            for conn in list(connections):
+                if isinstance(conn, GuardedProtocol):
+                    conn.overdue(now)
 
     return GuardedProtocol
