@@ -148,6 +148,8 @@ def to_rows(req: InferRequest, chain: Chain) -> list[dict[str, Any]]:
     names = chain.schema.names
     tensors = []
     for t in req.inputs:
+        if isinstance(t.data, list) and t.shape and len(t.data) not in (t.shape[0], _size(t.shape)):
+            raise InvalidRequest(f"tensor {t.name!r}: shape {t.shape} does not hold {len(t.data)} values")
         data = _flatten(t.data)
         if not t.shape or len(data) != _size(t.shape):
             raise InvalidRequest(f"tensor {t.name!r}: shape {t.shape} does not hold {len(data)} values")

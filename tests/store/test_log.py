@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -262,3 +263,31 @@ def test_a_record_no_json_can_hold_is_logged_in_a_safe_form(tmp_path: Path) -> N
     log.stop()
     assert stored_ids(url) == {"fine", "sur\ufffdrogate", "loop"}
     assert QUEUES[id(log)].normalised == 2
+
+
+async def test_the_flusher_survives_a_failure_and_keeps_logging(tmp_path: Path) -> None:
+    """An exception in the flusher task used to end it without a word: every later answer went unlogged."""
+    from failsoft.store.process import ProcessLog
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    plog = ProcessLog(url, tmp_path / "spill", flush_s=0.02)
+    await plog.start()
+    real_take, calls = plog.records.take, {"n": 0}
+
+    def flaky() -> tuple[bytes, int]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug of ours")
+        return real_take()
+
+    plog.records.take = flaky  # type: ignore[method-assign]
+    for i in range(10):
+        plog.append(f"f{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
+    while plog.flusher_errors == 0:
+        await asyncio.sleep(0.01)
+    for i in range(10, 20):
+        plog.append(f"f{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
+    assert await plog.flush()
+    await plog.stop()
+    ids = stored_ids(url)
+    assert {f"f{i}" for i in range(10, 20)} <= ids and plog.flusher_errors == 1
