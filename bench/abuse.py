@@ -105,38 +105,49 @@ class Tally:
                 self.answers += 1
 
 
-def post(
-    conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str] | None = None
-) -> tuple[int, bytes]:
-    conn.request("POST", path, body, headers or JSON)
-    r = conn.getresponse()
-    return r.status, r.read()
+PREDICT, INFER = "/v1/models/healthy/predict", "/v2/models/healthy/infer"
+JSON = {"content-type": "application/json"}
+
+
+class Client:
+    """One keep-alive connection that counts its answers and reconnects after an error."""
+
+    def __init__(self, port: int, who: str, tally: Tally) -> None:
+        self.port, self.who, self.tally = port, who, tally
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def send(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], data_plane: bool
+    ) -> tuple[int, bytes] | None:
+        try:
+            self.conn.request(method, path, body or None, headers)
+            r = self.conn.getresponse()
+            status, raw = r.status, r.read()
+        except OSError as err:
+            self.tally.errors[f"{self.who}: {type(err).__name__}"] += 1
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            return None
+        self.tally.add(self.who, status, data_plane)
+        return status, raw
 
 
 def healthy(port: int, row: dict[str, float], stop: threading.Event, tally: Tally, k: int) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    client = Client(port, "healthy", tally)
     i = 0
     while not stop.is_set():
         body = json.dumps({"id": f"h{k}-{i}", "inputs": row}).encode()
         i += 1
         t = time.perf_counter()
-        try:
-            status, raw = post(conn, PREDICT, body)
-        except OSError as err:
-            tally.errors[f"healthy: {type(err).__name__}"] += 1
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            continue
+        got = client.send("POST", PREDICT, body, JSON, True)
         elapsed = (time.perf_counter() - t) * 1000
-        tally.add("healthy", status, True)
+        if got is None:
+            continue
+        status, raw = got
         if status == 200:
             doc = json.loads(raw)
             with tally.lock:
                 tally.gateway_ms.append(doc["latency_ms"])
                 tally.client_ms.append(elapsed)
-
-
-PREDICT, INFER = "/v1/models/healthy/predict", "/v2/models/healthy/infer"
-JSON = {"content-type": "application/json"}
 
 
 def fuzzed(rng: random.Random, names: list[str]) -> tuple[str, bytes, dict[str, str]]:
@@ -176,21 +187,11 @@ def fuzzed(rng: random.Random, names: list[str]) -> tuple[str, bytes, dict[str, 
 
 def fuzzer(port: int, names: list[str], stop: threading.Event, tally: Tally) -> None:
     rng = random.Random(1202)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    client = Client(port, "fuzz", tally)
     while not stop.is_set():
         path, body, headers = fuzzed(rng, names)
-        try:
-            if not body and not headers:
-                conn.request("GET", path)
-                r = conn.getresponse()
-                status, _ = r.status, r.read()
-            else:
-                status, _ = post(conn, path, body, headers)
-        except OSError as err:
-            tally.errors[f"fuzz: {type(err).__name__}"] += 1
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            continue
-        tally.add("fuzz", status, path.endswith(("/predict", "/infer")) and "%2F" not in path)
+        data_plane = path.endswith(("/predict", "/infer")) and "%2F" not in path
+        client.send("POST" if headers else "GET", path, body, headers, data_plane)
 
 
 def big_tensors(port: int, stop: threading.Event, tally: Tally) -> None:
@@ -199,27 +200,15 @@ def big_tensors(port: int, stop: threading.Event, tally: Tally) -> None:
                                      "parameters": {"binary_data_size": n}}]}).encode()  # fmt: skip
     body = header + bytes(n)
     headers = {"inference-header-content-length": str(len(header))}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    client = Client(port, "tensor", tally)
     while not stop.is_set():
-        try:
-            status, _ = post(conn, INFER, body, headers)
-        except OSError as err:
-            tally.errors[f"tensor: {type(err).__name__}"] += 1
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            continue
-        tally.add("tensor", status, True)
+        client.send("POST", INFER, body, headers, True)
 
 
 def spinner(port: int, stop: threading.Event, tally: Tally) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    client = Client(port, "spin", tally)
     while not stop.is_set():
-        try:
-            status, _ = post(conn, "/v1/models/spinny/predict", b'{"inputs": {"x": 9}}')
-        except OSError as err:
-            tally.errors[f"spin: {type(err).__name__}"] += 1
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            continue
-        tally.add("spin", status, True)
+        client.send("POST", "/v1/models/spinny/predict", b'{"inputs": {"x": 9}}', JSON, True)
 
 
 def slow_connections(port: int, count: int, stop: threading.Event, tally: Tally) -> None:
