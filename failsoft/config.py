@@ -7,11 +7,12 @@ milliseconds)``. Relative paths in the file are resolved against the file's own 
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -349,23 +350,69 @@ def _lookup(doc: Any, path: str) -> Any:
     return doc
 
 
-def _from_msgspec(file: str, err: msgspec.ValidationError, prefix: str = "", doc: Any = None) -> ConfigError:
+def suggest(word: str, known: Iterable[str]) -> str:
+    """"did you mean 'x'?" for the closest known name, or nothing."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _struct_at(kind: Any, doc: Any, path: str) -> tuple[Any, Any]:
+    """The msgspec type information of the table at ``path`` (and that table of ``doc``): a tier's own
+    kind chosen by its ``kind`` key."""
+    info: Any = msgspec.inspect.type_info(kind)
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        info = _pick(info, doc)
+        try:
+            if index:
+                info, doc = info.item_type, doc[int(index)]
+            else:
+                info, doc = next(f.type for f in info.fields if f.name == name), doc.get(name)
+        except (AttributeError, StopIteration, KeyError, IndexError, TypeError):
+            return None, None
+    return _pick(info, doc), doc
+
+
+def _pick(info: Any, doc: Any) -> Any:
+    if isinstance(info, msgspec.inspect.UnionType):
+        structs = [t for t in info.types if isinstance(t, msgspec.inspect.StructType)]
+        tagged = [t for t in structs if isinstance(doc, dict) and t.tag == doc.get(t.tag_field or "")]
+        if tagged or structs:
+            return (tagged or structs)[0]
+    return info
+
+
+def _field_names(info: Any) -> list[str]:
+    return [f.name for f in getattr(info, "fields", ())]
+
+
+def _from_msgspec(
+    file: str, err: msgspec.ValidationError, prefix: str = "", doc: Any = None, root: Any = None
+) -> ConfigError:
     text = str(err)
     m = re.match(r"^(.*?)(?: - at `(.*)`)?$", text, re.S)
     problem, at = (m.group(1), m.group(2)) if m else (text, None)
     key = _key(at or "")
     if prefix:
         key = f"{prefix}{key}" if key.startswith("[") or not key else f"{prefix}.{key}"
+    fix = next((f for rx, f in _FIXES if rx.search(problem)), "")
     if "unknown field" in problem:
         field = re.search(r"`(.+?)`", problem)
         if field:
             key = f"{key}.{field.group(1)}" if key else field.group(1)
+            if root is not None:
+                info, _ = _struct_at(root, doc, _key(at or ""))
+                hint = suggest(field.group(1), _field_names(info))
+                fix = f"correct its spelling: {hint}" if hint else fix
     if "missing required field" in problem:
         field = re.search(r"`(.+?)`", problem)
         if field:
             key = f"{key}.{field.group(1)}" if key else field.group(1)
-    fix = next((f for rx, f in _FIXES if rx.search(problem)), "")
     got = _lookup(doc, _key(at or "")) if doc is not None and at else _MISSING
+    if problem.startswith("Invalid value") and key.endswith(".kind") and isinstance(got, str):
+        kinds = ["python", "oip", "http", "default"]
+        hint = suggest(got, kinds)
+        fix = f"kind must be one of: {', '.join(kinds)}" + (f"; {hint}" if hint else "")
+        return ConfigError(file, key, f"unknown kind {got!r}", fix)
     if got is not _MISSING and "got" not in problem and not isinstance(got, dict | list):
         problem = f"{problem}, got {got!r}"
     return ConfigError(file, key, problem, fix)
@@ -381,7 +428,7 @@ def parse(raw: dict[str, Any], file: str = "portfolio.toml", base_dir: str = "."
             {**raw, "models": {}, "base_dir": base_dir, "file": file}, PortfolioSpec, strict=True
         )
     except msgspec.ValidationError as err:
-        raise _from_msgspec(file, err, doc=raw) from None
+        raise _from_msgspec(file, err, doc=raw, root=PortfolioSpec) from None
     models: dict[str, ModelSpec] = {}
     for name, model in models_raw.items():
         if not _NAME.match(name):
@@ -394,7 +441,7 @@ def parse(raw: dict[str, Any], file: str = "portfolio.toml", base_dir: str = "."
         try:
             models[name] = msgspec.convert(model, ModelSpec, strict=True)
         except msgspec.ValidationError as err:
-            raise _from_msgspec(file, err, prefix=f"models.{name}", doc=model) from None
+            raise _from_msgspec(file, err, prefix=f"models.{name}", doc=model, root=ModelSpec) from None
     spec = msgspec.structs.replace(top, models=models)
     _check(spec)
     return spec

@@ -111,3 +111,24 @@ def test_breaker_min_calls_over_window(write_toml: Callable[[str], Path]) -> Non
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="file not found"):
         config.load("/nonexistent/portfolio.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says"),
+    [
+        ('[models.m]\ndeadline = 60\n[[models.m.tiers]]\nkind = "default"\n', "models.m.deadline",
+         "did you mean 'deadline_ms'?"),
+        ('[models.m]\n[[models.m.tiers]]\nname = "x"\nkind = "pyhton"\n'
+         '[[models.m.tiers]]\nkind = "default"\n', "models.m.tiers[0].kind",
+         "unknown kind 'pyhton' (kind must be one of: python, oip, http, default; did you mean 'python'?)"),
+        ('[models.m]\n[[models.m.tiers]]\nname = "x"\nkind = "python"\ntarget = "a:b"\ntimeout = 5\n'
+         '[[models.m.tiers]]\nkind = "default"\n', "models.m.tiers[0].timeout", "did you mean 'timeout_ms'?"),
+        ('[server]\nmax_body = 5\n[models.m]\n[[models.m.tiers]]\nkind = "default"\n', "server.max_body",
+         "did you mean 'max_body_bytes'?"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_key_or_kind_gets_a_suggestion(
+    write_toml: Callable[[str], Path], text: str, key: str, says: str
+) -> None:
+    err = error_of(write_toml, text)
+    assert f": {key}: " in str(err) and says in str(err), str(err)
