@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -100,11 +101,13 @@ async def test_corrupt_input_goes_straight_to_default(make: Make, bad: dict[str,
 
 async def test_call_bounded_by_what_is_left_of_the_deadline(make: Make) -> None:
     p = await make("hang", "hang", deadline_ms=60, timeout_ms=40)
-    t = time.perf_counter()
     o = await p.predict("m", {"x": 1})
-    elapsed = (time.perf_counter() - t) * 1000
     assert o.tier == "default" and [s.reason for s in o.skips] == [Reason.TIMEOUT, Reason.TIMEOUT]
-    assert 55 <= elapsed <= 65, "t0 gets 40 ms, t1 only the 20 ms left"
+    # the budgets each call was given, as recorded: t0 its 40 ms timeout less the 2 ms reserve, t1 only
+    # what was left of the 60 ms (less the reserve): never its own 40 ms
+    first, second = (float(re.search(r"within ([\d.]+) ms", s.detail).group(1)) for s in o.skips)  # type: ignore[union-attr]
+    assert first == 38.0
+    assert 0 < second <= 60 - 38 - 2
 
 
 async def test_breaker_opens_and_no_call_is_made(make: Make) -> None:
@@ -124,9 +127,9 @@ async def test_bulkhead_full_skips_at_once_and_hung_threads_keep_their_slot(make
     p = await make("hang", "score", concurrency=1, timeout_ms=30)
     first = asyncio.create_task(p.predict("m", {"x": 1}))
     await asyncio.sleep(0.005)
-    t = time.perf_counter()
     second = await p.predict("m", {"x": 2})
-    assert second.reason is Reason.OVERLOADED and (time.perf_counter() - t) < 0.01
+    # at once: the chain's own clock shows it did not wait for the 30 ms timeout
+    assert second.reason is Reason.OVERLOADED and second.latency_ms < 25
     assert (await first).reason is Reason.TIMEOUT
     third = await p.predict("m", {"x": 3})
     assert third.reason is Reason.OVERLOADED, "the hung thread still holds the only slot"
@@ -183,10 +186,12 @@ async def test_hanging_primary_leaves_a_reserve_for_the_fallback(write_toml: Cal
             tries.append(((time.perf_counter() - t) * 1000, o))
         helpers.RELEASE.set()
     helpers.RELEASE.clear()
-    elapsed, o = min(tries, key=lambda t: (t[1].tier != "t1", t[0]))
+    _, o = min(tries, key=lambda t: (t[1].tier != "t1", t[0]))
     assert (o.tier, o.reason, o.outputs) == ("t1", Reason.TIMEOUT, 0.4)
-    assert 45 <= elapsed < 50, "t0 gets the deadline less a 2 ms reserve; the inline t1 answers inside it"
-    assert all(e < 55 for e, _ in tries)
+    # t0 was given the deadline less the 2 ms reserve (as recorded), so the inline t1 answered inside it
+    assert "no answer within 48.0 ms" in o.skips[0].detail
+    assert o.latency_ms < 50 + 20, "the chain's own clock; a busy core may wake the loop a little late"
+    assert all(e < 500 for e, _ in tries), "the test's clock, bounded for a loaded machine"
 
 
 async def test_a_bug_in_the_chain_is_answered_by_the_default(
