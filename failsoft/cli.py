@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from failsoft import config
+from failsoft.durations import format_duration, parse_duration
 from failsoft.errors import ConfigError
 from failsoft.store import Store, StoreError, open_store
 from failsoft.types import Health
@@ -116,13 +117,6 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
-def _span(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units:
-        return float(text[:-1]) * units[text[-1]]
-    return float(text)
-
-
 def stamp(t: float | None) -> str:
     return datetime.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
 
@@ -158,19 +152,38 @@ def _audits(args: argparse.Namespace) -> int:
                     return 2
                 body["action"] = args.action
                 if args.value is not None:
-                    body["value"] = json.loads(args.value)
+                    try:
+                        body["value"] = json.loads(args.value)
+                    except ValueError:
+                        print(f"error: --value {args.value!r} is not JSON: write a number (0.2), a quoted "
+                              """string ('"a"') or a list ('["a", "b"]')""", file=sys.stderr)  # fmt: skip
+                        return 2
                 if args.for_s is not None:
-                    body["for_s"] = _span(args.for_s)
+                    try:
+                        body["for_s"] = parse_duration(args.for_s)
+                    except ValueError as err:
+                        print(f"error: --for {err}", file=sys.stderr)
+                        return 2
             r = httpx.post(
                 f"{base}/{args.id}/{'ack' if args.verb == 'ack' else 'resolve'}",
                 json=body,
                 headers=headers,
                 timeout=30,
             )
+    except httpx.TransportError as err:
+        where = "" if os.environ.get("FAILSOFT_URL") else " (FAILSOFT_URL is not set: the default was tried)"
+        print(f"error: cannot reach the gateway at {args.url}{where}: {err}; set FAILSOFT_URL or pass --url",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except (httpx.HTTPError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    doc = r.json()
+    try:
+        doc = r.json()
+    except ValueError:
+        print(f"error: {args.url} answered HTTP {r.status_code} with no JSON: is it a failsoft gateway?",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if r.status_code >= 400:
         print(f"error: HTTP {r.status_code}: {doc.get('error', doc)}", file=sys.stderr)
         return 1
@@ -225,10 +238,15 @@ def _features(args: argparse.Namespace) -> int:
             if not (args.name and args.source and args.entity):
                 print("error: ingest needs --name, --source and --entity", file=sys.stderr)
                 return 2
-            ttl = _span(args.ttl) if args.ttl else None
+            try:
+                ttl = parse_duration(args.ttl) if args.ttl else None
+            except ValueError as err:
+                print(f"error: --ttl {err}", file=sys.stderr)
+                return 2
             t = store.ingest(args.name, args.source, entity=args.entity, ttl_s=ttl)
             features = ", ".join(t.features)
-            print(f"{t.name}: entity {', '.join(t.entity)}; features {features}; ttl {ttl}")
+            shown = format_duration(ttl) if ttl else "none"
+            print(f"{t.name}: entity {', '.join(t.entity)}; features {features}; ttl {shown}")
             return 0
         if args.verb == "status":
             return _features_status(store, args.table or store.names(), args.json)
@@ -342,18 +360,11 @@ def _features_status(store: Any, names: list[str], as_json: bool) -> int:
             d["table"],
             str(d["rows"]),
             str(d["entities"]),
-            *(_duration(lag[k]) if k in lag else "-" for k in ("p50", "p95", "max")),
-            f"{_duration(d['newest_age_s'])} ago" if "newest_age_s" in d else "-",
+            *(format_duration(lag[k]) if k in lag else "-" for k in ("p50", "p95", "max")),
+            f"{format_duration(d['newest_age_s'])} ago" if "newest_age_s" in d else "-",
         )
     Console().print(t)
     return 0
-
-
-def _duration(s: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if abs(s) >= size:
-            return f"{s / size:.1f} {unit}"
-    return f"{s:.1f} s"
 
 
 def _leakage(args: argparse.Namespace) -> int:
@@ -397,11 +408,12 @@ def _leakage(args: argparse.Namespace) -> int:
 
 def _since(text: str) -> float:
     """An epoch, an ISO date/time, or a span back from now: 30m, 12h, 7d."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
     try:
         return float(text)
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(text)
     except ValueError:
         pass
     stamp = datetime.datetime.fromisoformat(text)
@@ -570,7 +582,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    code: int = args.fn(args)
+    try:
+        code: int = args.fn(args)
+    except BrokenPipeError:
+        # the reader went away (`failsoft history --json | head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return code
 
 

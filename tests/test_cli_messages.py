@@ -1,0 +1,74 @@
+"""What a new user's typical mistakes get from the command line: a message naming what is wrong and the
+fix, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from failsoft.cli import main
+from failsoft.demo.procs import free_port
+
+
+def test_a_ttl_spelt_out_is_read_and_written_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "t.parquet"
+    import datetime as dt
+
+    times = [dt.datetime(2026, 11, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 2, tzinfo=dt.UTC)]
+    pq.write_table(pa.table({"user": [1, 2], "event_time": times, "spend": [3.0, 4.0]}), src)
+    args = ["features", "ingest", "--root", str(tmp_path / "fs"), "--name", "t", "--source", str(src),
+            "--entity", "user"]  # fmt: skip
+    assert main([*args, "--ttl", "30days"]) == 0
+    assert "ttl 30d" in capsys.readouterr().out
+    assert main([*args, "--ttl", "30 parsecs"]) == 2
+    err = capsys.readouterr().err
+    assert "--ttl '30 parsecs' is not a duration" in err and "30d" in err
+
+
+def test_audits_without_a_gateway_names_the_url_and_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FAILSOFT_URL", raising=False)
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["audits", "list", "--url", url]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach the gateway at {url}" in err and "FAILSOFT_URL" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [(["--action", "replace_default", "--value", "abc"], "--value 'abc' is not JSON"),
+     (["--action", "keep_out", "--for", "6 parsecs"], "--for '6 parsecs' is not a duration")],
+)  # fmt: skip
+def test_audit_values_and_spans_are_checked_before_sending(
+    capsys: pytest.CaptureFixture[str], extra: list[str], says: str
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["audits", "resolve", "1", "--url", url, *extra]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`failsoft history --json | head` printed a BrokenPipeError traceback."""
+    script = (
+        "import sys, failsoft.cli as c\n"
+        "def fn(args):\n"
+        "    for i in range(100000):\n"
+        "        print('line', i)\n"
+        "    return 0\n"
+        "c._check = fn\n"
+        "sys.exit(c.main(['check', 'x.toml']))\n"
+    )
+    (tmp_path / "many.py").write_text(script)
+    done = subprocess.run(
+        f"{sys.executable} {tmp_path / 'many.py'} | head -1", shell=True, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.stdout == "line 0\n"
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
