@@ -92,7 +92,9 @@ def ingest_file(store: Store, path: str | Path, id_column: str = "id", label_col
         import csv
 
         with p.open(newline="") as f:
-            records = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            records = list(reader)
+        _need_columns(p, list(reader.fieldnames or []), id_column, label_column)
         for r in records:  # CSV holds text: numbers back to numbers
             r[label_column] = _csv_value(r.get(label_column))
             r[time_column] = _csv_value(r.get(time_column) or None)
@@ -101,9 +103,8 @@ def ingest_file(store: Store, path: str | Path, id_column: str = "id", label_col
     else:
         raise InvalidRequest(f"{p}: unsupported file; use .csv, .parquet or .jsonl")
     rows = list(records)
-    missing = [c for c in (id_column, label_column) if rows and c not in rows[0]]
-    if missing:
-        raise InvalidRequest(f"{p}: no column {', '.join(missing)} (have: {', '.join(rows[0])})")
+    if rows:
+        _need_columns(p, list(rows[0]), id_column, label_column)
     total = 0
     for start in range(0, len(rows), BATCH):
         chunk = rows[start : start + BATCH]
@@ -116,6 +117,19 @@ def ingest_file(store: Store, path: str | Path, id_column: str = "id", label_col
     if progress:
         print()
     return total
+
+
+def _need_columns(path: Path, have: list[str], *need: str) -> None:
+    from failsoft.config import suggest
+
+    for column in need:
+        if column not in have:
+            hint = suggest(column, have)
+            raise InvalidRequest(
+                f"{path}: no column {column!r} (it has {', '.join(have) or 'none'})"
+                + (f"; {hint} rename it to {column!r}" if hint else "")
+                + f": a labels file needs the columns {', '.join(need)} (and optionally time)"
+            )
 
 
 def _time(v: Any) -> float | str | None:

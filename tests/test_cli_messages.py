@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,59 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.stdout == "line 0\n"
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def _frames(tmp_path: Path) -> tuple[Path, Path, Path]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 400
+    score = rng.uniform(size=n)
+    churned = (rng.uniform(size=n) < score).astype(float)
+    ref, ana, late = tmp_path / "ref.parquet", tmp_path / "new.parquet", tmp_path / "late_labels.csv"
+    pq.write_table(pa.table({"score": score, "churned": churned}), ref)
+    ids = [f"r{i}" for i in range(n)]  # request ids are strings
+    pq.write_table(pa.table({"id": ids, "score": score}), ana)
+    late.write_text("id,churned\n" + "".join(f"r{i},{int(c)}\n" for i, c in enumerate(churned)))
+    return ref, ana, late
+
+
+def test_estimate_joins_late_labels_on_string_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """String ids crashed: TypeError: only 0-dimensional arrays can be converted to Python scalars."""
+    import json
+
+    ref, ana, late = _frames(tmp_path)
+    args = ["estimate", "--reference", str(ref), "--analysis", str(ana), "--score-column", "score",
+            "--target-column", "churned", "--analysis-targets", str(late), "--id-column", "id",
+            "--chunk-size", "200", "--json"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [c["labelled"] for c in report["chunks"]] == [200, 200]
+    assert all(c["realized"] is not None for c in report["chunks"])
+
+
+def test_a_missing_column_is_named_with_the_closest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed pyarrow's FieldRef dump."""
+    ref, ana, _ = _frames(tmp_path)
+    args = ["estimate", "--reference", str(ref), "--analysis", str(ana), "--score-column", "score",
+            "--target-column", "churn"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no column 'churn' (it has score, churned); did you mean 'churned'?" in err
+    assert "FieldRef" not in err
+
+
+def test_a_labels_file_without_label_says_which_column(
+    tmp_path: Path, write_toml: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said: id 'r0' has no label."""
+    _, _, late = _frames(tmp_path)
+    text = f'data_dir = "{tmp_path / "state"}"\n[models.m]\n[[models.m.tiers]]\nkind = "default"\nvalue = 1\n'
+    toml = write_toml(text)
+    assert main(["labels", "ingest", str(late), "--portfolio", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "no column 'label' (it has id, churned)" in err and "id, label" in err

@@ -120,13 +120,21 @@ def _targets(
     tcols = read_table(targets, [id_column, target])
     if id_column not in analysis:
         raise ProfileError(f"no column {id_column} in the analysis data to join the targets on")
-    ids, ys = tcols[id_column].values, tcols[target].values
+    ids, ys = _keys(tcols[id_column]), np.asarray(tcols[target].values, dtype=np.float64)
     order = np.argsort(ids, kind="stable")
     ids, ys = ids[order], ys[order]
-    want = analysis[id_column].values
+    want = _keys(analysis[id_column])
     pos = np.clip(np.searchsorted(ids, want), 0, max(len(ids) - 1, 0))
     found = ids[pos] == want if len(ids) else np.zeros(len(want), dtype=bool)
     return np.where(found, ys[pos] if len(ids) else np.nan, np.nan)
+
+
+def _keys(col: Column) -> np.ndarray:
+    """Join keys comparable across files: request ids are strings, and a CSV may read them as numbers."""
+    if col.kind == "numeric":
+        values = np.asarray(col.values, dtype=np.float64).tolist()
+        return np.array(["" if v != v else str(int(v)) if v.is_integer() else repr(v) for v in values])
+    return np.array(["" if v is None else str(v) for v in col.values])
 
 
 def estimate_file(

@@ -172,6 +172,8 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> dict[s
         raise ProfileError("reading data files needs pyarrow: pip install 'failsoft[parquet]'") from None
     if not path.exists():
         raise ProfileError(f"{path}: no such file")
+    if columns:
+        _need_columns(path, list(columns))
     try:
         if path.suffix.lower() in {".parquet", ".pq"}:
             table = pq.read_table(path, columns=list(columns) if columns else None)
@@ -196,6 +198,30 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> dict[s
             codes = pc.fill_null(coded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
             out[name] = Column(name, "categorical", Coded(codes, coded.dictionary.to_pylist()))
     return out
+
+
+def _need_columns(path: Path, columns: list[str]) -> None:
+    """A ProfileError naming each missing column, the file's columns and the closest one."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from failsoft.config import suggest
+
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            have = pq.read_schema(path).names
+        elif path.suffix.lower() in {".csv", ".txt", ".gz"}:
+            have = pacsv.open_csv(path).schema.names
+        else:
+            return
+    except Exception:
+        return  # unreadable: the read itself says why
+    for column in columns:
+        if column not in have:
+            hint = suggest(column, have)
+            raise ProfileError(
+                f"{path}: no column {column!r} (it has {', '.join(have)})" + (f"; {hint}" if hint else "")
+            )
 
 
 _ARRAYS: dict[int, tuple[list[float], Array]] = {}
