@@ -432,8 +432,17 @@ def _export(args: argparse.Namespace) -> int:
         return 2
     try:
         store = _store(args)
+        if args.model is not None and not store.count_predictions(args.model):
+            from failsoft.config import suggest
+
+            logged = store.logged_models()
+            hint = suggest(args.model, logged)
+            known = ", ".join(logged) or "none"
+            print(f"error: --model {args.model!r}: no predictions of it in the log (logged: {known})"
+                  + (f"; {hint}" if hint else ""), file=sys.stderr)  # fmt: skip
+            return 2
         n = export_predictions(store, Path(args.out), since=since, model=args.model, progress=not args.quiet)
-    except (ConfigError, StoreError) as err:
+    except (ConfigError, StoreError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{n} predictions written to {args.out}")
@@ -478,7 +487,7 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export the prediction log to Parquet for DuckDB or pandas")
     e.add_argument("what", choices=["predictions"])
-    e.add_argument("--out", required=True, help="the .parquet file to write")
+    e.add_argument("--out", required=True, help="the .parquet (or .csv) file to write")
     e.add_argument(
         "--since", default="0", help="ISO date/time, epoch seconds, or a span such as 7d (default: all)"
     )

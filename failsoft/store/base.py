@@ -266,6 +266,10 @@ class Store(abc.ABC):
         where, args = (" WHERE model = ?", [model]) if model else ("", [])
         return int(self.execute(f"SELECT count(*) FROM predictions{where}", args)[0][0])
 
+    def logged_models(self) -> list[str]:
+        """The models with answers in the log."""
+        return sorted(m for (m,) in self.execute("SELECT DISTINCT model FROM predictions"))
+
     def iter_predictions(
         self, since: float = 0.0, model: str | None = None, batch: int = 10_000, shadow: bool = False
     ) -> Iterator[list[tuple[Any, ...]]]:

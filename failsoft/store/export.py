@@ -1,4 +1,4 @@
-"""The prediction log as a Parquet file, for offline analysis with DuckDB, polars or pandas."""
+"""The prediction log as a Parquet (or CSV) file, for offline analysis with DuckDB, polars or pandas."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 from rich.progress import Progress
 
 from failsoft.store.base import PREDICTION_COLUMNS, Store
+
+FORMATS = (".parquet", ".csv")
 
 
 def export_predictions(
@@ -17,13 +19,18 @@ def export_predictions(
     progress: bool = True,
     batch: int = 50_000,
 ) -> int:
-    """Stream predictions with ts >= since into ``out`` (Parquet), batch by batch, the live answers first
-    and then the shadow candidates' (role "shadow", a row per request); returns the row count."""
+    """Stream predictions with ts >= since into ``out`` (Parquet, or CSV for a .csv name), batch by batch,
+    the live answers first and then the shadow candidates' (role "shadow", a row per request); returns the
+    row count."""
     try:
         import pyarrow as pa
+        import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - the extra is missing
         raise SystemExit("export needs pyarrow: pip install 'failsoft[parquet]'") from None
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{out}: write to a {' or '.join(FORMATS)} file (the name says which)")
     text, number = pa.string(), pa.float64()
     schema = pa.schema(
         [(name, text) for name in PREDICTION_COLUMNS[:6]]
@@ -33,7 +40,8 @@ def export_predictions(
     total = 0
     tmp = out.with_suffix(out.suffix + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(tmp, schema) as writer, Progress(disable=not progress, transient=True) as bar:
+    opened = pacsv.CSVWriter(tmp, schema) if suffix == ".csv" else pq.ParquetWriter(tmp, schema)
+    with opened as writer, Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("exporting predictions", total=None)
         pages = (
             rows

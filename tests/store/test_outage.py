@@ -295,6 +295,18 @@ def test_export_to_parquet(tmp_path: Path) -> None:
         "ts",
         "latency_ms",
     }
+    # a .csv name gets CSV (it got Parquet bytes), another name a message, a model never logged a message
+    csv_out = tmp_path / "p.csv"
+    base = cmd[:-3]
+    done = subprocess.run([*base, "--out", str(csv_out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert csv_out.read_text().splitlines()[0].startswith('"record_id","request_id"')
+    assert len(csv_out.read_text().splitlines()) == 201
+    done = subprocess.run([*base, "--out", str(tmp_path / "p.x")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and ".parquet or .csv" in done.stderr
+    done = subprocess.run([*cmd, "--model", "mm"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no predictions of it in the log (logged: m)" in done.stderr
+    assert "did you mean 'm'?" in done.stderr
 
 
 async def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
