@@ -282,7 +282,7 @@ def _shadow(args: argparse.Namespace) -> int:
         elif args.cmd == "promote":
             doc = deploy.promote(store, spec, args.model, args.candidate, args.by, args.reason, args.force)
         elif args.cmd == "rollback":
-            doc = deploy.rollback(store, spec, args.model, args.by, args.reason)
+            doc = deploy.rollback(store, spec, args.model, args.by, args.reason, args.force)
         else:
             doc = deploy.history(store, args.model)
     except deploy.PromotionError as err:
@@ -551,6 +551,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="promote although the policy fails (needs --reason)")
     rb = sub.add_parser("rollback", help="flip a model back to its previous primary")
     rb.add_argument("model")
+    rb.add_argument("--force", action="store_true", help="roll back a rollback (re-promotes, unchecked)")
     hi = sub.add_parser("history", help="every promotion and rollback of a model: who, when, why, evidence")
     hi.add_argument("model")
     lb = sub.add_parser("labels", help="delayed ground truth, joined to logged predictions by request id")

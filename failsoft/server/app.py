@@ -343,7 +343,9 @@ class App:
                     deploy.promote, store, p.spec, model, req.candidate, actor, req.reason, req.force
                 )
             else:
-                done = await asyncio.to_thread(deploy.rollback, store, p.spec, model, actor, req.reason)
+                done = await asyncio.to_thread(
+                    deploy.rollback, store, p.spec, model, actor, req.reason, req.force
+                )
         except StoreUnavailable as err:
             raise Unavailable(f"nothing was changed: the store cannot record it ({err})") from None
         if done.get("status") == "flipped":

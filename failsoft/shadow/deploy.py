@@ -134,18 +134,30 @@ def promote(
     return _flip(store, model, "promote", live, candidate, actor, reason, force, evidence)
 
 
-def rollback(store: Store, spec: PortfolioSpec, model: str, actor: str, reason: str = "") -> dict[str, Any]:
-    """Flip back to the primary before the last flip."""
+def rollback(
+    store: Store, spec: PortfolioSpec, model: str, actor: str, reason: str = "", force: bool = False
+) -> dict[str, Any]:
+    """Flip back to the primary before the last flip. When the last flip was itself a rollback, flipping
+    again would re-promote the candidate it took out without its policy: refused unless ``force``."""
     names = primary_eligible(spec, model)
-    rows = store.execute("SELECT from_tier FROM flips WHERE model = ? ORDER BY id DESC LIMIT 1", [model])
+    rows = store.execute(
+        "SELECT from_tier, action FROM flips WHERE model = ? ORDER BY id DESC LIMIT 1", [model]
+    )
     if not rows:
         raise PromotionError(f"{model!r} has never been flipped: nothing to roll back", 409)
     live = current_live(store, spec, model)
-    target = str(rows[0][0])
+    target, last = str(rows[0][0]), str(rows[0][1])
     if target not in names:
         raise PromotionError(f"the previous primary {target!r} is no longer in portfolio.toml", 409)
+    if last == "rollback" and not force:
+        raise PromotionError(
+            f"the last flip of {model!r} was already a rollback (to {live!r}); rolling back again would make "
+            f"{target!r} the primary unchecked: promote it (its policy is checked), or roll back with force "
+            "and a reason",
+            409,
+        )
     evidence = candidate_report(store, model, target, live, spec.models[model].promotion)
-    return _flip(store, model, "rollback", live, target, actor, reason or "rollback", False, evidence)
+    return _flip(store, model, "rollback", live, target, actor, reason or "rollback", force, evidence)
 
 
 def history(store: Store, model: str, limit: int = 100) -> list[dict[str, Any]]:

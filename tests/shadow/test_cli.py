@@ -70,6 +70,11 @@ def test_refused_then_forced_then_rolled_back(tmp_path: Path, capsys: pytest.Cap
     assert flips[1]["reason"] == "hotfix" and not flips[1]["evidence"]["verdict"]["passed"]
     code, out = run(capsys, "history", "m", "--portfolio", cfg)
     assert "hotfix" in out and code == 0
+    # a second rollback would re-promote the candidate just taken out, unchecked: refused unless forced
+    code, out = run(capsys, "rollback", "m", "--portfolio", cfg, "--json")
+    assert code == 1 and "already a rollback" in json.loads(out)["error"]
+    code, out = run(capsys, "rollback", "m", "--portfolio", cfg, "--force", "--reason", "cpu broke")
+    assert code == 0 and json.loads(out)["to"] == "cand" and json.loads(out)["forced"]
 
 
 def test_a_proven_candidate_is_promoted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
