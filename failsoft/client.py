@@ -140,7 +140,17 @@ class Client:
         if status >= 500:
             return self._fallback(model, request_id, Reason.ERROR, f"gateway answered HTTP {status}", started)
         if status == 404:
-            raise UnknownModel(model, [])
+            try:
+                said = str(msgspec.json.decode(body).get("error", ""))
+            except (msgspec.DecodeError, AttributeError):
+                said = ""
+            if said.startswith("unknown model"):
+                known = said.partition("serves ")[2]
+                raise UnknownModel(model, [] if known == "none" else known.split(", "))
+            raise InvalidRequest(
+                f"{self.base_url}/v1/models/{model}/predict answered 404 ({said or body[:80]!r}): "
+                "base_url must be the gateway's root, e.g. http://host:8000"
+            )
         if status >= 400:
             raise InvalidRequest(f"gateway refused the request (HTTP {status}): {body[:300]!r}")
         try:

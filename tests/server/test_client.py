@@ -12,7 +12,7 @@ import pytest
 
 from failsoft import Client, NoDefault, Reason
 from failsoft.demo.procs import Proc, free_port
-from failsoft.errors import UnknownModel
+from failsoft.errors import InvalidRequest, UnknownModel
 from tests.server.conftest import FEATURES
 
 ROW = {f: 0.1 for f in FEATURES}
@@ -52,8 +52,15 @@ def test_gateway_up_returns_its_outcome(stack: tuple[Proc, Proc]) -> None:
     with Client(stack[1].url, timeout_ms=1000, default=0.5) as client:
         outcome = client.predict("churn", ROW)
     assert outcome.model == "churn" and outcome.tier in {"heavy", "json", "cpu"} and 0 <= outcome.outputs <= 1
-    with Client(stack[1].url, default=0.5) as client, pytest.raises(UnknownModel):
+    with Client(stack[1].url, default=0.5) as client, pytest.raises(UnknownModel) as info:
         client.predict("nope", ROW)
+    assert "this portfolio serves churn" in str(info.value), "the gateway's models, not 'none'"
+    # a base URL that is not the gateway's root is named as the mistake it is
+    with (
+        Client(stack[1].url + "/api", timeout_ms=1000, default=0.5) as client,
+        pytest.raises(InvalidRequest, match="base_url must be the gateway's root"),
+    ):
+        client.predict("churn", ROW)
 
 
 @pytest.mark.parametrize("where", ["stopped", "hanging", "failing"])
