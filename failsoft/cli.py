@@ -99,21 +99,62 @@ def _store(args: argparse.Namespace) -> Store:
     return store
 
 
-def _health(args: argparse.Namespace) -> int:
+class _Refused(Exception):
+    """A command line call of the gateway that could not be made: the message says why and the fix."""
+
+
+def _gateway(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: Any = None,
+    params: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> tuple[int, Any]:
+    """(status, JSON answer) of the gateway at --url (FAILSOFT_URL), with --token (FAILSOFT_ADMIN_TOKEN)."""
+    import httpx
+
+    headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
+    url = args.url.rstrip("/") + path
     try:
-        spec = config.load(args.portfolio)
-        if args.model not in spec.models:
-            print(f"error: {args.portfolio} has no model {args.model!r}", file=sys.stderr)
-            return 2
-        store = open_store(spec.store_url())
-        store.connect()
-        state = store.set_health(args.model, Health(args.health).value, args.reason, args.by)
-    except (ConfigError, StoreError) as err:
+        r = httpx.request(method, url, json=body, params=params, headers=headers, timeout=timeout_s)
+    except httpx.TransportError as err:
+        unset = "" if os.environ.get("FAILSOFT_URL") else " (FAILSOFT_URL is not set: the default was tried)"
+        raise _Refused(
+            f"cannot reach the gateway at {args.url}{unset}: {err}; set FAILSOFT_URL or pass --url"
+        ) from None
+    try:
+        return r.status_code, r.json()
+    except ValueError:
+        problem = f"{url} answered HTTP {r.status_code} with no JSON: is it a failsoft gateway?"
+        raise _Refused(problem) from None
+
+
+def _add_gateway_options(p: argparse.ArgumentParser) -> None:
+    url = os.environ.get("FAILSOFT_URL", "http://127.0.0.1:8000")
+    p.add_argument("--url", default=url, help="the gateway (FAILSOFT_URL)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("FAILSOFT_ADMIN_TOKEN"),
+        help="a control-plane token (FAILSOFT_ADMIN_TOKEN); its owner is recorded",
+    )
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Through the gateway's control plane, like every other change: the token's owner is recorded, and
+    every replica applies it (a notification on PostgreSQL, the next state poll otherwise)."""
+    try:
+        status, doc = _gateway(
+            args, "POST", f"/v1/models/{args.model}/health", {"health": args.health, "reason": args.reason}
+        )
+    except _Refused as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(
-        f"{state.model}: {state.health} (revision {state.revision}); replicas apply it within their poll_ms"
-    )
+    if status >= 400:
+        print(f"error: HTTP {status}: {doc.get('error', doc)}", file=sys.stderr)
+        return 1
+    print(f"{doc['model']}: {doc['health']} (revision {doc['revision']}, by {doc['changed_by']}); every "
+          "replica applies it")  # fmt: skip
     return 0
 
 
@@ -124,26 +165,24 @@ def stamp(t: float | None) -> str:
 def _audits(args: argparse.Namespace) -> int:
     import json
 
-    import httpx
-
     if args.verb == "webhook-secret":
         from failsoft.audit.notify import new_secret
 
         print(new_secret())
         return 0
-    headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
-    base = args.url.rstrip("/") + "/v1/audits"
+    base = "/v1/audits"
     if args.verb in {"show", "ack", "resolve"} and args.id is None:
         print(f"error: audits {args.verb} needs an item id", file=sys.stderr)
         return 2
     try:
         if args.verb == "list":
             params = {k: v for k, v in {"status": args.status, "model": args.model}.items() if v}
-            r = httpx.get(base, params=params, timeout=10)
+            status, doc = _gateway(args, "GET", base, params=params, timeout_s=10)
         elif args.verb == "log":
-            r = httpx.get(f"{base}/log", params={"model": args.model} if args.model else {}, timeout=10)
+            params = {"model": args.model} if args.model else {}
+            status, doc = _gateway(args, "GET", f"{base}/log", params=params)
         elif args.verb == "show":
-            r = httpx.get(f"{base}/{args.id}", timeout=10)
+            status, doc = _gateway(args, "GET", f"{base}/{args.id}", timeout_s=10)
         else:
             body: dict[str, object] = {"comment": args.comment}
             if args.verb == "resolve":
@@ -164,28 +203,13 @@ def _audits(args: argparse.Namespace) -> int:
                     except ValueError as err:
                         print(f"error: --for {err}", file=sys.stderr)
                         return 2
-            r = httpx.post(
-                f"{base}/{args.id}/{'ack' if args.verb == 'ack' else 'resolve'}",
-                json=body,
-                headers=headers,
-                timeout=30,
-            )
-    except httpx.TransportError as err:
-        where = "" if os.environ.get("FAILSOFT_URL") else " (FAILSOFT_URL is not set: the default was tried)"
-        print(f"error: cannot reach the gateway at {args.url}{where}: {err}; set FAILSOFT_URL or pass --url",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    except (httpx.HTTPError, ValueError) as err:
+            verb = "ack" if args.verb == "ack" else "resolve"
+            status, doc = _gateway(args, "POST", f"{base}/{args.id}/{verb}", body)
+    except _Refused as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
-        doc = r.json()
-    except ValueError:
-        print(f"error: {args.url} answered HTTP {r.status_code} with no JSON: is it a failsoft gateway?",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if r.status_code >= 400:
-        print(f"error: HTTP {r.status_code}: {doc.get('error', doc)}", file=sys.stderr)
+    if status >= 400:
+        print(f"error: HTTP {status}: {doc.get('error', doc)}", file=sys.stderr)
         return 1
     if args.json or args.verb in {"ack", "resolve"}:
         print(json.dumps(doc, indent=2, default=str))
@@ -477,12 +501,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--load", action="store_true", help="also load every model and compute every default")
     c.set_defaults(fn=_check)
 
-    h = sub.add_parser("health", help="set a model's health for every replica (quarantine, restore)")
+    h = sub.add_parser(
+        "health", help="set a model's health for every replica (quarantine, restore), through the gateway"
+    )
     h.add_argument("model")
     h.add_argument("health", choices=[x.value for x in Health])
-    h.add_argument("--portfolio", default="portfolio.toml")
     h.add_argument("--reason", default="")
-    h.add_argument("--by", default=os.environ.get("USER", "cli"), help="who makes the change (recorded)")
+    _add_gateway_options(h)
     h.set_defaults(fn=_health)
 
     e = sub.add_parser("export", help="export the prediction log to Parquet for DuckDB or pandas")
@@ -513,16 +538,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--comment", default="")
     a.add_argument("--status", default=None, help="list: open, acknowledged, resolved or unresolved")
     a.add_argument("--model", default=None)
-    a.add_argument(
-        "--url",
-        default=os.environ.get("FAILSOFT_URL", "http://127.0.0.1:8000"),
-        help="the gateway (FAILSOFT_URL)",
-    )
-    a.add_argument(
-        "--token",
-        default=os.environ.get("FAILSOFT_ADMIN_TOKEN"),
-        help="a control-plane token (FAILSOFT_ADMIN_TOKEN); its owner is recorded",
-    )
+    _add_gateway_options(a)
     a.add_argument("--json", action="store_true")
     a.set_defaults(fn=_audits)
 

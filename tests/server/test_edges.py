@@ -202,3 +202,19 @@ def test_backend_urls_only_for_token_holders(gw: str, token: str) -> None:
     with urllib.request.urlopen(req, timeout=5) as r:
         doc = json.loads(r.read())
     assert any(t.get("url", "").startswith("http://127.0.0.1") for m in doc["models"] for t in m["chain"])
+
+
+def test_failsoft_health_goes_through_the_control_plane(
+    gw: str, token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It wrote the store directly, with no token, and only from the folder holding portfolio.toml."""
+    from failsoft.cli import main
+
+    assert main(["health", "churn", "warning", "--reason", "checking", "--url", gw, "--token", "wrong"]) == 1
+    assert "HTTP 401" in capsys.readouterr().err
+    assert main(["health", "churn", "warning", "--reason", "checking", "--url", gw, "--token", token]) == 0
+    assert "churn: warning" in capsys.readouterr().out
+    assert call("GET", gw + "/v1/models/churn")[1]["health"] == "warning"
+    assert main(["health", "churn", "live", "--url", gw, "--token", token]) == 0
+    events = call("GET", gw + "/v1/models/churn/events")[1]["events"]
+    assert any(e["actor"] == "admin" and e["reason"] == "checking" for e in events), "the token's owner"
