@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import msgspec
+
 from failsoft.errors import InvalidOutput, TierError
 from failsoft.features.online import fill
 from failsoft.metrics import Metrics
@@ -239,12 +241,20 @@ class Chain:
         try:
             batch = self.schema.validate(rows)
         except InvalidValue as err:
-            self._skip(skips, first, Reason.INVALID_INPUT, request_id, str(err))
+            noted = self.schema.unknown_warnings(self.schema.unknown_keys(rows))
+            if noted:
+                self.metrics.unknown_input(self.model, len(noted))
+            self._skip(skips, first, Reason.INVALID_INPUT, request_id, "; ".join((str(err), *noted)))
             if self.monitor is not None:
                 self.monitor(None, None, request_id)
             return self._finish(
-                deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single, rows
-            )
+                deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single, rows,
+                noted,
+            )  # fmt: skip
+        warnings: tuple[str, ...] = ()
+        if batch.unknown:
+            warnings = self.schema.unknown_warnings(batch.unknown)
+            self.metrics.unknown_input(self.model, len(batch.unknown))
         tiers = layout.tiers
         if self.health is Health.QUARANTINED and tiers:
             self._skip(skips, tiers[0].name, Reason.QUARANTINED, request_id)
@@ -254,7 +264,9 @@ class Chain:
         for tier in tiers:
             out = await self._call(tier, batch, deadline, skips, request_id)
             if out is not None:
-                outcome = self._finish(deadline, request_id, tier.name, out, skips, single, batch.rows)
+                outcome = self._finish(
+                    deadline, request_id, tier.name, out, skips, single, batch.rows, warnings
+                )
                 if layout.candidates and self.mirror is not None:
                     self.mirror(self, layout.candidates, batch, request_id)
                 if self.monitor is not None:
@@ -270,6 +282,7 @@ class Chain:
             skips,
             single,
             batch.rows,
+            warnings,
         )
 
     async def _call(
@@ -300,6 +313,7 @@ class Chain:
         skips: list[Skip],
         single: bool,
         rows: list[Any],
+        warnings: tuple[str, ...] = (),
     ) -> Outcome:
         latency = deadline.elapsed()
         degraded = bool(skips)
@@ -328,4 +342,5 @@ class Chain:
             outputs=outputs[0] if single else outputs,
             latency_ms=latency * 1000.0,
             skips=tuple(skips),
+            warnings=warnings or msgspec.UNSET,
         )

@@ -57,6 +57,7 @@ class Metrics:
         self.degraded: dict[str, int] = {}
         self.latency: dict[str, Histogram] = {}
         self.rejected: dict[tuple[str, str], int] = {}
+        self.unknown_inputs: dict[str, int] = {}
         self.gauges: list[Callable[[], Iterator[Metric]]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -75,6 +76,9 @@ class Metrics:
     def skip(self, model: str, tier: str, reason: str) -> None:
         key = (model, tier, reason)
         self.skips[key] = self.skips.get(key, 0) + 1
+
+    def unknown_input(self, model: str, keys: int) -> None:
+        self.unknown_inputs[model] = self.unknown_inputs.get(model, 0) + keys
 
     def reject(self, model: str, why: str) -> None:
         key = (model, why)
@@ -103,6 +107,14 @@ class Metrics:
         for (m, w), c in list(self.rejected.items()):
             bad.add_metric([m, w], c)
         yield bad
+        unknown = CounterMetricFamily(
+            "failsoft_unknown_inputs",
+            "Keys in requests that are no declared input (a misspelt feature is answered without it)",
+            labels=["model"],
+        )
+        for m, c in list(self.unknown_inputs.items()):
+            unknown.add_metric([m], c)
+        yield unknown
         lat = HistogramMetricFamily(
             "failsoft_request_latency_seconds", "Time to answer, by model", labels=["model"]
         )

@@ -29,12 +29,14 @@ class InvalidValue(ValueError):
 class Batch:
     """Validated rows of one request, in the model's feature order."""
 
-    __slots__ = ("_matrix", "names", "rows")
+    __slots__ = ("_matrix", "names", "rows", "unknown")
 
-    def __init__(self, names: tuple[str, ...], rows: list[Row]) -> None:
+    def __init__(self, names: tuple[str, ...], rows: list[Row], unknown: tuple[str, ...] = ()) -> None:
         self.names = names
         self.rows = rows
         self._matrix: Matrix | None = None
+        # keys the request sent that are no declared input (a misspelt feature is answered without it)
+        self.unknown = unknown
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -74,6 +76,8 @@ class Batch:
         return self._matrix
 
 
+# Unknown keys reported per request at most (a request of a thousand junk keys is not echoed back whole).
+MAX_UNKNOWN = 10
 # The largest magnitude a float64 holds: an integer beyond it cannot reach a model as a number.
 FLOAT_MAX = sys.float_info.max
 
@@ -138,6 +142,7 @@ class InputSchema:
             for f in features
         )
         self.numeric = all(f.type != "string" for f in features)
+        self._declared = frozenset(self.names)
 
     def validate(self, rows: list[Any]) -> Batch:
         """Check every value; raise InvalidValue naming the row and feature at the first bad one."""
@@ -150,9 +155,14 @@ class InputSchema:
                     )
             return Batch(self.names, rows)
         out: list[Row] = []
+        n_declared = len(checks)
+        unknown: set[str] = set()
         for i, row in enumerate(rows):
             if type(row) is not dict:
                 raise InvalidValue(f"row {i}: expected an object of feature values, got {type(row).__name__}")
+            if len(row) != n_declared and len(unknown) < MAX_UNKNOWN:
+                # the common row holds exactly the declared inputs and pays one comparison
+                unknown.update(k for k in row if k not in self._declared)
             clean: Row = {}
             for name, required, default, bounds, check in checks:
                 v = row.get(name)
@@ -169,7 +179,25 @@ class InputSchema:
                 except InvalidValue as err:
                     raise InvalidValue(f"row {i}: {err}") from None
             out.append(clean)
-        return Batch(self.names, out)
+        return Batch(self.names, out, tuple(sorted(unknown))[:MAX_UNKNOWN] if unknown else ())
+
+    def unknown_keys(self, rows: list[Any]) -> tuple[str, ...]:
+        """The keys of ``rows`` that are no declared input (at most MAX_UNKNOWN), for a request that failed
+        its checks: a misspelt required feature is first seen as missing."""
+        if not self._checks:
+            return ()
+        found = {k for row in rows[:MAX_UNKNOWN] if type(row) is dict for k in row if k not in self._declared}
+        return tuple(sorted(map(str, found)))[:MAX_UNKNOWN]
+
+    def unknown_warnings(self, unknown: tuple[str, ...]) -> tuple[str, ...]:
+        """One line per unknown key, with the closest declared input."""
+        from failsoft.config import suggest
+
+        out = []
+        for key in unknown:
+            hint = suggest(str(key), self.names)
+            out.append(f"unknown input {str(key)[:60]!r}" + (f" ({hint})" if hint else "") + ": not used")
+        return tuple(out)
 
     def tensor_metadata(self) -> list[dict[str, Any]]:
         """Open Inference Protocol input tensors: one per feature, a batch dimension of -1."""

@@ -61,3 +61,6 @@ class Outcome(msgspec.Struct, frozen=True):
     outputs: Any
     latency_ms: float
     skips: tuple[Skip, ...] = ()
+    # What in the request was not used, e.g. ["unknown input 'tenure' (did you mean 'tenure_months'?)"];
+    # left out of the JSON answer when there is nothing to say.
+    warnings: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET

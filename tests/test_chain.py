@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from failsoft import Health, Portfolio, Reason
@@ -290,3 +291,17 @@ async def test_a_batch_bigger_than_a_row_at_a_time_tier_takes_is_passed_by_uncha
             assert "max_rows (8)" in o.skips[0].detail
         web = p.chains["m"].tiers[0]
         assert web.name == "web" and web.breaker.state.value == "closed"
+
+
+async def test_an_unknown_input_is_named_in_the_answer_and_counted(make: Make) -> None:
+    """A misspelt feature was answered by the default without the unknown key being mentioned."""
+    p = await make("score")
+    o = await p.predict("m", {"xx": 4})  # the required x is missing: the default answers
+    assert (o.tier, o.reason) == ("default", Reason.INVALID_INPUT)
+    assert o.warnings == ("unknown input 'xx' (did you mean 'x'?): not used",)
+    assert "x: required feature is missing; unknown input 'xx'" in o.skips[0].detail
+    o = await p.predict("m", {"x": 4, "extra": 1})  # answered by its tier, the extra key reported
+    assert o.tier == "t0" and o.warnings == ("unknown input 'extra': not used",)
+    o = await p.predict("m", {"x": 4})
+    assert o.warnings is msgspec.UNSET and b"warnings" not in msgspec.json.encode(o)
+    assert p.metrics.unknown_inputs["m"] == 2

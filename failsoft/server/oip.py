@@ -198,16 +198,19 @@ def to_response(outcome: Outcome, n: int, single: bool) -> dict[str, Any]:
         data, shape, dtype = values, [n], _datatype(first)
     if dtype == "BYTES":
         data = [x if isinstance(x, str) else msgspec.json.encode(x).decode() for x in data]
+    parameters = {
+        "failsoft_tier": outcome.tier,
+        "failsoft_degraded": outcome.degraded,
+        "failsoft_reason": str(outcome.reason) if outcome.reason else "",
+        "failsoft_latency_ms": round(outcome.latency_ms, 3),
+    }
+    if outcome.warnings:
+        parameters["failsoft_warnings"] = "; ".join(outcome.warnings)
     return {
         "model_name": outcome.model,
         "model_version": outcome.version,
         "id": outcome.id,
-        "parameters": {
-            "failsoft_tier": outcome.tier,
-            "failsoft_degraded": outcome.degraded,
-            "failsoft_reason": str(outcome.reason) if outcome.reason else "",
-            "failsoft_latency_ms": round(outcome.latency_ms, 3),
-        },
+        "parameters": parameters,
         "outputs": [{"name": "output", "datatype": dtype, "shape": shape, "data": data}],
     }
 
