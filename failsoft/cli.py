@@ -16,6 +16,7 @@ from failsoft import config
 from failsoft.durations import format_duration, parse_duration
 from failsoft.errors import ConfigError
 from failsoft.store import Store, StoreError, open_store
+from failsoft.terminal import console, stamp
 from failsoft.types import Health
 
 
@@ -158,10 +159,6 @@ def _health(args: argparse.Namespace) -> int:
     return 0
 
 
-def stamp(t: float | None) -> str:
-    return datetime.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
-
-
 def _audits(args: argparse.Namespace) -> int:
     import json
 
@@ -211,46 +208,63 @@ def _audits(args: argparse.Namespace) -> int:
     if status >= 400:
         print(f"error: HTTP {status}: {doc.get('error', doc)}", file=sys.stderr)
         return 1
-    if args.json or args.verb in {"ack", "resolve"}:
+    if args.json:
         print(json.dumps(doc, indent=2, default=str))
         return 0
     _print_audits(args.verb, doc)
     return 0
 
 
-def _print_audits(verb: str, doc: dict[str, object]) -> None:
-    from rich.console import Console
+def _print_audits(verb: str, doc: Any) -> None:
     from rich.table import Table
 
-    console = Console()
-
+    out = console()
     if verb == "list":
         t = Table(title="audit items")
         for col in ("id", "model", "kind", "status", "opened", "why"):
             t.add_column(col)
-        for item in doc["audits"]:  # type: ignore[attr-defined]
-            d = item["details"]
-            why = ", ".join(f"{k} {v}" for k, v in d.get("reasons", {}).items()) or d.get("age_s", "")
-            t.add_row(
-                str(item["id"]),
-                item["model"],
-                item["kind"],
-                item["status"],
-                stamp(item["opened_at"]),
-                str(why),
-            )
-        console.print(t)
+        for item in doc["audits"]:
+            t.add_row(str(item["id"]), item["model"], item["kind"], item["status"], stamp(item["opened_at"]),
+                      _why(item["details"]))  # fmt: skip
+        out.print(t)
     elif verb == "log":
-        t = Table(title="audit trail")
-        for col in ("when", "who", "action", "model", "item", "comment"):
-            t.add_column(col)
-        for a in doc["log"]:  # type: ignore[attr-defined]
-            t.add_row(
-                stamp(a["ts"]), a["actor"], a["action"], a["model"], str(a["audit_id"] or "-"), a["comment"]
-            )
-        console.print(t)
-    else:
-        console.print_json(data=doc)
+        out.print(_trail(doc["log"], "audit trail"))
+    elif verb == "show":
+        closed = f", closed {stamp(doc['closed_at'])}" if doc["closed_at"] else ""
+        out.print(f"[bold]audit item {doc['id']}[/]: {doc['model']}, {doc['kind']}, {doc['status']}; opened "
+                  f"{stamp(doc['opened_at'])}{closed}")  # fmt: skip
+        out.print(f"  why: {_why(doc['details'])}")
+        for key, value in doc["details"].items():
+            if key not in {"reasons"}:
+                out.print(f"  {key.replace('_', ' ')}: {value}")
+        if doc.get("actions"):
+            out.print(_trail(doc["actions"], "what was done"))
+    else:  # ack, resolve
+        item, action = doc.get("item") or {}, doc.get("action") or {}
+        what = f"audit item {item.get('id', '?')} ({item.get('model', '?')}): {action.get('action', verb)}"
+        out.print(f"{what} by {action.get('actor', '?')} at {stamp(action.get('ts'))}; "
+                  f"now {item.get('status', '?')}")  # fmt: skip
+
+
+def _why(details: dict[str, Any]) -> str:
+    reasons = details.get("reasons") or {}
+    if reasons:
+        return ", ".join(f"{k} {v}" for k, v in reasons.items())
+    if "age_s" in details:
+        return f"the default is {format_duration(float(details['age_s']))} old"
+    return "-"
+
+
+def _trail(actions: list[dict[str, Any]], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("when", "who", "action", "model", "item", "comment"):
+        t.add_column(col)
+    for a in actions:
+        t.add_row(stamp(a["ts"]), a["actor"], a["action"], a["model"], str(a.get("audit_id") or "-"),
+                  a.get("comment") or "")  # fmt: skip
+    return t
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -318,32 +332,39 @@ def _shadow(args: argparse.Namespace) -> int:
     except (ConfigError, StoreError, InvalidRequest) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.json or args.cmd in {"promote", "rollback"}:
+    if args.json:
         print(json.dumps(doc, indent=2, default=str))
-        if args.cmd in {"promote", "rollback"} and doc.get("status") == "flipped":
-            print(f"{args.model}: {doc['from']} -> {doc['to']}; replicas apply it within their poll_ms",
-                  file=sys.stderr)  # fmt: skip
+        return 0
+    if args.cmd in {"promote", "rollback"}:
+        if doc.get("status") == "flipped":
+            forced = " (forced)" if doc.get("forced") else ""
+            print(f"{args.model}: {doc['action']}{forced} {doc['from']} -> {doc['to']} by {doc['actor']} at "
+                  f"{stamp(doc['ts'])}; every replica applies it")  # fmt: skip
+        elif doc.get("status") == "pending_approval":
+            print(f"{args.model}: promoting {doc['candidate']} waits for approval: audit item "
+                  f"{doc['audit_id']} (failsoft audits show {doc['audit_id']})")  # fmt: skip
+        else:
+            print(f"{args.model}: {doc.get('status', doc)}")
         return 0
     _print_shadow(args.cmd, doc)
     return 0
 
 
 def _print_shadow(cmd: str, doc: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    out = console()
     if cmd == "history":
         t = Table("#", "when", "action", "from", "to", "who", "forced", "why")
         for f in doc:
             t.add_row(str(f["id"]), stamp(f["ts"]), f["action"], f["from"], f["to"], f["actor"],
                       "yes" if f["forced"] else "", f["reason"])  # fmt: skip
-        console.print(t)
+        out.print(t)
         return
-    console.print(f"[bold]{doc['model']}[/]: live primary [bold]{doc['live']}[/]")
+    out.print(f"[bold]{doc['model']}[/]: live primary [bold]{doc['live']}[/]")
     for c in doc["candidates"]:
         m = c["metric"]
-        console.print(
+        out.print(
             f"\n[bold]{c['candidate']}[/]: {c['logged']} copies answered or failed "
             f"({c['mirrored']} mirrored, {c['dropped']} dropped), {c['errors']} errors, "
             f"{c['timeouts']} timeouts; latency p50 {c['latency_ms']['p50']} ms, "
@@ -352,7 +373,7 @@ def _print_shadow(cmd: str, doc: Any) -> None:
             f"{c['labelled_pairs']} labelled pairs"
         )
         if "live" in m:
-            console.print(
+            out.print(
                 f"  {m['name']}: live {m['live']:.4f}, candidate {m['candidate']:.4f}, "
                 f"difference {m['difference']:+.4f} (95% CI {m['ci95'][0]:+.4f} .. {m['ci95'][1]:+.4f}, "
                 f"{m['method']})"
@@ -361,9 +382,9 @@ def _print_shadow(cmd: str, doc: Any) -> None:
         for r in c["verdict"]["rules"]:
             mark = "[green]yes[/]" if r["passed"] else "[red]no[/]"
             t.add_row(r["rule"], mark, str(r["value"]), str(r["threshold"]), r["detail"])
-        console.print(t)
+        out.print(t)
         verdict = "[green]may be promoted[/]" if c["verdict"]["passed"] else "[red]not proven[/]"
-        console.print(f"  verdict: {verdict}")
+        out.print(f"  verdict: {verdict}")
 
 
 def _features_status(store: Any, names: list[str], as_json: bool) -> int:
@@ -374,7 +395,6 @@ def _features_status(store: Any, names: list[str], as_json: bool) -> int:
     if as_json:
         print(json.dumps(docs, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     t = Table("table", "rows", "entities", "lag p50", "lag p95", "lag max", "newest landed")
@@ -387,7 +407,7 @@ def _features_status(store: Any, names: list[str], as_json: bool) -> int:
             *(format_duration(lag[k]) if k in lag else "-" for k in ("p50", "p95", "max")),
             f"{format_duration(d['newest_age_s'])} ago" if "newest_age_s" in d else "-",
         )
-    Console().print(t)
+    console().print(t)
     return 0
 
 
@@ -406,7 +426,6 @@ def _leakage(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, default=str))
     else:
-        from rich.console import Console
         from rich.table import Table
 
         t = Table(title="leakage audit")
@@ -415,7 +434,7 @@ def _leakage(args: argparse.Namespace) -> int:
         for f in report["features"]:
             color = {"ok": "green", "suspicious": "yellow", "leak": "red"}[f["verdict"]]
             t.add_row(f["table"], f["feature"], f"[{color}]{f['verdict']}[/]", f["reason"])
-        Console().print(t)
+        console().print(t)
         print(", ".join(f"{v} {k}" for k, v in report["summary"].items()))
     if args.html:
         rows = "".join(

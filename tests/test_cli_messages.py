@@ -129,3 +129,21 @@ def test_a_labels_file_without_label_says_which_column(
     assert main(["labels", "ingest", str(late), "--portfolio", str(toml)]) == 2
     err = capsys.readouterr().err
     assert "no column 'label' (it has id, churned)" in err and "id, label" in err
+
+
+def test_times_are_iso_with_the_offset_and_piped_tables_are_not_cut() -> None:
+    import re
+
+    from rich.table import Table
+
+    from failsoft.terminal import PIPED_WIDTH, console, stamp
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", stamp(1_764_000_000.0))
+    assert stamp(None) == "-"
+    out = console()
+    assert out.width == PIPED_WIDTH  # pytest captures stdout: not a terminal
+    t = Table(*(f"est. accuracy {i}" for i in range(6)))
+    t.add_row(*("0.9123" for _ in range(6)))
+    with out.capture() as captured:
+        out.print(t)
+    assert "…" not in captured.get() and "est. accuracy 5" in captured.get()

@@ -73,8 +73,9 @@ def _drift(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from failsoft.terminal import console
 
         t2 = Table(title=f"drift of {args.data} against {args.profile}")
         for col in ("chunk", "rows", "verdict", "drifted (PSI)", "data quality"):
@@ -85,7 +86,7 @@ def _drift(args: argparse.Namespace) -> int:
                 f"{r['chunk']} [{r['start']}:{r['end']}]", str(r["rows"]), _verdict(r["verdict"]),
                 drifted, ", ".join(r["quality"]),
             )  # fmt: skip
-        Console().print(t2)
+        console().print(t2)
         print(f"{report['drifted_chunks']} of {len(report['chunks'])} chunks drifted ({report['seconds']} s)")
     return 1 if args.fail_on_drift and report["drifted_chunks"] else 0
 
@@ -104,8 +105,9 @@ def _estimate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from failsoft.terminal import console
 
     t = Table(title=f"estimated performance of {args.analysis}")
     for col in ("chunk", "rows", "est. ROC AUC", "real ROC AUC", "est. accuracy", "real accuracy",
@@ -121,7 +123,7 @@ def _estimate(args: argparse.Namespace) -> int:
             str(c["chunk"]), str(c["rows"]), num(e, "roc_auc"), num(r, "roc_auc"),
             num(e, "accuracy"), num(r, "accuracy"), num(e, "f1"), num(r, "f1"), _verdict(c["verdict"]),
         )  # fmt: skip
-    Console().print(t)
+    console().print(t)
     ref = report["reference"]
     print(f"reference ROC AUC {ref['roc_auc']:.4f}; {report['degraded_chunks']} chunks estimated more than "
           f"{report['max_drop']} below it")  # fmt: skip

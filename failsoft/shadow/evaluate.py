@@ -19,6 +19,7 @@ import numpy.typing as npt
 from scipy.stats import rankdata
 
 from failsoft.config import PromotionSpec
+from failsoft.durations import format_duration
 from failsoft.store import Store
 
 Array = npt.NDArray[np.float64]
@@ -292,9 +293,9 @@ def verdict(r: dict[str, Any], policy: PromotionSpec) -> dict[str, Any]:
         rules.append({"rule": name, "passed": bool(passed), "value": value, "threshold": threshold,
                       "detail": detail})  # fmt: skip
 
-    days = policy.min_shadow_s / 86400
+    shadowed = f"in the shadows {format_duration(r['shadow_s'])} of {format_duration(policy.min_shadow_s)}"
     rule("min_shadow_duration", r["shadow_s"] >= policy.min_shadow_s, r["shadow_s"], policy.min_shadow_s,
-         f"in the shadows {r['shadow_s'] / 86400:.2f} of {days:g} days")  # fmt: skip
+         shadowed)  # fmt: skip
     n = r["labelled_pairs"]
     rule("min_labelled_pairs", n >= policy.min_labelled, n, policy.min_labelled,
          f"{n} labelled pairs, {policy.min_labelled} needed")  # fmt: skip

@@ -57,11 +57,11 @@ def test_refused_then_forced_then_rolled_back(tmp_path: Path, capsys: pytest.Cap
     assert main(["promote", "m", "cand", "--portfolio", cfg, "--force"]) == 1  # a forced flip needs a reason
     code, out = run(capsys, "promote", "m", "cand", "--portfolio", cfg, "--force", "--reason", "hotfix",
                     "--by", "ana")  # fmt: skip
-    assert code == 0 and json.loads(out)["to"] == "cand"
+    assert code == 0 and out.startswith("m: promote (forced) cpu -> cand by ana at ")
     code, out = run(capsys, "shadow", "report", "m", "--portfolio", cfg, "--json")
     doc = json.loads(out)
     assert doc["live"] == "cand" and [c["candidate"] for c in doc["candidates"]] == ["cpu"]
-    code, out = run(capsys, "rollback", "m", "--portfolio", cfg, "--reason", "worse after all")
+    code, out = run(capsys, "rollback", "m", "--portfolio", cfg, "--reason", "worse after all", "--json")
     assert code == 0 and json.loads(out)["to"] == "cpu"
     code, out = run(capsys, "history", "m", "--portfolio", cfg, "--json")
     flips = json.loads(out)
@@ -73,7 +73,7 @@ def test_refused_then_forced_then_rolled_back(tmp_path: Path, capsys: pytest.Cap
     # a second rollback would re-promote the candidate just taken out, unchecked: refused unless forced
     code, out = run(capsys, "rollback", "m", "--portfolio", cfg, "--json")
     assert code == 1 and "already a rollback" in json.loads(out)["error"]
-    code, out = run(capsys, "rollback", "m", "--portfolio", cfg, "--force", "--reason", "cpu broke")
+    code, out = run(capsys, "rollback", "m", "--portfolio", cfg, "--force", "--reason", "cpu broke", "--json")
     assert code == 0 and json.loads(out)["to"] == "cand" and json.loads(out)["forced"]
 
 
@@ -81,7 +81,7 @@ def test_a_proven_candidate_is_promoted(tmp_path: Path, capsys: pytest.CaptureFi
     cfg = setup(tmp_path, quality=2.0)
     code, out = run(capsys, "shadow", "report", "m", "--portfolio", cfg)
     assert code == 0 and "may be promoted" in out and "non_inferiority" in out
-    code, out = run(capsys, "promote", "m", "cand", "--portfolio", cfg)
+    code, out = run(capsys, "promote", "m", "cand", "--portfolio", cfg, "--json")
     assert code == 0 and json.loads(out)["status"] == "flipped" and not json.loads(out)["forced"]
 
 
@@ -89,7 +89,7 @@ def test_require_approval_waits_in_the_audit_queue(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = setup(tmp_path, quality=2.0, approval=True)
-    code, out = run(capsys, "promote", "m", "cand", "--portfolio", cfg)
+    code, out = run(capsys, "promote", "m", "cand", "--portfolio", cfg, "--json")
     doc = json.loads(out)
     assert code == 0 and doc["status"] == "pending_approval"
     store = open_store(f"sqlite:///{tmp_path / 'state' / 'failsoft.db'}")
@@ -98,6 +98,8 @@ def test_require_approval_waits_in_the_audit_queue(
     assert (kind, status) == ("approval", "open")
     assert store.execute("SELECT count(*) FROM flips")[0][0] == 0
     store.close()
+    code, out = run(capsys, "promote", "m", "cand", "--portfolio", cfg)
+    assert "waits for approval: audit item" in out and "failsoft audits show" in out
 
 
 def test_labels_ingest_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
