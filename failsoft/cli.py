@@ -16,7 +16,7 @@ from failsoft import config
 from failsoft.durations import format_duration, parse_duration
 from failsoft.errors import ConfigError
 from failsoft.store import Store, StoreError, open_store
-from failsoft.terminal import console, stamp
+from failsoft.terminal import console, stamp, working
 from failsoft.types import Health
 
 
@@ -312,7 +312,7 @@ def _shadow(args: argparse.Namespace) -> int:
         store = open_store(spec.store_url())
         store.connect()
         if args.cmd == "labels":
-            n = ingest_file(store, args.file, progress=not args.json)
+            n = ingest_file(store, args.file)
             print(json.dumps({"received": n}) if args.json else f"{n} labels saved")
             return 0
         if args.cmd == "shadow":
@@ -506,6 +506,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="failsoft", description="Every prediction answered within its deadline.")
+    p.set_defaults(progress=False)  # long offline commands set it: a progress line on a terminal
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve a portfolio over HTTP (Open Inference Protocol v2 and JSON)")
@@ -572,7 +573,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--table", action="append", default=[], help="build, status: a feature table (repeatable)")
     f.add_argument("--json", action="store_true", help="status: as JSON")
     f.add_argument("--out", help="build: the training set to write (.parquet or .csv)")
-    f.set_defaults(fn=_features)
+    f.add_argument("--quiet", action="store_true", help="no progress line")
+    f.set_defaults(fn=_features, progress=True)
 
     by = os.environ.get("USER", "cli")
     sh = sub.add_parser("shadow", help="shadow candidates: the report, rule by rule")
@@ -592,6 +594,8 @@ def parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("labels", help="delayed ground truth, joined to logged predictions by request id")
     lb.add_argument("verb", choices=["ingest"])
     lb.add_argument("file", help=".csv, .parquet or .jsonl with columns id, label and optionally time")
+    lb.add_argument("--quiet", action="store_true", help="no progress line")
+    lb.set_defaults(progress=True)
     for cmd, q in (("shadow", sh), ("promote", pr), ("rollback", rb), ("history", hi), ("labels", lb)):
         q.add_argument("--portfolio", default="portfolio.toml")
         q.add_argument("--json", action="store_true")
@@ -609,7 +613,8 @@ def parser() -> argparse.ArgumentParser:
     lk.add_argument("--split", default=None, help="a column saying train or test")
     lk.add_argument("--json", action="store_true")
     lk.add_argument("--html", default=None, help="also write the report as an HTML page")
-    lk.set_defaults(fn=_leakage)
+    lk.add_argument("--quiet", action="store_true", help="no progress line")
+    lk.set_defaults(fn=_leakage, progress=True)
 
     from failsoft.monitor.commands import add_commands
 
@@ -628,7 +633,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        code: int = args.fn(args)
+        with working(f"failsoft {args.command}", getattr(args, "quiet", False) or not args.progress):
+            code: int = args.fn(args)
     except BrokenPipeError:
         # the reader went away (`failsoft history --json | head`): stop quietly, as other tools do
         devnull = os.open(os.devnull, os.O_WRONLY)

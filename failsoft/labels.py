@@ -19,6 +19,7 @@ import msgspec
 
 from failsoft.errors import InvalidRequest
 from failsoft.store import Store
+from failsoft.terminal import step
 
 __all__ = ["Label", "LabelsBody", "LabelsRequest", "ingest_file", "save_labels"]
 
@@ -113,9 +114,7 @@ def ingest_file(store: Store, path: str | Path, id_column: str = "id", label_col
             (Label(str(r[id_column]), r[label_column], _time(r.get(time_column))) for r in chunk),
         )
         if progress:
-            print(f"\r{total:,} / {len(rows):,} labels", end="", flush=True)
-    if progress:
-        print()
+            step(f"{total:,} of {len(rows):,} labels saved")
     return total
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from failsoft.errors import ConfigError
 from failsoft.features.point_in_time import build_training_set
 from failsoft.features.store import FeatureStore, _duckdb, lag_quantiles, register
+from failsoft.terminal import step
 
 LEAK_RATE = 0.01  # a share of rows with not-yet-available values worth talking about
 POWER_GAIN = 0.10  # how much more predictive the naive join must be to call it a leak
@@ -115,6 +116,7 @@ def audit(
     pit = build_training_set(store, spine, tables, time_col=time_col)
     verdicts = []
     for name in tables:
+        step(f"auditing table {name}")
         t = store.table(name)
         naive = _naive_training_set(store, spine, name, time_col)
         landed = naive.column("__landed").to_pylist()

@@ -144,7 +144,8 @@ def add_commands(sub: Any) -> None:
     pf.add_argument("--score-column", help="P(positive) per row, for a binary classifier")
     pf.add_argument("--target-column", help="the label (with --score-column: calibration for `estimate`)")
     pf.add_argument("--threshold", type=float, default=0.5, help="score at which the class is positive")
-    pf.set_defaults(fn=_profile)
+    pf.add_argument("--quiet", action="store_true", help="no progress line")
+    pf.set_defaults(fn=_profile, progress=True)
 
     dr = sub.add_parser("drift", help="drift and data quality of a file against a profile, chunk by chunk")
     dr.add_argument("profile")
@@ -156,7 +157,8 @@ def add_commands(sub: Any) -> None:
     dr.add_argument("--tests", default="psi,ks,chi2")
     dr.add_argument("--fail-on-drift", action="store_true", help="exit code 1 when a chunk drifted")
     dr.add_argument("--json", action="store_true")
-    dr.set_defaults(fn=_drift)
+    dr.add_argument("--quiet", action="store_true", help="no progress line")
+    dr.set_defaults(fn=_drift, progress=True)
 
     es = sub.add_parser("estimate", help="estimated performance of a binary classifier before labels (CBPE)")
     es.add_argument("--reference", required=True, help="labelled reference data with the model's scores")
@@ -172,4 +174,5 @@ def add_commands(sub: Any) -> None:
     es.add_argument("--threshold", type=float, default=0.5)
     es.add_argument("--max-drop", type=float, default=0.02, help="estimated ROC AUC drop that flags a chunk")
     es.add_argument("--json", action="store_true")
-    es.set_defaults(fn=_estimate)
+    es.add_argument("--quiet", action="store_true", help="no progress line")
+    es.set_defaults(fn=_estimate, progress=True)

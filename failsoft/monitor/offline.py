@@ -14,6 +14,7 @@ from failsoft.config import DriftSpec, PortfolioSpec
 from failsoft.monitor import drift
 from failsoft.monitor.performance import estimate, fit_calibration, realized
 from failsoft.monitor.profile import PREDICTION, Column, Profile, ProfileError, build, read_table
+from failsoft.terminal import step
 
 
 def model_features(spec: PortfolioSpec, model: str) -> list[str]:
@@ -70,7 +71,9 @@ def profile_file(
     threshold: float = 0.5,
     computed: Column | None = None,
 ) -> Profile:
+    step(f"reading {Path(data).name}")
     columns = read_table(data)
+    step("building the profile")
     named = {c for c in (prediction, score, target) if c}
     if computed is not None:
         columns[PREDICTION] = computed
@@ -90,7 +93,9 @@ def drift_file(
     wanted = list(profile.features)
     if prediction:
         wanted.append(prediction)
+    step(f"reading {Path(data).name}")
     columns = read_table(data)
+    step("testing chunk by chunk")
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise ProfileError(f"{data}: no column {', '.join(missing)} (the profile describes it)")
@@ -151,18 +156,22 @@ def estimate_file(
 ) -> dict[str, Any]:
     """Estimated (and, where targets are known, realized) ROC AUC, accuracy and F1 per analysis chunk; a
     chunk is flagged when its estimated ROC AUC falls more than ``max_drop`` below the reference's."""
+    step(f"reading {Path(reference).name}")
     ref = read_table(reference, [c for c in (score, target, prediction) if c])
     y, s = np.asarray(ref[target].values, dtype=np.float64), np.asarray(ref[score].values, dtype=np.float64)
     keep = ~(np.isnan(y) | np.isnan(s))
     calibration = fit_calibration(y[keep], s[keep], threshold)
     base = realized("binary", y[keep], s[keep], threshold)
+    step(f"reading {Path(analysis).name}")
     ana = read_table(analysis)
     for c in [score, prediction]:
         if c and c not in ana:
             raise ProfileError(f"{analysis}: no column {c}")
     scores = np.asarray(ana[score].values, dtype=np.float64)
     predicted = np.asarray(ana[prediction].values, dtype=np.float64) if prediction else None
+    step("joining late labels" if targets else "estimating")
     truth = _targets(ana, target, targets, id_column)
+    step("estimating chunk by chunk")
     n = len(scores)
     chunks = []
     for i, start in enumerate(range(0, n, chunk_size)):
