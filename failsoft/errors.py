@@ -44,9 +44,13 @@ class ConfigError(FailsoftError):
 
 class UnknownModel(FailsoftError):
     def __init__(self, model: str, known: list[str]) -> None:
+        import difflib
+
         self.model = model
+        close = difflib.get_close_matches(model, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         super().__init__(
-            f"unknown model {model!r}; this portfolio serves {', '.join(sorted(known)) or 'none'}"
+            f"unknown model {model!r}{hint}; this portfolio serves {', '.join(sorted(known)) or 'none'}"
         )
 
 

@@ -182,3 +182,27 @@ def test_long_offline_work_shows_progress_on_a_terminal_only(tmp_path: Path, qui
     assert ("failsoft estimate" in drawn) is not quiet, drawn[-500:]
     piped = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert piped.returncode == 0 and "failsoft estimate" not in piped.stderr and piped.stderr == ""
+
+
+def test_feature_times_that_are_not_times_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A numeric event_time printed DuckDB's ConversionException with its traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"user": [1, 2], "event_time": [1.0, 2.0], "spend": [3.0, 4.0]}), src)
+    args = ["features", "ingest", "--root", str(tmp_path / "fs"), "--name", "t", "--source", str(src),
+            "--entity", "user"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "event_time: cannot be read as a date and time" in err and "ISO-8601" in err
+
+
+def test_an_unknown_model_gets_a_suggestion() -> None:
+    from failsoft.errors import UnknownModel
+
+    assert "unknown model 'chrun' (did you mean 'churn'?); this portfolio serves churn, recs" in str(
+        UnknownModel("chrun", ["recs", "churn"])
+    )

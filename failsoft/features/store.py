@@ -176,7 +176,17 @@ class FeatureStore:
             out = folder / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.parquet"
             # Sorted by entity and time: point-in-time joins and the online lookup read it a third faster.
             order = ", ".join([*(f'"{c}"' for c in entity), "event_time", "available_at"])
-            con.execute(f"COPY (SELECT {select} FROM src ORDER BY {order}) TO '{out}' (FORMAT parquet)")
+            try:
+                con.execute(f"COPY (SELECT {select} FROM src ORDER BY {order}) TO '{out}' (FORMAT parquet)")
+            except duckdb.ConversionException as err:
+                out.unlink(missing_ok=True)
+                times = f"{event_time}" + (f" or {available_at}" if has_available else "")
+                raise ConfigError(
+                    str(source),
+                    times,
+                    f"cannot be read as a date and time ({str(err).splitlines()[0][:160]})",
+                    "write times as timestamps or ISO-8601 text, e.g. 2026-11-01T12:00:00Z",
+                ) from None
         finally:
             con.close()
         table = FeatureTable(name, entity, features, ttl_s, folder)
