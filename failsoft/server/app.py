@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import gc
 import logging
 import sys
@@ -247,7 +248,8 @@ class App:
             _need(method, "GET")
             self.portfolio.chain(parts[2])
             events = await asyncio.to_thread(self.portfolio.state_store.state_events, parts[2])
-            return 200, _encode({"events": [dataclasses.asdict(e) for e in events]}), _JSON
+            shown = [{**dataclasses.asdict(e), "at": _iso(e.ts)} for e in events]
+            return 200, _encode({"events": shown}), _JSON
         if head == "v1" and n == 2 and parts[1] == "labels":
             _need(method, "POST")
             self._authorize(scope)  # labels steer promotions: only known senders
@@ -451,6 +453,11 @@ class App:
                 (b"inference-header-content-length", str(cut).encode()),
             ],
         )
+
+
+def _iso(ts: float) -> str:
+    """An epoch as ISO-8601 UTC, beside the number, for a person reading the answer."""
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def _segments(scope: Scope) -> list[str]:

@@ -218,3 +218,5 @@ def test_failsoft_health_goes_through_the_control_plane(
     assert main(["health", "churn", "live", "--url", gw, "--token", token]) == 0
     events = call("GET", gw + "/v1/models/churn/events")[1]["events"]
     assert any(e["actor"] == "admin" and e["reason"] == "checking" for e in events), "the token's owner"
+    for e in events:  # a time a person can read beside the epoch
+        assert e["at"].endswith("+00:00") and e["at"][:4] == str(time.gmtime(e["ts"]).tm_year)
