@@ -101,7 +101,12 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 class _Refused(Exception):
-    """A command line call of the gateway that could not be made: the message says why and the fix."""
+    """A command line call of the gateway that could not be made (exit code 2) or that the gateway refused
+    (exit code 1): the message says why."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _gateway(
@@ -111,8 +116,8 @@ def _gateway(
     body: Any = None,
     params: dict[str, str] | None = None,
     timeout_s: float = 30.0,
-) -> tuple[int, Any]:
-    """(status, JSON answer) of the gateway at --url (FAILSOFT_URL), with --token (FAILSOFT_ADMIN_TOKEN)."""
+) -> Any:
+    """The JSON answer of the gateway at --url (FAILSOFT_URL), with --token (FAILSOFT_ADMIN_TOKEN)."""
     import httpx
 
     headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
@@ -125,10 +130,14 @@ def _gateway(
             f"cannot reach the gateway at {args.url}{unset}: {err}; set FAILSOFT_URL or pass --url"
         ) from None
     try:
-        return r.status_code, r.json()
+        doc = r.json()
     except ValueError:
         problem = f"{url} answered HTTP {r.status_code} with no JSON: is it a failsoft gateway?"
         raise _Refused(problem) from None
+    if r.status_code >= 400:
+        said = doc.get("error", doc) if isinstance(doc, dict) else doc
+        raise _Refused(f"HTTP {r.status_code}: {said}", code=1)
+    return doc
 
 
 def _add_gateway_options(p: argparse.ArgumentParser) -> None:
@@ -145,15 +154,12 @@ def _health(args: argparse.Namespace) -> int:
     """Through the gateway's control plane, like every other change: the token's owner is recorded, and
     every replica applies it (a notification on PostgreSQL, the next state poll otherwise)."""
     try:
-        status, doc = _gateway(
+        doc = _gateway(
             args, "POST", f"/v1/models/{args.model}/health", {"health": args.health, "reason": args.reason}
         )
     except _Refused as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    if status >= 400:
-        print(f"error: HTTP {status}: {doc.get('error', doc)}", file=sys.stderr)
-        return 1
+        return err.code
     print(f"{doc['model']}: {doc['health']} (revision {doc['revision']}, by {doc['changed_by']}); every "
           "replica applies it")  # fmt: skip
     return 0
@@ -174,12 +180,12 @@ def _audits(args: argparse.Namespace) -> int:
     try:
         if args.verb == "list":
             params = {k: v for k, v in {"status": args.status, "model": args.model}.items() if v}
-            status, doc = _gateway(args, "GET", base, params=params, timeout_s=10)
+            doc = _gateway(args, "GET", base, params=params, timeout_s=10)
         elif args.verb == "log":
             params = {"model": args.model} if args.model else {}
-            status, doc = _gateway(args, "GET", f"{base}/log", params=params)
+            doc = _gateway(args, "GET", f"{base}/log", params=params)
         elif args.verb == "show":
-            status, doc = _gateway(args, "GET", f"{base}/{args.id}", timeout_s=10)
+            doc = _gateway(args, "GET", f"{base}/{args.id}", timeout_s=10)
         else:
             body: dict[str, object] = {"comment": args.comment}
             if args.verb == "resolve":
@@ -201,13 +207,10 @@ def _audits(args: argparse.Namespace) -> int:
                         print(f"error: --for {err}", file=sys.stderr)
                         return 2
             verb = "ack" if args.verb == "ack" else "resolve"
-            status, doc = _gateway(args, "POST", f"{base}/{args.id}/{verb}", body)
+            doc = _gateway(args, "POST", f"{base}/{args.id}/{verb}", body)
     except _Refused as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    if status >= 400:
-        print(f"error: HTTP {status}: {doc.get('error', doc)}", file=sys.stderr)
-        return 1
+        return err.code
     if args.json:
         print(json.dumps(doc, indent=2, default=str))
         return 0
