@@ -82,6 +82,11 @@ MAX_UNKNOWN = 10
 FLOAT_MAX = sys.float_info.max
 
 
+def _within_float(name: str, v: int) -> None:
+    if not -FLOAT_MAX <= v <= FLOAT_MAX:
+        raise InvalidValue(f"{name}: an integer of {v.bit_length()} bits is beyond a 64-bit float")
+
+
 def _feature_check(spec: FeatureSpec) -> Callable[[Any], Any]:
     name, lo, hi, kind = spec.name, spec.min, spec.max, spec.type
     cats = frozenset(spec.categories) if spec.categories is not None else None
@@ -93,16 +98,16 @@ def _feature_check(spec: FeatureSpec) -> Callable[[Any], Any]:
                 raise InvalidValue(f"{name}: expected a number, got {t.__name__} {v!r:.40}")
             if t is float and not math.isfinite(v):
                 raise InvalidValue(f"{name}: {v} is not a finite number")
-            if t is int and not -FLOAT_MAX <= v <= FLOAT_MAX:
-                raise InvalidValue(f"{name}: an integer of {v.bit_length()} bits is beyond a 64-bit float")
+            if t is int:
+                _within_float(name, v)
         elif kind == "int":
             if t is not int:
                 if t is float and v.is_integer():
                     v = int(v)
                 else:
                     raise InvalidValue(f"{name}: expected an integer, got {t.__name__} {v!r:.40}")
-            elif not -FLOAT_MAX <= v <= FLOAT_MAX:
-                raise InvalidValue(f"{name}: an integer of {v.bit_length()} bits is beyond a 64-bit float")
+            else:
+                _within_float(name, v)
         elif kind == "bool":
             if t is not bool:
                 raise InvalidValue(f"{name}: expected true or false, got {t.__name__} {v!r:.40}")

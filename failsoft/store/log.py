@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +57,8 @@ class PredictionLog:
         self.written = self.spilled = self.replayed = self.dropped = self.failures = 0
         self.dead_lettered = 0
         self.dead_letter_path = spill.path.parent / "dead-letter.jsonl"
+        # appended like the spill (fsynced a line at a time), never replayed
+        self.dead_letters = SpillFile(self.dead_letter_path, 1 << 40)
         self._retry_at = 0.0
         self._backoff = 0.1
         self._next_retention = 0.0
@@ -194,13 +195,10 @@ class PredictionLog:
     def _dead_letter(self, doc: dict[str, Any], err: StoreRejected) -> None:
         """One refused record, kept on disk with why (fsynced) instead of blocking every later write."""
         record_id = doc["rows"][0][0] or f"{doc['prefix']}-{doc['base']}"
-        line = msgspec.json.encode({"record": record_id, "error": str(err)[:500], "batch": doc}) + b"\n"
+        line = msgspec.json.encode({"record": record_id, "error": str(err)[:500], "batch": doc})
         try:
-            with self.dead_letter_path.open("ab") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as io_err:
+            self.dead_letters.append(line)
+        except (SpillFull, OSError) as io_err:
             log.warning(json.dumps({"event": "dead_letter_write_failed", "error": str(io_err)}))
         self.dead_lettered += 1
         log.warning(

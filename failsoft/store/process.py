@@ -87,12 +87,7 @@ class ProcessLog:
         writer replays; the database keeps each record once, however many of them it already had."""
         for path, batches in orphans(folder):
             if batches:
-                spill = SpillFile.claim(self.spill_dir, 1 << 40)
-                try:
-                    for payload in batches:
-                        spill.append(payload)
-                finally:
-                    spill.release()
+                SpillFile.keep(self.spill_dir, batches)
             path.unlink()
             done = {"event": "journal_recovered", "file": str(path), "batches": len(batches)}
             log.warning(json.dumps(done))
@@ -128,10 +123,7 @@ class ProcessLog:
             await stop(task)
         self._tasks.clear()
         if self._unacked:  # the writer died or hung at the very end: its batches wait in a spill file
-            spill = SpillFile.claim(self.spill_dir, 1 << 40)
-            for seq in sorted(self._unacked):
-                spill.append(self._unacked[seq][0])
-            spill.release()
+            SpillFile.keep(self.spill_dir, (self._unacked[seq][0] for seq in sorted(self._unacked)))
             log.warning(json.dumps({"event": "log_batches_spilled_at_exit", "batches": len(self._unacked)}))
         if self.records.journal is not None:  # every record is in the database or the spill now
             self.records.journal.close(all_safe=not self.records)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,9 @@ class SpillFile:
         """
         folder.mkdir(parents=True, exist_ok=True)
         for n in range(1, 1000):
-            lock = (folder / f"{stem}-{n}.lock").open("a")
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                lock.close()
-                continue
-            spill = cls(folder / f"{stem}-{n}.jsonl", max_bytes)
-            spill._lock_fh = lock
-            return spill
+            spill = cls._locked(folder / f"{stem}-{n}.jsonl", max_bytes)
+            if spill is not None:
+                return spill
         raise OSError(f"no free spill file in {folder}")
 
     @classmethod
@@ -59,15 +53,33 @@ class SpillFile:
         for path in sorted(folder.glob(f"{stem}-*.jsonl")):
             if path.stat().st_size == 0:
                 continue
-            lock = path.with_suffix(".lock").open("a")
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                lock.close()
-                continue
-            spill = cls(path, max_bytes)
-            spill._lock_fh = lock
-            yield spill
+            spill = cls._locked(path, max_bytes)
+            if spill is not None:
+                yield spill
+
+    @classmethod
+    def _locked(cls, path: Path, max_bytes: int) -> SpillFile | None:
+        """The spill file at ``path`` with its side lock taken, or None when a live process holds it."""
+        lock = path.with_suffix(".lock").open("a")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return None
+        spill = cls(path, max_bytes)
+        spill._lock_fh = lock
+        return spill
+
+    @classmethod
+    def keep(cls, folder: Path, payloads: Iterable[bytes]) -> None:
+        """Batches written (fsynced) to a spill file of their own claim in ``folder``, for a writer to
+        replay: what a serving process holds when it cannot hand it to its writer."""
+        spill = cls.claim(folder, 1 << 40)
+        try:
+            for payload in payloads:
+                spill.append(payload)
+        finally:
+            spill.release()
 
     def release(self) -> None:
         if self._lock_fh is not None:
