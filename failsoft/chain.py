@@ -79,7 +79,7 @@ class Tier:
     """One guarded tier of a chain: backend, breaker, bulkhead and timeout; ``sample`` is the share of
     live requests copied to it while it is a shadow candidate."""
 
-    __slots__ = ("backend", "breaker", "bulkhead", "lane", "max_rows", "name", "sample", "timeout_s")
+    __slots__ = ("backend", "breaker", "bulkhead", "max_rows", "name", "sample", "timeout_s")
 
     def __init__(
         self,
@@ -97,7 +97,6 @@ class Tier:
         self.bulkhead = bulkhead
         self.timeout_s = timeout_s
         self.sample = sample
-        self.lane: Any = None  # its mirroring queue while a candidate (failsoft.shadow.mirror)
 
 
 class Layout(NamedTuple):
@@ -105,6 +104,22 @@ class Layout(NamedTuple):
 
     tiers: list[Tier]
     candidates: tuple[Tier, ...] = ()
+
+
+class Answer(msgspec.Struct, frozen=True):
+    """One answer as the chain's listeners (the prediction log, the monitor, the mirror) get it, after it
+    is decided. Listeners run on the request path: they copy what they keep and never block."""
+
+    outcome: Outcome
+    outputs: list[Any]  # one answer per row (``outcome.outputs`` is the row's own answer for a single row)
+    rows: list[Any]  # the rows as received
+    batch: Batch | None  # the validated batch; None when the request was rejected as invalid
+    primary: list[Any] | None  # the primary's outputs; None when another tier (or the default) answered
+    candidates: tuple[Tier, ...]  # the shadow candidates to copy it to; empty unless a tier answered
+
+
+# Called with every answer; must not block, must not raise (a listener that does is logged and skipped).
+Listener = Callable[[Answer], None]
 
 
 async def guarded_call(
@@ -167,6 +182,7 @@ class Chain:
         metrics: Metrics,
         skip_log: SkipLog,
         clock: Clock = time.monotonic,
+        candidates: tuple[Tier, ...] = (),
     ) -> None:
         self.model = model
         self.version = version
@@ -177,22 +193,39 @@ class Chain:
         self.schema = schema
         self.output_spec = check.spec
         self.check = check.check
-        self.layout = Layout(tiers)
+        self.layout = Layout(tiers, candidates)
+        # the tiers that may be the primary (the first tier and the candidates), by name, and the rest
+        self.eligible: dict[str, Tier] = {t.name: t for t in [*tiers[:1], *candidates]}
+        self._fallbacks = tiers[1:]
         self.default = default
         self.metrics = metrics
         self.skip_log = skip_log
         self.clock = clock
         self.health = Health.LIVE
         self.health_reason = ""
-        # Called with every answer, after it is decided (the prediction log); must not block.
-        self.sink: Callable[..., None] | None = None
         # Values filled in from the online feature store (failsoft.features.online), if the model uses any.
         self.lookups: tuple[Any, ...] = ()
-        # Given a copy of every answered valid request while the layout has candidates; must not block.
-        self.mirror: Callable[[Chain, tuple[Tier, ...], Batch, str], None] | None = None
-        # Given every request after its answer (batch None: rejected as invalid; outputs None: not answered
-        # by the primary) when the model is monitored; must not block.
-        self.monitor: Callable[[Batch | None, list[Any] | None, str], None] | None = None
+        # Given every answer (the prediction log, the monitor, the mirror).
+        self.listeners: tuple[Listener, ...] = ()
+        self._listener_errors = 0
+
+    def all_tiers(self) -> list[Tier]:
+        """Every tier this chain may call, whatever the layout: the eligible primaries and the fallbacks."""
+        return [*self.eligible.values(), *self._fallbacks]
+
+    def make_primary(self, live: str) -> bool:
+        """Make ``live`` the primary and the other eligible tiers its shadow candidates, in one swap (a
+        request sees the old layout or the new one). False when ``live`` is not eligible."""
+        primary = self.eligible.get(live)
+        if primary is None:
+            return False
+        if self.tiers and self.tiers[0] is primary:
+            return True
+        others = tuple(t for n, t in self.eligible.items() if n != live)
+        self.layout = Layout([primary, *self._fallbacks], others)
+        log.warning(json.dumps({"event": "primary_changed", "model": self.model, "primary": live,
+                                "candidates": [t.name for t in others]}))  # fmt: skip
+        return True
 
     @property
     def tiers(self) -> list[Tier]:
@@ -203,7 +236,8 @@ class Chain:
         self.metrics.skip(self.model, tier, reason)
         self.skip_log.skip(self.model, tier, reason, request_id, detail)
 
-    def _bad_output(self, out: Any, n: int) -> str | None:
+    def bad_output(self, out: Any, n: int) -> str | None:
+        """Why ``out`` is not an answer to ``n`` rows by the model's output check; None when it is."""
         if not isinstance(out, list) or len(out) != n:
             return f"expected {n} answers, got {type(out).__name__}"
         check = self.check
@@ -224,9 +258,8 @@ class Chain:
         except Exception as err:  # the last boundary: whatever broke, the product gets the default
             log.exception("chain of %s failed; answering with the safe default", self.model)
             skips.append(Skip("chain", Reason.ERROR, repr(err)[:300]))
-            return self._finish(
-                deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single, rows
-            )
+            outputs = self.default.answer(len(rows))
+            return self._finish(deadline, request_id, self.default.name, outputs, skips, single, rows, None)
 
     async def _walk(
         self, rows: list[Any], request_id: str, single: bool, deadline: Deadline, skips: list[Skip]
@@ -245,12 +278,10 @@ class Chain:
             if noted:
                 self.metrics.unknown_input(self.model, len(noted))
             self._skip(skips, first, Reason.INVALID_INPUT, request_id, "; ".join((str(err), *noted)))
-            if self.monitor is not None:
-                self.monitor(None, None, request_id)
+            outputs = self.default.answer(len(rows))
             return self._finish(
-                deadline, request_id, self.default.name, self.default.answer(len(rows)), skips, single, rows,
-                noted,
-            )  # fmt: skip
+                deadline, request_id, self.default.name, outputs, skips, single, rows, None, noted
+            )
         warnings: tuple[str, ...] = ()
         if batch.unknown:
             warnings = self.schema.unknown_warnings(batch.unknown)
@@ -264,25 +295,14 @@ class Chain:
         for tier in tiers:
             out = await self._call(tier, batch, deadline, skips, request_id)
             if out is not None:
-                outcome = self._finish(
-                    deadline, request_id, tier.name, out, skips, single, batch.rows, warnings
-                )
-                if layout.candidates and self.mirror is not None:
-                    self.mirror(self, layout.candidates, batch, request_id)
-                if self.monitor is not None:
-                    self.monitor(batch, out if tier is layout.tiers[0] else None, request_id)
-                return outcome
-        if self.monitor is not None:
-            self.monitor(batch, None, request_id)
+                primary = out if tier is layout.tiers[0] else None
+                return self._finish(
+                    deadline, request_id, tier.name, out, skips, single, batch.rows, batch, warnings, primary,
+                    layout.candidates,
+                )  # fmt: skip
+        outputs = self.default.answer(len(batch))
         return self._finish(
-            deadline,
-            request_id,
-            self.default.name,
-            self.default.answer(len(batch)),
-            skips,
-            single,
-            batch.rows,
-            warnings,
+            deadline, request_id, self.default.name, outputs, skips, single, batch.rows, batch, warnings
         )
 
     async def _call(
@@ -299,7 +319,7 @@ class Chain:
         if budget <= 0.0 and not (inline and not deadline.expired()):
             self._skip(skips, tier.name, Reason.TIMEOUT, request_id, "no time left in the deadline")
             return None
-        out, reason, detail = await guarded_call(tier, batch, request_id, budget, self._bad_output)
+        out, reason, detail = await guarded_call(tier, batch, request_id, budget, self.bad_output)
         if reason is not None:
             self._skip(skips, tier.name, reason, request_id, detail)
         return out
@@ -313,26 +333,16 @@ class Chain:
         skips: list[Skip],
         single: bool,
         rows: list[Any],
+        batch: Batch | None,
         warnings: tuple[str, ...] = (),
+        primary: list[Any] | None = None,
+        candidates: tuple[Tier, ...] = (),
     ) -> Outcome:
         latency = deadline.elapsed()
         degraded = bool(skips)
         reason = skips[0].reason if skips else None
         self.metrics.answer(self.model, tier, reason, latency, degraded)
-        if self.sink is not None:
-            self.sink(
-                request_id,
-                self.model,
-                self.version,
-                tier,
-                "live",
-                degraded,
-                reason.value if reason else None,
-                outputs,
-                rows,
-                latency * 1000.0,
-            )
-        return Outcome(
+        outcome = Outcome(
             id=request_id,
             model=self.model,
             version=self.version,
@@ -344,3 +354,13 @@ class Chain:
             skips=tuple(skips),
             warnings=warnings or msgspec.UNSET,
         )
+        if self.listeners:
+            answer = Answer(outcome, outputs, rows, batch, primary, candidates)
+            for listener in self.listeners:
+                try:
+                    listener(answer)
+                except Exception:  # a listener's bug costs its own record, never the answer
+                    self._listener_errors += 1
+                    if self._listener_errors in (1, 10, 100) or self._listener_errors % 1000 == 0:
+                        log.exception("a listener of %s failed (%d times)", self.model, self._listener_errors)
+        return outcome

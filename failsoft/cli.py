@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from failsoft import config
 from failsoft.durations import format_duration, parse_duration
 from failsoft.errors import ConfigError
@@ -21,6 +23,7 @@ from failsoft.types import Health
 
 
 def _check(args: argparse.Namespace) -> int:
+    from failsoft.introspect import describe
     from failsoft.portfolio import Portfolio
 
     loaded: dict[str, list[str]] = {}
@@ -31,7 +34,7 @@ def _check(args: argparse.Namespace) -> int:
             async def load() -> None:
                 portfolio = Portfolio(spec)
                 await portfolio.start()
-                for model in portfolio.describe():
+                for model in describe(portfolio.chains, portfolio.metrics):
                     loaded[model["name"]] = [_how_it_runs(t) for t in model["chain"]]
                 await portfolio.close()
 
@@ -306,7 +309,7 @@ def _shadow(args: argparse.Namespace) -> int:
     """shadow report / promote / rollback / history, on the store named by portfolio.toml."""
     import json
 
-    from failsoft.errors import InvalidRequest
+    from failsoft.errors import InvalidRequest, PolicyNotMet, PromotionError
     from failsoft.labels import ingest_file
     from failsoft.shadow import deploy
 
@@ -325,10 +328,11 @@ def _shadow(args: argparse.Namespace) -> int:
         elif args.cmd == "rollback":
             doc = deploy.rollback(store, spec, args.model, args.by, args.reason, args.force)
         else:
-            doc = deploy.history(store, args.model)
-    except deploy.PromotionError as err:
+            doc = msgspec.to_builtins(deploy.history(store, args.model))
+    except PromotionError as err:
         if args.json:
-            print(json.dumps({"error": str(err), "failing": err.details}, indent=2))
+            failing = err.failing if isinstance(err, PolicyNotMet) else None
+            print(json.dumps({"error": str(err), "failing": failing}, indent=2))
         else:
             print(f"refused: {err}", file=sys.stderr)
         return 1

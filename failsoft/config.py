@@ -351,7 +351,7 @@ def _lookup(doc: Any, path: str) -> Any:
 
 
 def suggest(word: str, known: Iterable[str]) -> str:
-    """"did you mean 'x'?" for the closest known name, or nothing."""
+    """ "did you mean 'x'?" for the closest known name, or nothing."""
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else ""
 

@@ -4,6 +4,12 @@ FailsoftError
 ├── ConfigError            portfolio.toml (or a file it names) is wrong; says file, key and fix
 ├── UnknownModel           a prediction for a model the portfolio does not serve
 ├── InvalidRequest         the envelope of a request is malformed (not the values inside it)
+├── AuditError             an audit action that cannot be taken (NoSuchAudit: the item does not exist)
+├── PromotionError         a promotion or rollback that cannot be made as asked
+│   ├── UnknownCandidate   not a tier that may be the model's primary
+│   ├── AlreadyPrimary     the candidate already answers
+│   ├── PolicyNotMet       the promotion policy fails (carries the failing rules)
+│   └── NothingToUndo      no flip to roll back, or rolling back again would skip the policy
 └── TierError              one tier could not answer; the chain turns it into a Reason
     ├── TierTimeout
     ├── TierUnavailable    connection failure, non-2xx, exception in the model
@@ -16,15 +22,21 @@ from __future__ import annotations
 from failsoft.types import Reason
 
 __all__ = [
+    "AlreadyPrimary",
     "AuditError",
     "CircuitOpen",
     "ConfigError",
     "FailsoftError",
     "InvalidOutput",
     "InvalidRequest",
+    "NoSuchAudit",
+    "NothingToUndo",
+    "PolicyNotMet",
+    "PromotionError",
     "TierError",
     "TierTimeout",
     "TierUnavailable",
+    "UnknownCandidate",
     "UnknownModel",
 ]
 
@@ -59,11 +71,35 @@ class InvalidRequest(FailsoftError):
 
 
 class AuditError(FailsoftError):
-    """An audit action that cannot be taken; ``not_found`` when the item does not exist."""
+    """An audit action that cannot be taken as asked."""
 
-    def __init__(self, message: str, not_found: bool = False) -> None:
-        self.not_found = not_found
+
+class NoSuchAudit(AuditError):
+    """The audit item does not exist."""
+
+
+class PromotionError(FailsoftError):
+    """A promotion or rollback that cannot be made as asked."""
+
+
+class UnknownCandidate(PromotionError):
+    """Not a tier that may become the model's primary."""
+
+
+class AlreadyPrimary(PromotionError):
+    """The candidate is the model's primary already."""
+
+
+class PolicyNotMet(PromotionError):
+    """The promotion policy does not pass; ``failing`` holds the rules that fail."""
+
+    def __init__(self, message: str, failing: list[dict[str, object]]) -> None:
         super().__init__(message)
+        self.failing = failing
+
+
+class NothingToUndo(PromotionError):
+    """No flip to roll back, or its target is gone, or rolling back again would bypass the policy."""
 
 
 class TierError(FailsoftError):

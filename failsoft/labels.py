@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import msgspec
 
 from failsoft.errors import InvalidRequest
 from failsoft.store import Store
+from failsoft.store.labels import LabelRow, Labels
 from failsoft.terminal import step
 
 __all__ = ["Label", "LabelsBody", "LabelsRequest", "ingest_file", "save_labels"]
@@ -58,26 +58,16 @@ def _epoch(value: float | str | None, default: float) -> float:
 def save_labels(store: Store, labels: Iterable[Label]) -> int:
     """Write labels in one transaction per batch; returns how many were given."""
     now = time.time()
-    rows = []
+    rows: list[LabelRow] = []
     for lab in labels:
         if lab.label is None:
             raise InvalidRequest(f"labels: id {lab.id!r} has no label")
-        rows.append((lab.id, msgspec.json.encode(lab.label).decode(), _epoch(lab.time, now), now))
+        rows.append((str(lab.id), msgspec.json.encode(lab.label).decode(), _epoch(lab.time, now), now))
 
+    repo = Labels(store)
     for start in range(0, len(rows), BATCH):
-        chunk = rows[start : start + BATCH]
-        store.transaction(partial(_upsert, chunk))
+        repo.save(rows[start : start + BATCH])
     return len(rows)
-
-
-def _upsert(rows: list[tuple[Any, ...]], execute: Any) -> None:
-    for row in rows:
-        execute(
-            "INSERT INTO labels VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
-            "label = excluded.label, label_time = excluded.label_time, received_at = excluded.received_at "
-            "WHERE labels.label <> excluded.label",
-            list(row),
-        )
 
 
 def ingest_file(store: Store, path: str | Path, id_column: str = "id", label_column: str = "label",

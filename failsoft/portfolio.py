@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import os
 import threading
 import time
@@ -23,202 +21,68 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
 from failsoft import config
 from failsoft.audit.notify import Notifier
-from failsoft.audit.queue import AuditQueue
 from failsoft.audit.watch import Watch
-from failsoft.chain import Chain, Layout, RequestIds, SkipLog, Tier
-from failsoft.config import (
-    AuditSpec,
-    CandidateSpec,
-    DefaultTierSpec,
-    FeatureUseSpec,
-    ModelSpec,
-    OipTierSpec,
-    PortfolioSpec,
-    PythonTierSpec,
-)
-from failsoft.errors import ConfigError, UnknownModel
-from failsoft.features.online import FeatureLookup, OnlineTable
-from failsoft.features.store import FeatureStore
+from failsoft.build import Builder, refresh_features
+from failsoft.chain import Answer, Chain, Listener, RequestIds
+from failsoft.config import PortfolioSpec
+from failsoft.introspect import describe, gauges
 from failsoft.lag import LoopLag
 from failsoft.metrics import Metrics
+from failsoft.monitor.health import HealthService
 from failsoft.monitor.online import Monitors
-from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Clock
-from failsoft.schema import InputSchema, OutputCheck
-from failsoft.shadow.deploy import load_deployments
-from failsoft.shadow.mirror import Mirror
-from failsoft.store import ModelState, Store, StoreUnavailable, open_store
+from failsoft.resilience import Clock
+from failsoft.shadow.mirror import Mirror, Shadowed
+from failsoft.store import ModelState, Store, open_store
+from failsoft.store.audits import AuditQueue
+from failsoft.store.labels import Labels
 from failsoft.store.process import ProcessLog
+from failsoft.store.records import RecordQueue
+from failsoft.store.shadow import ShadowRecords
 from failsoft.tasks import stop
-from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend
 from failsoft.types import Health, Outcome
 
 __all__ = ["Portfolio"]
 
-log = logging.getLogger("failsoft.portfolio")
-
-_STATE_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
-
 
 class Portfolio:
+    """The models of one spec: their chains, and the services around them (health, the prediction log,
+    monitors, mirror, audit watch), started and stopped together."""
+
     def __init__(self, spec: PortfolioSpec, clock: Clock = time.monotonic) -> None:
         self.spec = spec
-        self.clock = clock
         self.metrics = Metrics()
-        self.metrics.gauges.append(self._gauges)
         self.ids = RequestIds()
         # this process, as episodes and shadow counters name it
         self.replica = f"{os.uname().nodename}-{os.getpid()}"
-        self.skip_log = SkipLog(clock)
-        # model -> the tiers that may be its primary (the first of the chain and its candidates), by name
-        self.pools: dict[str, dict[str, Tier]] = {}
-        self._rest: dict[str, list[Tier]] = {}
-        self.mirror: Mirror | None = None
+        builder = Builder(spec, self.metrics, clock)
+        self.chains: dict[str, Chain] = builder.chains()
         # feature table -> its online lookup (only tables some model reads)
-        self.online: dict[str, OnlineTable] = {}
-        self._refresher: asyncio.Task[None] | None = None
-        self.chains: dict[str, Chain] = {name: self._build(name, m) for name, m in spec.models.items()}
+        self.online = builder.online
         self.store_url = spec.store_url()
         self.state_store: Store = open_store(self.store_url)
-        self.log: ProcessLog | None = None
-        self.revision = 0
-        self._poller: asyncio.Task[None] | None = None
-        self._store_warned = False
         self.audits = AuditQueue(self.state_store)
+        self.health = HealthService(self.chains, self.state_store, self.audits, spec.store.poll_ms / 1000)
         self.notifier = Notifier()
         audit_tables = {f"models.{m}.audit": ms.audit for m, ms in spec.models.items() if ms.audit}
         self.notifier.check(spec.file, {"audit": spec.audit, **audit_tables})
-        self.watch = Watch(self)
-        self.monitors = Monitors(self)
-        for name, mon in self.monitors.models.items():
-            self.chains[name].monitor = mon.observe
-        if self.monitors.models:
-            self.metrics.gauges.append(self.monitors.gauges)
-        # model -> when its "keep it out" period ends (set by the audit action)
-        self.kept_out: dict[str, float] = {}
+        self.watch = Watch(spec, self.chains, self.metrics, self.audits, self.notifier, self.replica)
+        self.monitors = Monitors(spec, self.health, Labels(self.state_store))
+        self.log: ProcessLog | None = None
+        self.mirror: Mirror | None = None
         self.lag = LoopLag()
-        self.metrics.gauges.append(self.lag.metrics)
         self.started = False
+        self._refresher: asyncio.Task[None] | None = None
         self._loop_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics.gauges += [lambda: gauges(self.chains, self.online, self.notifier), self.lag.metrics]
+        if self.monitors.models:
+            self.metrics.gauges.append(self.monitors.gauges)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Portfolio:
         return cls(config.load(path))
-
-    # ---- building ---------------------------------------------------------------------------------------
-
-    def _build(self, name: str, model: ModelSpec) -> Chain:
-        spec = self.spec
-        check = OutputCheck(model.output)
-        schema = InputSchema(model.inputs)
-        types: dict[str, str] = {f.name: f.type for f in model.inputs}
-        tiers: list[Tier] = []
-        default: DefaultBackend | None = None
-        for i, t in enumerate(model.tiers):
-            key = f"models.{name}.tiers[{i}]"
-            if isinstance(t, DefaultTierSpec):
-                source = spec.resolve(t.source) if t.source else None
-                cache = spec.resolve(spec.data_dir) / "defaults" / f"{name}.{t.name}.json"
-                default = DefaultBackend(t, name, check, source, cache, spec.file, key)
-                continue
-            tiers.append(self._tier(t, model, types, key))
-        assert default is not None  # config guarantees the chain ends with a default
-        candidates = [
-            self._tier(c, model, types, f"models.{name}.candidates[{i}]")
-            for i, c in enumerate(model.candidates)
-        ]
-        pool = {t.name: t for t in [*tiers[:1], *candidates]}
-        self.pools[name] = pool
-        self._rest[name] = tiers[1:]
-        chain = Chain(
-            name,
-            model.version,
-            model.deadline_ms / 1000.0,
-            schema,
-            check,
-            tiers,
-            default,
-            self.metrics,
-            self.skip_log,
-            self.clock,
-        )
-        chain.lookups = tuple(self._lookup(name, i, use) for i, use in enumerate(model.features))
-        chain.layout = Layout(tiers, tuple(candidates))
-        return chain
-
-    def _tier(self, t: CandidateSpec, model: ModelSpec, types: dict[str, str], key: str) -> Tier:
-        spec = self.spec
-        backend: Backend
-        if isinstance(t, PythonTierSpec):
-            backend = PythonBackend(t, tuple(model.inputs), spec.resolve, spec.file, key)
-        elif isinstance(t, OipTierSpec):
-            backend = OipBackend(t, types)
-        else:
-            backend = HttpBackend(t)
-        b = t.breaker
-        policy = BreakerPolicy(b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes)
-        # a tier of worker processes takes one call per process at a time
-        slots = t.processes if isinstance(t, PythonTierSpec) and t.run == "process" else t.max_concurrency
-        return Tier(
-            backend,
-            Breaker(policy, self.clock),
-            Bulkhead(slots),
-            t.timeout_ms / 1000,
-            t.sample,
-            t.row_limit(),
-        )
-
-    def deploy(self, model: str, live: str) -> bool:
-        """Make ``live`` the model's primary and the other eligible tiers its shadow candidates, in one
-        swap (a request sees the old layout or the new one). False when ``live`` is not eligible."""
-        chain = self.chain(model)
-        pool = self.pools[model]
-        primary = pool.get(live)
-        if primary is None:
-            return False
-        if chain.tiers and chain.tiers[0] is primary:
-            return True
-        others = tuple(t for n, t in pool.items() if n != live)
-        chain.layout = Layout([primary, *self._rest[model]], others)
-        log.warning(json.dumps({"event": "primary_changed", "model": model, "primary": live,
-                                "candidates": [t.name for t in others]}))  # fmt: skip
-        return True
-
-    def _lookup(self, model: str, i: int, use: FeatureUseSpec) -> FeatureLookup:
-        spec = self.spec
-        key = f"models.{model}.features[{i}]"
-        root = spec.resolve(spec.features.dir or str(Path(spec.data_dir) / "features"))
-        online = self.online.get(use.table)
-        if online is None:
-            try:
-                online = OnlineTable(FeatureStore(root), use.table)
-            except ConfigError as err:
-                raise ConfigError(spec.file, f"{key}.table", err.problem, err.fix) from None
-            self.online[use.table] = online
-        unknown = [c for c in use.columns or () if c not in online.columns]
-        if unknown:
-            raise ConfigError(
-                spec.file,
-                f"{key}.columns",
-                f"{', '.join(unknown)} not in feature table {use.table}",
-                f"it has: {', '.join(online.columns)}",
-            )
-        return FeatureLookup(online, use.columns, use.max_age_s)
-
-    async def _refresh_features(self, every_s: float) -> None:
-        """Reload an online table when new rows landed (a new file, or held-back rows became available)."""
-        while True:
-            await asyncio.sleep(every_s)
-            for online in self.online.values():
-                try:
-                    if await asyncio.to_thread(online.due):
-                        await asyncio.to_thread(online.load)
-                except Exception:  # keep serving the last good values
-                    log.exception("reloading feature table %s failed; serving its last values", online.name)
 
     # ---- life cycle -------------------------------------------------------------------------------------
 
@@ -228,15 +92,11 @@ class Portfolio:
         file or model."""
         if self.started:
             return
-        # Defaults a person pinned come first: a replica whose source and disk copy are gone starts from them.
-        try:
-            shared = {(d.model, d.tier): d for d in await asyncio.to_thread(self.state_store.load_defaults)}
-        except StoreUnavailable:
-            shared = {}
+        shared = await self.health.pinned_defaults()
         started: list[Any] = []
         try:
             for name, chain in self.chains.items():
-                for tier in [*self.pools[name].values(), *self._rest[name]]:
+                for tier in chain.all_tiers():
                     await tier.backend.start()
                     started.append(tier.backend)
                 if (pinned := shared.get((name, chain.default.name))) is not None:
@@ -253,31 +113,44 @@ class Portfolio:
             await asyncio.to_thread(online.load)
         if self.online:
             self._refresher = asyncio.create_task(
-                self._refresh_features(self.spec.features.refresh_s), name="failsoft-feature-refresh"
+                refresh_features(self.online, self.spec.features.refresh_s), name="failsoft-feature-refresh"
             )
-        await self._sync_state()
+        await self.health.start()
+        listeners: dict[str, list[Listener]] = {name: [] for name in self.chains}
         store = self.spec.store
         if store.log_predictions:
+            data = self.spec.resolve(self.spec.data_dir)
             self.log = ProcessLog(
                 self.store_url,
-                self.spec.resolve(self.spec.data_dir) / "spill",
+                data / "spill",
                 batch_size=store.batch_size,
                 flush_s=store.flush_ms / 1000,
                 max_buffer=store.max_buffer,
                 retention_s=store.retention_days * 86400 or None,
                 log_inputs=store.log_inputs,
                 spill_max_bytes=store.spill_max_mb << 20,
-                journal_dir=self.spec.resolve(self.spec.data_dir) / "journal" if store.journal else None,
+                journal_dir=data / "journal" if store.journal else None,
             )
             await self.log.start()
-            for chain in self.chains.values():
-                chain.sink = self.log.append
+            for name in self.chains:
+                listeners[name].append(_logged(self.log.records))
             self.metrics.gauges.append(self.log.metrics)
-        if any(len(pool) > 1 for pool in self.pools.values()):
+        for name, mon in self.monitors.models.items():
+            listeners[name].append(mon.observe)
+        shadowed = [
+            Shadowed(c.model, c.version, c.schema.names, c.bad_output, tuple(c.eligible.values()))
+            for c in self.chains.values()
+        ]
+        if any(len(s.eligible) > 1 for s in shadowed):
+            write = self.log.records.append_many if self.log is not None else None
             shadow = self.spec.shadow
-            self.mirror = Mirror(self, shadow.queue, shadow.max_batch)
+            records = ShadowRecords(self.state_store)
+            self.mirror = Mirror(shadowed, write, records, self.replica, shadow.queue, shadow.max_batch)
             await self.mirror.start()
-        self._poller = asyncio.create_task(self._poll(store.poll_ms / 1000), name="failsoft-state-poll")
+            for name in self.mirror.intakes:
+                listeners[name].append(self.mirror.listen)
+        for name, chain in self.chains.items():
+            chain.listeners = tuple(listeners[name])
         await self.notifier.start()
         await self.watch.start()
         await self.monitors.start()
@@ -289,16 +162,16 @@ class Portfolio:
         await self.monitors.close()
         await self.watch.close()
         await self.notifier.close()
-        await stop(self._poller)
-        self._poller = None
+        await self.health.close()
         await stop(self._refresher)
         self._refresher = None
+        for chain in self.chains.values():
+            chain.listeners = ()
         if self.mirror is not None:
             mirror, self.mirror = self.mirror, None
             await mirror.close()
-        for name, chain in self.chains.items():
-            chain.sink = None
-            for tier in [*self.pools[name].values(), *self._rest[name]]:
+        for chain in self.chains.values():
+            for tier in chain.all_tiers():
                 await tier.backend.close()
             await chain.default.close()
         if self.log is not None:
@@ -308,146 +181,11 @@ class Portfolio:
         await asyncio.to_thread(self.state_store.close)
         self.started = False
 
-    # ---- humans in the loop ---------------------------------------------------------------------------
-
-    def audit_spec(self, model: str) -> AuditSpec:
-        return self.spec.models[model].audit or self.spec.audit
-
-    async def end_keep_out(self, now: float) -> None:
-        """Bring back models whose "keep it out" period is over (recorded like any action)."""
-        for model, until in list(self.kept_out.items()):
-            if now >= until:
-                del self.kept_out[model]
-                await self.set_health(model, Health.LIVE, "keep-out period over", "failsoft")
-                await asyncio.to_thread(self.audits.record, None, model, "keep_out_ended", "failsoft")
-
-    # ---- shared state (health), agreed through the store ---------------------------------------------
-
-    async def _poll(self, every_s: float) -> None:
-        """Apply shared state changes: at once when the store says one was made (PostgreSQL's NOTIFY, heard
-        by a thread of its own), else at the next poll."""
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-        stopping = threading.Event()
-
-        def changed() -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to wake
-                loop.call_soon_threadsafe(wake.set)
-
-        listener = threading.Thread(
-            target=self.state_store.listen,
-            args=(changed, stopping),
-            name="failsoft-state-listen",
-            daemon=True,
-        )
-        listener.start()
-        try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), every_s)
-                wake.clear()
-                await self._sync_state()
-        finally:
-            stopping.set()
-
-    async def _sync_state(self) -> None:
-        """Apply state changes made by any replica since the last look."""
-        try:
-            revision = await asyncio.to_thread(self.state_store.state_revision)
-            if revision == self.revision:
-                return
-            states = await asyncio.to_thread(self.state_store.load_states)
-            deployments = await asyncio.to_thread(load_deployments, self.state_store)
-            defaults = await asyncio.to_thread(self.state_store.load_defaults)
-        except StoreUnavailable as err:
-            if not self._store_warned:
-                self._store_warned = True
-                log.warning(json.dumps({"event": "state_store_unavailable", "error": str(err)[:300]}))
-            return
-        self._store_warned = False
-        for state in states.values():
-            self._apply(state)
-        for model, live in deployments.items():
-            if model in self.chains and not self.deploy(model, live):
-                log.warning(json.dumps({"event": "deployment_ignored", "model": model, "primary": live,
-                                        "why": "not a tier or candidate in portfolio.toml"}))  # fmt: skip
-        for shared in defaults:
-            chain = self.chains.get(shared.model)
-            if chain is not None and chain.default.name == shared.tier and chain.default.adopt(shared):
-                await asyncio.to_thread(chain.default.refresh)  # unpinned elsewhere: back to the source
-        self.revision = revision
-
-    def _apply(self, state: ModelState) -> None:
-        chain = self.chains.get(state.model)
-        if chain is None:
-            return
-        new = Health(state.health)
-        if chain.health is new:
-            return
-        if new is Health.LIVE:
-            for tier in chain.tiers:
-                tier.breaker.reset()
-        log.warning(
-            json.dumps(
-                {
-                    "event": "health_changed",
-                    "model": state.model,
-                    "from": str(chain.health),
-                    "to": str(new),
-                    "reason": state.reason,
-                    "by": state.changed_by,
-                }
-            )
-        )
-        chain.health = new
-        chain.health_reason = state.reason
-
-    async def replace_default(self, model: str, value: Any, actor: str, reason: str = "") -> None:
-        """A person's value becomes the model's safe default on every replica, pinned (no refresh from the
-        source replaces it) until a person asks for a refresh. Raises ValueError when the output check
-        refuses it, StoreUnavailable when it cannot be recorded (nothing is changed then)."""
-        default = self.chain(model).default
-        if (problem := default.problem(value)) is not None:
-            raise ValueError(problem)
-        text = json.dumps(value)
-        shared = await asyncio.to_thread(
-            self.state_store.set_default, model, default.name, text, True, actor, reason
-        )
-        default.adopt(shared)
-
-    async def refresh_default(self, model: str, actor: str, reason: str = "") -> bool:
-        """Recompute the model's default from its source now, and unpin it on every replica (each then
-        reads its source again). False when the source cannot give a good value (nothing is changed)."""
-        default = self.chain(model).default
-        before = (default.value, default.refreshed_at, default.origin)
-        if not await asyncio.to_thread(default.refresh, True):
-            return False
-        try:
-            shared = await asyncio.to_thread(
-                self.state_store.set_default,
-                model,
-                default.name,
-                json.dumps(default.value),
-                False,
-                actor,
-                reason,
-            )
-        except StoreUnavailable:
-            default.value, default.refreshed_at, default.origin = before  # a change made nowhere else
-            raise
-        default.adopt(shared)
-        return True
-
     async def set_health(
         self, model: str, health: Health | str, reason: str = "", actor: str = "api"
     ) -> ModelState:
-        """Change a model's health for every replica (quarantine, restore). Raises StoreUnavailable when the
-        change cannot be recorded: a change other replicas would never see is not made at all."""
-        self.chain(model)
-        value = Health(health)
-        state = await asyncio.to_thread(self.state_store.set_health, model, value.value, reason, actor)
-        self._apply(state)
-        return state
+        """Change a model's health for every replica (see ``HealthService.set_health``)."""
+        return await self.health.set_health(model, health, reason, actor)
 
     async def __aenter__(self) -> Portfolio:
         await self.start()
@@ -459,10 +197,11 @@ class Portfolio:
     # ---- predicting -------------------------------------------------------------------------------------
 
     def chain(self, model: str) -> Chain:
-        chain = self.chains.get(model)
-        if chain is None:
-            raise UnknownModel(model, list(self.chains))
-        return chain
+        return self.health.chain(model)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every model with its chain, each tier's counters and breaker, its health and features."""
+        return describe(self.chains, self.metrics)
 
     async def predict(
         self, model: str, inputs: dict[str, Any] | list[dict[str, Any]], id: str | None = None
@@ -506,111 +245,14 @@ class Portfolio:
             raise RuntimeError("use `with Portfolio.from_toml(...) as p:` before predict_sync")
         return asyncio.run_coroutine_threadsafe(self.predict(model, inputs, id), self._loop).result()
 
-    # ---- introspection ----------------------------------------------------------------------------------
 
-    def describe(self) -> list[dict[str, Any]]:
-        out = []
-        for name, chain in self.chains.items():
-            tiers = []
-            for t in chain.tiers:
-                skips = {r: c for (m, tn, r), c in self.metrics.skips.items() if m == name and tn == t.name}
-                answered = sum(
-                    c for (m, tn, _), c in self.metrics.answers.items() if m == name and tn == t.name
-                )
-                tiers.append(
-                    {
-                        **t.backend.describe(),
-                        "timeout_ms": t.timeout_s * 1000,
-                        "breaker": {
-                            "state": t.breaker.state.value,
-                            "failure_share": t.breaker.failure_share(),
-                            "times_opened": t.breaker.times_opened,
-                            "retry_after_s": round(t.breaker.retry_after(), 3),
-                        },
-                        "in_flight": t.bulkhead.in_flight,
-                        "max_concurrency": t.bulkhead.limit,
-                        "answered": answered,
-                        "skipped": skips,
-                    }
-                )
-            d = chain.default
-            answered = sum(c for (m, tn, _), c in self.metrics.answers.items() if m == name and tn == d.name)
-            tiers.append({**d.describe(), "answered": answered})
-            out.append(
-                {
-                    "name": name,
-                    "version": chain.version,
-                    "deadline_ms": chain.deadline_s * 1000,
-                    "health": str(chain.health),
-                    "inputs": [f.name for f in chain.schema.features],
-                    "features": [
-                        {
-                            "table": use.online.name,
-                            "columns": list(use.columns),
-                            "max_age_s": use.max_age_s,
-                            "entities": len(use.online.values),
-                            "newest_age_s": use.online.newest_age_s(),
-                            "lag_s": use.online.lag.get("lag_s"),
-                        }
-                        for use in chain.lookups
-                    ],
-                    "chain": tiers,
-                }
-            )
-        return out
+def _logged(records: RecordQueue) -> Listener:
+    """The prediction log as a listener: one record per answer, queued for the writer."""
+    append = records.append
 
-    def _gauges(self) -> Any:
-        state = GaugeMetricFamily(
-            "failsoft_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", labels=["model", "tier"]
-        )
-        flight = GaugeMetricFamily(
-            "failsoft_tier_in_flight", "Calls in flight per tier", labels=["model", "tier"]
-        )
-        for name, chain in self.chains.items():
-            for t in chain.tiers:
-                state.add_metric([name, t.name], _STATE_VALUE[t.breaker.state])
-                flight.add_metric([name, t.name], t.bulkhead.in_flight)
-        default_age = GaugeMetricFamily(
-            "failsoft_default_age_seconds",
-            "Seconds since a model's safe default was last computed or set by a person",
-            labels=["model", "tier"],
-        )
-        pinned = GaugeMetricFamily(
-            "failsoft_default_pinned", "1 while a model's safe default is a person's pinned value",
-            labels=["model", "tier"],
-        )  # fmt: skip
-        now = time.time()
-        for name, chain in self.chains.items():
-            d = chain.default
-            if d.refreshed_at is not None:
-                default_age.add_metric([name, d.name], max(0.0, now - d.refreshed_at))
-            pinned.add_metric([name, d.name], float(d.pinned))
-        n = self.notifier
-        webhooks = CounterMetricFamily(
-            "failsoft_webhook_deliveries", "Audit webhook deliveries by outcome", labels=["outcome"]
-        )
-        for outcome, count in (("sent", n.sent), ("failed", n.failed), ("dropped", n.dropped)):
-            webhooks.add_metric([outcome], count)
-        metrics: list[Metric] = [state, flight, default_age, pinned, webhooks]
-        if self.online:
-            lag = GaugeMetricFamily(
-                "failsoft_feature_lag_seconds",
-                "available_at - event_time over a table's last day of rows (p50, p95, max)",
-                labels=["table", "stat"],
-            )
-            age = GaugeMetricFamily(
-                "failsoft_feature_newest_age_seconds",
-                "Seconds since a feature table's newest value landed",
-                labels=["table"],
-            )
-            entities = GaugeMetricFamily(
-                "failsoft_feature_entities", "Entities held by a table's online lookup", labels=["table"]
-            )
-            for name, online in self.online.items():
-                for stat, value in online.lag.get("lag_s", {}).items():
-                    lag.add_metric([name, stat], value)
-                if (newest := online.newest_age_s()) is not None:
-                    age.add_metric([name], newest)
-                entities.add_metric([name], len(online.values))
-            metrics += [lag, age, entities]
-        return iter(metrics)
+    def log_answer(a: Answer) -> None:
+        o = a.outcome
+        reason = o.reason.value if o.reason is not None else None
+        append(o.id, o.model, o.version, o.tier, "live", o.degraded, reason, a.outputs, a.rows, o.latency_ms)
+
+    return log_answer

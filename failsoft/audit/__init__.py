@@ -1,5 +1,5 @@
-"""Humans in the loop: fallback episodes, audit items, notifications and the actions people take."""
+"""Humans in the loop: the watch that opens audit items, the actions people take, the webhooks."""
 
-from failsoft.audit.queue import AuditItem, AuditQueue
+from failsoft.store.audits import AuditAction, AuditItem, AuditQueue, Episode
 
-__all__ = ["AuditItem", "AuditQueue"]
+__all__ = ["AuditAction", "AuditItem", "AuditQueue", "Episode"]

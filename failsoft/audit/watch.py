@@ -9,16 +9,19 @@ import collections
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from failsoft.audit.notify import Notifier
+from failsoft.chain import Chain
+from failsoft.config import AuditSpec, PortfolioSpec
+from failsoft.metrics import Metrics
 from failsoft.resilience import BreakerState
 from failsoft.store import StoreUnavailable
+from failsoft.store.audits import AuditQueue
 from failsoft.tasks import stop
 from failsoft.types import Health
-
-if TYPE_CHECKING:
-    from failsoft.portfolio import Portfolio
 
 log = logging.getLogger("failsoft.audit")
 
@@ -35,11 +38,24 @@ class _Model:
 
 
 class Watch:
-    def __init__(self, portfolio: Portfolio, tick_s: float = 1.0) -> None:
-        self.portfolio = portfolio
+    def __init__(
+        self,
+        spec: PortfolioSpec,
+        chains: Mapping[str, Chain],
+        metrics: Metrics,
+        audits: AuditQueue,
+        notifier: Notifier,
+        replica: str,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.spec = spec
+        self.chains = chains
+        self.metrics = metrics
+        self.audits = audits
+        self.notifier = notifier
         self.tick_s = tick_s
-        self.replica = portfolio.replica
-        self.models = {name: _Model() for name in portfolio.chains}
+        self.replica = replica
+        self.models = {name: _Model() for name in chains}
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None
 
@@ -59,8 +75,11 @@ class Watch:
             except Exception:  # the watch must go on; it is never in the request path
                 log.exception("audit watch tick failed")
 
+    def audit_spec(self, model: str) -> AuditSpec:
+        return self.spec.models[model].audit or self.spec.audit
+
     def _counts(self, model: str) -> tuple[int, int, dict[str, int]]:
-        metrics = self.portfolio.metrics
+        metrics = self.metrics
         total = sum(c for (m, _, _), c in list(metrics.answers.items()) if m == model)
         reasons: dict[str, int] = {}
         for (m, _, r), c in list(metrics.skips.items()):
@@ -70,9 +89,8 @@ class Watch:
 
     def degraded_now(self, model: str, now: float) -> tuple[bool, float | None]:
         """Whether the model is in fallback now, and the degraded share over the window."""
-        p = self.portfolio
-        spec = p.audit_spec(model)
-        chain = p.chains[model]
+        spec = self.audit_spec(model)
+        chain = self.chains[model]
         state = self.models[model]
         total, degraded, _ = self._counts(model)
         state.samples.append((now, total, degraded))
@@ -91,12 +109,12 @@ class Watch:
 
     async def tick(self) -> None:
         now = time.time()
-        p = self.portfolio
+        audits = self.audits
         for model, state in self.models.items():
             degraded, share = self.degraded_now(model, now)
             total, deg, reasons = self._counts(model)
             if degraded and state.episode is None:
-                state.episode = await asyncio.to_thread(p.audits.start_episode, model, self.replica, now)
+                state.episode = await asyncio.to_thread(audits.start_episode, model, self.replica, now)
                 state.started_at, state.base, state.audited = now, (total, deg, reasons), False
                 state.audit_from = now
                 log.warning(json.dumps({"event": "fallback_episode_started", "model": model, "share": share}))
@@ -107,7 +125,7 @@ class Watch:
                 }
                 ended = None if degraded else now
                 await asyncio.to_thread(
-                    p.audits.update_episode, state.episode, delta, total - b_total, deg - b_deg, ended
+                    audits.update_episode, state.episode, delta, total - b_total, deg - b_deg, ended
                 )
                 if ended is not None:
                     log.warning(
@@ -122,9 +140,9 @@ class Watch:
                     state.episode = None
                 elif state.audited:
                     # a person resolved the item but the model is still in fallback: ask again after_s later
-                    if await asyncio.to_thread(p.audits.open_for, model, "fallback") is None:
+                    if await asyncio.to_thread(audits.open_for, model, "fallback") is None:
                         state.audited, state.audit_from = False, now
-                elif now - state.audit_from >= p.audit_spec(model).after_s:
+                elif now - state.audit_from >= self.audit_spec(model).after_s:
                     state.audited = True
                     answers = max(1, total - b_total)
                     await self.open_item(
@@ -135,20 +153,18 @@ class Watch:
                             "since": state.started_at,
                             "reasons": delta,
                             "degraded_share": round((deg - b_deg) / answers, 4),
-                            "health": str(p.chains[model].health),
+                            "health": str(self.chains[model].health),
                         },
                     )
             await self._stale_default(model, now)
         await self._reminders(now)
-        await p.end_keep_out(now)
 
     async def _stale_default(self, model: str, now: float) -> None:
-        p = self.portfolio
-        max_age = p.audit_spec(model).default_max_age_s
+        max_age = self.audit_spec(model).default_max_age_s
         if max_age <= 0:
             return
-        default = p.chains[model].default
-        approved = await asyncio.to_thread(p.audits.last_approval, model)
+        default = self.chains[model].default
+        approved = await asyncio.to_thread(self.audits.last_approval, model)
         fresh = max(x for x in (default.refreshed_at, approved, self.started) if x is not None)
         if now - fresh > max_age:
             await self.open_item(
@@ -156,27 +172,28 @@ class Watch:
             )
 
     async def open_item(self, model: str, kind: str, details: dict[str, Any]) -> None:
-        p = self.portfolio
-        default = p.chains[model].default
+        default = self.chains[model].default
         details = {
             **details,
             "default_value": default.value,
             "default_origin": default.origin,
             "default_refreshed_at": default.refreshed_at,
-            "default_last_approved": await asyncio.to_thread(p.audits.last_approval, model),
+            "default_last_approved": await asyncio.to_thread(self.audits.last_approval, model),
         }
-        item = await asyncio.to_thread(p.audits.open, model, kind, details)
+        item = await asyncio.to_thread(self.audits.open, model, kind, details)
         if item is not None:
-            p.notifier.notify(
-                p.audit_spec(model), {"event": "audit_opened", "audit_id": item.id, **item.to_dict()}
+            self.notifier.notify(
+                self.audit_spec(model), {"event": "audit_opened", "audit_id": item.id, **item.to_dict()}
             )
 
     async def _reminders(self, now: float) -> None:
-        p = self.portfolio
-        for item in await asyncio.to_thread(p.audits.items, "open"):
-            if item.model in p.chains and now - item.notified_at > p.audit_spec(item.model).remind_after_s:
-                await asyncio.to_thread(p.audits.notified, item.id)
-                p.notifier.notify(
-                    p.audit_spec(item.model),
+        for item in await asyncio.to_thread(self.audits.items, "open"):
+            if (
+                item.model in self.chains
+                and now - item.notified_at > self.audit_spec(item.model).remind_after_s
+            ):
+                await asyncio.to_thread(self.audits.notified, item.id)
+                self.notifier.notify(
+                    self.audit_spec(item.model),
                     {"event": "audit_reminder", "audit_id": item.id, **item.to_dict()},
                 )

@@ -19,14 +19,16 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import numpy as np
 
-from failsoft.config import MonitorSpec, OutputSpec
+from failsoft.chain import Answer
+from failsoft.config import MonitorSpec, OutputSpec, PortfolioSpec
 from failsoft.errors import ConfigError
 from failsoft.monitor import drift
+from failsoft.monitor.health import HealthService
 from failsoft.monitor.performance import estimate, realized
 from failsoft.monitor.profile import (
     PREDICTION,
@@ -37,13 +39,10 @@ from failsoft.monitor.profile import (
     categorical_column,
     numeric_column,
 )
-from failsoft.schema import Batch
 from failsoft.store import StoreUnavailable
+from failsoft.store.labels import Labels
 from failsoft.tasks import stop
 from failsoft.types import Health
-
-if TYPE_CHECKING:
-    from failsoft.portfolio import Portfolio
 
 log = logging.getLogger("failsoft.monitor")
 
@@ -149,12 +148,12 @@ class ModelMonitor:
 
     # ---- the request path ----------------------------------------------------------------------------
 
-    def observe(self, batch: Batch | None, outputs: list[Any] | None, request_id: str) -> None:
-        """Called after each answer (``batch`` None: the request was rejected as invalid); never blocks.
-        What is kept goes straight into the open window in forms the garbage collector does not walk
-        (holding the request's own objects until a background pass would make every young-generation
-        collection walk a thousand requests)."""
+    def observe(self, answer: Answer) -> None:
+        """The chain's listener: called after each answer, never blocks. What is kept goes straight into
+        the open window in forms the garbage collector does not walk (holding the request's own objects
+        until a background pass would make every young-generation collection walk a thousand requests)."""
         w = self.window
+        batch, outputs, request_id = answer.batch, answer.primary, answer.outcome.id
         if batch is None:
             w.invalid += 1
             return
@@ -378,11 +377,13 @@ def _round(v: float) -> float:
 class Monitors:
     """The monitors of a portfolio's models and the one background task that runs them."""
 
-    def __init__(self, portfolio: Portfolio, tick_s: float = 0.2) -> None:
-        self.portfolio = portfolio
+    def __init__(
+        self, spec: PortfolioSpec, health: HealthService, labels: Labels, tick_s: float = 0.2
+    ) -> None:
+        self.health = health
+        self.labels = labels
         self.tick_s = tick_s
         self.models: dict[str, ModelMonitor] = {}
-        spec = portfolio.spec
         for name, model in spec.models.items():
             mon = model.monitor
             if mon is None:
@@ -444,7 +445,7 @@ class Monitors:
             await self.poll_labels()
 
     async def _health(self, mon: ModelMonitor, closed: _Closed) -> None:
-        chain = self.portfolio.chain(mon.model)
+        chain = self.health.chain(mon.model)
         by_monitor = chain.health is Health.LIVE or chain.health_reason.startswith("monitor:")
         change = mon.verdict(closed, chain.health, by_monitor)
         closed.report["health"] = str(chain.health)
@@ -454,7 +455,7 @@ class Monitors:
         if not by_monitor:
             return  # a person (or the audit queue) set this health: only a person changes it back
         try:
-            await self.portfolio.set_health(mon.model, health, f"monitor: {why}", ACTOR)
+            await self.health.set_health(mon.model, health, f"monitor: {why}", ACTOR)
         except StoreUnavailable as err:
             log.warning(json.dumps({"event": "monitor_health_unrecorded", "model": mon.model,
                                     "to": str(health), "error": str(err)[:200]}))  # fmt: skip
@@ -468,20 +469,12 @@ class Monitors:
     async def poll_labels(self) -> None:
         """Read the labels received since the last look (an indexed range, so the cost follows the labels
         that arrive, not the requests kept) and join them to every monitor's windows."""
-        store = self.portfolio.state_store
         try:
-            rows = await asyncio.to_thread(
-                store.execute,
-                "SELECT request_id, label, received_at FROM labels WHERE received_at > ? "
-                "ORDER BY received_at LIMIT 100000",
-                [self._label_mark],
-            )
+            found, self._label_mark = await asyncio.to_thread(self.labels.since, self._label_mark)
         except StoreUnavailable:
             return
-        if not rows:
+        if not found:
             return
-        self._label_mark = max(float(r[2]) for r in rows)
-        found = {rid: msgspec.json.decode(y) if isinstance(y, str | bytes) else y for rid, y, _ in rows}
         for mon in self.models.values():
             await asyncio.to_thread(mon.add_labels, found)
 
@@ -489,7 +482,7 @@ class Monitors:
         mon = self.models.get(model)
         if mon is None:
             return None
-        chain = self.portfolio.chain(model)
+        chain = self.health.chain(model)
         return mon.describe(chain.health, chain.health_reason)
 
     def gauges(self) -> Any:

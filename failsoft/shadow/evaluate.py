@@ -13,7 +13,6 @@ import math
 import time
 from typing import Any
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
@@ -21,13 +20,12 @@ from scipy.stats import rankdata
 from failsoft.config import PromotionSpec
 from failsoft.durations import format_duration
 from failsoft.store import Store
+from failsoft.store.shadow import ShadowRecords
 
 Array = npt.NDArray[np.float64]
 
 # lower is better for these; the "improvement" is live minus candidate
 LOWER_IS_BETTER = {"log_loss", "brier", "mae", "rmse"}
-LATENCY_SAMPLE = 100_000
-AGREEMENT_SAMPLE = 20_000
 _EPS = 1e-15
 
 
@@ -158,15 +156,6 @@ def _agree(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _decode(text: Any) -> Any:
-    return msgspec.json.decode(text) if isinstance(text, str | bytes) else text
-
-
-def last_flip(store: Store, model: str) -> float:
-    rows = store.execute("SELECT max(ts) FROM flips WHERE model = ?", [model])
-    return float(rows[0][0] or 0.0)
-
-
 def candidate_report(
     store: Store,
     model: str,
@@ -176,74 +165,16 @@ def candidate_report(
     now: float | None = None,
 ) -> dict[str, Any]:
     now = time.time() if now is None else now
-    since = last_flip(store, model)
-    ok = "reason IS NULL"
-    # Counted a call at a time (its requests are its array's length), not through the row-per-request view.
-    n = (
-        "jsonb_array_length(request_ids::jsonb)"
-        if store.dialect == "postgres"
-        else "json_array_length(request_ids)"
-    )
-    count, answered, timeouts, first = store.execute(
-        f"SELECT sum({n}), sum(CASE WHEN {ok} THEN {n} ELSE 0 END), "
-        f"sum(CASE WHEN reason = 'timeout' THEN {n} ELSE 0 END), min(ts) "
-        "FROM shadow_calls WHERE model = ? AND tier = ? AND ts >= ?",
-        [model, candidate, since],
-    )[0]
-    count, answered, timeouts = int(count or 0), int(answered or 0), int(timeouts or 0)
-    failures = {
-        r[0]: int(r[1])
-        for r in store.execute(
-            f"SELECT reason, sum({n}) FROM shadow_calls WHERE model = ? AND tier = ? "
-            "AND ts >= ? AND reason IS NOT NULL GROUP BY reason",
-            [model, candidate, since],
-        )
-    }
+    ev = ShadowRecords(store).evidence(model, candidate, live)
+    count, answered, timeouts, failures = ev.logged, ev.answered, ev.timeouts, ev.failures
     errors = count - answered - timeouts
-    mirrored, dropped = store.execute(
-        "SELECT coalesce(sum(mirrored), 0), coalesce(sum(dropped), 0) FROM shadow_counters "
-        "WHERE model = ? AND candidate = ?",
-        [model, candidate],
-    )[0]
-    lat = np.array(
-        [
-            r[0]
-            for r in store.execute(
-                "SELECT latency_ms FROM shadow_predictions WHERE model = ? AND tier = ? "
-                f"AND ts >= ? AND {ok} ORDER BY ts DESC LIMIT {LATENCY_SAMPLE}",
-                [model, candidate, since],
-            )
-        ]
-    )
-    live_lat = np.array(
-        [
-            r[0]
-            for r in store.execute(
-                "SELECT latency_ms FROM predictions WHERE model = ? AND role = 'live' AND tier = ? "
-                f"AND ts >= ? ORDER BY ts DESC LIMIT {LATENCY_SAMPLE}",
-                [model, live, since],
-            )
-        ]
-    )
-    join = (
-        "FROM shadow_predictions sh JOIN predictions lv ON lv.request_id = sh.request_id "
-        "AND lv.model = sh.model AND lv.role = 'live' AND lv.tier = ? AND lv.degraded = ? "
-        "WHERE sh.model = ? AND sh.tier = ? AND sh.reason IS NULL AND sh.ts >= ?"
-    )
-    args = [live, False, model, candidate, since]
-    agree_rows = store.execute(
-        f"SELECT lv.outputs, sh.outputs {join} ORDER BY sh.ts DESC LIMIT {AGREEMENT_SAMPLE}", args
-    )
+    lat, live_lat = np.array(ev.latency_ms), np.array(ev.live_latency_ms)
     agreed = compared = 0
-    for lv_out, sh_out in agree_rows:
-        for a, b in zip(_rows(_decode(lv_out)), _rows(_decode(sh_out)), strict=False):
+    for lv_out, sh_out in ev.pairs:
+        for a, b in zip(_rows(lv_out), _rows(sh_out), strict=False):
             compared += 1
             agreed += _agree(a, b)
-    with_labels = join.replace("WHERE", "JOIN labels l ON l.request_id = sh.request_id WHERE", 1)
-    labelled = store.execute(f"SELECT l.label, lv.outputs, sh.outputs {with_labels}", args)
-    labels, live_v, cand_v = _pairs(
-        policy.metric, policy.k, [(_decode(a), _decode(b), _decode(c)) for a, b, c in labelled]
-    )
+    labels, live_v, cand_v = _pairs(policy.metric, policy.k, ev.labelled)
     n_pairs = len(labels)
     metric: dict[str, Any] = {"name": policy.metric, "pairs": n_pairs}
     if n_pairs >= 2:
@@ -251,6 +182,7 @@ def candidate_report(
         sign = -1.0 if policy.metric in LOWER_IS_BETTER else 1.0
         lo, hi = (sign * x for x in metric["ci95"])
         metric["improvement_ci95"] = sorted([lo, hi])
+    since, first, mirrored, dropped = ev.since, ev.first, ev.mirrored, ev.dropped
     shadow_s = now - float(first) if first is not None else 0.0
     sent = count
     report = {

@@ -28,18 +28,17 @@ import logging
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from failsoft.chain import Chain, Tier, guarded_call
+from failsoft.chain import Answer, Tier, guarded_call
 from failsoft.schema import Batch, Matrix
 from failsoft.store import StoreUnavailable
+from failsoft.store.shadow import ShadowRecords
 from failsoft.tasks import stop
 from failsoft.tiers.python import INLINE_BUDGET_US
-
-if TYPE_CHECKING:
-    from failsoft.portfolio import Portfolio
 
 log = logging.getLogger("failsoft.shadow")
 
@@ -50,15 +49,30 @@ Copy = tuple[str, Batch | Matrix]
 SLICES = 4
 # The most numbers an intake holds, in bytes (its buffer is allocated once, at start)
 BUFFER_BYTES = 64 << 20
+# Writes a shadow call to the prediction log: (request ids, model, version, tier, role, reason, answers,
+# latency_ms), as ``RecordQueue.append_many`` takes it.
+Write = Callable[[list[str], str, str, str, str, str | None, list[Any], float], None]
+
+
+class Shadowed(NamedTuple):
+    """What the mirror knows of a model: its names, its output check, and every tier that is or may
+    become one of its candidates (its primary and its candidates: a promotion turns the old primary into
+    one)."""
+
+    model: str
+    version: str
+    names: tuple[str, ...]
+    bad_output: Callable[[Any, int], str | None]
+    eligible: tuple[Tier, ...]
 
 
 class Lane:
     """One candidate's counters, and its queue when it runs off the loop."""
 
-    __slots__ = ("chain", "dropped", "mirrored", "queue", "row_us", "tier", "wake")
+    __slots__ = ("dropped", "mirrored", "model", "queue", "row_us", "tier", "wake")
 
-    def __init__(self, chain: Chain, tier: Tier) -> None:
-        self.chain = chain
+    def __init__(self, model: Shadowed, tier: Tier) -> None:
+        self.model = model
         self.tier = tier
         self.queue: collections.deque[Copy] = collections.deque()
         self.wake = asyncio.Event()
@@ -122,10 +136,10 @@ class Intake:
     the request itself is kept: holding a few hundred requests' objects until the pump ran cost the live
     path more (its memory went cold in the CPU caches) than the candidates' arithmetic."""
 
-    __slots__ = ("batches", "buf", "filled", "ids", "limit", "sizes", "wake")
+    __slots__ = ("batches", "buf", "candidates", "filled", "ids", "limit", "sizes", "wake")
 
-    def __init__(self, chain: Chain, limit: int, matrix_only: bool) -> None:
-        width = max(1, len(chain.schema.names))
+    def __init__(self, width: int, limit: int, matrix_only: bool) -> None:
+        width = max(1, width)
         self.buf = np.empty((min(limit, BUFFER_BYTES // (8 * width)), width)) if matrix_only else None
         self.limit = limit
         self.ids: list[str] = []
@@ -133,6 +147,8 @@ class Intake:
         self.batches: list[Batch] = []
         self.filled = 0
         self.wake = asyncio.Event()
+        # the model's candidates as of the latest copy (a promotion changes them)
+        self.candidates: tuple[Tier, ...] = ()
 
     def offer(self, batch: Batch, request_id: str) -> bool:
         """Keep a copy; False when full. O(1) on the request path."""
@@ -165,63 +181,73 @@ class Intake:
 class Mirror:
     def __init__(
         self,
-        portfolio: Portfolio,
+        models: Sequence[Shadowed],
+        write: Write | None,
+        records: ShadowRecords,
+        replica: str,
         queue: int,
         max_batch: int,
         linger_s: float = 0.005,
         workers: int = 4,
     ) -> None:
-        self.portfolio = portfolio
+        # only models with a candidate now or after any promotion: nothing to mirror for the others
+        self.models = [m for m in models if len(m.eligible) > 1]
+        self.write = write
+        self.records = records
+        self.replica = replica
         self.limit = queue
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.workers = workers
+        # (model, tier name) -> its lane
         self.lanes: dict[tuple[str, str], Lane] = {}
         self.intakes: dict[str, Intake] = {}
         self.since = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._calls: set[asyncio.Task[None]] = set()
 
-    def offer(self, chain: Chain, candidates: tuple[Tier, ...], batch: Batch, request_id: str) -> None:
-        """Queue a copy for the model's candidates (the request path: O(1), never blocks, never raises)."""
-        intake = self.intakes.get(chain.model)
-        if intake is not None and not intake.offer(batch, request_id):
+    def listen(self, answer: Answer) -> None:
+        """The chain's listener: queue a copy for the model's candidates (O(1), never blocks)."""
+        candidates = answer.candidates
+        if not candidates or answer.batch is None:
+            return
+        model = answer.outcome.model
+        intake = self.intakes.get(model)
+        if intake is None:
+            return
+        intake.candidates = candidates
+        if not intake.offer(answer.batch, answer.outcome.id):
             for tier in candidates:
-                if tier.lane is not None:
-                    tier.lane.dropped += 1
+                lane = self.lanes.get((model, tier.name))
+                if lane is not None:
+                    lane.dropped += 1
 
     async def start(self) -> None:
-        """For each model with candidates, an intake and pump, and a lane for every tier that is or may
-        become a candidate (its primary and its candidates: a promotion turns the old primary into one),
+        """For each model, an intake and pump, and a lane for every tier that is or may become a candidate,
         with a dispatcher for those that run off the loop."""
-        for chain in self.portfolio.chains.values():
-            pool = list(self.portfolio.pools[chain.model].values())
-            if len(pool) < 2:
-                continue  # no candidate, now or after any promotion: nothing to mirror
-            intake = Intake(chain, self.limit, all(t.backend.reads_matrix for t in pool))
-            self.intakes[chain.model] = intake
-            name = f"failsoft-shadow-{chain.model}"
-            self._tasks.append(asyncio.create_task(self._pump(chain, intake), name=name))
+        for model in self.models:
+            pool = model.eligible
+            intake = Intake(len(model.names), self.limit, all(t.backend.reads_matrix for t in pool))
+            self.intakes[model.model] = intake
+            name = f"failsoft-shadow-{model.model}"
+            self._tasks.append(asyncio.create_task(self._pump(model, intake), name=name))
             for tier in pool:
-                lane = Lane(chain, tier)
-                tier.lane = lane
-                self.lanes[(chain.model, tier.name)] = lane
+                lane = Lane(model, tier)
+                self.lanes[(model.model, tier.name)] = lane
                 if not tier.backend.inline:
-                    name = f"failsoft-shadow-{chain.model}-{tier.name}"
+                    name = f"failsoft-shadow-{model.model}-{tier.name}"
                     self._tasks.append(asyncio.create_task(self._dispatch(lane), name=name))
-            chain.mirror = self.offer
         self._tasks.append(asyncio.create_task(self._persist_every(5.0), name="failsoft-shadow-counters"))
 
     async def close(self) -> None:
-        for chain in self.portfolio.chains.values():
-            chain.mirror = None
+        self.intakes.clear()
         for task in [*self._tasks, *self._calls]:
             await stop(task)
         self._tasks.clear()
         await self.persist()
 
-    async def _pump(self, chain: Chain, intake: Intake) -> None:
-        names = chain.schema.names
+    async def _pump(self, model: Shadowed, intake: Intake) -> None:
+        names = model.names
         while True:
             if not intake.ids:
                 intake.wake.clear()
@@ -230,8 +256,8 @@ class Mirror:
             await asyncio.sleep(self.linger_s)
             pile = intake.take()
             inline: list[tuple[Lane, Pile]] = []
-            for tier in chain.layout.candidates:
-                lane: Lane | None = tier.lane
+            for tier in intake.candidates:
+                lane = self.lanes.get((model.model, tier.name))
                 if lane is None:
                     continue
                 mine = pile.sample(tier.sample)
@@ -271,7 +297,7 @@ class Mirror:
                     await asyncio.sleep(0)
 
     async def _dispatch(self, lane: Lane) -> None:
-        queue, names = lane.queue, lane.chain.schema.names
+        queue, names = lane.queue, lane.model.names
         slots = asyncio.Semaphore(max(1, min(self.workers, lane.tier.bulkhead.limit)))
         while True:
             if not queue:
@@ -294,15 +320,14 @@ class Mirror:
             call.add_done_callback(lambda _: slots.release())
 
     async def _send(self, lane: Lane, ids: list[str], sizes: list[int], batch: Batch) -> None:
-        tier, chain = lane.tier, lane.chain
+        tier, model = lane.tier, lane.model
         started = time.perf_counter()
-        out, reason, _ = await guarded_call(tier, batch, ids[0], tier.timeout_s, chain._bad_output)
+        out, reason, _ = await guarded_call(tier, batch, ids[0], tier.timeout_s, model.bad_output)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if tier.backend.inline:
             cost = latency_ms * 1000.0 / len(batch)
             lane.row_us = cost if math.isinf(lane.row_us) else lane.row_us + 0.2 * (cost - lane.row_us)
-        log = self.portfolio.log
-        if log is None:
+        if self.write is None:
             return
         # One log record for the whole call; the store keeps it as one shadow call.
         if out is None:
@@ -315,9 +340,7 @@ class Mirror:
                 answers.append(out[at : at + n])
                 at += n
         why = reason.value if reason is not None else None
-        log.records.append_many(
-            ids, chain.model, chain.version, tier.name, "shadow", why, answers, latency_ms
-        )
+        self.write(ids, model.model, model.version, tier.name, "shadow", why, answers, latency_ms)
 
     async def persist(self) -> None:
         """This replica's copy counts, for reports read from the store."""
@@ -325,19 +348,8 @@ class Mirror:
         rows = [r for r in rows if r[2] or r[3]]
         if not rows:
             return
-        store, now = self.portfolio.state_store, time.time()
-
-        def write(execute: Any) -> None:
-            for m, c, n, d in rows:
-                execute(
-                    "INSERT INTO shadow_counters VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (model, candidate, replica) DO UPDATE SET mirrored = excluded.mirrored, "
-                    "dropped = excluded.dropped, updated_at = excluded.updated_at",
-                    [m, c, self.portfolio.replica, n, d, self.since, now],
-                )
-
         try:
-            await asyncio.to_thread(store.transaction, write)
+            await asyncio.to_thread(self.records.save_counters, rows, self.replica, self.since, time.time())
         except StoreUnavailable as err:
             log.warning("shadow counters not saved: %s", err)
 

@@ -66,6 +66,8 @@ class ModelState:
     changed_by: str
     changed_at: float
     revision: int
+    # when a "keep it out" quarantine ends (epoch seconds), None when no end is set
+    kept_out_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,151 +95,32 @@ class StateEvent:
     ts: float
 
 
-def migrations(dialect: str) -> list[tuple[int, list[str]]]:
-    """Versioned schema changes, applied in order at start; each runs once per database."""
-    serial = "BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT"
-    real = "DOUBLE PRECISION" if dialect == "postgres" else "REAL"
-    # SQLite: the primary key is the table (one B-tree per row written, not two)
-    clustered = "" if dialect == "postgres" else " WITHOUT ROWID"
-    ts_index = "USING brin (ts)" if dialect == "postgres" else "(ts)"
-    if dialect == "postgres":
-        # the two arrays unnested side by side: element i of each, once per call
-        shadow_view = """CREATE OR REPLACE VIEW shadow_predictions AS
-            SELECT c.record_id || '.' || (j.o - 1) AS record_id, j.request_id, c.model, c.version, c.tier,
-            'shadow'::text AS role, false AS degraded, c.reason, j.outputs::text AS outputs,
-            NULL::text AS inputs, c.latency_ms, c.ts
-            FROM shadow_calls AS c, ROWS FROM (jsonb_array_elements_text(c.request_ids::jsonb),
-            jsonb_array_elements(c.outputs::jsonb)) WITH ORDINALITY AS j(request_id, outputs, o)"""
-    else:
-        shadow_view = """CREATE VIEW IF NOT EXISTS shadow_predictions AS
-            SELECT c.record_id || '.' || j.key AS record_id, j.value AS request_id, c.model, c.version,
-            c.tier, 'shadow' AS role, 0 AS degraded, c.reason, c.outputs -> j.key AS outputs,
-            NULL AS inputs, c.latency_ms, c.ts
-            FROM shadow_calls AS c, json_each(c.request_ids) AS j"""
-    if dialect == "postgres":
-        # Every state change wakes the replicas listening (Store.listen) at once; polling stays the floor.
-        notify = [
-            """CREATE OR REPLACE FUNCTION failsoft_state_notify() RETURNS trigger AS $$
-            BEGIN PERFORM pg_notify('failsoft_state', NEW.id::text); RETURN NULL; END; $$ LANGUAGE plpgsql""",
-            "DROP TRIGGER IF EXISTS failsoft_state_notify ON state_events",
-            """CREATE TRIGGER failsoft_state_notify AFTER INSERT ON state_events
-            FOR EACH ROW EXECUTE FUNCTION failsoft_state_notify()""",
-        ]
-    else:
-        notify = []  # one process's writes are seen by the others' polls
-    return sorted(
-        [
-            (7, notify),
-            (
-                6,
-                [
-                    # A safe default a person set (pinned: kept until a person asks for a refresh), or the
-                    # refresh that unpinned it; every replica applies it at its next state poll.
-                    f"""CREATE TABLE IF NOT EXISTS defaults (
-                    model TEXT NOT NULL, tier TEXT NOT NULL, value TEXT NOT NULL, pinned BOOLEAN NOT NULL,
-                    set_by TEXT NOT NULL, set_at {real} NOT NULL, revision BIGINT NOT NULL,
-                    PRIMARY KEY (model, tier))""",
-                ],
-            ),
-            (
-                5,
-                [
-                    f"""CREATE TABLE IF NOT EXISTS shadow_calls (
-                    record_id TEXT PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
-                    tier TEXT NOT NULL, reason TEXT, request_ids TEXT NOT NULL, outputs TEXT NOT NULL,
-                    latency_ms {real} NOT NULL, ts {real} NOT NULL){clustered}""",
-                    "CREATE INDEX IF NOT EXISTS shadow_calls_tier ON shadow_calls (model, tier, ts)",
-                    f"CREATE INDEX IF NOT EXISTS shadow_calls_ts ON shadow_calls {ts_index}",
-                    shadow_view,
-                ],
-            ),
-            (
-                4,
-                [
-                    # the monitor reads the labels received since its last look
-                    "CREATE INDEX IF NOT EXISTS labels_received ON labels (received_at)",
-                ],
-            ),
-            (
-                3,
-                [
-                    # Delayed ground truth, one per request id (a batch request's label is a list); the
-                    # request-id index joins it to the log.
-                    f"""CREATE TABLE IF NOT EXISTS labels (
-                    request_id TEXT PRIMARY KEY, label TEXT NOT NULL, label_time {real},
-                    received_at {real} NOT NULL)""",
-                    "CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id)",
-                    # Which tier is a model's primary now (absent: the first tier of portfolio.toml).
-                    f"""CREATE TABLE IF NOT EXISTS deployments (
-                    model TEXT PRIMARY KEY, live TEXT NOT NULL, changed_by TEXT NOT NULL,
-                    changed_at {real} NOT NULL, revision BIGINT NOT NULL)""",
-                    f"""CREATE TABLE IF NOT EXISTS flips (
-                    id {serial}, model TEXT NOT NULL, action TEXT NOT NULL, from_tier TEXT NOT NULL,
-                    to_tier TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, forced BOOLEAN NOT NULL,
-                    evidence TEXT NOT NULL, ts {real} NOT NULL)""",
-                    # Copies mirrored and dropped per replica (the log holds only the copies that ran).
-                    f"""CREATE TABLE IF NOT EXISTS shadow_counters (
-                    model TEXT NOT NULL, candidate TEXT NOT NULL, replica TEXT NOT NULL,
-                    mirrored BIGINT NOT NULL, dropped BIGINT NOT NULL, since {real} NOT NULL,
-                    updated_at {real} NOT NULL, PRIMARY KEY (model, candidate, replica))""",
-                ],
-            ),
-            (
-                2,
-                [
-                    f"""CREATE TABLE IF NOT EXISTS episodes (
-                    id {serial}, model TEXT NOT NULL, replica TEXT NOT NULL, started_at {real} NOT NULL,
-                    ended_at {real}, reasons TEXT NOT NULL, answers BIGINT NOT NULL,
-                    degraded BIGINT NOT NULL)""",
-                    f"""CREATE TABLE IF NOT EXISTS audit_items (
-                    id {serial}, model TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
-                    opened_at {real} NOT NULL, notified_at {real} NOT NULL, closed_at {real},
-                    details TEXT NOT NULL)""",
-                    # at most one open item per model and kind, however many replicas notice the same thing
-                    "CREATE UNIQUE INDEX IF NOT EXISTS audit_items_open ON audit_items (model, kind) "
-                    "WHERE status <> 'resolved'",
-                    f"""CREATE TABLE IF NOT EXISTS audit_actions (
-                    id {serial}, audit_id BIGINT, model TEXT NOT NULL, action TEXT NOT NULL,
-                    actor TEXT NOT NULL, comment TEXT NOT NULL, details TEXT NOT NULL, ts {real} NOT NULL)""",
-                ],
-            ),
-            (
-                1,
-                [
-                    f"""CREATE TABLE IF NOT EXISTS predictions (
-                    record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, model TEXT NOT NULL,
-                    version TEXT NOT NULL, tier TEXT NOT NULL, role TEXT NOT NULL, degraded BOOLEAN NOT NULL,
-                    reason TEXT, outputs TEXT NOT NULL, inputs TEXT, latency_ms {real} NOT NULL,
-                    ts {real} NOT NULL){clustered}""",
-                    # Rows arrive in time order: PostgreSQL keeps a BRIN index (a few pages, next to free to
-                    # maintain); SQLite has none, so a B-tree. The request-id index for joining labels comes
-                    # with the labels table.
-                    f"CREATE INDEX IF NOT EXISTS predictions_ts ON predictions {ts_index}",
-                    f"""CREATE TABLE IF NOT EXISTS model_state (
-                    model TEXT PRIMARY KEY, health TEXT NOT NULL, reason TEXT NOT NULL,
-                    changed_by TEXT NOT NULL,
-                    changed_at {real} NOT NULL, revision BIGINT NOT NULL)""",
-                    f"""CREATE TABLE IF NOT EXISTS state_events (
-                    id {serial}, model TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
-                    reason TEXT NOT NULL, actor TEXT NOT NULL, ts {real} NOT NULL)""",
-                ],
-            ),
-        ]
-    )
-
-
-def state_event(
-    execute: Execute, model: str, kind: str, value: str, reason: str, actor: str, ts: float
+def record_state(
+    execute: Execute,
+    table: str,
+    key: Sequence[str],
+    row: dict[str, Any],
+    event: tuple[str, str, str, str, str, float],
 ) -> int:
-    """Record a shared state change (inside the transaction that makes it); its id is the revision every
-    replica polls for, and on PostgreSQL its insert notifies them."""
-    return int(
+    """Upsert ``row`` into a shared-state table (``key``: its primary key columns) together with the state
+    event that announces it, inside the caller's transaction. ``event`` is (model, kind, value, reason,
+    actor, ts); its id is the revision every replica polls for (on PostgreSQL its insert notifies them),
+    and it is stored as the row's ``revision``."""
+    rev = int(
         execute(
             "INSERT INTO state_events (model, kind, value, reason, actor, ts) VALUES (?, ?, ?, ?, ?, ?) "
             "RETURNING id",
-            [model, kind, value, reason, actor, ts],
+            list(event),
         )[0][0]
     )
+    cols = [*row, "revision"]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
+    execute(
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
+        [*row.values(), rev],
+    )
+    return rev
 
 
 class Store(abc.ABC):
@@ -295,39 +178,61 @@ class Store(abc.ABC):
         return int(self.execute("SELECT coalesce(max(id), 0) FROM state_events")[0][0])
 
     def load_states(self) -> dict[str, ModelState]:
-        rows = self.execute("SELECT model, health, reason, changed_by, changed_at, revision FROM model_state")
+        rows = self.execute(
+            "SELECT model, health, reason, changed_by, changed_at, revision, kept_out_until FROM model_state"
+        )
         return {r[0]: ModelState(*r) for r in rows}
 
-    def set_health(self, model: str, health: str, reason: str, actor: str) -> ModelState:
-        """Record a health change and its event atomically."""
+    def set_health(
+        self, model: str, health: str, reason: str, actor: str, kept_out_until: float | None = None
+    ) -> ModelState:
+        """Record a health change and its event atomically (``kept_out_until``: when a quarantine a person
+        set for a while ends)."""
         now = self.now()
 
         def write(execute: Execute) -> ModelState:
-            rev = state_event(execute, model, "health", health, reason, actor, now)
-            execute(
-                "INSERT INTO model_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
-                "health = excluded.health, reason = excluded.reason, changed_by = excluded.changed_by, "
-                "changed_at = excluded.changed_at, revision = excluded.revision",
-                [model, health, reason, actor, now, rev],
-            )
-            return ModelState(model, health, reason, actor, now, rev)
+            return self._health(execute, model, health, reason, actor, now, kept_out_until)
 
         return self.transaction(write)
+
+    def end_keep_out(self, model: str, until: float, reason: str, actor: str) -> ModelState | None:
+        """Bring a model kept out until ``until`` back to live, once: None when another replica (or a
+        person) changed its state first."""
+        now = self.now()
+
+        def write(execute: Execute) -> ModelState | None:
+            # Replicas racing here queue on the row; the later ones find its end already cleared.
+            claimed = execute(
+                "UPDATE model_state SET kept_out_until = NULL WHERE model = ? AND kept_out_until = ? "
+                "RETURNING model",
+                [model, until],
+            )
+            return self._health(execute, model, "live", reason, actor, now, None) if claimed else None
+
+        return self.transaction(write)
+
+    @staticmethod
+    def _health(
+        execute: Execute, model: str, health: str, reason: str, actor: str, now: float, until: float | None
+    ) -> ModelState:
+        row = {"model": model, "health": health, "reason": reason, "changed_by": actor, "changed_at": now,
+               "kept_out_until": until}  # fmt: skip
+        rev = record_state(
+            execute, "model_state", ["model"], row, (model, "health", health, reason, actor, now)
+        )
+        return ModelState(model, health, reason, actor, now, rev, until)
 
     def set_default(
         self, model: str, tier: str, value: str, pinned: bool, actor: str, reason: str
     ) -> DefaultState:
         """Record a safe default a person set (``pinned``) or refreshed, and its event, atomically."""
         now = self.now()
+        kind = "default_pinned" if pinned else "default_refreshed"
+        row = {"model": model, "tier": tier, "value": value, "pinned": pinned, "set_by": actor, "set_at": now}
 
         def write(execute: Execute) -> DefaultState:
-            kind = "default_pinned" if pinned else "default_refreshed"
-            rev = state_event(execute, model, kind, value, reason, actor, now)
-            execute(
-                "INSERT INTO defaults VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, tier) DO UPDATE SET "
-                "value = excluded.value, pinned = excluded.pinned, set_by = excluded.set_by, "
-                "set_at = excluded.set_at, revision = excluded.revision",
-                [model, tier, value, pinned, actor, now, rev],
+            rev = record_state(
+                execute, "defaults", ["model", "tier"], row, (model, kind, value, reason, actor, now)
             )
             return DefaultState(model, tier, value, pinned, actor, now, rev)
 

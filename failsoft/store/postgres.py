@@ -15,9 +15,9 @@ from failsoft.store.base import (
     Store,
     StoreRejected,
     StoreUnavailable,
-    migrations,
 )
 from failsoft.store.records import split
+from failsoft.store.schema import migrations
 
 T = TypeVar("T")
 _COLS = ", ".join(PREDICTION_COLUMNS)

@@ -17,9 +17,9 @@ from failsoft.store.base import (
     Store,
     StoreRejected,
     StoreUnavailable,
-    migrations,
 )
 from failsoft.store.records import split
+from failsoft.store.schema import migrations
 
 _INSERT = (
     f"INSERT OR IGNORE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join('?' * 12)})"

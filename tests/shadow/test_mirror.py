@@ -67,7 +67,8 @@ async def test_every_copy_is_answered_and_logged_against_its_request(
     assert p.mirror is not None and p.mirror.intakes["m"].buf is not None, (
         "numbers only: every tier reads them"
     )
-    assert not p.pools["m"]["threads"].backend.inline and p.pools["m"]["on-loop"].backend.inline
+    eligible = p.chains["m"].eligible
+    assert not eligible["threads"].backend.inline and eligible["on-loop"].backend.inline
     rng = random.Random(3)
     sent: dict[str, list[list[float]]] = {}
     for i in range(400):

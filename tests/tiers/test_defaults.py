@@ -105,7 +105,7 @@ async def test_a_persons_default_is_pinned_shared_by_replicas_and_kept_across_re
         return Portfolio.from_toml(write_toml(text, f"{name}.toml"))
 
     async with replica("a") as a, replica("b") as b:
-        await a.replace_default("recs", ["x", "y"], "alice", "the source is broken")
+        await a.health.replace_default("recs", ["x", "y"], "alice", "the source is broken")
         assert (await a.predict("recs", {})).outputs == ["x", "y"]
         assert await converge(b, ["x", "y"]) == ["x", "y"]
         write_events(events, ["z", "z", "y"])
@@ -116,12 +116,12 @@ async def test_a_persons_default_is_pinned_shared_by_replicas_and_kept_across_re
         assert not await asyncio.to_thread(a.chains["recs"].default.refresh)
         assert (await a.predict("recs", {})).outputs == ["x", "y"]
         with pytest.raises(ValueError, match="output check"):
-            await a.replace_default("recs", "not a list", "alice")
-        assert await b.refresh_default("recs", "bob", "source fixed")
+            await a.health.replace_default("recs", "not a list", "alice")
+        assert await b.health.refresh_default("recs", "bob", "source fixed")
         assert (await b.predict("recs", {})).outputs == ["z", "y"]
         assert await converge(a, ["z", "y"]) == ["z", "y"], "unpinned everywhere: back to the source"
         assert not a.chains["recs"].default.pinned
-        await a.replace_default("recs", ["p"], "alice")
+        await a.health.replace_default("recs", ["p"], "alice")
         kinds = [e.kind for e in a.state_store.state_events("recs")]
         assert kinds[:3] == ["default_pinned", "default_refreshed", "default_pinned"]
     events.unlink()

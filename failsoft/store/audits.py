@@ -1,4 +1,5 @@
-"""The audit queue: items that ask a person to look, and the trail of what people did about them.
+"""The audit queue's records: items that ask a person to look, the trail of what people did, and the
+fallback episodes the watch saw.
 
 Kept in the store, so every replica sees one queue. At most one open item per (model, kind): replicas
 that notice the same episode open it once.
@@ -8,28 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from failsoft.store import Store
+import msgspec
 
-KINDS = ("fallback", "stale_default", "approval")
-ACTIONS = (
-    "ack",
-    "approve_default",
-    "refresh_default",
-    "replace_default",
-    "restore",
-    "keep_out",
-    "comment",
-    # on a promotion waiting for a person (kind "approval")
-    "approve_promotion",
-    "reject_promotion",
-)
+from failsoft.store.base import Store
+
+__all__ = ["AuditAction", "AuditItem", "AuditQueue", "Episode"]
 
 
-@dataclass(frozen=True)
-class AuditItem:
+class AuditItem(msgspec.Struct, frozen=True):
     id: int
     model: str
     kind: str
@@ -40,23 +29,48 @@ class AuditItem:
     details: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "model": self.model,
-            "kind": self.kind,
-            "status": self.status,
-            "opened_at": self.opened_at,
-            "notified_at": self.notified_at,
-            "closed_at": self.closed_at,
-            "details": self.details,
-        }
+        return msgspec.structs.asdict(self)
+
+
+class AuditAction(msgspec.Struct, frozen=True):
+    """One thing a person (or failsoft itself) did, recorded with who, when and why."""
+
+    id: int
+    audit_id: int | None
+    model: str
+    action: str
+    actor: str
+    comment: str
+    details: dict[str, Any]
+    ts: float
+
+
+class Episode(msgspec.Struct, frozen=True):
+    """A stretch of time one replica served a model's answers mostly from fallbacks."""
+
+    id: int
+    model: str
+    replica: str
+    started_at: float
+    ended_at: float | None
+    reasons: dict[str, int]
+    answers: int
+    degraded: int
 
 
 _ITEM = "SELECT id, model, kind, status, opened_at, notified_at, closed_at, details FROM audit_items"
+_ACTION = "SELECT id, audit_id, model, action, actor, comment, details, ts FROM audit_actions"
 
 
 def _item(row: tuple[Any, ...]) -> AuditItem:
     return AuditItem(int(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]))
+
+
+def _where(**equal: Any) -> tuple[str, list[Any]]:
+    """`` WHERE a = ? AND b = ?`` over the arguments that are not None."""
+    given = {k: v for k, v in equal.items() if v is not None}
+    clause = " AND ".join(f"{k} = ?" for k in given)
+    return (f" WHERE {clause}" if clause else ""), list(given.values())
 
 
 class AuditQueue:
@@ -72,7 +86,7 @@ class AuditQueue:
             "INSERT INTO audit_items (model, kind, status, opened_at, notified_at, details) "
             "VALUES (?, ?, 'open', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
         )
-        rows = self.store.execute(sql_insert, (model, kind, now, now, json.dumps(details)))
+        rows = self.store.execute(sql_insert, (model, kind, now, now, json.dumps(details, default=str)))
         return self.get(int(rows[0][0])) if rows else None
 
     def get(self, item_id: int) -> AuditItem | None:
@@ -80,17 +94,11 @@ class AuditQueue:
         return _item(rows[0]) if rows else None
 
     def items(self, status: str | None = None, model: str | None = None) -> list[AuditItem]:
-        where: list[str] = []
-        args: list[Any] = []
         if status == "unresolved":
-            where.append("status <> 'resolved'")
-        elif status:
-            where.append("status = ?")
-            args.append(status)
-        if model:
-            where.append("model = ?")
-            args.append(model)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+            clause, args = _where(model=model)
+            clause = f"{clause} AND status <> 'resolved'" if clause else " WHERE status <> 'resolved'"
+        else:
+            clause, args = _where(status=status or None, model=model or None)
         return [_item(r) for r in self.store.execute(f"{_ITEM}{clause} ORDER BY id", args)]
 
     def open_for(self, model: str, kind: str) -> AuditItem | None:
@@ -118,54 +126,22 @@ class AuditQueue:
         actor: str,
         comment: str = "",
         details: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> AuditAction:
         now = time.time()
+        details = details or {}
         rows = self.store.execute(
             "INSERT INTO audit_actions (audit_id, model, action, actor, comment, details, ts) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (audit_id, model, action, actor, comment, json.dumps(details or {}), now),
+            (audit_id, model, action, actor, comment, json.dumps(details, default=str), now),
         )
-        return {
-            "id": int(rows[0][0]),
-            "audit_id": audit_id,
-            "model": model,
-            "action": action,
-            "actor": actor,
-            "comment": comment,
-            "details": details or {},
-            "ts": now,
-        }
+        return AuditAction(int(rows[0][0]), audit_id, model, action, actor, comment, details, now)
 
     def log(
         self, model: str | None = None, audit_id: int | None = None, limit: int = 200
-    ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if model:
-            where.append("model = ?")
-            args.append(model)
-        if audit_id is not None:
-            where.append("audit_id = ?")
-            args.append(audit_id)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = self.store.execute(
-            f"SELECT id, audit_id, model, action, actor, comment, details, ts FROM audit_actions{clause} "
-            "ORDER BY id DESC LIMIT ?",
-            [*args, limit],
-        )
-        return [
-            {
-                "id": r[0],
-                "audit_id": r[1],
-                "model": r[2],
-                "action": r[3],
-                "actor": r[4],
-                "comment": r[5],
-                "details": json.loads(r[6]),
-                "ts": r[7],
-            }
-            for r in rows
-        ]
+    ) -> list[AuditAction]:
+        clause, args = _where(model=model or None, audit_id=audit_id)
+        rows = self.store.execute(f"{_ACTION}{clause} ORDER BY id DESC LIMIT ?", [*args, limit])
+        return [AuditAction(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
 
     def last_approval(self, model: str) -> float | None:
         rows = self.store.execute(
@@ -198,23 +174,11 @@ class AuditQueue:
             (json.dumps(reasons), answers, degraded, ended_at, episode_id),
         )
 
-    def episodes(self, model: str | None = None) -> list[dict[str, Any]]:
-        clause, args = (" WHERE model = ?", [model]) if model else ("", [])
+    def episodes(self, model: str | None = None) -> list[Episode]:
+        clause, args = _where(model=model or None)
         rows = self.store.execute(
             "SELECT id, model, replica, started_at, ended_at, reasons, answers, degraded "
             f"FROM episodes{clause} ORDER BY id",
             args,
         )
-        return [
-            {
-                "id": r[0],
-                "model": r[1],
-                "replica": r[2],
-                "started_at": r[3],
-                "ended_at": r[4],
-                "reasons": json.loads(r[5]),
-                "answers": r[6],
-                "degraded": r[7],
-            }
-            for r in rows
-        ]
+        return [Episode(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]

@@ -1,0 +1,136 @@
+"""Building a portfolio's chains from its spec: tiers with their breakers and bulkheads, the safe default,
+the shadow candidates, and the online feature lookups. Nothing here runs: ``Portfolio.start`` does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from failsoft.chain import Chain, SkipLog, Tier
+from failsoft.config import (
+    CandidateSpec,
+    DefaultTierSpec,
+    FeatureUseSpec,
+    ModelSpec,
+    OipTierSpec,
+    PortfolioSpec,
+    PythonTierSpec,
+)
+from failsoft.errors import ConfigError
+from failsoft.features.online import FeatureLookup, OnlineTable
+from failsoft.features.store import FeatureStore
+from failsoft.metrics import Metrics
+from failsoft.resilience import Breaker, BreakerPolicy, Bulkhead, Clock
+from failsoft.schema import InputSchema, OutputCheck
+from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend
+
+__all__ = ["Builder", "refresh_features"]
+
+log = logging.getLogger("failsoft.portfolio")
+
+
+class Builder:
+    """Builds the chains of one spec; the online tables it opened are in ``online`` (one per table, shared
+    by the models that read it)."""
+
+    def __init__(self, spec: PortfolioSpec, metrics: Metrics, clock: Clock = time.monotonic) -> None:
+        self.spec = spec
+        self.metrics = metrics
+        self.clock = clock
+        self.skip_log = SkipLog(clock)
+        self.online: dict[str, OnlineTable] = {}
+
+    def chains(self) -> dict[str, Chain]:
+        return {name: self.chain(name, m) for name, m in self.spec.models.items()}
+
+    def chain(self, name: str, model: ModelSpec) -> Chain:
+        spec = self.spec
+        check = OutputCheck(model.output)
+        types: dict[str, str] = {f.name: f.type for f in model.inputs}
+        tiers: list[Tier] = []
+        default: DefaultBackend | None = None
+        for i, t in enumerate(model.tiers):
+            key = f"models.{name}.tiers[{i}]"
+            if isinstance(t, DefaultTierSpec):
+                source = spec.resolve(t.source) if t.source else None
+                cache = spec.resolve(spec.data_dir) / "defaults" / f"{name}.{t.name}.json"
+                default = DefaultBackend(t, name, check, source, cache, spec.file, key)
+                continue
+            tiers.append(self.tier(t, model, types, key))
+        assert default is not None  # config guarantees the chain ends with a default
+        candidates = tuple(
+            self.tier(c, model, types, f"models.{name}.candidates[{i}]")
+            for i, c in enumerate(model.candidates)
+        )
+        chain = Chain(
+            name,
+            model.version,
+            model.deadline_ms / 1000.0,
+            InputSchema(model.inputs),
+            check,
+            tiers,
+            default,
+            self.metrics,
+            self.skip_log,
+            self.clock,
+            candidates,
+        )
+        chain.lookups = tuple(self.lookup(name, i, use) for i, use in enumerate(model.features))
+        return chain
+
+    def tier(self, t: CandidateSpec, model: ModelSpec, types: dict[str, str], key: str) -> Tier:
+        spec = self.spec
+        backend: Backend
+        if isinstance(t, PythonTierSpec):
+            backend = PythonBackend(t, tuple(model.inputs), spec.resolve, spec.file, key)
+        elif isinstance(t, OipTierSpec):
+            backend = OipBackend(t, types)
+        else:
+            backend = HttpBackend(t)
+        b = t.breaker
+        policy = BreakerPolicy(b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes)
+        # a tier of worker processes takes one call per process at a time
+        slots = t.processes if isinstance(t, PythonTierSpec) and t.run == "process" else t.max_concurrency
+        return Tier(
+            backend,
+            Breaker(policy, self.clock),
+            Bulkhead(slots),
+            t.timeout_ms / 1000,
+            t.sample,
+            t.row_limit(),
+        )
+
+    def lookup(self, model: str, i: int, use: FeatureUseSpec) -> FeatureLookup:
+        spec = self.spec
+        key = f"models.{model}.features[{i}]"
+        root = spec.resolve(spec.features.dir or str(Path(spec.data_dir) / "features"))
+        online = self.online.get(use.table)
+        if online is None:
+            try:
+                online = OnlineTable(FeatureStore(root), use.table)
+            except ConfigError as err:
+                raise ConfigError(spec.file, f"{key}.table", err.problem, err.fix) from None
+            self.online[use.table] = online
+        unknown = [c for c in use.columns or () if c not in online.columns]
+        if unknown:
+            raise ConfigError(
+                spec.file,
+                f"{key}.columns",
+                f"{', '.join(unknown)} not in feature table {use.table}",
+                f"it has: {', '.join(online.columns)}",
+            )
+        return FeatureLookup(online, use.columns, use.max_age_s)
+
+
+async def refresh_features(online: dict[str, OnlineTable], every_s: float) -> None:
+    """Reload an online table when new rows landed (a new file, or held-back rows became available)."""
+    while True:
+        await asyncio.sleep(every_s)
+        for table in online.values():
+            try:
+                if await asyncio.to_thread(table.due):
+                    await asyncio.to_thread(table.load)
+            except Exception:  # keep serving the last good values
+                log.exception("reloading feature table %s failed; serving its last values", table.name)

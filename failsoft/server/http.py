@@ -1,0 +1,173 @@
+"""What both HTTP surfaces share: the request as the handlers see it, reading a bounded body, and the one
+map from errors to statuses (domain errors carry no status; this is where they get one)."""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from failsoft.errors import (
+    AlreadyPrimary,
+    AuditError,
+    InvalidRequest,
+    NoSuchAudit,
+    NothingToUndo,
+    PolicyNotMet,
+    PromotionError,
+    UnknownCandidate,
+    UnknownModel,
+)
+from failsoft.store import StoreRejected
+
+log = logging.getLogger("failsoft.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+Response = tuple[int, bytes, Headers]
+
+encode = msgspec.json.Encoder().encode
+JSON: Headers = [(b"content-type", b"application/json")]
+
+
+class TooLarge(Exception):
+    """The body is over ``[server] max_body_bytes``."""
+
+
+class Unauthorized(Exception):
+    """No valid bearer token."""
+
+
+class Forbidden(Exception):
+    """The control plane is closed: no token exists at all."""
+
+
+class Unavailable(Exception):
+    """The change could not be recorded (the store is down): nothing was changed."""
+
+
+class MethodNotAllowed(Exception):
+    pass
+
+
+class NoRoute(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    """The client went away (or the connection guard closed it) before its body arrived."""
+
+
+# The first class an error is an instance of gives its status (subclasses before their bases).
+STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (InvalidRequest, 400),
+    (StoreRejected, 400),
+    (RecursionError, 400),
+    (NoSuchAudit, 404),
+    (AuditError, 400),
+    (UnknownModel, 404),
+    (UnknownCandidate, 404),
+    (AlreadyPrimary, 409),
+    (PolicyNotMet, 409),
+    (NothingToUndo, 409),
+    (PromotionError, 400),
+    (NoRoute, 404),
+    (MethodNotAllowed, 405),
+    (TooLarge, 413),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (Unavailable, 503),
+)
+
+
+def error_response(err: BaseException, method: str, path: str, max_body: int) -> Response:
+    """The JSON error answer for ``err``; a 500 (logged) for anything not in ``STATUS``."""
+    status = next((code for kind, code in STATUS if isinstance(err, kind)), 500)
+    doc: dict[str, Any] = {"error": str(err)}
+    headers = JSON
+    if status == 500:
+        log.error("request %s %s failed", method, path, exc_info=err)
+        doc = {"error": "internal error; see the server log"}
+    elif isinstance(err, StoreRejected):
+        doc = {"error": f"the store refused the values: {err}"}
+    elif isinstance(err, RecursionError):
+        doc = {"error": "malformed request: nested too deep"}
+    elif isinstance(err, PolicyNotMet):
+        doc["failing"] = err.failing
+    elif isinstance(err, PromotionError):
+        doc["failing"] = None
+    elif isinstance(err, TooLarge):
+        doc = {"error": f"request body over {max_body} bytes"}
+    elif isinstance(err, MethodNotAllowed):
+        doc = {"error": f"{method} not allowed on {path}"}
+    elif isinstance(err, NoRoute):
+        doc = {"error": f"no route {path}"}
+    elif isinstance(err, Unauthorized):
+        headers = [*JSON, (b"www-authenticate", b"Bearer")]
+    return status, encode(doc), headers
+
+
+class Request:
+    """One request as a handler sees it: the path's segments, the route's parameters, the body on demand."""
+
+    __slots__ = ("method", "params", "parts", "receive", "scope")
+
+    def __init__(self, method: str, parts: list[str], scope: Scope, receive: Receive) -> None:
+        self.method = method
+        self.parts = parts
+        self.scope = scope
+        self.receive = receive
+        self.params: dict[str, str] = {}
+
+    def header(self, name: bytes) -> bytes | None:
+        return header(self.scope, name)
+
+    def query(self) -> dict[str, str]:
+        raw = self.scope.get("query_string", b"").decode("ascii", "replace")
+        return {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
+
+    async def body(self, max_body: int) -> bytes:
+        length = self.header(b"content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            raise TooLarge
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            # A body slower than [server] body_timeout_s is cut off by the connection guard: a disconnect.
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_body:
+                raise TooLarge
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def segments(scope: Scope) -> list[str]:
+    """The path's segments, each percent-decoded on its own: ``/v1/models/x%2Fpredict`` names the model
+    ``x/predict`` rather than routing to predict."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None or b"%" not in raw:
+        return scope["path"].strip("/").split("/")  # type: ignore[no-any-return]
+    return [urllib.parse.unquote(p) for p in raw.decode("ascii", "replace").strip("/").split("/")]
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def need(method: str, allowed: str) -> None:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise MethodNotAllowed
