@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,30 +17,7 @@ import pytest
 
 from failsoft.demo.procs import free_port
 from failsoft.store import Store, open_store
-
-ADMIN_URL = os.environ.get("FAILSOFT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def unreachable(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL is required under CI: {why}")
-    pytest.skip(f"PostgreSQL not reachable: {why}")
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    import psycopg
-
-    name = f"failsoft_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as err:
-        unreachable(str(err))
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.conftest import ADMIN_URL, unreachable  # noqa: F401  (pg_url is a root fixture)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
