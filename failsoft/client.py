@@ -18,11 +18,12 @@ import asyncio
 import itertools
 import os
 import ssl
+import threading
 import time
 from typing import Any
 
+import aiohttp
 import certifi
-import httpx
 import msgspec
 
 from failsoft.errors import FailsoftError, InvalidRequest, UnknownModel
@@ -57,63 +58,76 @@ class Client:
         self._last_good: dict[str, Any] = {}
         self._ids = itertools.count(1)
         self._prefix = f"c{os.urandom(3).hex()}"
-        headers = {"content-type": "application/json", **(headers or {})}
-        timeout = httpx.Timeout(self.timeout_s)
+        self._headers = {"content-type": "application/json", **(headers or {})}
         # One TLS context for both faces: building it costs tens of milliseconds, which must not be spent
         # inside the first call's time budget.
         self._tls = ssl.create_default_context(cafile=certifi.where())
-        self._sync = httpx.Client(timeout=timeout, headers=headers, verify=self._tls)
-        self._async: httpx.AsyncClient | None = None
-        self._headers = headers
+        # a session per event loop that used the client (the caller's, and the synchronous face's own)
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        # the synchronous face runs the same calls on an event loop of its own, in a thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
-    def _async_client(self) -> httpx.AsyncClient:
-        if self._async is None:
-            self._async = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout_s), headers=self._headers, verify=self._tls
+    def _client(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None:
+            session = self._sessions[loop] = aiohttp.ClientSession(
+                headers=self._headers, connector=aiohttp.TCPConnector(ssl=self._tls, keepalive_timeout=30)
             )
-        return self._async
+        return session
+
+    def _sync_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=loop.run_forever, name="failsoft-client", daemon=True)
+                self._thread.start()
+                self._loop = loop
+            return self._loop
 
     # ---- the two faces ----------------------------------------------------------------------------------
 
     def predict(self, model: str, inputs: Any, id: str | None = None) -> Outcome:
         """The gateway's outcome, or the client's own default within ``timeout_ms``."""
-        request_id = id or self._next_id()
-        started = time.perf_counter()
-        try:
-            resp = self._sync.post(self._url(model), content=_encode({"inputs": inputs, "id": request_id}))
-        except httpx.TimeoutException as err:
-            return self._fallback(
-                model, request_id, Reason.TIMEOUT, f"gateway gave no answer in time: {err}", started
-            )
-        except httpx.HTTPError as err:
-            return self._fallback(model, request_id, Reason.ERROR, f"gateway unreachable: {err}", started)
-        return self._read(model, request_id, resp.status_code, resp.content, started)
+        call = asyncio.run_coroutine_threadsafe(self.apredict(model, inputs, id), self._sync_loop())
+        return call.result()
 
     async def apredict(self, model: str, inputs: Any, id: str | None = None) -> Outcome:
         """``predict`` for asyncio code; the whole call is bounded by ``timeout_ms``."""
-        client = self._async_client()
+        session = self._client()
         request_id = id or self._next_id()
         started = time.perf_counter()
+        body = _encode({"inputs": inputs, "id": request_id})
         try:
             async with asyncio.timeout(self.timeout_s):
-                resp = await client.post(
-                    self._url(model), content=_encode({"inputs": inputs, "id": request_id})
-                )
-        except (TimeoutError, httpx.TimeoutException) as err:
+                async with session.post(self._url(model), data=body) as resp:
+                    status, content = resp.status, await resp.read()
+        except TimeoutError as err:
             return self._fallback(
                 model, request_id, Reason.TIMEOUT, f"gateway gave no answer in time {err}", started
             )
-        except httpx.HTTPError as err:
+        except (aiohttp.ClientError, OSError) as err:
             return self._fallback(model, request_id, Reason.ERROR, f"gateway unreachable: {err}", started)
-        return self._read(model, request_id, resp.status_code, resp.content, started)
+        return self._read(model, request_id, status, content, started)
 
     def close(self) -> None:
-        self._sync.close()
+        loop = self._loop
+        if loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join()
+        loop.close()
+        self._loop = self._thread = None
 
     async def aclose(self) -> None:
-        self._sync.close()
-        if self._async is not None:
-            await self._async.aclose()
+        """Close this event loop's connections."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
 
     def __enter__(self) -> Client:
         return self
@@ -122,7 +136,7 @@ class Client:
         self.close()
 
     async def __aenter__(self) -> Client:
-        self._async_client()
+        self._client()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -8,7 +8,6 @@ milliseconds)``. Relative paths in the file are resolved against the file's own 
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import sys
 import tomllib
@@ -19,6 +18,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from failsoft.env import STORE_URL, WEBHOOK_SECRET
+from failsoft.env import environ as environment
 from failsoft.errors import ConfigError
 
 __all__ = [
@@ -221,7 +222,7 @@ class AuditSpec(_Spec, frozen=True):
     default_max_age_s: Annotated[float, Meta(ge=0)] = 0.0
     webhook: str | None = None
     # the environment variable holding the webhook's signing secret (unset: deliveries are not signed)
-    webhook_secret_env: str = "FAILSOFT_WEBHOOK_SECRET"
+    webhook_secret_env: str = WEBHOOK_SECRET
     remind_after_s: PositiveFloat = 3600.0
 
 
@@ -457,9 +458,9 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Portfoli
         raise ConfigError(str(p), "", "file not found", "pass the path of your portfolio.toml") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(p), "", f"not valid TOML: {err}", "fix the TOML syntax at that line") from None
-    env = os.environ if environ is None else environ
-    if env.get("FAILSOFT_STORE_URL"):
-        raw.setdefault("store", {})["url"] = env["FAILSOFT_STORE_URL"]
+    env = environment() if environ is None else environ
+    if env.get(STORE_URL):
+        raw.setdefault("store", {})["url"] = env[STORE_URL]
     return parse(raw, file=str(p), base_dir=str(p.parent.resolve()))
 
 

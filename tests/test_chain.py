@@ -1,4 +1,5 @@
-"""The tier walk, in process: every reason, the deadline bound, breakers, bulkheads, quarantine."""
+"""The tier walk, in process and without a Portfolio (no store, no log writer, no state poll): every reason,
+the deadline bound (asserted exactly with an injected clock), breakers, bulkheads, quarantine."""
 
 from __future__ import annotations
 
@@ -8,14 +9,53 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from failsoft import Health, Portfolio, Reason
+from failsoft import Health, Outcome, Portfolio, Reason, config
+from failsoft.build import Builder
+from failsoft.chain import Chain, Tier
+from failsoft.errors import UnknownModel
+from failsoft.metrics import Metrics
+from failsoft.resilience import Breaker, Bulkhead
+from failsoft.resilience.breaker import BreakerPolicy
+from failsoft.schema import Batch, InputSchema, OutputCheck
+from failsoft.tiers.base import Backend
 from tests import helpers
 
-Make = Callable[..., Awaitable[Portfolio]]
+
+class Models:
+    """The chains of a portfolio file, started on their own: what a tier walk needs and nothing else."""
+
+    def __init__(self, path: Path) -> None:
+        spec = config.load(path)
+        self.metrics = Metrics()
+        self.chains = Builder(spec, self.metrics).chains()
+
+    async def start(self) -> None:
+        for chain in self.chains.values():
+            for tier in chain.all_tiers():
+                await tier.backend.start()
+            await chain.default.start()
+
+    async def close(self) -> None:
+        for chain in self.chains.values():
+            for tier in chain.all_tiers():
+                await tier.backend.close()
+            await chain.default.close()
+
+    async def predict(self, model: str, inputs: Any) -> Outcome:
+        chain = self.chains.get(model)
+        if chain is None:
+            raise UnknownModel(model, list(self.chains))
+        if isinstance(inputs, list):
+            return await chain.run(inputs, "r")
+        return await chain.run([inputs], "r", single=True)
+
+
+Make = Callable[..., Awaitable[Models]]
 
 
 def chain_toml(*targets: str, deadline_ms: int = 200, timeout_ms: int = 40, concurrency: int = 4) -> str:
@@ -51,10 +91,10 @@ value = 0.25
 
 @pytest.fixture
 async def make(write_toml: Callable[[str], Path]) -> AsyncIterator[Make]:
-    opened: list[Portfolio] = []
+    opened: list[Models] = []
 
-    async def build(*targets: str, **kw: int) -> Portfolio:
-        p = Portfolio.from_toml(write_toml(chain_toml(*targets, **kw)))
+    async def build(*targets: str, **kw: int) -> Models:
+        p = Models(write_toml(chain_toml(*targets, **kw)))
         await p.start()
         opened.append(p)
         return p
@@ -173,6 +213,7 @@ async def test_unknown_model(make: Make) -> None:
         await p.predict("nope", {"x": 1})
 
 
+@pytest.mark.timing
 async def test_hanging_primary_leaves_a_reserve_for_the_fallback(write_toml: Callable[[str], Path]) -> None:
     text = chain_toml("hang", "score", deadline_ms=50, timeout_ms=500).replace(
         'target = "tests.helpers:score"', 'target = "tests.helpers:score"\nrun = "inline"'
@@ -253,11 +294,7 @@ value = 0.5
 
 
 async def test_values_a_tier_cannot_read_are_the_requests_fault_not_the_tiers() -> None:
-    from failsoft.chain import Tier, guarded_call
-    from failsoft.resilience import Breaker, Bulkhead
-    from failsoft.resilience.breaker import BreakerPolicy
-    from failsoft.schema import Batch
-    from failsoft.tiers.base import Backend
+    from failsoft.chain import guarded_call
 
     class ReadsMatrix(Backend):
         name = "matrix"
@@ -279,7 +316,7 @@ async def test_a_batch_bigger_than_a_row_at_a_time_tier_takes_is_passed_by_uncha
 ) -> None:
     """300 rows to a row-at-a-time http tier always timed out and opened its breaker for every client."""
     toml = chain_toml("score").replace(
-        "[[models.m.tiers]]\nname = \"t0\"",
+        '[[models.m.tiers]]\nname = "t0"',
         '[[models.m.tiers]]\nname = "web"\nkind = "http"\nurl = "http://127.0.0.1:9/score"\npool_size = 8\n'
         "breaker = { window = 10, min_calls = 2, failure_rate = 0.5, open_ms = 60000 }\n\n"
         '[[models.m.tiers]]\nname = "t0"',
@@ -305,3 +342,91 @@ async def test_an_unknown_input_is_named_in_the_answer_and_counted(make: Make) -
     o = await p.predict("m", {"x": 4})
     assert o.warnings is msgspec.UNSET and b"warnings" not in msgspec.json.encode(o)
     assert p.metrics.unknown_inputs["m"] == 2
+
+
+# ---- the deadline arithmetic, exactly: an injected clock and backends that spend its time --------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Spends(Backend):
+    """Spends ``spend_s`` of the fake clock, then fails as a timeout would: its skip records the budget the
+    chain gave it ("no answer within X ms")."""
+
+    def __init__(self, name: str, clock: FakeClock, spend_s: float, answer: float | None = None) -> None:
+        self.name, self.clock, self.spend_s, self.answer = name, clock, spend_s, answer
+        self.budgets: list[float] = []
+
+    async def predict(self, batch: Batch, request_id: str, done: Any) -> list[Any]:
+        done()
+        self.clock.now += self.spend_s
+        if self.answer is None:
+            raise TimeoutError
+        return [self.answer] * len(batch)
+
+
+def fake_chain(clock: FakeClock, deadline_s: float, *tiers: tuple[Spends, float]) -> Chain:
+    from failsoft.config import DefaultTierSpec, FeatureSpec, OutputSpec
+    from failsoft.tiers.defaults import DefaultBackend
+
+    policy = BreakerPolicy(100, 100, 0.5, 1.0, 1)
+    built = [Tier(b, Breaker(policy, clock), Bulkhead(4), timeout_s) for b, timeout_s in tiers]
+    check = OutputCheck(OutputSpec(type="float"))
+    default = DefaultBackend(DefaultTierSpec(value=0.25), "m", check, None, None, "t.toml", "key")
+    default.value = 0.25
+    schema = InputSchema((FeatureSpec(name="x"),))
+    return Chain(
+        "m", "1", deadline_s, schema, check, built, default, Metrics(), helpers_skip_log(clock), clock
+    )
+
+
+def helpers_skip_log(clock: FakeClock) -> Any:
+    from failsoft.chain import SkipLog
+
+    return SkipLog(clock)
+
+
+def budgets(outcome: Outcome) -> list[float]:
+    found = (re.search(r"within ([\d.]+) ms", s.detail) for s in outcome.skips)
+    return [float(m.group(1)) for m in found if m]
+
+
+async def test_each_tier_gets_its_timeout_or_what_is_left_less_the_reserve() -> None:
+    clock = FakeClock()
+    a, b, c = Spends("a", clock, 0.030), Spends("b", clock, 0.015), Spends("c", clock, 0.0, answer=0.9)
+    chain = fake_chain(clock, 0.050, (a, 0.030), (b, 0.040), (c, 0.040))
+    o = await chain.run([{"x": 1.0}], "r", single=True)
+    # a: its own 30 ms timeout less the 2 ms reserve; b: 50 - 30 = 20 ms left, less the reserve; c answers
+    # with 50 - 45 = 5 ms left, less the reserve
+    assert budgets(o) == [28.0, 18.0]
+    assert (o.tier, o.outputs, o.reason) == ("c", 0.9, Reason.TIMEOUT)
+    assert o.latency_ms == pytest.approx(45.0), "the latency is the chain's own clock"
+
+
+async def test_a_tier_with_no_time_left_is_skipped_without_a_call() -> None:
+    clock = FakeClock()
+    a, b = Spends("a", clock, 0.049), Spends("b", clock, 0.0, answer=0.9)
+    chain = fake_chain(clock, 0.050, (a, 0.100), (b, 0.100))
+    o = await chain.run([{"x": 1.0}], "r", single=True)
+    # a got the deadline less the reserve; 1 ms is left, less than the 2 ms reserve: b is never called
+    assert budgets(o) == [48.0]
+    assert [(s.tier, s.reason, s.detail) for s in o.skips][1] == (
+        "b",
+        Reason.TIMEOUT,
+        "no time left in the deadline",
+    )
+    assert (o.tier, o.outputs) == ("default", 0.25)
+
+
+async def test_a_short_deadline_keeps_a_tenth_of_itself_in_reserve() -> None:
+    clock = FakeClock()
+    a = Spends("a", clock, 0.010)
+    chain = fake_chain(clock, 0.010, (a, 1.0))
+    o = await chain.run([{"x": 1.0}], "r", single=True)
+    assert budgets(o) == [9.0], "a 10 ms deadline keeps 1 ms, not 2, for the fallback"

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from failsoft import env
 from failsoft.config import AuditSpec
 from failsoft.errors import ConfigError
 from failsoft.tasks import stop
@@ -73,7 +73,7 @@ class Notifier:
             if spec.webhook is None or spec.webhook_secret_env in self._keys:
                 continue
             name = spec.webhook_secret_env
-            value = os.environ.get(name)
+            value = env.get(name)
             if not value:
                 self._keys[name] = None
                 log.warning(

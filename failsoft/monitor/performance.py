@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
-from failsoft.monitor.profile import Calibration
 from failsoft.shadow.evaluate import per_request
 
 Array = npt.NDArray[np.float64]
@@ -27,6 +27,20 @@ def _ece(y: Array, p: Array, bins: int = 10) -> float:
     n = np.bincount(idx, minlength=bins)
     gap = np.abs(np.bincount(idx, y, bins) - np.bincount(idx, p, bins))
     return float(gap.sum() / max(n.sum(), 1))
+
+
+class Calibration(msgspec.Struct, frozen=True):
+    """Isotonic map from the model's score to the probability of the positive class (empty: the scores are
+    already calibrated), and the threshold that turns a score into a predicted class."""
+
+    x: list[float]
+    y: list[float]
+    threshold: float = 0.5
+
+    def apply(self, scores: Array) -> Array:
+        if not self.x:
+            return np.clip(scores, 0.0, 1.0)
+        return np.interp(scores, self.x, self.y)
 
 
 def fit_calibration(y: Array, scores: Array, threshold: float = 0.5, folds: int = 10) -> Calibration:

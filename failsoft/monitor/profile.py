@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from failsoft.errors import FailsoftError
+from failsoft.monitor.performance import Calibration, fit_calibration, realized
 
 Array = npt.NDArray[np.float64]
 Codes = npt.NDArray[np.int64]
@@ -57,20 +58,6 @@ class Categorical(msgspec.Struct, tag="categorical", frozen=True):
 
 
 Reference = Numeric | Categorical
-
-
-class Calibration(msgspec.Struct, frozen=True):
-    """Isotonic map from the model's score to the probability of the positive class (empty: the scores are
-    already calibrated), and the threshold that turns a score into a predicted class."""
-
-    x: list[float]
-    y: list[float]
-    threshold: float = 0.5
-
-    def apply(self, scores: Array) -> Array:
-        if not self.x:
-            return np.clip(scores, 0.0, 1.0)
-        return np.interp(scores, self.x, self.y)
 
 
 class Profile(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -330,8 +317,6 @@ def build(
     """A profile of ``features`` (and the ``prediction`` column's distribution). With a ``target`` and a
     probability ``score`` column, also the calibration map for estimated performance and the reference's
     realized performance."""
-    from failsoft.monitor.performance import fit_calibration, realized
-
     missing = [c for c in [*features, prediction, score, target] if c and c not in columns]
     if missing:
         raise ProfileError(

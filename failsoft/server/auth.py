@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from failsoft.env import ADMIN_TOKEN
 from failsoft.errors import ConfigError
 
 MIN_TOKEN_CHARS = 16
@@ -68,15 +69,15 @@ def load_tokens(
 ) -> Tokens:
     """The tokens in force; with none configured (and ``generate``), one made and kept in data_dir."""
     by_token: dict[bytes, str] = {}
-    if environ.get("FAILSOFT_ADMIN_TOKEN"):
-        if len(environ["FAILSOFT_ADMIN_TOKEN"].strip()) < MIN_TOKEN_CHARS:
+    if environ.get(ADMIN_TOKEN):
+        if len(environ[ADMIN_TOKEN].strip()) < MIN_TOKEN_CHARS:
             raise ConfigError(
                 "FAILSOFT_ADMIN_TOKEN",
                 "",
                 f"a token must be at least {MIN_TOKEN_CHARS} characters (it guards every change)",
                 GENERATE,
             )
-        by_token[environ["FAILSOFT_ADMIN_TOKEN"].encode()] = "admin"
+        by_token[environ[ADMIN_TOKEN].encode()] = "admin"
     if tokens_file is not None:
         by_token.update(read_tokens_file(tokens_file))
     if by_token or not generate:

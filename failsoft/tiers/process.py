@@ -24,7 +24,7 @@ from failsoft.errors import ConfigError, TierUnavailable
 from failsoft.schema import Batch
 from failsoft.tasks import stop
 from failsoft.tiers.base import Done
-from failsoft.tiers.worker import LENGTH, frame
+from failsoft.tiers.frames import LENGTH, frame
 
 log = logging.getLogger("failsoft.tiers.process")
 START_TIMEOUT_S = 120.0

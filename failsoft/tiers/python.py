@@ -25,8 +25,9 @@ from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, InvalidOutput
 from failsoft.schema import Batch
 from failsoft.tiers.base import Backend, Done
-from failsoft.tiers.compile import Array, cheapest, compile_model, sample_rows
+from failsoft.tiers.compile import cheapest, compile_model, sample_rows
 from failsoft.tiers.process import WorkerPool
+from failsoft.tiers.trees import Array
 from failsoft.types import TierKind
 
 log = logging.getLogger("failsoft.tiers.python")

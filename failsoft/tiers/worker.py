@@ -11,7 +11,6 @@ an answer is ``{"ok": [...]}`` or ``{"error": "..."}``. The first frame the work
 from __future__ import annotations
 
 import os
-import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,27 +18,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-LENGTH = struct.Struct("<I")
-# Worker processes yield the CPU to the serving process: a model that spins cannot slow the event loop.
-NICE = 5
-
-
-def read_frame(stream: Any) -> Any:
-    head = stream.read(LENGTH.size)
-    if len(head) < LENGTH.size:
-        return None
-    (n,) = LENGTH.unpack(head)
-    return msgspec.msgpack.decode(stream.read(n))
-
-
-def frame(doc: Any) -> bytes:
-    body = msgspec.msgpack.encode(doc, enc_hook=_fallback)
-    return LENGTH.pack(len(body)) + body
-
-
-def _fallback(obj: Any) -> Any:
-    tolist = getattr(obj, "tolist", None)
-    return tolist() if callable(tolist) else str(obj)
+from failsoft.tiers.frames import NICE, frame, read_frame
 
 
 def main() -> None:

@@ -260,6 +260,7 @@ async def test_keep_out_and_restore(tmp_path: Path, receiver: Receiver) -> None:
         gw.stop()
 
 
+@pytest.mark.timing
 async def test_a_webhook_receiver_that_is_down_does_not_slow_serving(tmp_path: Path) -> None:
     gw = start(tmp_path, f"http://127.0.0.1:{free_port()}/hook")
     try:

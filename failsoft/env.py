@@ -1,0 +1,45 @@
+"""Every environment variable failsoft reads, named in one place (README, "Environment").
+
+| variable | read by | meaning |
+|---|---|---|
+| ``FAILSOFT_STORE_URL`` | config | the store's URL, over ``[store] url`` (keeps a password out of the file) |
+| ``FAILSOFT_ADMIN_TOKEN`` | serve, the CLI | a control-plane token (owner ``admin``); the CLI sends it |
+| ``FAILSOFT_TOKENS_FILE`` | serve | a TOML file of ``owner = "token"`` lines, over ``[server] tokens_file`` |
+| ``FAILSOFT_URL`` | the CLI | the gateway the CLI talks to (default ``http://127.0.0.1:8000``) |
+| ``FAILSOFT_WEBHOOK_SECRET`` | serve | the default variable holding the audit webhooks' signing secret |
+| ``USER`` | the CLI | who flips a model when ``--by`` is not given |
+| ``CI`` | demo, tests | no live terminal display; tests that need PostgreSQL fail rather than skip |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+STORE_URL = "FAILSOFT_STORE_URL"
+ADMIN_TOKEN = "FAILSOFT_ADMIN_TOKEN"
+TOKENS_FILE = "FAILSOFT_TOKENS_FILE"
+URL = "FAILSOFT_URL"
+WEBHOOK_SECRET = "FAILSOFT_WEBHOOK_SECRET"
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment, read-only."""
+    return os.environ
+
+
+def get(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def gateway_url() -> str:
+    return os.environ.get(URL) or DEFAULT_URL
+
+
+def user() -> str:
+    return os.environ.get("USER", "cli")
+
+
+def in_ci() -> bool:
+    return "CI" in os.environ

@@ -1,0 +1,135 @@
+"""``failsoft features`` (ingest, build, status) and ``failsoft leakage audit``: the point-in-time feature
+store from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from failsoft.durations import format_duration, parse_duration
+from failsoft.errors import ConfigError
+from failsoft.terminal import console
+
+
+def _features(args: argparse.Namespace) -> int:
+    from failsoft.features import FeatureStore, build_training_set
+
+    store = FeatureStore(args.root)
+    try:
+        if args.verb == "ingest":
+            if not (args.name and args.source and args.entity):
+                print("error: ingest needs --name, --source and --entity", file=sys.stderr)
+                return 2
+            try:
+                ttl = parse_duration(args.ttl) if args.ttl else None
+            except ValueError as err:
+                print(f"error: --ttl {err}", file=sys.stderr)
+                return 2
+            t = store.ingest(args.name, args.source, entity=args.entity, ttl_s=ttl)
+            features = ", ".join(t.features)
+            shown = format_duration(ttl) if ttl else "none"
+            print(f"{t.name}: entity {', '.join(t.entity)}; features {features}; ttl {shown}")
+            return 0
+        if args.verb == "status":
+            return _features_status(store, args.table or store.names(), args.json)
+        if not (args.spine and args.table and args.out):
+            print("error: build needs --spine, --table (one or more) and --out", file=sys.stderr)
+            return 2
+        table = build_training_set(store, args.spine, args.table, out=args.out)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{table.num_rows} rows, {table.num_columns} columns written to {args.out}")
+    return 0
+
+
+def _features_status(store: Any, names: list[str], as_json: bool) -> int:
+    """Feature latency per table: how late values land, and how long ago the newest one did."""
+    import json
+
+    docs = [store.lag(n) for n in names]
+    if as_json:
+        print(json.dumps(docs, indent=2))
+        return 0
+    from rich.table import Table
+
+    t = Table("table", "rows", "entities", "lag p50", "lag p95", "lag max", "newest landed")
+    for d in docs:
+        lag = d.get("lag_s") or {}
+        t.add_row(
+            d["table"],
+            str(d["rows"]),
+            str(d["entities"]),
+            *(format_duration(lag[k]) if k in lag else "-" for k in ("p50", "p95", "max")),
+            f"{format_duration(d['newest_age_s'])} ago" if "newest_age_s" in d else "-",
+        )
+    console().print(t)
+    return 0
+
+
+def _leakage(args: argparse.Namespace) -> int:
+    import html
+    import json
+
+    from failsoft.features import FeatureStore
+    from failsoft.features.leakage import audit
+
+    try:
+        report = audit(FeatureStore(args.root), args.spine, args.table, args.label, args.split)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, default=str))
+    else:
+        from rich.table import Table
+
+        t = Table(title="leakage audit")
+        for col in ("table", "feature", "verdict", "reason"):
+            t.add_column(col)
+        for f in report["features"]:
+            color = {"ok": "green", "suspicious": "yellow", "leak": "red"}[f["verdict"]]
+            t.add_row(f["table"], f["feature"], f"[{color}]{f['verdict']}[/]", f["reason"])
+        console().print(t)
+        print(", ".join(f"{v} {k}" for k, v in report["summary"].items()))
+    if args.html:
+        rows = "".join(
+            f"<tr><td>{html.escape(f['table'])}</td><td>{html.escape(f['feature'])}</td>"
+            f"<td>{f['verdict']}</td><td>{html.escape(f['reason'])}</td></tr>"
+            for f in report["features"]
+        )
+        Path(args.html).write_text(
+            f"<!doctype html><meta charset=utf-8><title>failsoft leakage audit</title>"
+            f"<table border=1><tr><th>table<th>feature<th>verdict<th>reason</tr>{rows}</table>"
+        )
+    return 1 if report["summary"]["leak"] else 0
+
+
+def add_commands(sub: Any) -> None:
+    f = sub.add_parser("features", help="the point-in-time feature store: ingest tables, build training sets")
+    f.add_argument("verb", choices=["ingest", "build", "status"])
+    f.add_argument("--root", default="failsoft-data/features", help="where feature tables are kept")
+    f.add_argument("--name", help="ingest: the table's name")
+    f.add_argument("--source", help="ingest: a .parquet or .csv file")
+    f.add_argument("--entity", action="append", default=[], help="ingest: an entity key column (repeatable)")
+    f.add_argument("--ttl", default=None, help="ingest: values older than this are not used, e.g. 30d")
+    f.add_argument("--spine", help="build: .parquet/.csv with the entity keys and prediction_time")
+    f.add_argument("--table", action="append", default=[], help="build, status: a feature table (repeatable)")
+    f.add_argument("--json", action="store_true", help="status: as JSON")
+    f.add_argument("--out", help="build: the training set to write (.parquet or .csv)")
+    f.add_argument("--quiet", action="store_true", help="no progress line")
+    f.set_defaults(fn=_features, progress=True)
+
+    lk = sub.add_parser("leakage", help="audit training data for label leakage (exit code 1 on a leak)")
+    lk.add_argument("verb", choices=["audit"])
+    lk.add_argument("--root", default="failsoft-data/features", help="where feature tables are kept")
+    lk.add_argument("--spine", required=True, help=".parquet/.csv: entity keys, prediction_time, the label")
+    lk.add_argument("--table", action="append", default=[], required=True)
+    lk.add_argument("--label", required=True)
+    lk.add_argument("--split", default=None, help="a column saying train or test")
+    lk.add_argument("--json", action="store_true")
+    lk.add_argument("--html", default=None, help="also write the report as an HTML page")
+    lk.add_argument("--quiet", action="store_true", help="no progress line")
+    lk.set_defaults(fn=_leakage, progress=True)
