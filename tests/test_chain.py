@@ -24,6 +24,7 @@ from failsoft.resilience.breaker import BreakerPolicy
 from failsoft.schema import Batch, InputSchema, OutputCheck
 from failsoft.tiers.base import Backend
 from tests import helpers
+from tests.portfolios import BREAKER, default_tier, model, python_tier, toml
 
 
 class Models:
@@ -59,34 +60,16 @@ Make = Callable[..., Awaitable[Models]]
 
 
 def chain_toml(*targets: str, deadline_ms: int = 200, timeout_ms: int = 40, concurrency: int = 4) -> str:
-    tiers = "".join(
-        f"""
-[[models.m.tiers]]
-name = "t{i}"
-kind = "python"
-target = "tests.helpers:{t}"
-timeout_ms = {timeout_ms}
-max_concurrency = {concurrency}
-breaker = {{ window = 10, min_calls = 4, failure_rate = 0.5, open_ms = 300 }}
-"""
+    tiers = [
+        python_tier(
+            f"t{i}", f"tests.helpers:{t}", timeout_ms=timeout_ms, max_concurrency=concurrency, breaker=BREAKER
+        )
         for i, t in enumerate(targets)
-    )
-    return f"""
-[models.m]
-deadline_ms = {deadline_ms}
-[[models.m.inputs]]
-name = "x"
-min = 0
-max = 10
-[models.m.output]
-type = "float"
-min = 0
-max = 1
-{tiers}
-[[models.m.tiers]]
-kind = "default"
-value = 0.25
-"""
+    ]
+    output = {"type": "float", "min": 0, "max": 1}
+    inputs = ({"name": "x", "min": 0, "max": 10},)
+    m = model(*tiers, default_tier(0.25), inputs=inputs, output=output, deadline_ms=deadline_ms)
+    return toml({"m": m})
 
 
 @pytest.fixture

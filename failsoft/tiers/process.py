@@ -58,6 +58,13 @@ class Worker:
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
+        self.hang_up()
+
+    def hang_up(self) -> None:
+        """Close our end of its stdin: the pipes' transports then close once it has exited (left open, they
+        leak a descriptor per replaced worker)."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
 
 
 class WorkerPool:
@@ -79,6 +86,7 @@ class WorkerPool:
         )
         self._idle: collections.deque[Worker] = collections.deque()
         self._replacing: set[asyncio.Task[None]] = set()
+        self._dying: set[Worker] = set()  # killed, not yet reaped
         self.killed = 0
         self.closed = False
 
@@ -95,14 +103,18 @@ class WorkerPool:
         try:
             head = await asyncio.wait_for(proc.stdout.readexactly(LENGTH.size), START_TIMEOUT_S)
             doc = msgspec.msgpack.decode(await proc.stdout.readexactly(LENGTH.unpack(head)[0]))
+        except asyncio.CancelledError:  # the pool is closing while this one starts: no orphan left behind
+            Worker(proc, False).kill()
+            await proc.wait()
+            raise
         except (asyncio.IncompleteReadError, TimeoutError) as err:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            Worker(proc, False).kill()
             await proc.wait()
             fix = 'run the model in the server first (run = "thread") to see why'
             problem = f"worker process did not start: {err!r}"
             raise ConfigError(self._file, f"{self._key}.run", problem, fix) from err
         if "error" in doc:
+            Worker(proc, False).hang_up()
             await proc.wait()
             if doc.get("config"):  # the worker's own ConfigError, naming the file and key
                 raise ConfigError(*doc["config"])
@@ -130,6 +142,7 @@ class WorkerPool:
 
     def _replace(self, worker: Worker, done: Done) -> None:
         worker.kill()
+        self._dying.add(worker)
         self.killed += 1
         if self.killed in {1, 10, 100} or self.killed % 1000 == 0:
             log.warning(json.dumps({"event": "worker_replaced", "tier": self.name, "replaced": self.killed}))
@@ -137,6 +150,7 @@ class WorkerPool:
         async def replace() -> None:
             try:
                 await worker.proc.wait()
+                self._dying.discard(worker)
                 if not self.closed:
                     self._idle.append(await self._spawn())
             except Exception:
@@ -152,10 +166,12 @@ class WorkerPool:
         self.closed = True
         for task in list(self._replacing):
             await stop(task)
+        for worker in list(self._dying):  # killed already: reaped at once
+            await worker.proc.wait()
+        self._dying.clear()
         while self._idle:
             worker = self._idle.popleft()
-            if worker.proc.stdin is not None:
-                worker.proc.stdin.close()
+            worker.hang_up()
             try:
                 await asyncio.wait_for(worker.proc.wait(), 2)
             except TimeoutError:

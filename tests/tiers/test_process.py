@@ -8,43 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from failsoft import Portfolio, Reason
-
-TOML = """
-data_dir = "{state}"
-[store]
-log_predictions = false
-[models.stuck]
-deadline_ms = 60
-[[models.stuck.inputs]]
-name = "x"
-[[models.stuck.tiers]]
-name = "iso"
-kind = "python"
-target = "tests.helpers:{target}"
-run = "process"
-processes = 2
-timeout_ms = 40
-breaker = {{ window = 10, min_calls = 5, failure_rate = 0.5, open_ms = 200 }}
-[[models.stuck.tiers]]
-kind = "default"
-value = 0.5
-
-[models.healthy]
-deadline_ms = 60
-[[models.healthy.inputs]]
-name = "x"
-[[models.healthy.tiers]]
-name = "py"
-kind = "python"
-target = "tests.helpers:score"
-[[models.healthy.tiers]]
-kind = "default"
-value = 0.5
-"""
+from tests.portfolios import default_tier, model, python_tier, write
 
 
 def build(write_toml: Callable[[str], Path], tmp_path: Path, target: str) -> Portfolio:
-    return Portfolio.from_toml(write_toml(TOML.format(state=tmp_path / "state", target=target)))
+    breaker = {"window": 10, "min_calls": 5, "failure_rate": 0.5, "open_ms": 200}
+    isolated = python_tier(
+        "iso", f"tests.helpers:{target}", run="process", processes=2, timeout_ms=40, breaker=breaker
+    )
+    models = {
+        "stuck": model(isolated, default_tier(0.5)),
+        "healthy": model(python_tier("py", "tests.helpers:score"), default_tier(0.5)),
+    }
+    return Portfolio.from_toml(write(tmp_path, models, store={"log_predictions": False}))
 
 
 async def ready(p: Portfolio, timeout_s: float = 60.0) -> None:
