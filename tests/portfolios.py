@@ -28,8 +28,9 @@ def oip_tier(name: str, url: str, model_name: str, **keys: Any) -> Table:
     return {"name": name, "kind": "oip", "url": url, "model_name": model_name, **keys}
 
 
-def default_tier(value: Any = 0.5, **keys: Any) -> Table:
-    return {"kind": "default", "value": value, **keys}
+def default_tier(value: Any = None, **keys: Any) -> Table:
+    """The safe default: a static ``value``, or computed from a ``source`` given in ``keys``."""
+    return {"kind": "default", **({"value": value} if value is not None else {}), **keys}
 
 
 def model(

@@ -22,6 +22,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from failsoft.audit.notify import new_secret
 from failsoft.demo.procs import Proc, free_port
+from tests.portfolios import default_tier, model, oip_tier, python_tier, write
 from tests.store.test_outage import post
 
 ALICE = "alice-token-0123456789abcdef"
@@ -60,44 +61,20 @@ class Receiver:
         self.server.server_close()
 
 
-def portfolio(tmp: Path, webhook: str, extra: str = "") -> Path:
-    path = tmp / "portfolio.toml"
-    path.write_text(f"""
-data_dir = "{tmp / "state"}"
-[audit]
-after_s = 1.0
-window_s = 1.0
-min_answers = 1
-webhook = "{webhook}"
-{extra}
-
-[models.bad]
-deadline_ms = 50
-[models.bad.output]
-type = "list"
-[[models.bad.tiers]]
-name = "remote"
-kind = "oip"
-url = "http://127.0.0.1:{free_port()}"
-model_name = "bad"
-breaker = {{ window = 4, min_calls = 2, open_ms = 60000 }}
-[[models.bad.tiers]]
-kind = "default"
-value = ["a", "b"]
-
-[models.good]
-deadline_ms = 50
-[[models.good.inputs]]
-name = "x"
-[[models.good.tiers]]
-name = "cpu"
-kind = "python"
-target = "tests.helpers:score"
-[[models.good.tiers]]
-kind = "default"
-value = 0.5
-""")
-    return path
+def portfolio(tmp: Path, webhook: str, audit: dict[str, Any] | None = None, **tables: Any) -> Path:
+    """``bad``: its only tier is a backend that is not there; ``good``: an in-process model."""
+    remote = oip_tier(
+        "remote",
+        f"http://127.0.0.1:{free_port()}",
+        "bad",
+        breaker={"window": 4, "min_calls": 2, "open_ms": 60000},
+    )
+    models = {
+        "bad": model(remote, default_tier(["a", "b"]), inputs=(), output={"type": "list"}, deadline_ms=50),
+        "good": model(python_tier("cpu", "tests.helpers:score"), default_tier(0.5), deadline_ms=50),
+    }
+    watch = {"after_s": 1.0, "window_s": 1.0, "min_answers": 1, **({"webhook": webhook} if webhook else {})}
+    return write(tmp, models, audit={**watch, **(audit or {})}, **tables)
 
 
 @pytest.fixture
@@ -107,7 +84,7 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def start(tmp: Path, webhook: str, extra: str = "") -> Proc:
+def start(tmp: Path, webhook: str, audit: dict[str, Any] | None = None, **tables: Any) -> Proc:
     tokens = tmp / "tokens.toml"
     tokens.write_text(f'alice = "{ALICE}"\n')
     os.environ["FAILSOFT_TOKENS_FILE"] = str(tokens)
@@ -118,7 +95,7 @@ def start(tmp: Path, webhook: str, extra: str = "") -> Proc:
             "-m",
             "failsoft.cli",
             "serve",
-            str(portfolio(tmp, webhook, extra)),
+            str(portfolio(tmp, webhook, audit, **tables)),
             "--log-level",
             "warning",
         ]
@@ -274,7 +251,7 @@ async def test_a_webhook_receiver_that_is_down_does_not_slow_serving(tmp_path: P
 async def test_an_old_default_opens_an_item_and_unacknowledged_items_are_reminded(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    gw = start(tmp_path, receiver.url, "default_max_age_s = 1.0\nremind_after_s = 1.0")
+    gw = start(tmp_path, receiver.url, {"default_max_age_s": 1.0, "remind_after_s": 1.0})
     try:
         await asyncio.sleep(4.0)
         items = get(gw.url + "/v1/audits?status=unresolved")["audits"]

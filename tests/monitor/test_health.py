@@ -18,7 +18,7 @@ KEEP_OUT_S = 10.0
 def replica(tmp: Path, name: str, pg_url: str) -> Proc:
     folder = tmp / name
     folder.mkdir(exist_ok=True)
-    return start(folder, "", f'[store]\nurl = "{pg_url}"\npoll_ms = 200\n')
+    return start(folder, "", store={"url": pg_url, "poll_ms": 200})
 
 
 async def test_a_keep_out_survives_replicas_being_replaced_and_ends_on_time_once(

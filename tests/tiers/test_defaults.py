@@ -5,6 +5,7 @@ import csv
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,19 +14,13 @@ import pytest
 from failsoft import Portfolio
 from failsoft.errors import ConfigError
 from failsoft.tiers.defaults import top_n
+from tests.portfolios import default_tier, model, toml
 
-TOML = """
-data_dir = "state"
-[models.recs]
-[models.recs.output]
-type = "list"
-[[models.recs.tiers]]
-kind = "default"
-name = "popular"
-source = "{source}"
-top_n = 3
-refresh_s = 0.05
-"""
+
+def recs(source: Path, data_dir: str = "state", **tables: Any) -> str:
+    """One model answered by its Top-3 of ``source``, recomputed every 50 ms."""
+    popular = default_tier(name="popular", source=str(source), top_n=3, refresh_s=0.05)
+    return toml({"recs": model(popular, inputs=(), output={"type": "list"})}, data_dir=data_dir, **tables)
 
 
 def write_events(path: Path, items: list[str]) -> None:
@@ -47,7 +42,7 @@ async def test_refreshes_and_survives_a_restart_without_source(
 ) -> None:
     events = tmp_path / "events.csv"
     write_events(events, ["a", "b", "b", "c", "c", "c"])
-    path = write_toml(TOML.format(source=events))
+    path = write_toml(recs(events))
     async with Portfolio.from_toml(path) as p:
         o = await p.predict("recs", {})
         assert o.outputs == ["c", "b", "a"] and o.tier == "popular"
@@ -69,7 +64,7 @@ async def test_refreshes_and_survives_a_restart_without_source(
 async def test_no_source_and_no_copy_is_a_config_error(
     tmp_path: Path, write_toml: Callable[[str], Path]
 ) -> None:
-    path = write_toml(TOML.format(source=tmp_path / "missing.csv"))
+    path = write_toml(recs(tmp_path / "missing.csv"))
     with pytest.raises(ConfigError) as info:
         async with Portfolio.from_toml(path):
             pass
@@ -98,10 +93,10 @@ async def test_a_persons_default_is_pinned_shared_by_replicas_and_kept_across_re
     starts from the pinned value."""
     events = tmp_path / "events.csv"
     write_events(events, ["a", "b", "b", "c", "c", "c"])
-    shared = f'\n[store]\nurl = "sqlite:///{tmp_path / "shared.db"}"\npoll_ms = 50\n'
+    shared = {"url": f"sqlite:///{tmp_path / 'shared.db'}", "poll_ms": 50}
 
     def replica(name: str) -> Portfolio:
-        text = TOML.format(source=events).replace('"state"', f'"state-{name}"') + shared
+        text = recs(events, f"state-{name}", store=shared)
         return Portfolio.from_toml(write_toml(text, f"{name}.toml"))
 
     async with replica("a") as a, replica("b") as b:
