@@ -194,7 +194,10 @@ class Demo:
         async with aiohttp.ClientSession() as s, s.get(url) as r:
             doc = await r.json()
         windows = doc["windows"]
-        estimated = next((w["estimated"] for w in windows if w["estimated"]), None)
+        # the newest estimate that could be made (a window the heavy tier hardly answered has none)
+        estimated = next(
+            (w["estimated"] for w in windows if (w["estimated"] or {}).get("roc_auc") is not None), None
+        )
         realized = next((w["realized"] for w in windows if w["realized"]), None)
         return {"health": doc["health"], "windows": doc["windows_judged"], "verdicts": doc["verdicts"],
                 "transitions": [t["to"] for t in doc["transitions"]],
