@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Real processes on loopback (a trained backend and a gateway in front of it), for every test package.
+from tests.stack import models_dir, stack  # noqa: F401 (fixtures)
+
 
 @pytest.fixture
 def write_toml(tmp_path: Path) -> Callable[[str], Path]:

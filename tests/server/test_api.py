@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.server.conftest import FEATURES, Proc
+from tests.stack import FEATURES, Proc
 
 ROW = {f: 0.5 * i for i, f in enumerate(FEATURES)}
 

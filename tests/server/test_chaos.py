@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.server.conftest import FEATURES, Proc, start_pair
+from tests.stack import FEATURES, Proc, start_pair
 
 DEADLINE_MS = 60
 # The gateway's answer may close a little past the deadline when its event loop wakes late (a busy core).

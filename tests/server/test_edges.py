@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.server.conftest import FEATURES, Proc
 from tests.server.test_api import call, post
+from tests.stack import FEATURES, Proc
 
 ROW = {f: 0.1 * i for i, f in enumerate(FEATURES)}
 DEEP = b"[" * 1000 + b"]" * 1000

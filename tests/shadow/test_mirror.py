@@ -16,7 +16,7 @@ import pytest
 from failsoft.config import load
 from failsoft.portfolio import Portfolio
 from failsoft.store import open_store
-from tests.server.conftest import FEATURES
+from tests.stack import FEATURES
 
 
 def portfolio(models_dir: Path, tmp_path: Path) -> Path:

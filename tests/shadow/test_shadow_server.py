@@ -17,7 +17,7 @@ import pytest
 
 from failsoft.demo.procs import Proc
 from tests import http
-from tests.server.conftest import FEATURES
+from tests.stack import FEATURES
 
 TOKEN = "shadow-test-token"
 ROWS = [{f: float((i * 7 + j) % 11 - 5) for j, f in enumerate(FEATURES)} for i in range(40)]

@@ -20,7 +20,7 @@ from failsoft.config import FeatureSpec, HttpTierSpec, OipTierSpec, PythonTierSp
 from failsoft.errors import TierError
 from failsoft.schema import Batch
 from failsoft.tiers import Backend, HttpBackend, OipBackend, PythonBackend
-from tests.server.conftest import Proc
+from tests.stack import Proc
 
 FEATURES = tuple(FeatureSpec(name=f"f{i}", min=-10, max=10) for i in range(4))
 X, Y = make_classification(n_samples=200, n_features=4, n_informative=3, n_redundant=0, random_state=0)

@@ -13,7 +13,7 @@ import pytest
 from failsoft import Client, NoDefault, Reason
 from failsoft.demo.procs import Proc, free_port
 from failsoft.errors import InvalidRequest, UnknownModel
-from tests.server.conftest import FEATURES
+from tests.stack import FEATURES
 
 ROW = {f: 0.1 for f in FEATURES}
 TIMEOUT_MS = 150
