@@ -27,6 +27,7 @@ import certifi
 import msgspec
 
 from failsoft.errors import FailsoftError, InvalidRequest, UnknownModel
+from failsoft.tasks import LoopThread
 from failsoft.types import Outcome, Reason, Skip
 
 __all__ = ["Client", "NoDefault"]
@@ -65,8 +66,7 @@ class Client:
         # a session per event loop that used the client (the caller's, and the synchronous face's own)
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         # the synchronous face runs the same calls on an event loop of its own, in a thread
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._sync: LoopThread | None = None
         self._lock = threading.Lock()
 
     def _client(self) -> aiohttp.ClientSession:
@@ -78,21 +78,17 @@ class Client:
             )
         return session
 
-    def _sync_loop(self) -> asyncio.AbstractEventLoop:
+    def _sync_loop(self) -> LoopThread:
         with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=loop.run_forever, name="failsoft-client", daemon=True)
-                self._thread.start()
-                self._loop = loop
-            return self._loop
+            if self._sync is None:
+                self._sync = LoopThread("failsoft-client")
+            return self._sync
 
     # ---- the two faces ----------------------------------------------------------------------------------
 
     def predict(self, model: str, inputs: Any, id: str | None = None) -> Outcome:
         """The gateway's outcome, or the client's own default within ``timeout_ms``."""
-        call = asyncio.run_coroutine_threadsafe(self.apredict(model, inputs, id), self._sync_loop())
-        return call.result()
+        return self._sync_loop().run(self.apredict(model, inputs, id))
 
     async def apredict(self, model: str, inputs: Any, id: str | None = None) -> Outcome:
         """``predict`` for asyncio code; the whole call is bounded by ``timeout_ms``."""
@@ -113,15 +109,11 @@ class Client:
         return self._read(model, request_id, status, content, started)
 
     def close(self) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join()
-        loop.close()
-        self._loop = self._thread = None
+        """Close the synchronous face's connections and its event loop."""
+        with self._lock:
+            sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.stop(self.aclose())
 
     async def aclose(self) -> None:
         """Close this event loop's connections."""

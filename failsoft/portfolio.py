@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +39,7 @@ from failsoft.store.labels import Labels
 from failsoft.store.process import ProcessLog
 from failsoft.store.records import RecordQueue
 from failsoft.store.shadow import ShadowRecords
-from failsoft.tasks import stop
+from failsoft.tasks import LoopThread, stop
 from failsoft.types import Health, Outcome
 
 __all__ = ["Portfolio"]
@@ -74,8 +73,7 @@ class Portfolio:
         self.lag = LoopLag()
         self.started = False
         self._refresher: asyncio.Task[None] | None = None
-        self._loop_thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sync: LoopThread | None = None  # the synchronous face's own event loop
         self.metrics.gauges += [lambda: gauges(self.chains, self.online, self.notifier), self.lag.metrics]
         if self.monitors.models:
             self.metrics.gauges.append(self.monitors.gauges)
@@ -217,33 +215,24 @@ class Portfolio:
     # ---- synchronous use --------------------------------------------------------------------------------
 
     def __enter__(self) -> Portfolio:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._loop_thread = threading.Thread(target=loop.run_forever, name="failsoft-loop", daemon=True)
-        self._loop_thread.start()
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result()
+        self._sync = LoopThread("failsoft-loop")
+        self._sync.run(self.start())
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.close(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        if self._loop_thread is not None:
-            self._loop_thread.join()
-        loop.close()
-        self._loop = None
+        if self._sync is not None:
+            sync, self._sync = self._sync, None
+            sync.stop(self.close())
 
     def predict_sync(
         self, model: str, inputs: dict[str, Any] | list[dict[str, Any]], id: str | None = None
     ) -> Outcome:
         """``predict`` for synchronous code; use the portfolio as a context manager (``with``) first."""
-        if self._loop is None:
+        if self._sync is None:
             raise RuntimeError("use `with Portfolio.from_toml(...) as p:` before predict_sync")
-        return asyncio.run_coroutine_threadsafe(self.predict(model, inputs, id), self._loop).result()
+        return self._sync.run(self.predict(model, inputs, id))
 
 
 def _logged(records: RecordQueue) -> Listener:

@@ -1,10 +1,15 @@
-"""Background tasks (refresh loops, pollers, notifiers): stopping one is the same everywhere."""
+"""Background tasks (refresh loops, pollers, notifiers): stopping one is the same everywhere; and an event
+loop in a thread of its own, for synchronous callers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def stop(task: asyncio.Task[Any] | None) -> None:
@@ -14,3 +19,25 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+class LoopThread:
+    """An event loop of its own in a daemon thread: how synchronous code runs failsoft's asyncio parts
+    (``Portfolio.predict_sync``, the client's synchronous face)."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result here."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self, last: Coroutine[Any, Any, Any] | None = None) -> None:
+        """Run ``last`` (a clean-up) on the loop, then stop the loop and its thread."""
+        if last is not None:
+            self.run(last)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
