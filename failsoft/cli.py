@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
+
 from failsoft import config, env, gateway
 from failsoft.durations import parse_duration
 from failsoft.errors import ConfigError
@@ -31,7 +33,7 @@ def _check(args: argparse.Namespace) -> int:
             async def load() -> None:
                 portfolio = Portfolio(spec)
                 await portfolio.start()
-                for model in describe(portfolio.chains, portfolio.metrics):
+                for model in msgspec.to_builtins(describe(portfolio.chains, portfolio.metrics)):
                     loaded[model["name"]] = [_how_it_runs(t) for t in model["chain"]]
                 await portfolio.close()
 

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import msgspec
+from msgspec import UNSET, UnsetType
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from failsoft.audit.notify import Notifier
@@ -15,60 +17,118 @@ from failsoft.features.online import OnlineTable
 from failsoft.metrics import Metrics
 from failsoft.resilience import BreakerState
 
-__all__ = ["describe", "gauges"]
+__all__ = ["BreakerInfo", "FeatureInfo", "ModelInfo", "TierInfo", "describe", "gauges", "without_urls"]
 
 _STATE_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 
 
-def describe(chains: Mapping[str, Chain], metrics: Metrics) -> list[dict[str, Any]]:
+class BreakerInfo(msgspec.Struct, frozen=True):
+    state: str
+    failure_share: float
+    times_opened: int
+    retry_after_s: float
+
+
+class TierInfo(msgspec.Struct, frozen=True):
+    """One tier as ``GET /v1/models`` shows it; the fields of other kinds of tier are left out (UNSET)."""
+
+    name: str
+    kind: str
+    answered: int
+    # remote tiers: where the model lives (shown to token holders only)
+    url: str | UnsetType = UNSET
+    # call tiers: the guard and its counters
+    timeout_ms: float | UnsetType = UNSET
+    breaker: BreakerInfo | UnsetType = UNSET
+    in_flight: int | UnsetType = UNSET
+    max_concurrency: int | UnsetType = UNSET
+    skipped: dict[str, int] | UnsetType = UNSET
+    # in-process tiers: how they run
+    source: str | UnsetType | None = UNSET
+    compiled: bool | UnsetType = UNSET
+    inline: bool | UnsetType = UNSET
+    single_row_us: float | UnsetType | None = UNSET
+    inline_rows: int | UnsetType | None = UNSET
+    own_method_from_rows: bool | UnsetType = UNSET
+    run: str | UnsetType = UNSET
+    processes: int | UnsetType | None = UNSET
+    can_hold_interpreter: bool | UnsetType = UNSET
+    # the safe default
+    origin: str | UnsetType | None = UNSET
+    refreshed_at: float | UnsetType | None = UNSET
+    value: Any = UNSET
+    pinned: bool | UnsetType = UNSET
+    set_by: str | UnsetType | None = UNSET
+
+
+class FeatureInfo(msgspec.Struct, frozen=True):
+    table: str
+    columns: list[str]
+    max_age_s: float | None
+    entities: int
+    newest_age_s: float | None
+    lag_s: Any
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    deadline_ms: float
+    health: str
+    inputs: list[str]
+    features: list[FeatureInfo]
+    chain: list[TierInfo]
+
+
+def describe(chains: Mapping[str, Chain], metrics: Metrics) -> list[ModelInfo]:
     """Every model: its chain with each tier's counters and breaker, its health, inputs and features."""
+    answered: dict[tuple[str, str], int] = {}
+    for (m, tn, _), c in list(metrics.answers.items()):
+        answered[(m, tn)] = answered.get((m, tn), 0) + c
     out = []
     for name, chain in chains.items():
         tiers = []
         for t in chain.tiers:
-            skips = {r: c for (m, tn, r), c in metrics.skips.items() if m == name and tn == t.name}
-            answered = sum(c for (m, tn, _), c in metrics.answers.items() if m == name and tn == t.name)
+            b = t.breaker
+            breaker = BreakerInfo(b.state.value, b.failure_share(), b.times_opened, round(b.retry_after(), 3))
             tiers.append(
-                {
+                TierInfo(
                     **t.backend.describe(),
-                    "timeout_ms": t.timeout_s * 1000,
-                    "breaker": {
-                        "state": t.breaker.state.value,
-                        "failure_share": t.breaker.failure_share(),
-                        "times_opened": t.breaker.times_opened,
-                        "retry_after_s": round(t.breaker.retry_after(), 3),
+                    answered=answered.get((name, t.name), 0),
+                    timeout_ms=t.timeout_s * 1000,
+                    breaker=breaker,
+                    in_flight=t.bulkhead.in_flight,
+                    max_concurrency=t.bulkhead.limit,
+                    skipped={
+                        r: c for (m, tn, r), c in list(metrics.skips.items()) if m == name and tn == t.name
                     },
-                    "in_flight": t.bulkhead.in_flight,
-                    "max_concurrency": t.bulkhead.limit,
-                    "answered": answered,
-                    "skipped": skips,
-                }
+                )
             )
         d = chain.default
-        answered = sum(c for (m, tn, _), c in metrics.answers.items() if m == name and tn == d.name)
-        tiers.append({**d.describe(), "answered": answered})
-        out.append(
-            {
-                "name": name,
-                "version": chain.version,
-                "deadline_ms": chain.deadline_s * 1000,
-                "health": str(chain.health),
-                "inputs": [f.name for f in chain.schema.features],
-                "features": [
-                    {
-                        "table": use.online.name,
-                        "columns": list(use.columns),
-                        "max_age_s": use.max_age_s,
-                        "entities": len(use.online.values),
-                        "newest_age_s": use.online.newest_age_s(),
-                        "lag_s": use.online.lag.get("lag_s"),
-                    }
-                    for use in chain.lookups
-                ],
-                "chain": tiers,
-            }
-        )
+        tiers.append(TierInfo(**d.describe(), answered=answered.get((name, d.name), 0)))
+        features = [
+            FeatureInfo(
+                use.online.name,
+                list(use.columns),
+                use.max_age_s,
+                len(use.online.values),
+                use.online.newest_age_s(),
+                use.online.lag.get("lag_s"),
+            )
+            for use in chain.lookups
+        ]
+        inputs = [f.name for f in chain.schema.features]
+        health = str(chain.health)
+        out.append(ModelInfo(name, chain.version, chain.deadline_s * 1000, health, inputs, features, tiers))
     return out
+
+
+def without_urls(models: list[ModelInfo]) -> list[ModelInfo]:
+    """The models with their backends' URLs left out (for callers without a token)."""
+    return [
+        msgspec.structs.replace(m, chain=[msgspec.structs.replace(t, url=UNSET) for t in m.chain])
+        for m in models
+    ]
 
 
 def gauges(

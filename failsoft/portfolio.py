@@ -26,7 +26,7 @@ from failsoft.audit.watch import Watch
 from failsoft.build import Builder, refresh_features
 from failsoft.chain import Answer, Chain, Listener, RequestIds
 from failsoft.config import PortfolioSpec
-from failsoft.introspect import describe, gauges
+from failsoft.introspect import ModelInfo, describe, gauges
 from failsoft.lag import LoopLag
 from failsoft.metrics import Metrics
 from failsoft.monitor.health import HealthService
@@ -197,7 +197,7 @@ class Portfolio:
     def chain(self, model: str) -> Chain:
         return self.health.chain(model)
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[ModelInfo]:
         """Every model with its chain, each tier's counters and breaker, its health and features."""
         return describe(self.chains, self.metrics)
 

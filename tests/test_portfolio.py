@@ -27,7 +27,7 @@ def test_synchronous_use_answers_and_logs(tmp_path: Path) -> None:
         assert (o.tier, o.outputs, o.degraded) == ("cpu", 0.3, False)
         batch = p.predict_sync("m", [{"x": 1}, {"x": 2}])
         assert batch.outputs == [0.1, 0.2]
-        assert [t["name"] for t in p.describe()[0]["chain"]] == ["cpu", "default"]
+        assert [t.name for t in p.describe()[0].chain] == ["cpu", "default"]
         assert len(p.chains["m"].listeners) == 1, "the prediction log listens"
     store = open_store(p.store_url)
     store.connect()

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from failsoft.audit.actions import ACTIONS, act
 from failsoft.audit.actions import MISSING as MISSING_VALUE
 from failsoft.errors import InvalidRequest, NoSuchAudit
-from failsoft.introspect import describe
+from failsoft.introspect import ModelInfo, describe, without_urls
 from failsoft.labels import Label, LabelsRequest, save_labels
 from failsoft.portfolio import Portfolio
 from failsoft.server.auth import Tokens
@@ -130,15 +130,13 @@ class ControlPlane:
         self.portfolio.chain(name)
         return name
 
-    def models(self, req: Request) -> list[dict[str, Any]]:
+    def models(self, req: Request) -> list[ModelInfo]:
         """The models as ``introspect.describe`` has them; backend URLs (where the models live, for anyone
         probing the network) only for a token holder."""
         models = describe(self.portfolio.chains, self.portfolio.metrics)
         if self.tokens and self.tokens.owner_of(req.header(b"authorization")) is not None:
             return models
-        for m in models:
-            m["chain"] = [{k: v for k, v in t.items() if k != "url"} for t in m["chain"]]
-        return models
+        return without_urls(models)
 
     # ---- models -----------------------------------------------------------------------------------------
 
@@ -149,7 +147,7 @@ class ControlPlane:
     @route("GET", "/v1/models/{model}")
     async def show_model(self, req: Request) -> Any:
         name = self.model(req)
-        return next(m for m in self.models(req) if m["name"] == name)
+        return next(m for m in self.models(req) if m.name == name)
 
     @route("POST", "/v1/models/{model}/health")
     async def set_health(self, req: Request) -> Any:

@@ -174,8 +174,8 @@ async def test_stale_or_missing_values_go_down_the_chain(
         assert 'failsoft_feature_lag_seconds{stat="p95",table="spend"}' in text
         assert 'failsoft_feature_entities{table="spend"} 2.0' in text
         assert 'reason="stale_features"' in text
-        described = {m["name"]: m for m in p.describe()}["m"]
-        assert described["features"][0]["table"] == "spend"
+        described = {m.name: m for m in p.describe()}["m"]
+        assert described.features[0].table == "spend" and described.features[0].entities == 2
 
 
 def test_config_errors_name_the_key(tmp_path: Path, write_toml: Callable[[str], Path]) -> None:

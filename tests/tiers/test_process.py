@@ -39,8 +39,8 @@ async def test_a_worker_process_answers_like_the_model(
         assert (o.tier, o.degraded, o.outputs) == ("iso", False, 0.3)
         batch = await p.predict("stuck", [{"x": 1.0}, {"x": 2.0}])
         assert batch.outputs == [0.1, 0.2]
-        [tier] = [t for m in p.describe() if m["name"] == "stuck" for t in m["chain"] if t["name"] == "iso"]
-        assert tier["run"] == "process" and tier["processes"] == 2 and not tier["can_hold_interpreter"]
+        [tier] = [t for m in p.describe() if m.name == "stuck" for t in m.chain if t.name == "iso"]
+        assert tier.run == "process" and tier.processes == 2 and not tier.can_hold_interpreter
 
 
 async def test_a_spinning_model_leaves_the_others_their_deadline(
