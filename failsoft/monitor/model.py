@@ -329,28 +329,51 @@ class ModelMonitor:
 
     # ---- reading ---------------------------------------------------------------------------------------
 
-    def describe(self, health: Health, reason: str, last: int = 20) -> dict[str, Any]:
-        spec = self.spec
-        return {
-            "model": self.model,
-            "health": str(health),
-            "health_reason": reason,
-            "task": self.task,
-            "state": "learning" if self.profile is None else "watching",
-            "profile": self.profile.summary() if self.profile else None,
-            "policy": msgspec.to_builtins(spec),
-            "windows_judged": self.windows,
-            "verdicts": dict(self.verdicts),
-            "drifted_in_a_row": self.bad,
-            "clean_in_a_row": self.good,
-            "dropped": self.dropped,
-            "open_window": {
-                "rows": self.window.rows,
-                "age_s": round(time.monotonic() - self.window.started, 1),
-            },
-            "transitions": list(self.transitions),
-            "windows": [c.report for c in list(self.history)[-last:]][::-1],
-        }
+    def describe(self, health: Health, reason: str, last: int = 20) -> MonitorReport:
+        return MonitorReport(
+            model=self.model,
+            health=str(health),
+            health_reason=reason,
+            task=self.task,
+            state="learning" if self.profile is None else "watching",
+            profile=self.profile.summary() if self.profile else None,
+            policy=msgspec.to_builtins(self.spec),
+            windows_judged=self.windows,
+            verdicts=dict(self.verdicts),
+            drifted_in_a_row=self.bad,
+            clean_in_a_row=self.good,
+            dropped=self.dropped,
+            open_window=OpenWindow(self.window.rows, round(time.monotonic() - self.window.started, 1)),
+            transitions=list(self.transitions),
+            windows=[c.report for c in list(self.history)[-last:]][::-1],
+        )
+
+
+class OpenWindow(msgspec.Struct, frozen=True):
+    rows: int
+    age_s: float
+
+
+class MonitorReport(msgspec.Struct, frozen=True):
+    """A monitored model as ``GET /v1/models/{m}/monitor`` shows it. Each window's report is the drift
+    evaluation's own document (per feature: statistics, thresholds, verdicts; estimated and realized
+    performance), newest first."""
+
+    model: str
+    health: str
+    health_reason: str
+    task: str
+    state: str  # learning | watching
+    profile: dict[str, Any] | None
+    policy: dict[str, Any]
+    windows_judged: int
+    verdicts: dict[str, int]
+    drifted_in_a_row: int
+    clean_in_a_row: int
+    dropped: int
+    open_window: OpenWindow
+    transitions: list[dict[str, Any]]
+    windows: list[dict[str, Any]]
 
 
 def _round(v: float) -> float:

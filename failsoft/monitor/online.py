@@ -21,7 +21,7 @@ from typing import Any
 from failsoft.config import PortfolioSpec
 from failsoft.errors import ConfigError
 from failsoft.monitor.health import HealthService
-from failsoft.monitor.model import Closed, ModelMonitor
+from failsoft.monitor.model import Closed, ModelMonitor, MonitorReport
 from failsoft.monitor.profile import Profile, ProfileError
 from failsoft.store import StoreUnavailable
 from failsoft.store.labels import Labels
@@ -138,7 +138,7 @@ class Monitors:
         for mon in self.models.values():
             await asyncio.to_thread(mon.add_labels, found)
 
-    def report(self, model: str) -> dict[str, Any] | None:
+    def report(self, model: str) -> MonitorReport | None:
         mon = self.models.get(model)
         if mon is None:
             return None

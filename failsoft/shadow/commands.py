@@ -32,7 +32,7 @@ def _shadow(args: argparse.Namespace) -> int:
             print(json.dumps({"received": n}) if args.json else f"{n} labels saved")
             return 0
         if args.cmd == "shadow":
-            doc: Any = deploy.report(store, spec, args.model)
+            doc: Any = msgspec.to_builtins(deploy.report(store, spec, args.model))
         elif args.cmd == "promote":
             doc = deploy.promote(store, spec, args.model, args.candidate, args.by, args.reason, args.force)
         elif args.cmd == "rollback":

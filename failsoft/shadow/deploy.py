@@ -23,7 +23,7 @@ from failsoft.errors import (
     UnknownCandidate,
     UnknownModel,
 )
-from failsoft.shadow.evaluate import candidate_report
+from failsoft.shadow.evaluate import CandidateReport, candidate_report
 from failsoft.store import Store
 from failsoft.store.audits import AuditQueue
 from failsoft.store.deployments import Deployments, FlipRecord
@@ -47,17 +47,26 @@ def current_live(store: Store, spec: PortfolioSpec, model: str) -> str:
     return live if live in names else names[0]
 
 
-def report(store: Store, spec: PortfolioSpec, model: str, now: float | None = None) -> dict[str, Any]:
+class ShadowReport(msgspec.Struct, frozen=True):
+    """Every shadow candidate of a model, judged against its live primary under the model's policy."""
+
+    model: str
+    live: str
+    policy: dict[str, Any]
+    candidates: list[CandidateReport]
+
+
+def report(store: Store, spec: PortfolioSpec, model: str, now: float | None = None) -> ShadowReport:
     """Every shadow candidate of ``model``, judged against the live primary."""
     live = current_live(store, spec, model)
     policy = spec.models[model].promotion
     candidates = [n for n in primary_eligible(spec, model) if n != live]
-    return {
-        "model": model,
-        "live": live,
-        "policy": {f: getattr(policy, f) for f in policy.__struct_fields__},
-        "candidates": [candidate_report(store, model, c, live, policy, now) for c in candidates],
-    }
+    return ShadowReport(
+        model,
+        live,
+        msgspec.to_builtins(policy),
+        [candidate_report(store, model, c, live, policy, now) for c in candidates],
+    )
 
 
 def _flipped(model: str, flip: FlipRecord) -> dict[str, Any]:
@@ -87,15 +96,14 @@ def promote(
         raise PromotionError("a forced promotion needs a reason (--reason TEXT); it is recorded")
     policy = spec.models[model].promotion
     evidence = candidate_report(store, model, candidate, live, policy)
-    verdict = evidence["verdict"]
-    if not verdict["passed"] and not force:
-        failing = [r for r in verdict["rules"] if not r["passed"]]
-        lines = "; ".join(f"{r['rule']}: {r['detail']}" for r in failing)
-        raise PolicyNotMet(f"the promotion policy does not pass: {lines}", failing)
+    if not evidence.verdict.passed and not force:
+        failing = [r for r in evidence.verdict.rules if not r.passed]
+        lines = "; ".join(f"{r.rule}: {r.detail}" for r in failing)
+        raise PolicyNotMet(f"the promotion policy does not pass: {lines}", msgspec.to_builtins(failing))
     if policy.require_approval and not approved and not force:
         queue = AuditQueue(store)
         details = {"candidate": candidate, "live": live, "requested_by": actor, "reason": reason,
-                   "evidence": evidence}  # fmt: skip
+                   "evidence": msgspec.to_builtins(evidence)}  # fmt: skip
         item = queue.open(model, APPROVAL, details) or queue.open_for(model, APPROVAL)
         assert item is not None
         queue.record(item.id, model, "promotion_requested", actor, reason, {"candidate": candidate})

@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
@@ -156,6 +157,67 @@ def _agree(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+class Quantiles(msgspec.Struct, frozen=True):
+    p50: float | None
+    p99: float | None
+    n: int
+
+
+class Comparison(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The policy's metric on the labelled pairs: live, candidate, their paired difference and its 95%
+    interval (and the same as an improvement: candidate better is positive), once there are pairs."""
+
+    name: str
+    pairs: int
+    live: float | None = None
+    candidate: float | None = None
+    difference: float | None = None
+    ci95: list[float] | None = None
+    method: str | None = None
+    improvement_ci95: list[float] | None = None
+
+
+class Rule(msgspec.Struct, frozen=True):
+    rule: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    passed: bool
+    failing: list[str]
+    rules: list[Rule]
+    require_approval: bool
+
+
+class CandidateReport(msgspec.Struct, frozen=True):
+    """What a shadow candidate did with its copies since the last flip, how it compares with the live
+    primary, and the policy's verdict rule by rule."""
+
+    candidate: str
+    live: str
+    since: float | None
+    shadow_s: float
+    mirrored: int
+    dropped: int
+    logged: int
+    answered: int
+    errors: int
+    timeouts: int
+    failures: dict[str, int]
+    error_rate: float
+    timeout_rate: float
+    latency_ms: Quantiles
+    live_latency_ms: Quantiles
+    agreement: float | None
+    compared: int
+    labelled_pairs: int
+    metric: Comparison
+    verdict: Verdict
+
+
 def candidate_report(
     store: Store,
     model: str,
@@ -163,12 +225,11 @@ def candidate_report(
     live: str,
     policy: PromotionSpec,
     now: float | None = None,
-) -> dict[str, Any]:
+) -> CandidateReport:
     now = time.time() if now is None else now
     ev = ShadowRecords(store).evidence(model, candidate, live)
-    count, answered, timeouts, failures = ev.logged, ev.answered, ev.timeouts, ev.failures
+    count, answered, timeouts = ev.logged, ev.answered, ev.timeouts
     errors = count - answered - timeouts
-    lat, live_lat = np.array(ev.latency_ms), np.array(ev.live_latency_ms)
     agreed = compared = 0
     for lv_out, sh_out in ev.pairs:
         for a, b in zip(_rows(lv_out), _rows(sh_out), strict=False):
@@ -176,54 +237,50 @@ def candidate_report(
             agreed += _agree(a, b)
     labels, live_v, cand_v = _pairs(policy.metric, policy.k, ev.labelled)
     n_pairs = len(labels)
-    metric: dict[str, Any] = {"name": policy.metric, "pairs": n_pairs}
+    metric = Comparison(policy.metric, n_pairs)
     if n_pairs >= 2:
-        metric.update(paired(policy.metric, labels, live_v, cand_v))
+        found = paired(policy.metric, labels, live_v, cand_v)
         sign = -1.0 if policy.metric in LOWER_IS_BETTER else 1.0
-        lo, hi = (sign * x for x in metric["ci95"])
-        metric["improvement_ci95"] = sorted([lo, hi])
-    since, first, mirrored, dropped = ev.since, ev.first, ev.mirrored, ev.dropped
-    shadow_s = now - float(first) if first is not None else 0.0
-    sent = count
-    report = {
-        "candidate": candidate,
-        "live": live,
-        "since": since or None,
-        "shadow_s": round(shadow_s, 1),
-        "mirrored": int(mirrored),
-        "dropped": int(dropped),
-        "logged": count,
-        "answered": answered,
-        "errors": errors,
-        "timeouts": timeouts,
-        "failures": failures,
-        "error_rate": errors / sent if sent else 0.0,
-        "timeout_rate": timeouts / sent if sent else 0.0,
-        "latency_ms": _quantiles(lat),
-        "live_latency_ms": _quantiles(live_lat),
-        "agreement": agreed / compared if compared else None,
-        "compared": compared,
-        "labelled_pairs": n_pairs,
-        "metric": metric,
-    }
-    report["verdict"] = verdict(report, policy)
-    return report
+        lo, hi = (sign * x for x in found["ci95"])
+        metric = Comparison(policy.metric, n_pairs, improvement_ci95=sorted([lo, hi]), **found)
+    shadow_s = now - ev.first if ev.first is not None else 0.0
+    facts: dict[str, Any] = dict(
+        candidate=candidate,
+        live=live,
+        since=ev.since or None,
+        shadow_s=round(shadow_s, 1),
+        mirrored=ev.mirrored,
+        dropped=ev.dropped,
+        logged=count,
+        answered=answered,
+        errors=errors,
+        timeouts=timeouts,
+        failures=ev.failures,
+        error_rate=errors / count if count else 0.0,
+        timeout_rate=timeouts / count if count else 0.0,
+        latency_ms=_quantiles(np.array(ev.latency_ms)),
+        live_latency_ms=_quantiles(np.array(ev.live_latency_ms)),
+        agreement=agreed / compared if compared else None,
+        compared=compared,
+        labelled_pairs=n_pairs,
+        metric=metric,
+    )
+    return CandidateReport(**facts, verdict=verdict(facts, policy))
 
 
-def _quantiles(x: Array) -> dict[str, float | None]:
+def _quantiles(x: Array) -> Quantiles:
     if len(x) == 0:
-        return {"p50": None, "p99": None, "n": 0}
+        return Quantiles(None, None, 0)
     p50, p99 = np.percentile(x, [50, 99])
-    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "n": len(x)}
+    return Quantiles(round(float(p50), 3), round(float(p99), 3), len(x))
 
 
-def verdict(r: dict[str, Any], policy: PromotionSpec) -> dict[str, Any]:
+def verdict(r: dict[str, Any], policy: PromotionSpec) -> Verdict:
     """Every rule of the policy with its value, threshold and whether it passes."""
-    rules: list[dict[str, Any]] = []
+    rules: list[Rule] = []
 
     def rule(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> None:
-        rules.append({"rule": name, "passed": bool(passed), "value": value, "threshold": threshold,
-                      "detail": detail})  # fmt: skip
+        rules.append(Rule(name, bool(passed), value, threshold, detail))
 
     shadowed = f"in the shadows {format_duration(r['shadow_s'])} of {format_duration(policy.min_shadow_s)}"
     rule("min_shadow_duration", r["shadow_s"] >= policy.min_shadow_s, r["shadow_s"], policy.min_shadow_s,
@@ -231,23 +288,22 @@ def verdict(r: dict[str, Any], policy: PromotionSpec) -> dict[str, Any]:
     n = r["labelled_pairs"]
     rule("min_labelled_pairs", n >= policy.min_labelled, n, policy.min_labelled,
          f"{n} labelled pairs, {policy.min_labelled} needed")  # fmt: skip
-    m = r["metric"]
-    ci = m.get("improvement_ci95")
+    m: Comparison = r["metric"]
+    ci = m.improvement_ci95
     if ci is None or any(math.isnan(x) for x in ci):
-        rule("non_inferiority", False, None, -policy.margin, f"no interval for {m['name']} yet")
+        rule("non_inferiority", False, None, -policy.margin, f"no interval for {m.name} yet")
     else:
-        better = "lower" if m["name"] in LOWER_IS_BETTER else "higher"
+        better = "lower" if m.name in LOWER_IS_BETTER else "higher"
         rule("non_inferiority", ci[0] >= -policy.margin, round(ci[0], 6), -policy.margin,
-             f"{m['name']} ({better} is better) live {m['live']:.4f}, candidate {m['candidate']:.4f}; "
+             f"{m.name} ({better} is better) live {m.live:.4f}, candidate {m.candidate:.4f}; "
              f"improvement 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}] vs margin -{policy.margin:g}")  # fmt: skip
     rule("max_error_rate", r["error_rate"] <= policy.max_error_rate, round(r["error_rate"], 6),
          policy.max_error_rate, f"{r['errors']} errors in {r['logged']} copies")  # fmt: skip
     rule("max_timeout_rate", r["timeout_rate"] <= policy.max_timeout_rate, round(r["timeout_rate"], 6),
          policy.max_timeout_rate, f"{r['timeouts']} timeouts in {r['logged']} copies")  # fmt: skip
     if policy.max_p99_ms is not None:
-        p99 = r["latency_ms"]["p99"]
+        p99 = r["latency_ms"].p99
         rule("max_p99_latency", p99 is not None and p99 <= policy.max_p99_ms, p99, policy.max_p99_ms,
              f"p99 {p99} ms" if p99 is not None else "no answers yet")  # fmt: skip
-    failing = [x["rule"] for x in rules if not x["passed"]]
-    return {"passed": not failing, "failing": failing, "rules": rules,
-            "require_approval": policy.require_approval}  # fmt: skip
+    failing = [x.rule for x in rules if not x.passed]
+    return Verdict(not failing, failing, rules, policy.require_approval)

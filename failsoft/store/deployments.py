@@ -55,7 +55,8 @@ class Deployments:
         evidence: Any,
     ) -> FlipRecord:
         now = time.time()
-        proof = json.dumps(evidence, default=str)
+        evidence = msgspec.to_builtins(evidence, enc_hook=str)
+        proof = json.dumps(evidence)
 
         def write(execute: Execute) -> int:
             row = {"model": model, "live": dst, "changed_by": actor, "changed_at": now}

@@ -146,12 +146,12 @@ async def test_drift_quarantines_the_model_alone_and_clean_windows_restore_it(
         assert other.tier == "heavy" and not other.degraded
         report = p.monitors.report("churn")
         assert report is not None
-        last = report["windows"][0]
+        last = report.windows[0]
         assert last["verdict"] == "drift" and last["drifted"] == ["x", "prediction"]  # the score follows x
         x = last["features"]["x"]
         assert x["psi"] > x["psi_critical"] and x["p_adjusted"]["ks"] < 0.01 and x["drift"]
         assert not last["features"]["plan"]["drift"]
-        assert [t["to"] for t in report["transitions"]] == ["warning", "quarantined"]
+        assert [t["to"] for t in report.transitions] == ["warning", "quarantined"]
         # the quarantined model is still watched (its inputs still arrive): clean windows bring it back
         await window(p, rows(rng, 100))
         assert chain.health is Health.QUARANTINED
@@ -230,8 +230,8 @@ async def test_invalid_requests_are_a_quality_alarm(
         await window(p, rows(rng, 100))
         report = p.monitors.report("churn")
         assert report is not None
-        assert report["windows"][0]["verdict"] == "quality"
-        assert report["windows"][0]["quality"] == ["invalid_input"]
+        assert report.windows[0]["verdict"] == "quality"
+        assert report.windows[0]["quality"] == ["invalid_input"]
 
 
 async def test_profile_learned_from_the_first_live_requests(
@@ -240,7 +240,7 @@ async def test_profile_learned_from_the_first_live_requests(
     rng = np.random.default_rng(6)
     async with portfolio(write_toml, tmp_path, "learn_rows = 200") as p:
         mon = p.monitors.models["churn"]
-        assert p.monitors.report("churn")["state"] == "learning"  # type: ignore[index]
+        assert p.monitors.report("churn").state == "learning"  # type: ignore[union-attr]
         for row in rows(rng, 200):
             await p.predict("churn", row)
         await until(lambda: mon.profile is not None)

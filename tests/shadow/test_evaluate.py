@@ -13,7 +13,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from failsoft.config import PromotionSpec
-from failsoft.shadow.evaluate import candidate_report, delong, paired
+from failsoft.shadow.evaluate import CandidateReport, candidate_report, delong, paired
 from failsoft.store import open_store
 
 
@@ -85,7 +85,7 @@ def fill(db: Path, quality: float, n: int = 800, error_every: int = 0, age_s: fl
     store.close()
 
 
-def report(db: Path, policy: PromotionSpec) -> dict:
+def report(db: Path, policy: PromotionSpec) -> CandidateReport:
     store = open_store(f"sqlite:///{db}")
     store.connect()
     try:
@@ -100,24 +100,24 @@ POLICY = PromotionSpec(min_shadow_s=0, min_labelled=500, metric="auc", margin=0.
 def test_a_better_candidate_passes_and_a_worse_one_fails_on_the_metric(tmp_path: Path) -> None:
     fill(tmp_path / "good.db", quality=2.0)
     good = report(tmp_path / "good.db", POLICY)
-    assert good["labelled_pairs"] == 800 and good["logged"] == 800 and good["errors"] == 0
-    assert good["metric"]["candidate"] > good["metric"]["live"]
-    assert good["verdict"]["passed"], good["verdict"]
-    assert 0.0 <= good["agreement"] <= 1.0 and good["compared"] == 800
+    assert good.labelled_pairs == 800 and good.logged == 800 and good.errors == 0
+    assert good.metric.candidate > good.metric.live
+    assert good.verdict.passed, good.verdict
+    assert 0.0 <= good.agreement <= 1.0 and good.compared == 800
     fill(tmp_path / "bad.db", quality=0.2)
     bad = report(tmp_path / "bad.db", POLICY)
-    assert bad["verdict"]["failing"] == ["non_inferiority"]
+    assert bad.verdict.failing == ["non_inferiority"]
 
 
 def test_each_rule_can_fail(tmp_path: Path) -> None:
     fill(tmp_path / "e.db", quality=2.0, error_every=10)
     r = report(tmp_path / "e.db", POLICY)
-    assert r["errors"] == 80 and r["error_rate"] == pytest.approx(0.1)
-    assert "max_error_rate" in r["verdict"]["failing"]
+    assert r.errors == 80 and r.error_rate == pytest.approx(0.1)
+    assert "max_error_rate" in r.verdict.failing
     strict = PromotionSpec(min_shadow_s=7 * 86400, min_labelled=5000, max_p99_ms=1.0)
     r = report(tmp_path / "e.db", strict)
-    assert {"min_shadow_duration", "min_labelled_pairs", "max_p99_latency"} <= set(r["verdict"]["failing"])
+    assert {"min_shadow_duration", "min_labelled_pairs", "max_p99_latency"} <= set(r.verdict.failing)
     # a week-old shadow passes the duration rule
     fill(tmp_path / "old.db", quality=2.0, age_s=8 * 86400)
     r = report(tmp_path / "old.db", PromotionSpec(min_labelled=100))
-    assert r["verdict"]["passed"], r["verdict"]
+    assert r.verdict.passed, r.verdict

@@ -88,9 +88,9 @@ def test_a_record_for_several_requests_becomes_a_row_each(store: Store) -> None:
     assert len({r[0] for r in got.values()}) == 5, "every row has its own record id"
     # the shadow report counts each call's requests
     r = candidate_report(store, "m", "cand", "cpu", PromotionSpec(min_shadow_s=0, min_labelled=0))
-    assert (r["logged"], r["answered"], r["timeouts"], r["errors"]) == (4, 3, 1, 0)
-    assert r["failures"] == {"timeout": 1} and r["timeout_rate"] == 0.25
-    assert r["compared"] == 1, "q0 is the one request answered by both"
+    assert (r.logged, r.answered, r.timeouts, r.errors) == (4, 3, 1, 0)
+    assert r.failures == {"timeout": 1} and r.timeout_rate == 0.25
+    assert r.compared == 1, "q0 is the one request answered by both"
     assert store.delete_predictions_before(time.time() + 60) == 3, "retention reaches shadow calls too"
     assert not [r for b in store.iter_predictions(shadow=True) for r in b]
 
