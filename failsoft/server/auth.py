@@ -87,6 +87,8 @@ def load_tokens(
         return Tokens({path.read_text().strip().encode(): "admin"}, generated=path)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
+    while token.startswith("-"):  # one in 64 would read as an option on a command line (--token -x...)
+        token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")

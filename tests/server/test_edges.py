@@ -212,10 +212,10 @@ def test_failsoft_health_goes_through_the_control_plane(
 
     assert main(["health", "churn", "warning", "--reason", "checking", "--url", gw, "--token", "wrong"]) == 1
     assert "HTTP 401" in capsys.readouterr().err
-    assert main(["health", "churn", "warning", "--reason", "checking", "--url", gw, "--token", token]) == 0
+    assert main(["health", "churn", "warning", "--reason", "checking", "--url", gw, f"--token={token}"]) == 0
     assert "churn: warning" in capsys.readouterr().out
     assert call("GET", gw + "/v1/models/churn")[1]["health"] == "warning"
-    assert main(["health", "churn", "live", "--url", gw, "--token", token]) == 0
+    assert main(["health", "churn", "live", "--url", gw, f"--token={token}"]) == 0
     events = call("GET", gw + "/v1/models/churn/events")[1]["events"]
     assert any(e["actor"] == "admin" and e["reason"] == "checking" for e in events), "the token's owner"
     for e in events:  # a time a person can read beside the epoch
