@@ -58,12 +58,12 @@ def test_audit_values_and_spans_are_checked_before_sending(
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`failsoft history --json | head` printed a BrokenPipeError traceback."""
     script = (
-        "import sys, failsoft.cli as c\n"
+        "import sys, failsoft.cli as c, failsoft.server.commands as s\n"
         "def fn(args):\n"
         "    for i in range(100000):\n"
         "        print('line', i)\n"
         "    return 0\n"
-        "c._check = fn\n"
+        "s._check = fn\n"
         "sys.exit(c.main(['check', 'x.toml']))\n"
     )
     (tmp_path / "many.py").write_text(script)

@@ -268,9 +268,7 @@ class Demo:
         store = open_store(f"sqlite:///{self.data_dir / 'state' / 'failsoft.db'}")
         try:
             summary["logged_predictions"] = store.count_predictions()
-            summary["logged_shadow_answers"] = int(
-                store.execute("SELECT count(*) FROM shadow_predictions")[0][0]
-            )
+            summary["logged_shadow_answers"] = store.count_predictions(shadow=True)
         finally:
             store.close()
         return summary

@@ -145,9 +145,11 @@ class Store(abc.ABC):
         """Rows with their own record ids (tests, imports)."""
         return self.insert_json(msgspec.json.encode({"prefix": "", "base": 0, "rows": rows}))
 
-    def count_predictions(self, model: str | None = None) -> int:
+    def count_predictions(self, model: str | None = None, shadow: bool = False) -> int:
+        """Answers logged (a row per request), live or with ``shadow`` the shadow candidates'."""
         where, args = (" WHERE model = ?", [model]) if model else ("", [])
-        return int(self.execute(f"SELECT count(*) FROM predictions{where}", args)[0][0])
+        table = "shadow_predictions" if shadow else "predictions"
+        return int(self.execute(f"SELECT count(*) FROM {table}{where}", args)[0][0])
 
     def logged_models(self) -> list[str]:
         """The models with answers in the log."""

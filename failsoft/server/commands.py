@@ -1,0 +1,127 @@
+"""``failsoft serve``, ``check`` and ``health``: run a gateway, prove a portfolio file loads, and change a
+model's health through a running gateway's control plane."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import msgspec
+
+from failsoft import config, env, gateway
+from failsoft.errors import ConfigError
+from failsoft.types import Health
+
+
+def _check(args: argparse.Namespace) -> int:
+    from failsoft.introspect import describe
+    from failsoft.portfolio import Portfolio
+
+    loaded: dict[str, list[str]] = {}
+    try:
+        spec = config.load(args.portfolio)
+        if args.load:
+
+            async def load() -> None:
+                portfolio = Portfolio(spec)
+                await portfolio.start()
+                for model in msgspec.to_builtins(describe(portfolio.chains, portfolio.metrics)):
+                    loaded[model["name"]] = [_how_it_runs(t) for t in model["chain"]]
+                await portfolio.close()
+
+            asyncio.run(load())
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, model in spec.models.items():
+        chain = " -> ".join(
+            f"{t.name} ({type(t).__name__.removesuffix('TierSpec').lower()})" for t in model.tiers
+        )
+        print(f"{name}: deadline {model.deadline_ms} ms, {len(model.inputs)} inputs, {chain}")
+        for line in loaded.get(name, []):
+            if line:
+                print(f"  {line}")
+    print(f"{args.portfolio}: ok")
+    return 0
+
+
+def _how_it_runs(tier: dict[str, object]) -> str:
+    """One line on how a loaded in-process tier answers (compiled or not, on the loop or in threads)."""
+    if "compiled" not in tier:
+        return ""
+    if tier.get("run") == "process":
+        return (
+            f"{tier['name']}: runs in {tier['processes']} worker processes (a call past its timeout "
+            "kills and replaces its worker)"
+        )
+    if not tier["compiled"]:
+        return (
+            f"{tier['name']}: runs as it is, in its threads; can hold the interpreter (a model stuck in "
+            'pure Python slows every model): run = "process" isolates it'
+        )
+    where = "on the event loop" if tier["inline"] else "in its threads"
+    rows = tier.get("inline_rows")
+    if tier["inline"] and rows is not None:
+        where += f" up to {rows} rows a call (more in its threads)"
+    own = tier.get("own_method_from_rows")
+    switch = f"; its own method from {own} rows" if own else ""
+    return f"{tier['name']}: compiled, {tier['single_row_us']} µs a row, {where}{switch}"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from failsoft.portfolio import Portfolio
+    from failsoft.server.auth import load_tokens
+    from failsoft.server.run import serve
+
+    try:
+        spec = config.load(args.portfolio)
+        portfolio = Portfolio(spec)
+        tokens_file = env.get(env.TOKENS_FILE) or spec.server.tokens_file
+        tokens = load_tokens(
+            env.environ(), spec.resolve(tokens_file) if tokens_file else None, spec.resolve(spec.data_dir)
+        )
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    serve(portfolio, args.host, args.port, args.log_level, tokens)
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Through the gateway's control plane, like every other change: the token's owner is recorded, and
+    every replica applies it (a notification on PostgreSQL, the next state poll otherwise)."""
+    try:
+        doc = gateway.call(
+            args, "POST", f"/v1/models/{args.model}/health", {"health": args.health, "reason": args.reason}
+        )
+    except gateway.Refused as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+    print(f"{doc['model']}: {doc['health']} (revision {doc['revision']}, by {doc['changed_by']}); every "
+          "replica applies it")  # fmt: skip
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    s = sub.add_parser("serve", help="serve a portfolio over HTTP (Open Inference Protocol v2 and JSON)")
+    s.add_argument("portfolio", help="path of portfolio.toml")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(fn=_serve)
+
+    c = sub.add_parser("check", help="validate portfolio.toml; errors name the file, the key and the fix")
+    c.add_argument("portfolio")
+    c.add_argument("--load", action="store_true", help="also load every model and compute every default")
+    c.set_defaults(fn=_check)
+
+    h = sub.add_parser(
+        "health", help="set a model's health for every replica (quarantine, restore), through the gateway"
+    )
+    h.add_argument("model")
+    h.add_argument("health", choices=[x.value for x in Health])
+    h.add_argument("--reason", default="")
+    gateway.add_options(h)
+    h.set_defaults(fn=_health)
