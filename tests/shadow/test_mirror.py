@@ -16,47 +16,26 @@ import pytest
 from failsoft.config import load
 from failsoft.portfolio import Portfolio
 from failsoft.store import open_store
+from tests.portfolios import default_tier, model, python_tier, write
 from tests.stack import FEATURES
 
 
 def portfolio(models_dir: Path, tmp_path: Path) -> Path:
-    inputs = "".join(f'[[models.m.inputs]]\nname = "{f}"\n' for f in FEATURES)
-    model = models_dir / "cpu.joblib"
-    text = f"""
-trusted_model_dirs = ["{models_dir}"]
-data_dir = "{tmp_path / "state"}"
-[models.m]
-deadline_ms = 200
-{inputs}
-[models.m.output]
-type = "float"
-min = 0
-max = 1
-[[models.m.tiers]]
-name = "live"
-kind = "python"
-path = "{model}"
-[[models.m.tiers]]
-kind = "default"
-value = 0.5
-[[models.m.candidates]]
-name = "on-loop"
-kind = "python"
-path = "{model}"
-[[models.m.candidates]]
-name = "threads"
-kind = "python"
-path = "{model}"
-run = "thread"
-[[models.m.candidates]]
-name = "half"
-kind = "python"
-path = "{model}"
-sample = 0.5
-"""
-    path = tmp_path / "portfolio.toml"
-    path.write_text(text)
-    return path
+    """A live primary and three candidates of the same model: on the loop, in threads, and sampled."""
+    path = str(models_dir / "cpu.joblib")
+    m = model(
+        python_tier("live", path=path),
+        default_tier(0.5),
+        inputs=tuple(FEATURES),
+        output={"type": "float", "min": 0, "max": 1},
+        deadline_ms=200,
+        candidates=(
+            python_tier("on-loop", path=path),
+            python_tier("threads", path=path, run="thread"),
+            python_tier("half", path=path, sample=0.5),
+        ),
+    )
+    return write(tmp_path, {"m": m}, trusted_model_dirs=[str(models_dir)])
 
 
 async def test_every_copy_is_answered_and_logged_against_its_request(

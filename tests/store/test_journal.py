@@ -12,6 +12,7 @@ from failsoft.demo.procs import Proc
 from failsoft.store import open_store
 from failsoft.store.journal import Journal, orphans
 from failsoft.store.records import RecordQueue
+from tests.portfolios import default_tier, model, python_tier, write
 
 
 def test_segments_are_dropped_once_safe_and_orphans_come_back_as_batches(tmp_path: Path) -> None:
@@ -46,31 +47,15 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     assert [json.loads(b)["rows"] for b in batches] == [[[None, "a"], [None, "b"]]]
 
 
-TOML = """
-data_dir = "{state}"
-[store]
-flush_ms = 1000          # a long flush window: the records a crash would take with it
-journal = {journal}
-[models.m]
-deadline_ms = 200
-[[models.m.inputs]]
-name = "x"
-[[models.m.tiers]]
-name = "py"
-kind = "python"
-target = "tests.helpers:score"
-[[models.m.tiers]]
-kind = "default"
-value = 0.5
-"""
-
-
 def answered_then_killed(tmp_path: Path, journal: bool, n: int = 300) -> tuple[set[str], Path]:
     """Answer ``n`` requests, kill -9 the gateway at once, start it again on the same folder (it recovers
     what it can), stop it cleanly; the answered ids and the database."""
     state = tmp_path / f"state-{journal}"
     toml = tmp_path / f"p-{journal}.toml"
-    toml.write_text(TOML.format(state=state, journal=str(journal).lower()))
+    # a long flush window: the records a crash would take with it
+    store = {"flush_ms": 1000, "journal": journal}
+    m = model(python_tier("py", "tests.helpers:score"), default_tier(0.5), deadline_ms=200)
+    write(toml, {"m": m}, data_dir=str(state), store=store)
     args = [sys.executable, "-m", "failsoft.cli", "serve", str(toml), "--log-level", "warning"]
     gw = Proc(args, "/v2/health/ready", tmp_path / "gw.log").start()
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
