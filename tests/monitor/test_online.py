@@ -18,51 +18,7 @@ from failsoft import Health, Portfolio, Reason
 from failsoft.errors import ConfigError
 from failsoft.labels import Label, save_labels
 from failsoft.monitor.profile import Column, Profile, build
-
-TOML = """
-data_dir = "{state}"
-[store]
-poll_ms = 100
-
-[models.churn]
-deadline_ms = 500
-[[models.churn.inputs]]
-name = "x"
-[[models.churn.inputs]]
-name = "plan"
-type = "string"
-[models.churn.output]
-type = "float"
-min = 0
-max = 1
-[models.churn.monitor]
-{monitor}
-window_rows = 100
-window_s = 60
-warn_after = 1
-quarantine_after = 2
-recover_after = 2
-{span}
-[[models.churn.tiers]]
-name = "heavy"
-kind = "python"
-target = "tests.helpers:score"
-[[models.churn.tiers]]
-kind = "default"
-name = "base-rate"
-value = 0.2
-
-[models.other]
-[[models.other.inputs]]
-name = "x"
-[[models.other.tiers]]
-name = "heavy"
-kind = "python"
-target = "tests.helpers:score"
-[[models.other.tiers]]
-kind = "default"
-value = 0.5
-"""
+from tests.portfolios import default_tier, model, python_tier, toml
 
 
 def rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> list[dict[str, Any]]:
@@ -90,9 +46,22 @@ def profile_path(tmp_path: Path) -> Path:
 
 
 def portfolio(
-    write_toml: Callable[[str], Path], tmp_path: Path, monitor: str, span: str = "min_span_s = 0"
+    write_toml: Callable[[str], Path], tmp_path: Path, monitor: dict[str, Any], min_span_s: float = 0
 ) -> Portfolio:
-    text = TOML.format(state=tmp_path / "state", monitor=monitor, span=span)
+    """``churn`` is monitored (``monitor`` adds to its policy); ``other`` is not."""
+    policy = {"window_rows": 100, "window_s": 60, "warn_after": 1, "quarantine_after": 2, "recover_after": 2,
+              "min_span_s": min_span_s, **monitor}  # fmt: skip
+    heavy = python_tier("heavy", "tests.helpers:score")
+    churn = model(
+        heavy,
+        default_tier(0.2, name="base-rate"),
+        inputs=("x", {"name": "plan", "type": "string"}),
+        output={"type": "float", "min": 0, "max": 1},
+        deadline_ms=500,
+        monitor=policy,
+    )
+    other = model(heavy, default_tier(0.5))
+    text = toml({"churn": churn, "other": other}, data_dir=str(tmp_path / "state"), store={"poll_ms": 100})
     return Portfolio.from_toml(write_toml(text))
 
 
@@ -117,7 +86,7 @@ async def test_a_quarantine_needs_drift_over_time_not_just_rows(
 ) -> None:
     """600 anonymous in-range requests quarantined a monitored model in 4 s: rows are cheap to send."""
     rng = np.random.default_rng(2)
-    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"', "min_span_s = 600") as p:
+    async with portfolio(write_toml, tmp_path, {"profile": str(profile_path)}, min_span_s=600) as p:
         chain = p.chain("churn")
         mon = p.monitors.models["churn"]
         for _ in range(4):
@@ -132,7 +101,7 @@ async def test_drift_quarantines_the_model_alone_and_clean_windows_restore_it(
     tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
 ) -> None:
     rng = np.random.default_rng(1)
-    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"') as p:
+    async with portfolio(write_toml, tmp_path, {"profile": str(profile_path)}) as p:
         chain = p.chain("churn")
         await window(p, rows(rng, 100))
         assert chain.health is Health.LIVE
@@ -169,7 +138,7 @@ async def test_manual_recovery_waits_for_a_person(
     tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
 ) -> None:
     rng = np.random.default_rng(2)
-    monitor = f'profile = "{profile_path}"\nrecovery = "manual"'
+    monitor = {"profile": str(profile_path), "recovery": "manual"}
     async with portfolio(write_toml, tmp_path, monitor) as p:
         chain = p.chain("churn")
         for _ in range(2):
@@ -187,7 +156,7 @@ async def test_a_person_s_quarantine_is_not_lifted_by_the_monitor(
     tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
 ) -> None:
     rng = np.random.default_rng(3)
-    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"') as p:
+    async with portfolio(write_toml, tmp_path, {"profile": str(profile_path)}) as p:
         await p.set_health("churn", Health.QUARANTINED, "upstream incident", "alice")
         for _ in range(3):
             await window(p, rows(rng, 100))
@@ -198,7 +167,7 @@ async def test_labels_give_realized_performance_beside_the_estimate(
     tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
 ) -> None:
     rng = np.random.default_rng(4)
-    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"') as p:
+    async with portfolio(write_toml, tmp_path, {"profile": str(profile_path)}) as p:
         batch = rows(rng, 100)
         await window(p, batch, prefix="lab")
         closed = p.monitors.models["churn"].history[-1]
@@ -223,7 +192,7 @@ async def test_invalid_requests_are_a_quality_alarm(
     tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
 ) -> None:
     rng = np.random.default_rng(5)
-    async with portfolio(write_toml, tmp_path, f'profile = "{profile_path}"') as p:
+    async with portfolio(write_toml, tmp_path, {"profile": str(profile_path)}) as p:
         for _ in range(30):
             out = await p.predict("churn", {"x": "not a number", "plan": "pro"})
             assert out.reason is Reason.INVALID_INPUT
@@ -238,7 +207,7 @@ async def test_profile_learned_from_the_first_live_requests(
     tmp_path: Path, write_toml: Callable[[str], Path]
 ) -> None:
     rng = np.random.default_rng(6)
-    async with portfolio(write_toml, tmp_path, "learn_rows = 200") as p:
+    async with portfolio(write_toml, tmp_path, {"learn_rows": 200}) as p:
         mon = p.monitors.models["churn"]
         assert p.monitors.report("churn").state == "learning"  # type: ignore[union-attr]
         for row in rows(rng, 200):
@@ -248,7 +217,7 @@ async def test_profile_learned_from_the_first_live_requests(
         assert Profile.load(learned).rows == 200
         await window(p, rows(rng, 100, shift=3.0))
         assert p.chain("churn").health is Health.WARNING
-    async with portfolio(write_toml, tmp_path, "learn_rows = 200") as p:  # a restart keeps the profile
+    async with portfolio(write_toml, tmp_path, {"learn_rows": 200}) as p:  # a restart keeps the profile
         assert p.monitors.models["churn"].profile is not None
 
 
@@ -256,17 +225,17 @@ async def test_profile_learned_from_the_first_live_requests(
     ("monitor", "key", "words"),
     [
         (
-            'profile = "x.json"\nlearn_rows = 5',
+            {"profile": "x.json", "learn_rows": 5},
             "models.churn.monitor",
             "exactly one of profile and learn_rows",
         ),
-        ("k = 5", "models.churn.monitor", "exactly one of profile and learn_rows"),
-        ('profile = "missing.json"', "models.churn.monitor.profile", "no such profile"),
-        ("profile = 3", "models.churn.monitor.profile", "Expected `str"),
+        ({"k": 5}, "models.churn.monitor", "exactly one of profile and learn_rows"),
+        ({"profile": "missing.json"}, "models.churn.monitor.profile", "no such profile"),
+        ({"profile": 3}, "models.churn.monitor.profile", "Expected `str"),
     ],
 )
 def test_config_errors_name_the_key(
-    tmp_path: Path, write_toml: Callable[[str], Path], monitor: str, key: str, words: str
+    tmp_path: Path, write_toml: Callable[[str], Path], monitor: dict[str, Any], key: str, words: str
 ) -> None:
     with pytest.raises(ConfigError) as err:
         portfolio(write_toml, tmp_path, monitor)
@@ -277,5 +246,5 @@ def test_a_profile_of_other_features_is_refused(tmp_path: Path, write_toml: Call
     path = tmp_path / "wrong.json"
     build({"age": Column("age", "numeric", np.arange(100.0))}, ["age"]).save(path)
     with pytest.raises(ConfigError) as err:
-        portfolio(write_toml, tmp_path, f'profile = "{path}"')
+        portfolio(write_toml, tmp_path, {"profile": str(path)})
     assert err.value.key == "models.churn.monitor.profile" and "age" in str(err.value)
