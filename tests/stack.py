@@ -15,6 +15,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from failsoft.demo.procs import Proc
+from tests.portfolios import default_tier, model, oip_tier, python_tier, toml
 
 N_FEATURES = 6
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
@@ -30,59 +31,32 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def gateway_toml(models_dir: Path, backend_url: str) -> str:
-    inputs = "".join(f'[[models.churn.inputs]]\nname = "{f}"\nmin = -50\nmax = 50\n' for f in FEATURES)
-    breaker = (
-        "breaker = { window = 10, min_calls = 5, failure_rate = 0.5, open_ms = 300, half_open_probes = 1 }"
+    """``churn``: a remote OIP tier, a plain-JSON tier on the same backend, an in-process model, a default."""
+    breaker = {"window": 10, "min_calls": 5, "failure_rate": 0.5, "open_ms": 300, "half_open_probes": 1}
+    churn = model(
+        oip_tier("heavy", backend_url, "churn", timeout_ms=25, max_concurrency=8, breaker=breaker),
+        {
+            "name": "json",
+            "kind": "http",
+            "url": f"{backend_url}/json/churn",
+            "output_path": "result.score",
+            "timeout_ms": 15,
+            "breaker": breaker,
+        },
+        python_tier("cpu", path=models_dir / "cpu.joblib"),
+        default_tier(0.2, name="base-rate"),
+        inputs=tuple({"name": f, "min": -50, "max": 50} for f in FEATURES),
+        output={"type": "float", "min": 0, "max": 1},
+        version="7",
+        # watched, never acted on here: the chaos traffic is 5% corrupt
+        monitor={"learn_rows": 50, "window_rows": 50, "action": "warn"},
     )
-    return f"""
-trusted_model_dirs = ["{models_dir}"]
-data_dir = "{models_dir / "state"}"
-[server]
-max_body_bytes = 20000
-max_batch = 64
-
-[models.churn]
-version = "7"
-deadline_ms = 60
-{inputs}
-[models.churn.output]
-type = "float"
-min = 0
-max = 1
-
-# watched, never acted on here: the chaos traffic is 5% corrupt
-[models.churn.monitor]
-learn_rows = 50
-window_rows = 50
-action = "warn"
-
-[[models.churn.tiers]]
-name = "heavy"
-kind = "oip"
-url = "{backend_url}"
-model_name = "churn"
-timeout_ms = 25
-max_concurrency = 8
-{breaker}
-
-[[models.churn.tiers]]
-name = "json"
-kind = "http"
-url = "{backend_url}/json/churn"
-output_path = "result.score"
-timeout_ms = 15
-{breaker}
-
-[[models.churn.tiers]]
-name = "cpu"
-kind = "python"
-path = "{models_dir / "cpu.joblib"}"
-
-[[models.churn.tiers]]
-kind = "default"
-name = "base-rate"
-value = 0.2
-"""
+    return toml(
+        {"churn": churn},
+        trusted_model_dirs=[str(models_dir)],
+        data_dir=str(models_dir / "state"),
+        server={"max_body_bytes": 20000, "max_batch": 64},
+    )
 
 
 def start_pair(models_dir: Path, tag: str) -> tuple[Proc, Proc]:
