@@ -11,37 +11,24 @@ import pytest
 
 from failsoft.cli import main
 from failsoft.store import open_store
+from tests.portfolios import default_tier, model, python_tier, write
 from tests.shadow.test_evaluate import fill
-
-TOML = """
-data_dir = "state"
-[models.m]
-[[models.m.tiers]]
-name = "cpu"
-kind = "python"
-target = "tests.helpers:score"
-[[models.m.tiers]]
-kind = "default"
-value = 0.5
-[[models.m.candidates]]
-name = "cand"
-kind = "python"
-target = "tests.helpers:score"
-sample = 0.5
-[models.m.promotion]
-min_shadow_s = 0
-min_labelled = 500
-metric = "auc"
-margin = 0.01
-APPROVAL
-"""
 
 
 def setup(tmp: Path, quality: float, approval: bool = False) -> str:
     (tmp / "state").mkdir()
     fill(tmp / "state" / "failsoft.db", quality=quality)
     cfg = tmp / "portfolio.toml"
-    cfg.write_text(TOML.replace("APPROVAL", "require_approval = true" if approval else ""))
+    promotion = {"min_shadow_s": 0, "min_labelled": 500, "metric": "auc", "margin": 0.01}
+    if approval:
+        promotion["require_approval"] = True
+    m = model(
+        python_tier("cpu", "tests.helpers:score"),
+        default_tier(0.5),
+        candidates=(python_tier("cand", "tests.helpers:score", sample=0.5),),
+        promotion=promotion,
+    )
+    write(cfg, {"m": m}, data_dir="state")
     return str(cfg)
 
 

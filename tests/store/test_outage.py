@@ -20,6 +20,7 @@ import pytest
 
 from failsoft.demo.procs import Proc
 from failsoft.store import open_store
+from tests.portfolios import default_tier, model, python_tier, write
 from tests.store.conftest import PrivatePostgres
 
 DEADLINE_MS = 50
@@ -32,28 +33,15 @@ ALICE = "alice-token-0123456789abcdef"
 
 
 def toml(tmp: Path, url: str | None, name: str = "portfolio.toml", poll_ms: int = 200) -> Path:
-    store = f'[store]\nurl = "{url}"\nbatch_size = 200\nflush_ms = 50\npoll_ms = {poll_ms}\n' if url else ""
-    path = tmp / name
-    path.write_text(f"""
-data_dir = "{tmp / "state"}"
-{store}
-[models.m]
-deadline_ms = {DEADLINE_MS}
-[[models.m.inputs]]
-name = "x"
-min = 0
-max = 10
-[models.m.output]
-type = "float"
-[[models.m.tiers]]
-name = "cpu"
-kind = "python"
-target = "tests.helpers:score"
-[[models.m.tiers]]
-kind = "default"
-value = 0.5
-""")
-    return path
+    store = {"url": url, "batch_size": 200, "flush_ms": 50, "poll_ms": poll_ms} if url else {}
+    m = model(
+        python_tier("cpu", "tests.helpers:score"),
+        default_tier(0.5),
+        inputs=({"name": "x", "min": 0, "max": 10},),
+        output={"type": "float"},
+        deadline_ms=DEADLINE_MS,
+    )
+    return write(tmp / name, {"m": m}, data_dir=str(tmp / "state"), **({"store": store} if store else {}))
 
 
 def gateway(path: Path, log: Path) -> Proc:
