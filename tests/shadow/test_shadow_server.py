@@ -17,6 +17,8 @@ import pytest
 
 from failsoft.demo.procs import Proc
 from tests import http
+from tests.portfolios import default_tier, model, oip_tier, python_tier
+from tests.portfolios import toml as portfolio_text
 from tests.stack import FEATURES
 
 TOKEN = "shadow-test-token"
@@ -24,46 +26,24 @@ ROWS = [{f: float((i * 7 + j) % 11 - 5) for j, f in enumerate(FEATURES)} for i i
 
 
 def toml(models_dir: Path, backend_url: str, data: Path) -> str:
-    inputs = "".join(f'[[models.churn.inputs]]\nname = "{f}"\nmin = -50\nmax = 50\n' for f in FEATURES)
-    return f"""
-trusted_model_dirs = ["{models_dir}"]
-data_dir = "{data}"
-[store]
-flush_ms = 50
-poll_ms = 100
-
-[models.churn]
-deadline_ms = 80
-{inputs}
-[models.churn.output]
-type = "float"
-min = 0
-max = 1
-
-[[models.churn.tiers]]
-name = "cpu"
-kind = "python"
-path = "{models_dir / "cpu.joblib"}"
-
-[[models.churn.tiers]]
-kind = "default"
-value = 0.2
-
-[[models.churn.candidates]]
-name = "heavy"
-kind = "oip"
-url = "{backend_url}"
-model_name = "churn"
-timeout_ms = 200
-max_concurrency = 32
-breaker = {{ window = 10, min_calls = 5, failure_rate = 0.5, open_ms = 200 }}
-
-[models.churn.promotion]
-min_shadow_s = 0
-min_labelled = 30
-metric = "brier"
-margin = 0.05
-"""
+    """``churn`` answered in process, with the backend's heavy model as its shadow candidate."""
+    breaker = {"window": 10, "min_calls": 5, "failure_rate": 0.5, "open_ms": 200}
+    heavy = oip_tier("heavy", backend_url, "churn", timeout_ms=200, max_concurrency=32, breaker=breaker)
+    churn = model(
+        python_tier("cpu", path=models_dir / "cpu.joblib"),
+        default_tier(0.2),
+        inputs=tuple({"name": f, "min": -50, "max": 50} for f in FEATURES),
+        output={"type": "float", "min": 0, "max": 1},
+        deadline_ms=80,
+        candidates=(heavy,),
+        promotion={"min_shadow_s": 0, "min_labelled": 30, "metric": "brier", "margin": 0.05},
+    )
+    return portfolio_text(
+        {"churn": churn},
+        trusted_model_dirs=[str(models_dir)],
+        data_dir=str(data),
+        store={"flush_ms": 50, "poll_ms": 100},
+    )
 
 
 class Stack:

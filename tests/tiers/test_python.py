@@ -4,6 +4,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import joblib
 import lightgbm
@@ -16,28 +17,19 @@ from sklearn.linear_model import LogisticRegression
 from failsoft import Portfolio, config
 from failsoft.errors import ConfigError
 from failsoft.tiers import compile as compile_tier
+from tests.portfolios import default_tier, model, toml
 
 X, Y = make_classification(n_samples=300, n_features=4, n_informative=3, n_redundant=0, random_state=0)
-INPUTS = "\n".join(f'[[models.m.inputs]]\nname = "f{i}"\nmin = -10\nmax = 10\n' for i in range(4))
 
 
-def portfolio_toml(tier: str, extra: str = "") -> str:
-    return f"""{extra}
-[models.m]
-deadline_ms = 500
-{INPUTS}
-[models.m.output]
-type = "float"
-min = 0
-max = 1
-[[models.m.tiers]]
-name = "cpu"
-kind = "python"
-{tier}
-[[models.m.tiers]]
-kind = "default"
-value = 0.5
-"""
+def portfolio_toml(tier: dict[str, Any], first: str = "f0", **tables: Any) -> str:
+    """``m``: one in-process tier (``tier``: how it is given) and a default; inputs ``first``, f1, f2, f3."""
+    inputs = tuple({"name": n, "min": -10, "max": 10} for n in (first, "f1", "f2", "f3"))
+    cpu = {"name": "cpu", "kind": "python", **tier}
+    m = model(
+        cpu, default_tier(0.5), inputs=inputs, output={"type": "float", "min": 0, "max": 1}, deadline_ms=500
+    )
+    return toml({"m": m}, **tables)
 
 
 ROW = {f"f{i}": float(v) for i, v in enumerate(X[0])}
@@ -53,7 +45,7 @@ async def test_joblib_model_compiled_and_inline(tmp_path: Path, write_toml: Call
     model = LogisticRegression().fit(X, Y)
     (tmp_path / "models").mkdir()
     joblib.dump(model, tmp_path / "models" / "lr.joblib")
-    path = write_toml(portfolio_toml('path = "models/lr.joblib"', 'trusted_model_dirs = ["models"]'))
+    path = write_toml(portfolio_toml({"path": "models/lr.joblib"}, trusted_model_dirs=["models"]))
     p, out, tier = await predict(path)
     assert tier == "cpu"
     assert out == pytest.approx(model.predict_proba(X[:1])[0, 1], abs=1e-12)
@@ -66,7 +58,7 @@ async def test_compile_off_runs_in_thread(tmp_path: Path, write_toml: Callable[[
     (tmp_path / "models").mkdir()
     joblib.dump(model, tmp_path / "models" / "lr.joblib")
     path = write_toml(
-        portfolio_toml('path = "models/lr.joblib"\ncompile = false', 'trusted_model_dirs = ["models"]')
+        portfolio_toml({"path": "models/lr.joblib", "compile": False}, trusted_model_dirs=["models"])
     )
     p, out, tier = await predict(path)
     assert tier == "cpu" and out == pytest.approx(model.predict_proba(X[:1])[0, 1], abs=1e-12)
@@ -77,7 +69,7 @@ async def test_onnx_model_file(tmp_path: Path, write_toml: Callable[[str], Path]
     model = LogisticRegression().fit(X, Y)
     onx = to_onnx(model, X[:1].astype(np.float32), options={id(model): {"zipmap": False}})
     (tmp_path / "lr.onnx").write_bytes(onx.SerializeToString())
-    _, out, tier = await predict(write_toml(portfolio_toml('path = "lr.onnx"')))
+    _, out, tier = await predict(write_toml(portfolio_toml({"path": "lr.onnx"})))
     assert tier == "cpu"
     assert out == pytest.approx(model.predict_proba(X[:1])[0, 1], abs=1e-5)  # float32 inside ONNX
 
@@ -88,7 +80,7 @@ async def test_lightgbm_booster_text_file(tmp_path: Path, write_toml: Callable[[
     booster.save_model(str(tmp_path / "models" / "b.txt"))
     p, out, _ = await predict(
         write_toml(
-            portfolio_toml('path = "models/b.txt"\nmethod = "predict"', 'trusted_model_dirs = ["models"]')
+            portfolio_toml({"path": "models/b.txt", "method": "predict"}, trusted_model_dirs=["models"])
         )
     )
     assert out == pytest.approx(float(booster.predict(X[:1])[0]), abs=1e-9)
@@ -96,9 +88,7 @@ async def test_lightgbm_booster_text_file(tmp_path: Path, write_toml: Callable[[
 
 
 async def test_callable_target_and_batch_mode(write_toml: Callable[[str], Path]) -> None:
-    text = portfolio_toml('target = "tests.helpers:batch"\ncall = "batch"').replace(
-        'name = "f0"', 'name = "x"'
-    )
+    text = portfolio_toml({"target": "tests.helpers:batch", "call": "batch"}, first="x")
     async with Portfolio.from_toml(write_toml(text)) as p:
         rows = [{"x": 1.0, "f1": 0, "f2": 0, "f3": 0}, {"x": 2.0, "f1": 0, "f2": 0, "f3": 0}]
         o = await p.predict("m", rows)
@@ -107,13 +97,13 @@ async def test_callable_target_and_batch_mode(write_toml: Callable[[str], Path])
 
 async def test_unloadable_target_is_a_config_error(write_toml: Callable[[str], Path]) -> None:
     with pytest.raises(ConfigError) as info:
-        async with Portfolio.from_toml(write_toml(portfolio_toml('target = "tests.helpers:nope"'))):
+        async with Portfolio.from_toml(write_toml(portfolio_toml({"target": "tests.helpers:nope"}))):
             pass
     assert info.value.key == "models.m.tiers[0].target"
 
 
 def test_sync_api(write_toml: Callable[[str], Path]) -> None:
-    text = portfolio_toml('target = "tests.helpers:score"').replace('name = "f0"', 'name = "x"')
+    text = portfolio_toml({"target": "tests.helpers:score"}, first="x")
     with Portfolio.from_toml(write_toml(text)) as p:
         o = p.predict_sync("m", {"x": 5.0, "f1": 0, "f2": 0, "f3": 0})
     assert o.outputs == 0.5 and not o.degraded
@@ -129,7 +119,7 @@ async def test_compiled_model_too_slow_for_the_loop_runs_in_threads(
     (tmp_path / "models").mkdir()
     joblib.dump(LogisticRegression().fit(X, Y), tmp_path / "models" / "lr.joblib")
     p, _, tier = await predict(
-        write_toml(portfolio_toml('path = "models/lr.joblib"', 'trusted_model_dirs = ["models"]'))
+        write_toml(portfolio_toml({"path": "models/lr.joblib"}, trusted_model_dirs=["models"]))
     )
     backend = p.chains["m"].tiers[0].backend
     assert tier == "cpu" and backend.describe()["compiled"] is True and not backend.inline
@@ -162,7 +152,7 @@ async def test_a_compiled_forest_answers_big_batches_by_its_own_method_off_the_l
     model = lightgbm.LGBMClassifier(n_estimators=200, num_leaves=31, verbose=-1).fit(X, Y)
     (tmp_path / "models").mkdir()
     joblib.dump(model, tmp_path / "models" / "gbm.joblib")
-    path = write_toml(portfolio_toml('path = "models/gbm.joblib"', 'trusted_model_dirs = ["models"]'))
+    path = write_toml(portfolio_toml({"path": "models/gbm.joblib"}, trusted_model_dirs=["models"]))
     rows = np.random.default_rng(3).uniform(-10, 10, size=(300, 4))
     async with Portfolio.from_toml(path) as p:
         backend = p.chains["m"].tiers[0].backend
