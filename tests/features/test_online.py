@@ -8,6 +8,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ from failsoft import Portfolio, Reason
 from failsoft.errors import ConfigError
 from failsoft.features import FeatureStore
 from failsoft.features.online import OnlineTable
+from tests.portfolios import default_tier, model, python_tier, toml
 
 UTC = dt.UTC
 
@@ -89,37 +91,21 @@ def test_composite_entity_keys(tmp_path: Path) -> None:
     assert online.values[(1, "b")][1] == (4,)
 
 
-TOML = """
-[features]
-dir = "features"
-refresh_s = 0.1
+def portfolio_toml(**use: Any) -> str:
+    """``m`` reads ``spend`` from the feature table (``use`` adds to how); ``other`` reads nothing."""
+    m = model(
+        python_tier("heavy", "tests.helpers:spend_score"),
+        python_tier("cheap", "tests.helpers:score"),
+        default_tier(0.25),
+        inputs=("x", "spend"),
+        deadline_ms=200,
+        features=[{"table": "spend", "max_age_s": 3600, **use}],
+    )
+    other = model(default_tier(1), inputs=())
+    return toml({"m": m, "other": other}, features={"dir": "features", "refresh_s": 0.1})
 
-[models.m]
-deadline_ms = 200
-[[models.m.inputs]]
-name = "x"
-[[models.m.inputs]]
-name = "spend"
-[[models.m.features]]
-table = "spend"
-max_age_s = 3600
-[[models.m.tiers]]
-name = "heavy"
-kind = "python"
-target = "tests.helpers:spend_score"
-[[models.m.tiers]]
-name = "cheap"
-kind = "python"
-target = "tests.helpers:score"
-[[models.m.tiers]]
-kind = "default"
-value = 0.25
 
-[models.other]
-[[models.other.tiers]]
-kind = "default"
-value = 1
-"""
+TOML = portfolio_toml()
 
 
 def ingest(fs: FeatureStore, rows: list[tuple[int, float, float]]) -> None:
@@ -183,6 +169,6 @@ def test_config_errors_name_the_key(tmp_path: Path, write_toml: Callable[[str], 
         Portfolio.from_toml(write_toml(TOML))
     fs = FeatureStore(tmp_path / "features")
     ingest(fs, [(1, time.time(), 1.0)])
-    bad = TOML.replace('table = "spend"', 'table = "spend"\ncolumns = ["spent"]')
+    bad = portfolio_toml(columns=["spent"])
     with pytest.raises(ConfigError, match=r"models\.m\.features\[0\]\.columns: spent not in feature table"):
         Portfolio.from_toml(write_toml(bad))

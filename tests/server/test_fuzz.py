@@ -25,46 +25,30 @@ from failsoft import Portfolio
 from failsoft.server.app import App
 from failsoft.server.auth import Tokens
 from failsoft.store import open_store
+from tests.portfolios import default_tier, model, python_tier, write
 
 EXAMPLES = int(os.environ.get("FAILSOFT_FUZZ_EXAMPLES", "300"))
 TOKEN = "fuzz-token-0123456789abcdef"
 FEATURES = ["a", "b", "c"]
 
-TOML = """
-data_dir = "{state}"
-[server]
-max_body_bytes = 65536
-max_batch = 64
-[models.m]
-deadline_ms = 200
-[[models.m.inputs]]
-name = "a"
-[[models.m.inputs]]
-name = "b"
-type = "int"
-min = -100
-max = 100
-[[models.m.inputs]]
-name = "c"
-type = "string"
-required = false
-default = "x"
-[models.m.output]
-type = "float"
-min = 0
-max = 1
-[models.m.monitor]
-learn_rows = 40
-window_rows = 40
-action = "warn"
-[[models.m.tiers]]
-name = "py"
-kind = "python"
-target = "tests.helpers:score4"
-[[models.m.tiers]]
-kind = "default"
-value = 0.5
-"""
+
+def portfolio(folder: Path) -> Path:
+    """``m``: a float, a bounded int and an optional string; an in-process model watched by a monitor."""
+    inputs = (
+        "a",
+        {"name": "b", "type": "int", "min": -100, "max": 100},
+        {"name": "c", "type": "string", "required": False, "default": "x"},
+    )
+    m = model(
+        python_tier("py", "tests.helpers:score4"),
+        default_tier(0.5),
+        inputs=inputs,
+        output={"type": "float", "min": 0, "max": 1},
+        deadline_ms=200,
+        monitor={"learn_rows": 40, "window_rows": 40, "action": "warn"},
+    )
+    server = {"max_body_bytes": 65536, "max_batch": 64}
+    return write(folder, {"m": m}, server=server)
 
 
 class Loop:
@@ -93,9 +77,7 @@ class Loop:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     folder = tmp_path_factory.mktemp("fuzz")
-    toml = folder / "portfolio.toml"
-    toml.write_text(TOML.format(state=folder / "state"))
-    loop = Loop(toml)
+    loop = Loop(portfolio(folder))
     yield loop
     loop.close()
     store = open_store(f"sqlite:///{folder / 'state' / 'failsoft.db'}")
