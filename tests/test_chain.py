@@ -59,13 +59,23 @@ class Models:
 Make = Callable[..., Awaitable[Models]]
 
 
-def chain_toml(*targets: str, deadline_ms: int = 200, timeout_ms: int = 40, concurrency: int = 4) -> str:
+def chain_toml(
+    *targets: str,
+    deadline_ms: int = 200,
+    timeout_ms: int = 40,
+    concurrency: int = 4,
+    first: dict[str, Any] | None = None,
+    **tier_keys: dict[str, Any],
+) -> str:
+    """``m``: a python tier ``t<i>`` per target (``tier_keys["t1"]`` adds keys to t1), after ``first`` if
+    given, then a default of 0.25."""
+    guard = {"timeout_ms": timeout_ms, "max_concurrency": concurrency, "breaker": BREAKER}
     tiers = [
-        python_tier(
-            f"t{i}", f"tests.helpers:{t}", timeout_ms=timeout_ms, max_concurrency=concurrency, breaker=BREAKER
-        )
+        python_tier(f"t{i}", f"tests.helpers:{t}", **guard, **tier_keys.get(f"t{i}", {}))
         for i, t in enumerate(targets)
     ]
+    if first is not None:
+        tiers.insert(0, first)
     output = {"type": "float", "min": 0, "max": 1}
     inputs = ({"name": "x", "min": 0, "max": 10},)
     m = model(*tiers, default_tier(0.25), inputs=inputs, output=output, deadline_ms=deadline_ms)
@@ -198,9 +208,7 @@ async def test_unknown_model(make: Make) -> None:
 
 @pytest.mark.timing
 async def test_hanging_primary_leaves_a_reserve_for_the_fallback(write_toml: Callable[[str], Path]) -> None:
-    text = chain_toml("hang", "score", deadline_ms=50, timeout_ms=500).replace(
-        'target = "tests.helpers:score"', 'target = "tests.helpers:score"\nrun = "inline"'
-    )
+    text = chain_toml("hang", "score", deadline_ms=50, timeout_ms=500, t1={"run": "inline"})
     tries = []
     async with Portfolio.from_toml(write_toml(text)) as p:
         await asyncio.sleep(0.2)  # let start-up work (the log writer, the first state poll) settle
@@ -298,12 +306,9 @@ async def test_a_batch_bigger_than_a_row_at_a_time_tier_takes_is_passed_by_uncha
     write_toml: Callable[[str], Path],
 ) -> None:
     """300 rows to a row-at-a-time http tier always timed out and opened its breaker for every client."""
-    toml = chain_toml("score").replace(
-        '[[models.m.tiers]]\nname = "t0"',
-        '[[models.m.tiers]]\nname = "web"\nkind = "http"\nurl = "http://127.0.0.1:9/score"\npool_size = 8\n'
-        "breaker = { window = 10, min_calls = 2, failure_rate = 0.5, open_ms = 60000 }\n\n"
-        '[[models.m.tiers]]\nname = "t0"',
-    )
+    web = {"name": "web", "kind": "http", "url": "http://127.0.0.1:9/score", "pool_size": 8,
+           "breaker": {"window": 10, "min_calls": 2, "failure_rate": 0.5, "open_ms": 60000}}  # fmt: skip
+    toml = chain_toml("score", first=web)
     async with Portfolio.from_toml(write_toml(toml)) as p:
         for _ in range(5):
             o = await p.chains["m"].run([{"x": 1}] * 9, "r")
