@@ -21,6 +21,18 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
         await task
 
 
+async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until ``event`` is set or ``timeout_s`` passed; True when it was set. For the loops that wait
+    this way until they are cancelled: ``asyncio.wait_for`` on Python 3.11 can swallow a cancellation that
+    arrives as the event is set, and the loop, and whoever waits for it to stop, then runs forever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class LoopThread:
     """An event loop of its own in a daemon thread: how synchronous code runs failsoft's asyncio parts
     (``Portfolio.predict_sync``, the client's synchronous face)."""

@@ -28,7 +28,7 @@ from failsoft.store import ModelState, Store, StoreUnavailable
 from failsoft.store.audits import AuditQueue
 from failsoft.store.base import DefaultState
 from failsoft.store.deployments import Deployments
-from failsoft.tasks import stop
+from failsoft.tasks import stop, wait_set
 from failsoft.types import Health
 
 __all__ = ["HealthService"]
@@ -101,8 +101,7 @@ class HealthService:
             while True:
                 # the next poll, or a keep-out's end if that comes first: it ends on time
                 due = min(self.kept_out.values(), default=float("inf")) - self.clock()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), max(0.0, min(self.poll_s, due)))
+                await wait_set(wake, max(0.0, min(self.poll_s, due)))
                 wake.clear()
                 try:
                     await self.sync()

@@ -25,7 +25,7 @@ from failsoft.store.frames import HEADER
 from failsoft.store.journal import Journal, orphans
 from failsoft.store.records import RecordQueue
 from failsoft.store.spill import SpillFile
-from failsoft.tasks import stop
+from failsoft.tasks import stop, wait_set
 
 log = logging.getLogger("failsoft.store.process")
 SEND_SIZE = 128
@@ -152,8 +152,7 @@ class ProcessLog:
         and the next turn runs (a flusher that died would leave every later answer unlogged)."""
         while True:
             try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), self.flush_s)
+                await wait_set(self._kick, self.flush_s)
                 self._kick.clear()
                 self._send_queued()
                 if self.records.journal is not None:
