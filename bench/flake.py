@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--hogs", type=int, default=1, help="busy-looping processes beside the suite")
     ap.add_argument("--fresh-venv", action="store_true", help="install into a fresh virtualenv first")
     ap.add_argument("--pytest-args", default="-q", help="arguments for pytest (default -q)")
+    ap.add_argument("--run-timeout", type=float, default=1800, help="a run past this many seconds is a hang")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="failsoft-flake-"))
@@ -51,10 +52,14 @@ def main() -> int:
     try:
         for i in range(1, args.runs + 1):
             started = time.monotonic()
-            done = subprocess.run(
-                [python, "-m", "pytest", *args.pytest_args.split(), "-p", "no:cacheprovider"],
-                cwd=clone, env=env, capture_output=True, text=True,
-            )  # fmt: skip
+            cmd = [python, "-m", "pytest", *args.pytest_args.split(), "-p", "no:cacheprovider"]
+            try:
+                done = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True,
+                                      timeout=args.run_timeout)  # fmt: skip
+            except subprocess.TimeoutExpired as err:
+                out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+                hung = f"\nHUNG: no end after {args.run_timeout:.0f} s"
+                done = subprocess.CompletedProcess(cmd, 124, out + hung, "")
             took = time.monotonic() - started
             tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
             failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.M)
