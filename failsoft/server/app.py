@@ -7,6 +7,7 @@ microsecond here is paid on every prediction (see bench/overhead.py).
 from __future__ import annotations
 
 import gc
+import gzip
 import logging
 import sys
 from typing import Any
@@ -23,6 +24,7 @@ from failsoft.server.body import check_id, decode
 from failsoft.server.http import (
     JSON,
     ClientGone,
+    NotOffered,
     Receive,
     Request,
     Response,
@@ -39,6 +41,10 @@ from failsoft.types import Outcome
 log = logging.getLogger("failsoft.server")
 # Seconds a thread may hold the interpreter lock while the event loop waits for it (Python: 0.005).
 SWITCH_INTERVAL_S = 0.001
+# Answers at least this long are gzipped for a client that accepts it (below, it saves next to nothing).
+GZIP_MIN_BYTES = 1000
+# Triton's per-model extension routes (/v2/models/{m}/config, /stats): not offered
+TRITON = {"config", "stats"}
 
 
 class PredictRequest(msgspec.Struct):
@@ -97,6 +103,9 @@ class App:
             return
         except Exception as err:  # a bug outside the chain (which has its own guard) is a logged 500
             status, body, headers = error_response(err, method, scope["path"], self.max_body)
+        if len(body) >= GZIP_MIN_BYTES and b"gzip" in (header(scope, b"accept-encoding") or b""):
+            body = gzip.compress(body, compresslevel=1)
+            headers = [*headers, (b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
         headers = [*headers, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -110,6 +119,12 @@ class App:
             need(method, "POST")
             return 200, await self._predict_v1(parts[2], await req.body(self.max_body)), JSON
         if head == "v2":
+            if _not_offered(parts):
+                raise NotOffered(
+                    f"{req.scope['path']}: failsoft does not offer Triton's model repository, "
+                    "configuration or statistics extensions; GET /v2/models lists the models, "
+                    "GET /v2/models/{name} describes one"
+                )
             if (
                 n >= 4
                 and parts[1] == "models"
@@ -128,6 +143,8 @@ class App:
             return encode({"name": "failsoft", "version": _version(), "extensions": ["failsoft_provenance"]})
         if n == 3 and parts[1] == "health" and parts[2] in {"live", "ready"}:
             return encode({"live": True} if parts[2] == "live" else {"ready": self.portfolio.started})
+        if n == 2 and parts[1] == "models":  # the models served (as KServe lists them)
+            return encode({"models": list(self.portfolio.chains)})
         if parts[1] == "models" and n >= 3:
             chain = self.portfolio.chain(parts[2])
             rest = parts[3:]
@@ -173,6 +190,7 @@ class App:
             body, binary = body[:cut], body[cut:]
         req = decode(body, oip.InferRequest, _decode_infer)
         check_id(req.id)
+        oip.check_outputs(req)
         try:
             oip.check_size(req, self.max_batch, len(chain.schema.names))
         except InvalidRequest:
@@ -193,6 +211,12 @@ class App:
                 (b"inference-header-content-length", str(cut).encode()),
             ],
         )
+
+
+def _not_offered(parts: list[str]) -> bool:
+    """Triton's extension routes: /v2/repository/..., /v2/models/{m}[/versions/{v}]/config and /stats."""
+    n = len(parts)
+    return (n >= 2 and parts[1] == "repository") or (n >= 4 and parts[1] == "models" and parts[-1] in TRITON)
 
 
 def _version() -> str:

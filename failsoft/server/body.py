@@ -13,6 +13,7 @@ Every body (predict, infer, labels, health, audit actions, promotions) goes thro
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -54,6 +55,37 @@ def decode(body: bytes, kind: type[T], decoder: Callable[[bytes], T] | None = No
         raise InvalidRequest(f"malformed request: {err}") from None
     except RecursionError:
         raise InvalidRequest("malformed request: JSON nested too deep") from None
+
+
+# Content-Encoding -> zlib's window bits for it (gzip and zlib-wrapped deflate; "deflate" as sent raw by some
+# clients is tried as raw when the zlib header is missing)
+_WBITS = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}
+
+
+def inflate(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """A compressed request body, decompressed; at most ``limit`` bytes come out (beyond: BodyTooLarge, so a
+    small bomb cannot fill the memory); InvalidRequest for an encoding failsoft does not read or a body that
+    is not what it says."""
+    name = encoding.strip().lower()
+    if name in {b"", b"identity"}:
+        return body
+    wbits = _WBITS.get(name)
+    if wbits is None:
+        raise InvalidRequest(
+            f"Content-Encoding {name.decode('latin-1')!r} is not read: send gzip, deflate or none"
+        )
+    try:
+        inflater = zlib.decompressobj(wbits)
+        out = inflater.decompress(body, limit + 1)
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise BodyTooLarge
+    except zlib.error as err:
+        raise InvalidRequest(f"the body is not valid {name.decode('latin-1')} data: {err}") from None
+    return out
+
+
+class BodyTooLarge(Exception):
+    """A body over the limit, as sent or once decompressed."""
 
 
 def check_id(request_id: str | None) -> None:

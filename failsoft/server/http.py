@@ -21,6 +21,7 @@ from failsoft.errors import (
     UnknownCandidate,
     UnknownModel,
 )
+from failsoft.server.body import BodyTooLarge, inflate
 from failsoft.store import StoreRejected
 
 log = logging.getLogger("failsoft.server")
@@ -35,8 +36,12 @@ encode = msgspec.json.Encoder().encode
 JSON: Headers = [(b"content-type", b"application/json")]
 
 
-class TooLarge(Exception):
-    """The body is over ``[server] max_body_bytes``."""
+TooLarge = BodyTooLarge  # the body is over [server] max_body_bytes, as sent or once decompressed
+
+
+class NotOffered(Exception):
+    """A route of a protocol extension failsoft does not offer (Triton's model configuration, statistics,
+    repository): a 501 that says so, not an unknown model."""
 
 
 class Unauthorized(Exception):
@@ -82,6 +87,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (Unauthorized, 401),
     (Forbidden, 403),
     (Unavailable, 503),
+    (NotOffered, 501),
 )
 
 
@@ -149,7 +155,9 @@ class Request:
                 raise TooLarge
             chunks.append(chunk)
             more = message.get("more_body", False)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        encoding = self.header(b"content-encoding")
+        return body if encoding is None else inflate(body, encoding, max_body)
 
 
 def segments(scope: Scope) -> list[str]:

@@ -100,6 +100,20 @@ def attach_binary(req: InferRequest, binary: bytes) -> None:
             raise InvalidRequest(f"tensor {t.name!r}: unsupported datatype {t.datatype}")
 
 
+OUTPUT = "output"  # the one output a failsoft model answers with
+
+
+def check_outputs(req: InferRequest) -> None:
+    """Requested outputs must be ones the model serves: a 400 naming what it serves, not a silent answer
+    without them."""
+    names = [o.get("name") for o in req.outputs or ()]
+    unknown = [n for n in names if n != OUTPUT]
+    if unknown:
+        raise InvalidRequest(
+            f"requested outputs {', '.join(map(repr, unknown))} are not served; this model answers {OUTPUT!r}"
+        )
+
+
 def wants_binary(req: InferRequest) -> bool:
     if req.outputs:
         return any((o.get("parameters") or {}).get("binary_data") for o in req.outputs)

@@ -214,3 +214,97 @@ def test_answers_carry_their_length_and_versioned_infer_is_answered(gw: str) -> 
         assert r.headers["content-length"] == str(len(raw)) and r.headers["transfer-encoding"] is None
     doc = json.loads(raw)
     assert doc["model_name"] == "churn" and doc["model_version"] == "7", "the current chain answers"
+
+
+# ---- Open Inference Protocol conformance ---------------------------------------------------------------
+
+
+def raw_call(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes, Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), err.headers
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-tensors", "json-tensors"])
+def test_tritonclient_compresses_requests_and_answers_with_gzip(gw: str, binary: bool) -> None:
+    """tritonclient's request_compression_algorithm="gzip" was refused with a 400."""
+    client = triton.InferenceServerClient(gw.removeprefix("http://"))
+    try:
+        rows = 64  # an answer big enough to be worth compressing
+        inputs = []
+        for t in client.get_model_metadata("churn")["inputs"]:
+            inp = triton.InferInput(t["name"], [rows], t["datatype"])
+            inp.set_data_from_numpy(np.array([ROW[t["name"]]] * rows, dtype=np.float64), binary_data=binary)
+            inputs.append(inp)
+        result = client.infer(
+            "churn",
+            inputs,
+            outputs=[triton.InferRequestedOutput("output", binary_data=binary)],
+            request_compression_algorithm="gzip",
+            response_compression_algorithm="gzip",
+        )
+        scores = result.as_numpy("output")
+        assert scores is not None and scores.shape == (rows,) and np.all((scores >= 0) & (scores <= 1))
+    finally:
+        client.close()
+
+
+def test_compressed_bodies_are_bounded_and_checked(gw: str) -> None:
+    import gzip
+
+    url = gw + "/v1/models/churn/predict"
+    doc = json.dumps({"inputs": ROW}).encode()
+    status, body, _ = raw_call("POST", url, gzip.compress(doc), {"content-encoding": "gzip"})
+    assert status == 200 and json.loads(body)["model"] == "churn"
+    # 20,000 bytes is the stack's body limit: a small bomb that inflates past it is refused, not inflated
+    bomb = gzip.compress(b'{"inputs": {"f0": 1, "pad": "' + b"a" * 5_000_000 + b'"}}')
+    assert len(bomb) < 20_000
+    status, body, _ = raw_call("POST", url, bomb, {"content-encoding": "gzip"})
+    assert status == 413 and "over 20000 bytes" in json.loads(body)["error"]
+    status, body, _ = raw_call("POST", url, b"not gzip at all", {"content-encoding": "gzip"})
+    assert status == 400 and "not valid gzip" in json.loads(body)["error"]
+    status, body, _ = raw_call("POST", url, doc, {"content-encoding": "br"})
+    assert status == 400 and "send gzip, deflate or none" in json.loads(body)["error"]
+
+
+def test_large_answers_are_gzipped_for_clients_that_accept_it(gw: str) -> None:
+    import gzip
+
+    url = gw + "/v1/models/churn/predict"
+    many = json.dumps({"inputs": [ROW] * 64}).encode()
+    status, body, headers = raw_call("POST", url, many, {"accept-encoding": "gzip"})
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert len(json.loads(gzip.decompress(body))["outputs"]) == 64
+    one = json.dumps({"inputs": ROW}).encode()
+    status, body, headers = raw_call("POST", url, one, {"accept-encoding": "gzip"})
+    assert status == 200 and headers["content-encoding"] is None, "a small answer fits a packet as it is"
+    status, body, headers = raw_call("POST", url, many, {})
+    assert headers["content-encoding"] is None and len(json.loads(body)["outputs"]) == 64
+
+
+def test_models_are_listed_and_requested_outputs_are_checked(gw: str) -> None:
+    assert call("GET", gw + "/v2/models") == (200, {"models": ["churn"]})
+    tensors = [{"name": f, "shape": [1], "datatype": "FP64", "data": [ROW[f]]} for f in FEATURES]
+    ok = post(gw + "/v2/models/churn/infer", {"inputs": tensors, "outputs": [{"name": "output"}]})
+    assert ok[0] == 200 and [o["name"] for o in ok[1]["outputs"]] == ["output"]
+    status, doc = post(gw + "/v2/models/churn/infer", {"inputs": tensors, "outputs": [{"name": "probs"}]})
+    assert status == 400 and "'probs'" in doc["error"] and "answers 'output'" in doc["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/models/churn/config"),
+        ("GET", "/v2/models/churn/stats"),
+        ("GET", "/v2/models/churn/versions/7/stats"),
+        ("POST", "/v2/repository/index"),
+        ("POST", "/v2/repository/models/churn/load"),
+    ],
+)
+def test_triton_extension_routes_say_they_are_not_offered(gw: str, method: str, path: str) -> None:
+    """They answered "unknown model 'models/churn/config'"."""
+    status, doc = call(method, gw + path, b"{}" if method == "POST" else None)
+    assert status == 501 and "does not offer" in doc["error"] and "GET /v2/models" in doc["error"]
