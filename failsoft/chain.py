@@ -59,8 +59,11 @@ class SkipLog:
             return
         folded = int(entry[1]) if entry else 0
         self._last[key] = [now, 0]
-        if log.isEnabledFor(logging.INFO):
-            log.info(
+        # a rejection is a configuration fault a person must fix: said louder than a passing failure
+        level = logging.WARNING if reason is Reason.REJECTED else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
                 json.dumps(
                     {
                         "event": "tier_skipped",

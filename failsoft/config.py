@@ -115,6 +115,10 @@ class OipTierSpec(_CallTier, frozen=True, tag="oip", tag_field="kind"):
     input_name: str = "input"
     datatype: Literal["FP64", "FP32", "INT64", "INT32"] = "FP64"
     output_name: str | None = None
+    # a model answering a row per class (predict_proba's [n, 2]): which column is the answer (1: P(class 1))
+    column: int | None = None
+    # request-level parameters sent with every call (MLServer's features mode needs content_type = "pd")
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
     pool_size: PositiveInt = 100
 
 

@@ -12,7 +12,8 @@ FailsoftError
 │   └── NothingToUndo      no flip to roll back, or rolling back again would skip the policy
 └── TierError              one tier could not answer; the chain turns it into a Reason
     ├── TierTimeout
-    ├── TierUnavailable    connection failure, non-2xx, exception in the model
+    ├── TierUnavailable    connection failure, 5xx, exception in the model
+    ├── TierRejected       the backend refused the request as wrong for it (4xx): a configuration fault
     ├── InvalidOutput      the answer failed the model's output check
     └── CircuitOpen        the tier's breaker is open (carries retry_after seconds)
 """
@@ -34,6 +35,7 @@ __all__ = [
     "PolicyNotMet",
     "PromotionError",
     "TierError",
+    "TierRejected",
     "TierTimeout",
     "TierUnavailable",
     "UnknownCandidate",
@@ -112,6 +114,13 @@ class TierTimeout(TierError):
 
 class TierUnavailable(TierError):
     reason = Reason.ERROR
+
+
+class TierRejected(TierError):
+    """The backend answered 4xx: the request is wrong for it (a model name, a content type, an input it
+    does not have). Retrying will not help; the configuration must change."""
+
+    reason = Reason.REJECTED
 
 
 class InvalidOutput(TierError):

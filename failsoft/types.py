@@ -21,6 +21,8 @@ class Reason(enum.StrEnum):
     INVALID_OUTPUT = "invalid_output"
     QUARANTINED = "quarantined"
     STALE_FEATURES = "stale_features"
+    # the backend refused the request as wrong for it (a 4xx): a configuration fault, not a flaky backend
+    REJECTED = "rejected"
 
 
 class Health(enum.StrEnum):

@@ -1,7 +1,9 @@
 """A remote Open Inference Protocol (KServe v2) endpoint: Triton, KServe, MLServer, Ray Serve.
 
 The rows go as one tensor ``[n, n_features]`` (``input_mode = "tensor"``) or one tensor per feature
-(``"features"``); the answer is read from ``output_name`` (else the first output), one entry per row.
+(``"features"``), with the tier's request ``parameters``; the answer is read from ``output_name`` (else the
+first output), one entry per row, and with ``column`` that column of each row (a classifier's ``[n, 2]``
+probabilities: ``column = 1``). A 4xx is ``rejected``: the request is wrong for the engine.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class OipBackend(RemoteBackend):
                 for f in batch.names
             ]
         body: dict[str, Any] = {"id": request_id, "inputs": inputs}
+        if self.spec.parameters:
+            body["parameters"] = self.spec.parameters
         if self.spec.output_name:
             body["outputs"] = [{"name": self.spec.output_name}]
         return body
@@ -86,8 +90,19 @@ class OipBackend(RemoteBackend):
             else outputs[0]
         )
         if not isinstance(chosen, dict):
-            raise InvalidOutput(f"response has no output named {want!r}")
-        return split_rows(chosen, len(batch))
+            names = [o.get("name") for o in outputs if isinstance(o, dict)]
+            raise InvalidOutput(f"response has no output named {want!r}; it has {names}")
+        rows = split_rows(chosen, len(batch))
+        column = self.spec.column
+        if column is None:
+            return rows
+        try:
+            return [row[column] for row in rows]
+        except (TypeError, IndexError):
+            shape = chosen.get("shape")
+            raise InvalidOutput(
+                f"column {column} of output {chosen.get('name')!r} (shape {shape}) does not exist"
+            ) from None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "url": self.url}

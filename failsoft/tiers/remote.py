@@ -7,9 +7,11 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from failsoft.errors import InvalidOutput, TierUnavailable
+from failsoft.errors import InvalidOutput, TierRejected, TierUnavailable
 from failsoft.tiers.base import Backend
 
+# 4xx answers that say "not now" rather than "never": request timeout, conflict, too many requests
+TRANSIENT = {408, 409, 425, 429}
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -42,7 +44,12 @@ class RemoteBackend(Backend):
             async with self._session.post(url, data=_encode(body)) as resp:
                 raw = await resp.read()
                 if resp.status >= 300:
-                    raise TierUnavailable(f"HTTP {resp.status} from {url}: {raw[:200]!r}")
+                    said = raw[:300].decode("utf-8", "replace")
+                    if 400 <= resp.status < 500 and resp.status not in TRANSIENT:
+                        raise TierRejected(
+                            f"HTTP {resp.status} from {url} (the request is wrong for it): {said}"
+                        )
+                    raise TierUnavailable(f"HTTP {resp.status} from {url}: {said}")
         except aiohttp.ClientError as err:
             raise TierUnavailable(f"{type(err).__name__} calling {url}: {err}") from err
         try:

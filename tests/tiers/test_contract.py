@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import msgspec
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
@@ -141,3 +142,97 @@ async def test_connection_refused_is_a_tier_error(model_file: Path) -> None:
     with pytest.raises(TierError, match="calling"):
         await answer(b, ROWS[:1])
     await b.close()
+
+
+# ---- what real engines answer: a classifier's [n, 2] probabilities, request parameters, 4xx ---------------
+
+
+class Engine:
+    """A real HTTP server on loopback answering the Open Inference Protocol as MLServer's scikit-learn
+    runtime does for predict_proba ([n, 2]), keeping each request body; a model it does not serve, or a
+    request without the content type it needs, is a 400 with its message."""
+
+    def __init__(self, needs_parameters: dict[str, Any] | None = None) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.needs = needs_parameters or {}
+
+    async def infer(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await request.json()
+        self.bodies.append(body)
+        if request.match_info["model"] != "clf":
+            return web.json_response({"error": "Model nope with version  not found"}, status=404)
+        given = body.get("parameters") or {}
+        if any(given.get(k) != v for k, v in self.needs.items()):
+            return web.json_response({"error": "Invalid content type: missing content_type=pd"}, status=400)
+        n = body["inputs"][0]["shape"][0]
+        data = [x for i in range(n) for x in (0.75 - 0.1 * i, 0.25 + 0.1 * i)]
+        return web.json_response(
+            {
+                "model_name": "clf",
+                "outputs": [{"name": "predict_proba", "shape": [n, 2], "datatype": "FP64", "data": data}],
+            }
+        )
+
+    async def __aenter__(self) -> str:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/v2/models/{model}/infer", self.infer)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+async def test_a_classifiers_probabilities_are_read_from_their_column_with_the_parameters_it_needs() -> None:
+    from failsoft.errors import InvalidOutput
+
+    engine = Engine(needs_parameters={"content_type": "pd"})
+    async with engine as url:
+        spec = OipTierSpec(name="oip", url=url, model_name="clf", column=1, parameters={"content_type": "pd"})
+        b = OipBackend(spec, {})
+        await b.start()
+        try:
+            out, _ = await answer(b, ROWS[:2])
+            assert out == [0.25, 0.35], "P(class 1) of each row"
+            assert engine.bodies[-1]["parameters"] == {"content_type": "pd"}
+            wide = OipBackend(msgspec.structs.replace(spec, column=2), {})
+            await wide.start()
+            try:
+                with pytest.raises(
+                    InvalidOutput, match=r"column 2 of output 'predict_proba' \(shape \[1, 2\]\)"
+                ):
+                    await answer(wide, ROWS[:1])
+            finally:
+                await wide.close()
+        finally:
+            await b.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ({"model_name": "nope"}, "not found"),  # a model the engine does not serve: 404
+        ({"model_name": "clf"}, "content_type=pd"),  # a request without the content type it needs: 400
+    ],
+)
+async def test_a_4xx_is_rejected_with_the_engines_message(spec: dict[str, Any], said: str) -> None:
+    from failsoft.errors import TierRejected
+    from failsoft.types import Reason
+
+    async with Engine(needs_parameters={"content_type": "pd"}) as url:
+        b = OipBackend(OipTierSpec(name="oip", url=url, **spec), {})
+        await b.start()
+        try:
+            with pytest.raises(TierRejected) as info:
+                await answer(b, ROWS[:1])
+            assert info.value.reason is Reason.REJECTED and said in str(info.value)
+        finally:
+            await b.close()
