@@ -238,6 +238,7 @@ class Demo:
                 wait_http, f"http://127.0.0.1:{self.backend_port}/v2/health/ready", self.backend
             )
             await asyncio.to_thread(wait_http, f"http://127.0.0.1:{self.port}/v2/health/ready", self.gateway)
+            await self._settled()
             self.console.print(
                 f"[dim]gateway on http://127.0.0.1:{self.port} (dashboard at /), "
                 f"heavy tier on :{self.backend_port}; logs in {self.data_dir}[/]"
@@ -291,6 +292,19 @@ class Demo:
                 f"({item['kind']}); `failsoft audits show {item['id']}` shows it while the gateway runs"
             )
         return len(doc["audits"])
+
+    async def _settled(self, within_s: float = 15.0) -> None:
+        """Until the gateway's log writer has its database open: ready answers as soon as the models are
+        loaded, while the writer process is still starting (on a small machine, starting it and the traffic
+        at once competes for the same cores)."""
+        end = time.monotonic() + within_s
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        async with aiohttp.ClientSession() as s:
+            while time.monotonic() < end:
+                async with s.get(url) as r:
+                    if "failsoft_store_up 1.0" in await r.text():
+                        return
+                await asyncio.sleep(0.05)
 
     async def _traffic(self, live: bool) -> dict[str, Any]:
         connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
