@@ -148,12 +148,13 @@ class HealthService:
         chain = self.chains.get(state.model)
         if chain is None:
             return
-        if state.kept_out_until is not None:
-            self.kept_out[state.model] = state.kept_out_until
-        else:
+        until = state.kept_out_until
+        if until is None:
             self.kept_out.pop(state.model, None)
-        if self._wake is not None:
-            self._wake.set()  # a new end may come before the next poll
+        elif self.kept_out.get(state.model) != until:
+            self.kept_out[state.model] = until
+            if self._wake is not None:
+                self._wake.set()  # a new end may come before the poll's next turn: it waits for it
         new = Health(state.health)
         if chain.health is new:
             chain.health_reason = state.reason
