@@ -113,7 +113,13 @@ class TierTimeout(TierError):
 
 
 class TierUnavailable(TierError):
+    """The backend could not be reached, or answered 5xx (``status``: the HTTP status, when it answered)."""
+
     reason = Reason.ERROR
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TierRejected(TierError):

@@ -61,3 +61,14 @@ def die(row: dict[str, Any]) -> float:
     if row["x"] > 5:
         os._exit(3)
     return 0.25
+
+
+FLAKY = {"n": 0}
+
+
+def flaky(row: dict[str, Any]) -> float:
+    """Fails its first call, then answers: a backend that is flaky, not wrong."""
+    FLAKY["n"] += 1
+    if FLAKY["n"] == 1:
+        raise RuntimeError("first call fails")
+    return 0.5

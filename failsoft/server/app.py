@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import json
 import logging
 import sys
 from typing import Any
@@ -17,6 +18,7 @@ import msgspec
 from failsoft.chain import Chain
 from failsoft.errors import InvalidRequest, UnknownModel
 from failsoft.portfolio import Portfolio
+from failsoft.probe import prove
 from failsoft.server import oip
 from failsoft.server.api import ControlPlane
 from failsoft.server.auth import Tokens
@@ -57,8 +59,10 @@ _decode_infer = msgspec.json.Decoder(oip.InferRequest).decode
 
 
 class App:
-    def __init__(self, portfolio: Portfolio, tokens: Tokens | None = None) -> None:
+    def __init__(self, portfolio: Portfolio, tokens: Tokens | None = None, unproven_ok: bool = False) -> None:
         self.portfolio = portfolio
+        # start even when a tier cannot answer a sample row (otherwise start-up fails, naming it)
+        self.unproven_ok = unproven_ok
         self.max_body = portfolio.spec.server.max_body_bytes
         self.max_batch = portfolio.spec.server.max_batch
         # State-changing endpoints need ``Authorization: Bearer <token>``; with no token they are closed.
@@ -80,6 +84,11 @@ class App:
                 except Exception as err:
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
                     return
+                refused = await self._prove()
+                if refused:
+                    await self.portfolio.close()
+                    await send({"type": "lifespan.startup.failed", "message": refused})
+                    return
                 # Everything loaded so far (models, libraries) lives as long as the process: move it out of
                 # the garbage collector's sight, so collections scan only what requests allocate.
                 gc.collect()
@@ -93,6 +102,21 @@ class App:
                 await self.portfolio.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _prove(self) -> str:
+        """Call every tier once with a sample row (see probe.py); what refuses the start, or ''."""
+        findings = await prove(self.portfolio.chains)
+        for f in findings:
+            level = logging.ERROR if f.severity == "error" else logging.WARNING
+            log.log(level, json.dumps({"event": "tier_unproven", **msgspec.to_builtins(f)}))
+        errors = [str(f) for f in findings if f.severity == "error"]
+        if not errors or self.unproven_ok:
+            return ""
+        return (
+            f"{len(errors)} tier(s) cannot answer a sample row: "
+            + " | ".join(errors)
+            + ". Correct the portfolio (failsoft check --load shows the same), or start with --allow-unproven"
+        )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]

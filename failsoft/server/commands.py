@@ -18,8 +18,10 @@ from failsoft.types import Health
 def _check(args: argparse.Namespace) -> int:
     from failsoft.introspect import describe
     from failsoft.portfolio import Portfolio
+    from failsoft.probe import Finding, prove
 
     loaded: dict[str, list[str]] = {}
+    findings: list[Finding] = []
     try:
         spec = config.load(args.portfolio)
         if args.load:
@@ -27,9 +29,12 @@ def _check(args: argparse.Namespace) -> int:
             async def load() -> None:
                 portfolio = Portfolio(spec)
                 await portfolio.start()
-                for model in msgspec.to_builtins(describe(portfolio.chains, portfolio.metrics)):
-                    loaded[model["name"]] = [_how_it_runs(t) for t in model["chain"]]
-                await portfolio.close()
+                try:
+                    for model in msgspec.to_builtins(describe(portfolio.chains, portfolio.metrics)):
+                        loaded[model["name"]] = [_how_it_runs(t) for t in model["chain"]]
+                    findings.extend(await prove(portfolio.chains))
+                finally:
+                    await portfolio.close()
 
             asyncio.run(load())
     except ConfigError as err:
@@ -43,7 +48,13 @@ def _check(args: argparse.Namespace) -> int:
         for line in loaded.get(name, []):
             if line:
                 print(f"  {line}")
-    print(f"{args.portfolio}: ok")
+    for f in findings:
+        print(f"{f.severity}: {f}", file=sys.stderr)
+    errors = sum(f.severity == "error" for f in findings)
+    if errors:
+        print(f"{args.portfolio}: {errors} tier(s) cannot answer a sample row", file=sys.stderr)
+        return 1
+    print(f"{args.portfolio}: ok" + (f" ({len(findings)} warning(s))" if findings else ""))
     return 0
 
 
@@ -85,8 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    serve(portfolio, args.host, args.port, args.log_level, tokens)
-    return 0
+    return serve(portfolio, args.host, args.port, args.log_level, tokens, args.allow_unproven)
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -110,6 +120,12 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--allow-unproven",
+        action="store_true",
+        help="start even when a tier cannot answer a sample row (it is logged; a backend that is merely "
+        "down never stops the start)",
+    )
     s.set_defaults(fn=_serve)
 
     c = sub.add_parser("check", help="validate portfolio.toml; errors name the file, the key and the fix")

@@ -20,14 +20,19 @@ FD_RESERVE = 64
 
 
 def uvicorn_config(
-    portfolio: Portfolio, host: str, port: int, log_level: str = "info", tokens: Tokens | None = None
+    portfolio: Portfolio,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    tokens: Tokens | None = None,
+    unproven_ok: bool = False,
 ) -> uvicorn.Config:
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     spec = portfolio.spec.server
     refusals = Refusals()
     portfolio.metrics.gauges.append(refusals.metrics)
     return uvicorn.Config(
-        App(portfolio, tokens),
+        App(portfolio, tokens, unproven_ok),
         host=host,
         port=port,
         loop=loop,
@@ -72,8 +77,12 @@ def serve(
     port: int = 8000,
     log_level: str = "info",
     tokens: Tokens | None = None,
-) -> None:
+    unproven_ok: bool = False,
+) -> int:
+    """Serve until stopped; the exit code (3 when start-up failed: a model that would not load, a tier that
+    cannot answer)."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
     raise_fd_limit(portfolio.spec.server.max_connections)
-    server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, tokens))
+    server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, tokens, unproven_ok))
     server.run()
+    return 0 if server.started else 3

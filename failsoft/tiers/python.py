@@ -83,6 +83,53 @@ class _Onnx:
         return self._run(x, self.proba_name)
 
 
+def expected_inputs(obj: Any) -> tuple[int | None, list[str] | None]:
+    """How many features a model object was fitted on, and their names when it knows them (scikit-learn's
+    ``n_features_in_``/``feature_names_in_``, a LightGBM Booster's own, an ONNX input's last dimension)."""
+    if isinstance(obj, _Onnx):
+        shape = obj.session.get_inputs()[0].shape
+        last = shape[-1] if len(shape) >= 2 else None
+        return (last if isinstance(last, int) else None), None
+    if callable(getattr(obj, "num_feature", None)) and callable(getattr(obj, "feature_name", None)):
+        names = [str(n) for n in obj.feature_name()]
+        generic = all(n == f"Column_{i}" for i, n in enumerate(names))  # fitted without names
+        return int(obj.num_feature()), None if generic else names
+    n = getattr(obj, "n_features_in_", None)
+    fitted = getattr(obj, "feature_names_in_", None)
+    return (int(n) if isinstance(n, int | np.integer) else None), (
+        [str(x) for x in fitted] if fitted is not None else None
+    )
+
+
+def input_mismatch(obj: Any, declared: list[str]) -> str | None:
+    """Why the declared inputs cannot feed this model (its matrix is built in declared order); None when
+    they can."""
+    n, names = expected_inputs(obj)
+    if names is not None and names != declared:
+        if sorted(names) == sorted(declared):
+            return (
+                f"the model was fitted on ({', '.join(names)}) in that order; the inputs are declared "
+                f"as ({', '.join(declared)}): each value would reach the wrong feature"
+            )
+        return (
+            f"the model was fitted on {len(names)} features ({', '.join(names)}); the inputs declared "
+            f"are {len(declared)} ({', '.join(declared)})"
+        )
+    if n is not None and n != len(declared):
+        return f"the model expects {n} features; {len(declared)} inputs are declared ({', '.join(declared)})"
+    return None
+
+
+def _forget_names(obj: Any) -> None:
+    """Drop the column names a model loaded from its file was fitted with, once they are known to be the
+    declared inputs in order: the tier hands it a matrix, on which scikit-learn would warn on every call."""
+    first = obj.steps[0][1] if hasattr(obj, "steps") and obj.steps else None
+    for part in (obj, first):
+        if part is not None and getattr(part, "feature_names_in_", None) is not None:
+            with contextlib.suppress(AttributeError):
+                del part.feature_names_in_
+
+
 # A compiled model answers on the event loop only when one row costs less than this; a big forest that
 # takes longer runs in the tier's threads like any other model, so it cannot stall the server.
 INLINE_BUDGET_US = 200.0
@@ -117,6 +164,8 @@ class PythonBackend(Backend):
         self.single_row_us = float("inf")
         self.source = spec.target or spec.path or ""
         self._pool: WorkerPool | None = None
+        # why the declared inputs cannot feed the model (a count or names that differ), found at load
+        self.input_problem: str | None = None
 
     def build_function(self) -> Callable[[Batch], list[Any]]:
         """Load the model and make the function that answers a batch (compiled where it can be)."""
@@ -188,6 +237,10 @@ class PythonBackend(Backend):
             )
         matrix_fn: Callable[[Array], Array] = getattr(obj, method)
         self.reads_matrix = True
+        if self._features:
+            self.input_problem = input_mismatch(obj, [f.name for f in self._features])
+            if self.input_problem is None and spec.path is not None:
+                _forget_names(obj)
         if spec.compile and self._features:
             sample = sample_rows([(f.min, f.max) for f in self._features])
             fast = compile_model(obj, method, sample)

@@ -16,6 +16,21 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
+def gist(body: bytes, limit: int = 300) -> str:
+    """What an error answer says, on one line: a Python traceback's last line (the exception), else the
+    text with its whitespace collapsed, at most ``limit`` characters."""
+    text = (
+        body[-4000:].decode("utf-8", "replace")
+        if b"Traceback (most recent" in body
+        else body[:4000].decode("utf-8", "replace")
+    )
+    if "Traceback (most recent" in text:
+        lines = [line for line in text.splitlines() if line.strip()]
+        text = lines[-1] if lines else text
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class RemoteBackend(Backend):
     """A backend reached over HTTP. Timeouts are the chain's: the session itself sets none."""
 
@@ -44,12 +59,12 @@ class RemoteBackend(Backend):
             async with self._session.post(url, data=_encode(body)) as resp:
                 raw = await resp.read()
                 if resp.status >= 300:
-                    said = raw[:300].decode("utf-8", "replace")
+                    said = gist(raw)
                     if 400 <= resp.status < 500 and resp.status not in TRANSIENT:
                         raise TierRejected(
                             f"HTTP {resp.status} from {url} (the request is wrong for it): {said}"
                         )
-                    raise TierUnavailable(f"HTTP {resp.status} from {url}: {said}")
+                    raise TierUnavailable(f"HTTP {resp.status} from {url}: {said}", resp.status)
         except aiohttp.ClientError as err:
             raise TierUnavailable(f"{type(err).__name__} calling {url}: {err}") from err
         try:
