@@ -17,6 +17,7 @@ from failsoft.config import (
     OipTierSpec,
     PortfolioSpec,
     PythonTierSpec,
+    SageMakerTierSpec,
 )
 from failsoft.errors import ConfigError
 from failsoft.features.online import FeatureLookup, OnlineTable
@@ -24,7 +25,7 @@ from failsoft.features.store import FeatureStore
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, Bulkhead, Clock
 from failsoft.schema import InputSchema, OutputCheck
-from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend
+from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend, SageMakerBackend
 
 __all__ = ["Builder", "refresh_features"]
 
@@ -87,6 +88,8 @@ class Builder:
             backend = PythonBackend(t, tuple(model.inputs), spec.resolve, spec.file, key)
         elif isinstance(t, OipTierSpec):
             backend = OipBackend(t, types)
+        elif isinstance(t, SageMakerTierSpec):
+            backend = SageMakerBackend(t, spec.file, key)
         else:
             backend = HttpBackend(t)
         b = t.breaker

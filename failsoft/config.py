@@ -33,6 +33,7 @@ __all__ = [
     "OutputSpec",
     "PortfolioSpec",
     "PythonTierSpec",
+    "SageMakerTierSpec",
     "ServerSpec",
     "StoreSpec",
     "TierSpec",
@@ -135,6 +136,25 @@ class HttpTierSpec(_CallTier, frozen=True, tag="http", tag_field="kind"):
         return self.max_rows or (sys.maxsize if self.batch else self.pool_size)
 
 
+class SageMakerTierSpec(_CallTier, frozen=True, tag="sagemaker", tag_field="kind"):
+    """An Amazon SageMaker real-time endpoint, called with boto3's sagemaker-runtime InvokeEndpoint
+    (credentials from the usual chain: environment, shared files, the instance's role)."""
+
+    endpoint: str
+    region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION / the shared config
+    variant: str | None = None  # TargetVariant: one production variant rather than the traffic split
+    content_type: Literal["application/json", "text/csv"] = "application/json"
+    accept: str | None = None  # default: content_type
+    # JSON: the body, where "$matrix" is the rows as lists of values in input order and "$rows" the rows
+    # as objects (a bare "$matrix" is what the scikit-learn and PyTorch containers read)
+    body: Any = "$matrix"
+    # JSON: where the answers are in the reply ("" for the reply itself, e.g. "predictions")
+    output_path: str = ""
+    # answers with one value per class (a [n, 2] probability): which column is the answer
+    column: int | None = None
+    endpoint_url: str | None = None  # a VPC interface endpoint, or a local stand-in
+
+
 class DefaultTierSpec(_Spec, frozen=True, tag="default", tag_field="kind"):
     name: Name = "default"
     value: Any = None
@@ -145,8 +165,8 @@ class DefaultTierSpec(_Spec, frozen=True, tag="default", tag_field="kind"):
     refresh_s: PositiveFloat = 300.0
 
 
-TierSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | DefaultTierSpec
-CandidateSpec = PythonTierSpec | OipTierSpec | HttpTierSpec
+TierSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | SageMakerTierSpec | DefaultTierSpec
+CandidateSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | SageMakerTierSpec
 
 METRICS = ("auc", "accuracy", "log_loss", "brier", "mae", "rmse", "hit_rate")
 
@@ -333,7 +353,7 @@ _FIXES = [
     (re.compile(r"unknown field"), "remove the key or correct its spelling (see README: portfolio.toml)"),
     (re.compile(r"missing required field"), "add the key"),
     (re.compile(r">= 1|> 0"), "use a positive number"),
-    (re.compile(r"Invalid value .* kind|tag"), "kind must be one of: python, oip, http, default"),
+    (re.compile(r"Invalid value .* kind|tag"), "kind must be one of: python, oip, http, sagemaker, default"),
     (re.compile(r"does not match regex"), "use letters, digits, '_', '-' or '.', at most 64 characters"),
 ]
 
@@ -414,7 +434,7 @@ def _from_msgspec(
             key = f"{key}.{field.group(1)}" if key else field.group(1)
     got = _lookup(doc, _key(at or "")) if doc is not None and at else _MISSING
     if problem.startswith("Invalid value") and key.endswith(".kind") and isinstance(got, str):
-        kinds = ["python", "oip", "http", "default"]
+        kinds = ["python", "oip", "http", "sagemaker", "default"]
         hint = suggest(got, kinds)
         fix = f"kind must be one of: {', '.join(kinds)}" + (f"; {hint}" if hint else "")
         return ConfigError(file, key, f"unknown kind {got!r}", fix)
@@ -556,6 +576,16 @@ def _check_call_tier(spec: PortfolioSpec, tier: CandidateSpec, tat: str) -> None
             )
         if tier.path is not None:
             _check_model_path(spec, tier.path, f"{tat}.path")
+    elif isinstance(tier, SageMakerTierSpec):
+        if tier.endpoint_url is not None and not tier.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f,
+                f"{tat}.endpoint_url",
+                f"{tier.endpoint_url!r} is not an http(s) URL",
+                "write it as https://host",
+            )
+        if tier.content_type == "text/csv" and tier.body != "$matrix":
+            raise ConfigError(f, f"{tat}.body", "a CSV body is one line a row", "remove body, or send JSON")
     elif not tier.url.startswith(("http://", "https://")):
         raise ConfigError(
             f, f"{tat}.url", f"{tier.url!r} is not an http(s) URL", "write it as http://host:port"

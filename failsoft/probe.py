@@ -65,6 +65,11 @@ def _fix(chain: Chain, tier: Tier) -> str:
         )
     if kind == TierKind.PYTHON:
         return f"declare the model's inputs, in the order it was fitted, as [[models.{chain.model}.inputs]]"
+    if kind == TierKind.SAGEMAKER:
+        return (
+            "check the tier's endpoint, region and credentials, and that content_type, body and "
+            "output_path are what the endpoint's container reads and writes"
+        )
     return "check the tier's url, body template and headers against what the endpoint expects"
 
 

@@ -36,6 +36,7 @@ class TierKind(enum.StrEnum):
     PYTHON = "python"
     OIP = "oip"
     HTTP = "http"
+    SAGEMAKER = "sagemaker"
     DEFAULT = "default"
 
 

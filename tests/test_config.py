@@ -120,7 +120,8 @@ def test_missing_file() -> None:
          "did you mean 'deadline_ms'?"),
         ('[models.m]\n[[models.m.tiers]]\nname = "x"\nkind = "pyhton"\n'
          '[[models.m.tiers]]\nkind = "default"\n', "models.m.tiers[0].kind",
-         "unknown kind 'pyhton' (kind must be one of: python, oip, http, default; did you mean 'python'?)"),
+         "unknown kind 'pyhton' (kind must be one of: python, oip, http, sagemaker, default; "
+         "did you mean 'python'?)"),
         ('[models.m]\n[[models.m.tiers]]\nname = "x"\nkind = "python"\ntarget = "a:b"\ntimeout = 5\n'
          '[[models.m.tiers]]\nkind = "default"\n', "models.m.tiers[0].timeout", "did you mean 'timeout_ms'?"),
         ('[server]\nmax_body = 5\n[models.m]\n[[models.m.tiers]]\nkind = "default"\n', "server.max_body",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -10,6 +12,13 @@ from failsoft.schema import Batch
 from failsoft.types import TierKind
 
 Done = Callable[[], None]
+
+
+def call_soon(loop: asyncio.AbstractEventLoop, fn: Done) -> None:
+    """``fn`` on ``loop``, from a thread. A hung call may finish after the server has shut its loop down;
+    there is nothing left to free then."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn)
 
 
 class Backend:

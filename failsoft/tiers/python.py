@@ -24,7 +24,7 @@ import numpy as np
 from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, InvalidOutput
 from failsoft.schema import Batch
-from failsoft.tiers.base import Backend, Done
+from failsoft.tiers.base import Backend, Done, call_soon
 from failsoft.tiers.compile import cheapest, compile_model, sample_rows
 from failsoft.tiers.process import WorkerPool
 from failsoft.tiers.trees import Array
@@ -133,12 +133,6 @@ def _forget_names(obj: Any) -> None:
 # A compiled model answers on the event loop only when one row costs less than this; a big forest that
 # takes longer runs in the tier's threads like any other model, so it cannot stall the server.
 INLINE_BUDGET_US = 200.0
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Done) -> None:
-    # A hung model may finish after the server has shut its loop down; there is nothing left to free then.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn)
 
 
 class PythonBackend(Backend):
@@ -298,7 +292,7 @@ class PythonBackend(Backend):
             done()
             raise
         # The slot frees when the thread finishes, not when the caller gives up on it.
-        future.add_done_callback(lambda _: _call_soon(loop, done))
+        future.add_done_callback(lambda _: call_soon(loop, done))
         return await asyncio.wrap_future(future)
 
     async def close(self) -> None:
