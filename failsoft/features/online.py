@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from failsoft.features.store import FeatureStore, _duckdb
+from failsoft.features.store import FeatureStore, connect
 
 __all__ = ["FeatureLookup", "OnlineTable", "fill"]
 
@@ -56,7 +56,7 @@ class OnlineTable:
         values: dict[Any, tuple[float, tuple[Any, ...]]] = {}
         next_landing = None
         if files:
-            con = _duckdb().connect()
+            con = connect()
             try:
                 src = f"read_parquet('{t.glob}')"
                 got = con.sql(f"""

@@ -10,14 +10,19 @@ that only landed after the prediction (late corrections, a field cleared after t
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from failsoft.errors import ConfigError
-from failsoft.features.store import FeatureStore, _duckdb, register, relation_sql
+from failsoft.features.store import FeatureDataWarning, FeatureStore, connect, register, relation_sql
+
+# The spine's prediction time as a plain UTC timestamp, for the joins; the spine's own column goes out as
+# it came in (a zone-aware time stays zone-aware).
+AT = "__at"
 
 
-def training_set_sql(spine: str, spine_cols: list[str], tables: list[Any], time_col: str) -> str:
+def training_set_sql(spine: str, spine_cols: list[str], tables: list[Any], time_col: str = AT) -> str:
     parts = [f"spine AS (SELECT *, row_number() OVER () AS __row FROM {spine})"]
     joins, picks = [], []
     for i, t in enumerate(tables):
@@ -52,9 +57,8 @@ def build_training_set(
     time_col: str = "prediction_time",
 ) -> Any:
     """The training set as a pyarrow Table (also written to ``out``, Parquet or CSV, when given)."""
-    duckdb = _duckdb()
     specs = [store.table(name) for name in tables]
-    con = duckdb.connect()
+    con = connect()
     try:
         spine_cols = register(con, "spine_src", spine)
         missing = {k for t in specs for k in t.entity} | {time_col}
@@ -77,13 +81,12 @@ def build_training_set(
                         "rename one of them before ingest",
                     )
                 seen[c] = t.name
-        # the time column as a timestamp, the spine's columns in their own order
         con.execute(
-            f'CREATE VIEW spine_view AS SELECT * REPLACE (CAST("{time_col}" AS TIMESTAMP) AS "{time_col}") '
-            "FROM spine_src"
+            f'CREATE VIEW spine_view AS SELECT *, CAST("{time_col}" AS TIMESTAMP) AS {AT} FROM spine_src'
         )
-        spine_cols = [r[0] for r in con.execute("DESCRIBE spine_view").fetchall()]
-        sql = training_set_sql("spine_view", spine_cols, specs, time_col)
+        for warning in _empty_joins(con, specs, time_col):
+            warnings.warn(warning, FeatureDataWarning, stacklevel=2)
+        sql = training_set_sql("spine_view", spine_cols, specs)
         if out is not None:
             fmt = "csv, HEADER" if str(out).endswith(".csv") else "parquet"
             con.execute(f"COPY ({sql}) TO '{out}' (FORMAT {fmt})")
@@ -91,3 +94,24 @@ def build_training_set(
         return con.sql(sql).to_arrow_table()
     finally:
         con.close()
+
+
+def _empty_joins(con: Any, specs: list[Any], time_col: str) -> list[str]:
+    """A table none of whose values had landed by any of the spine's prediction times: the training set
+    gets nothing from it, usually because its rows were stamped as landed at ingest, today."""
+    said = []
+    [(n, latest)] = con.execute(f"SELECT count(*), max({AT}) FROM spine_view").fetchall()
+    for t in specs:
+        [(first,)] = con.execute(f"SELECT min(available_at) FROM read_parquet('{t.glob}')").fetchall()
+        if not n or first is None:
+            continue
+        [(before,)] = con.execute(f"SELECT count(*) FROM spine_view WHERE {AT} < ?", [first]).fetchall()
+        if before < n:
+            continue
+        said.append(
+            f"table {t.name}: its first value landed at {first:%Y-%m-%d %H:%M} UTC, after every spine "
+            f"row's {time_col} (the latest is {latest:%Y-%m-%d %H:%M} UTC): the training set has none of its "
+            "features. If its rows were stamped at ingest (the source had no available_at column), ingest "
+            "again naming the column that says when each row landed (--available-at-column)"
+        )
+    return said

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ from typing import Any
 from failsoft.errors import ConfigError
 
 RESERVED = ("event_time", "available_at")
+
+
+class FeatureDataWarning(UserWarning):
+    """Feature data that will quietly give an empty or leaky training set unless something changes."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,21 @@ def _duckdb() -> Any:
     except ImportError:  # pragma: no cover - the extra is missing
         raise SystemExit("the feature store needs DuckDB: pip install 'failsoft[features]'") from None
     return duckdb
+
+
+def connect() -> Any:
+    """A DuckDB connection that reads and writes times in UTC whatever the host's zone: a zone-aware time
+    (TIMESTAMPTZ) becomes its UTC wall time when cast to TIMESTAMP, and comes back as UTC."""
+    con = _duckdb().connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+# Column names that usually say when a row landed (Feast's "created", warehouse load stamps).
+LANDING_NAMES = ("created", "created_at", "created_timestamp", "ingested_at", "loaded_at", "_loaded_at",
+                 "landed_at", "inserted_at", "updated_at")  # fmt: skip
+# ... and when it happened.
+EVENT_NAMES = ("event_timestamp", "event_ts", "timestamp", "ts", "event_date")
 
 
 def relation_sql(source: Any) -> str:
@@ -85,7 +105,7 @@ class FeatureStore:
         landed in the last ``window_s`` before the newest one, the row and entity counts, and how long ago
         the newest value landed (``newest_age_s``, the pipeline's silence)."""
         t = self.table(name)
-        con = _duckdb().connect()
+        con = connect()
         try:
             keys = ", ".join(f'"{k}"' for k in t.entity)
             n, k, newest_a, newest_e = con.execute(
@@ -133,21 +153,47 @@ class FeatureStore:
         ttl_s: float | None = None,
     ) -> FeatureTable:
         """Append rows from a Parquet/CSV path, a pandas/polars DataFrame or a pyarrow Table. Rows without
-        an ``available_at`` column are stamped with the time of ingest."""
+        an ``available_at`` column are stamped with the time of ingest (a warning names a column that looks
+        like a landing time: pass it as ``available_at``). Times are kept in UTC."""
         duckdb = _duckdb()
-        con = duckdb.connect()
+        con = connect()
         try:
             cols = register(con, "src", source)
             missing = [c for c in [*entity, event_time] if c not in cols]
             if missing:
+                fix = f"the source has: {', '.join(cols)}"
+                named = next((c for c in EVENT_NAMES if c in cols), None)
+                if event_time in missing and named is not None:
+                    fix = f"the source's event time looks like {named!r}: --event-time-column {named}; {fix}"
+                raise ConfigError(str(source), ", ".join(missing), "column not in the source", fix)
+            if available_at is not None and available_at != "available_at" and available_at not in cols:
                 raise ConfigError(
                     str(source),
-                    ", ".join(missing),
+                    available_at,
                     "column not in the source",
                     f"the source has: {', '.join(cols)}",
                 )
             has_available = available_at is not None and available_at in cols
+            landing = next((c for c in LANDING_NAMES if c in cols), None) if not has_available else None
+            if landing is not None:
+                warnings.warn(
+                    f"{source}: no {available_at or 'available_at'} column, so every row is stamped as "
+                    f"landed now, after every past prediction; column {landing!r} looks like when rows "
+                    f"landed: ingest with --available-at-column {landing} (Python: available_at="
+                    f"{landing!r}) to use it",
+                    FeatureDataWarning,
+                    stacklevel=2,
+                )
             features = [c for c in cols if c not in {*entity, event_time, available_at or ""}]
+            clash = [c for c in features if c in RESERVED]
+            if clash:
+                raise ConfigError(
+                    str(source),
+                    ", ".join(clash),
+                    "a feature column has a name the store keeps for itself",
+                    "name the source's time columns with --event-time-column / --available-at-column, or "
+                    "rename the feature",
+                )
             stamp = (
                 f"CAST({available_at} AS TIMESTAMP)"
                 if has_available

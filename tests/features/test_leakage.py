@@ -40,6 +40,30 @@ def churn_tables(n: int = 600, seed: int = 4) -> tuple[list[dict[str, Any]], lis
     return rows, spine
 
 
+def test_an_honest_feature_with_latency_is_late_not_suspicious(tmp_path: Path) -> None:
+    """Daily activity lands three hours after midnight; predictions are made at 01:00. A join on event_time
+    would use today's not-yet-landed value, but yesterday's predicts the label just as well: late."""
+    rng = random.Random(9)
+    rows, spine = [], []
+    for user in range(500):
+        base = rng.gauss(0, 1)
+        churns = rng.random() < 1 / (1 + np.exp(-2 * base))
+        for day in range(90, 101):
+            at = T0 + day * DAY
+            rows.append({"user": user, "event_time": at, "available_at": at + dt.timedelta(hours=3),
+                         "activity": base + rng.gauss(0, 0.3)})  # fmt: skip
+        spine.append({"user": user, "prediction_time": T0 + 100 * DAY + dt.timedelta(hours=1),
+                      "churned": int(churns)})  # fmt: skip
+    store = FeatureStore(tmp_path)
+    store.ingest("activity", pa.Table.from_pylist(rows), entity=["user"])
+    report = audit(store, pa.Table.from_pylist(spine), ["activity"], label="churned")
+    [f] = report["features"]
+    assert f["verdict"] == "late", f
+    assert f["would_leak_rate"] > 0.9 and f["latency_s"]["p50"] == 3 * 3600
+    assert "latency p50 3h" in f["reason"] and "point-in-time join" in f["reason"]
+    assert report["summary"] == {"ok": 0, "late": 1, "suspicious": 0, "leak": 0}
+
+
 def test_flags_the_null_after_cancellation_and_not_the_honest_feature(tmp_path: Path) -> None:
     rows, spine = churn_tables()
     store = FeatureStore(tmp_path)
@@ -51,7 +75,7 @@ def test_flags_the_null_after_cancellation_and_not_the_honest_feature(tmp_path: 
     assert leak["power"]["naive_null"] > 0.99 and leak["would_leak_rate"] > 0.2
     assert verdicts["sessions"]["verdict"] == "ok", verdicts["sessions"]
     assert leak["latency_s"]["max"] == 6 * 86400
-    assert report["summary"] == {"ok": 1, "suspicious": 0, "leak": 1}
+    assert report["summary"] == {"ok": 1, "late": 0, "suspicious": 0, "leak": 1}
     assert report["split"]["overlap"] is True and report["split"]["verdict"] == "suspicious", "same day"
 
     # what a deepchecks-style check sees: drop the Nulls, then score the value; nothing to flag
