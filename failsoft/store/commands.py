@@ -1,4 +1,5 @@
-"""``failsoft export``: the prediction log as Parquet (or CSV) for DuckDB, polars or pandas."""
+"""``failsoft export``: the prediction log, one row per prediction, as Parquet, CSV or JSON lines for
+DuckDB, polars or pandas."""
 
 from __future__ import annotations
 
@@ -57,18 +58,24 @@ def _export(args: argparse.Namespace) -> int:
             print(f"error: --model {args.model!r}: no predictions of it in the log (logged: {known})"
                   + (f"; {hint}" if hint else ""), file=sys.stderr)  # fmt: skip
             return 2
-        n = export_predictions(store, Path(args.out), since=since, model=args.model, progress=not args.quiet)
+        n, requests = export_predictions(
+            store, Path(args.out), since=since, model=args.model, progress=not args.quiet
+        )
     except (ConfigError, StoreError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{n} predictions written to {args.out}")
+    print(f"{n} predictions ({requests} requests) written to {args.out}")
     return 0
 
 
 def add_commands(sub: Any) -> None:
-    e = sub.add_parser("export", help="export the prediction log to Parquet for DuckDB or pandas")
+    e = sub.add_parser(
+        "export", help="export the prediction log, a row per prediction, for DuckDB, polars or pandas"
+    )
     e.add_argument("what", choices=["predictions"])
-    e.add_argument("--out", required=True, help="the .parquet (or .csv) file to write")
+    e.add_argument(
+        "--out", required=True, help="the file to write: .parquet, .csv or .jsonl (the name says which)"
+    )
     e.add_argument(
         "--since", default="0", help="ISO date/time, epoch seconds, or a span such as 7d (default: all)"
     )

@@ -241,59 +241,54 @@ async def test_without_a_configured_token_one_is_made_kept_private_and_required(
         restarted.stop()
 
 
-def test_export_to_parquet(tmp_path: Path) -> None:
+def test_export_a_row_per_prediction_typed(tmp_path: Path) -> None:
+    import json
     import subprocess
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     url = f"sqlite:///{tmp_path / 'f.db'}"
     store = open_store(url)
     store.connect()
     now = time.time()
-    store.insert_predictions(
-        [
-            (
-                f"r{i}",
-                f"q{i}",
-                "m",
-                "1",
-                "cpu",
-                "live",
-                False,
-                None,
-                [0.5],
-                None,
-                0.2,
-                now - 86400 * (i % 3),
-            )
-            for i in range(300)
-        ]
-    )
+    day = 86400
+    singles = [(f"r{i}", f"q{i}", "m", "1", "cpu", "live", False, None, [0.5], None, 0.2, now - day * (i % 3))
+               for i in range(300)]  # fmt: skip
+    rows = [{"age": i, "plan": "gold" if i % 2 else "basic", "score": i / 10} for i in range(500)]
+    answers = [i / 1000 for i in range(500)]
+    batch = ("b1", "batch-1", "m", "1", "cpu", "live", True, "timeout", answers, rows, 3.5, now)
+    store.insert_predictions([*singles, batch])
     out = tmp_path / "p.parquet"
     cmd = [sys.executable, "-m", "failsoft.cli", "export", "predictions", "--store", url, "--since", "36h",
            "--out", str(out), "--quiet"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     table = pq.read_table(out)
-    assert table.num_rows == 200 and "200 predictions" in done.stdout
-    assert set(table.column_names) >= {
-        "record_id",
-        "request_id",
-        "model",
-        "tier",
-        "outputs",
-        "ts",
-        "latency_ms",
-    }
-    # a .csv name gets CSV (it got Parquet bytes), another name a message, a model never logged a message
-    csv_out = tmp_path / "p.csv"
+    assert table.num_rows == 700 and "700 predictions (201 requests)" in done.stdout
+    types = {f.name: f.type for f in table.schema}
+    assert types["output"] == pa.float64() and types["input_age"] == pa.int64()
+    assert types["input_plan"] == pa.string() and types["input_score"] == pa.float64()
+    assert types["ts"] == pa.timestamp("us", tz="UTC") and types["degraded"] == pa.bool_()
+    got = table.filter(pa.compute.equal(table.column("request_id"), "batch-1")).to_pylist()
+    assert [r["row"] for r in got] == list(range(500)) and [r["output"] for r in got] == answers
+    assert got[7]["input_plan"] == "gold" and got[7]["degraded"] is True and got[7]["reason"] == "timeout"
+    # a .csv name gets CSV, a .jsonl name JSON lines, another name a message
     base = cmd[:-3]
+    csv_out = tmp_path / "p.csv"
     done = subprocess.run([*base, "--out", str(csv_out)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert csv_out.read_text().splitlines()[0].startswith('"record_id","request_id"')
-    assert len(csv_out.read_text().splitlines()) == 201
+    lines = csv_out.read_text().splitlines()
+    assert lines[0].startswith('"record_id","request_id","row"') and '"output","input_age"' in lines[0]
+    assert len(lines) == 701
+    jsonl = tmp_path / "p.jsonl"
+    done = subprocess.run([*base, "--out", str(jsonl)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    docs = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    last = [d for d in docs if d["request_id"] == "batch-1"][-1]
+    assert len(docs) == 700 and last["input_age"] == 499 and last["ts"].endswith("+00:00")
     done = subprocess.run([*base, "--out", str(tmp_path / "p.x")], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and ".parquet or .csv" in done.stderr
+    assert done.returncode == 2 and ".parquet, .csv, .jsonl" in done.stderr
     done = subprocess.run([*cmd, "--model", "mm"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no predictions of it in the log (logged: m)" in done.stderr
     assert "did you mean 'm'?" in done.stderr
