@@ -12,6 +12,11 @@ from failsoft.tiers.base import Backend
 
 # 4xx answers that say "not now" rather than "never": request timeout, conflict, too many requests
 TRANSIENT = {408, 409, 425, 429}
+# Idle connections are closed before the servers behind most engines close theirs (uvicorn: 5 s), so a
+# request rarely meets a connection the server has just closed.
+KEEP_ALIVE_S = 4.0
+# What a request on such a stale connection fails with.
+STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -41,7 +46,9 @@ class RemoteBackend(Backend):
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size, keepalive_timeout=KEEP_ALIVE_S, ttl_dns_cache=300
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
@@ -54,9 +61,22 @@ class RemoteBackend(Backend):
             await self._session.close()
 
     async def post_json(self, url: str, body: Any) -> Any:
+        data = _encode(body)
+        try:
+            return await self._post(url, data)
+        except TierUnavailable as err:
+            cause = err.__cause__
+            if not isinstance(cause, STALE) or isinstance(cause, aiohttp.ClientConnectorError):
+                raise  # a connection that could not be made is not a stale one
+        # A kept-alive connection the server had just closed (an idle timeout, or its own choice after an
+        # error): the request usually never reached the model. Once more, on a fresh connection; the tier's
+        # timeout still bounds both.
+        return await self._post(url, data)
+
+    async def _post(self, url: str, data: bytes) -> Any:
         assert self._session is not None, "backend not started"
         try:
-            async with self._session.post(url, data=_encode(body)) as resp:
+            async with self._session.post(url, data=data) as resp:
                 raw = await resp.read()
                 if resp.status >= 300:
                     said = gist(raw)

@@ -120,10 +120,14 @@ class MLServer:
                 self.kill()
 
 
+def runtime_model(folder: Path, name: str, model_file: Path, implementation: str) -> None:
+    """A model folder for one of MLServer's runtimes: the file, and its model-settings.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_file, folder / model_file.name)
+    settings = {"name": name, "implementation": implementation, "parameters": {"uri": f"./{model_file.name}"}}
+    (folder / "model-settings.json").write_text(json.dumps(settings))
+
+
 def sklearn_model(folder: Path, name: str, model_file: Path) -> None:
     """A model folder for MLServer's scikit-learn runtime."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(model_file, folder / "model.joblib")
-    settings = {"name": name, "implementation": "mlserver_sklearn.SKLearnModel",
-                "parameters": {"uri": "./model.joblib"}}  # fmt: skip
-    (folder / "model-settings.json").write_text(json.dumps(settings))
+    runtime_model(folder, name, model_file, "mlserver_sklearn.SKLearnModel")
