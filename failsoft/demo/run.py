@@ -82,7 +82,7 @@ class Demo:
         self.data_dir = data_dir
         self.faults = faults
         self.console = console
-        self.keep_serving = False  # after the summary, serve until Ctrl-C (to look at audits, the dashboard)
+        self.keep_serving = False  # after the summary, serve until Ctrl-C (to look at audits, the console)
         self.backend: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
         self.stats = Stats({"churn": 60.0, "recs": 60.0})
@@ -240,8 +240,9 @@ class Demo:
             await asyncio.to_thread(wait_http, f"http://127.0.0.1:{self.port}/v2/health/ready", self.gateway)
             await self._settled()
             self.console.print(
-                f"[dim]gateway on http://127.0.0.1:{self.port} (dashboard at /), "
-                f"heavy tier on :{self.backend_port}; logs in {self.data_dir}[/]"
+                f"[bold]console: http://127.0.0.1:{self.port}/[/] (live for the whole run; "
+                f"--keep-serving keeps it after)\n[dim]heavy tier on :{self.backend_port}; logs in "
+                f"{self.data_dir}[/]"
             )
             summary = await self._traffic(live)
             summary["audits_opened"] = await self._audits()
@@ -253,7 +254,7 @@ class Demo:
             if self.keep_serving:
                 print_summary(Console(), summary)
                 self.console.print(
-                    f"\n[bold]The gateway keeps serving[/] at http://127.0.0.1:{self.port} (dashboard at /); "
+                    f"\n[bold]The gateway keeps serving[/] at http://127.0.0.1:{self.port} (console at /); "
                     f"in another shell: export FAILSOFT_URL=http://127.0.0.1:{self.port} "
                     f"FAILSOFT_ADMIN_TOKEN={self.token}; then `failsoft audits list`. Ctrl-C stops it."
                 )
@@ -373,5 +374,5 @@ def run_demo(
         Console().print(f"\n[bold]{said}[/]")
         if summary.get("audits_opened"):
             console.print("[dim]The gateway has stopped: `failsoft demo --keep-serving` leaves it running to "
-                          "look at its audit items and dashboard.[/]")  # fmt: skip
+                          "look at its audit items and console.[/]")  # fmt: skip
     return 0 if ok else 1

@@ -21,9 +21,9 @@ from failsoft.errors import InvalidRequest, NoSuchAudit
 from failsoft.introspect import ModelInfo, describe, without_urls
 from failsoft.labels import Label, LabelsRequest, save_labels
 from failsoft.portfolio import Portfolio
+from failsoft.server import console
 from failsoft.server.auth import Tokens
 from failsoft.server.body import decode
-from failsoft.server.dashboard import PAGE
 from failsoft.server.http import (
     JSON,
     Forbidden,
@@ -96,6 +96,8 @@ class ControlPlane:
         self.portfolio = portfolio
         self.tokens = tokens
         self.max_body = portfolio.spec.server.max_body_bytes
+        # the console's last ten minutes of answers (attached to the chains once they are started)
+        self.recent = console.Recent(list(portfolio.chains))
 
     async def handle(self, req: Request) -> tuple[int, bytes, Headers]:
         allowed = False
@@ -301,7 +303,30 @@ class ControlPlane:
 
     @route("GET", "/")
     async def page(self, req: Request) -> Any:
-        return 200, PAGE, [(b"content-type", b"text/html; charset=utf-8")]
+        return 200, console.page(), [(b"content-type", b"text/html; charset=utf-8")]
+
+    @route("GET", "/static/{name}")
+    async def static(self, req: Request) -> Any:
+        kind = console.ASSETS.get(req.params["name"])
+        if kind is None:
+            raise NoRoute
+        return 200, console.asset(req.params["name"]), [(b"content-type", kind)]
+
+    @route("GET", "/v1/console")
+    async def console_doc(self, req: Request) -> Any:
+        """Everything the console page draws, in one document (one poll a few seconds apart)."""
+        p = self.portfolio
+        models = msgspec.to_builtins(without_urls(describe(p.chains, p.metrics)))
+
+        def stored() -> tuple[Any, Any, Any]:
+            states = p.state_store.load_states()
+            audits = [a.to_dict() for a in p.audits.items(None, None) if a.status != "resolved"]
+            shadowed = [m for m, c in p.chains.items() if len(c.eligible) > 1]
+            shadows = {m: msgspec.to_builtins(deploy.report(p.state_store, p.spec, m)) for m in shadowed}
+            return states, audits, shadows
+
+        states, audits, shadows = await self._stored(asyncio.to_thread(stored))
+        return console.console(self.recent, models, states, audits, shadows)
 
 
 def _audit_id(req: Request) -> int:

@@ -1,0 +1,136 @@
+"""The operator's console in a real browser (Debian's chromium, driven by Playwright's Python package given
+its path) against a real gateway while faults run: a quarantine shows with its reason, an audit item is
+acknowledged and resolved from the page with a token (and refused without a good one), a shadow verdict
+is visible. Screenshots go to ``$FAILSOFT_ARTIFACTS`` (default ``test-artifacts/``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failsoft.demo.procs import Proc, free_port
+from tests.http import post
+from tests.portfolios import default_tier, model, oip_tier, python_tier, write
+
+ALICE = "alice-token-0123456789abcdef"
+ARTIFACTS = Path(os.environ.get("FAILSOFT_ARTIFACTS", "test-artifacts"))
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        why = "Debian's chromium is not installed (apt-get install chromium; .ci/browser does it)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """``bad``: its engine is not there (it serves its default, and an audit item opens after 1 s);
+    ``good``: an in-process model with a shadow candidate."""
+    tmp = tmp_path_factory.mktemp("console")
+    down = oip_tier("engine", f"http://127.0.0.1:{free_port()}", "bad", breaker={"window": 4, "min_calls": 2})
+    models = {
+        "bad": model(down, default_tier(["a", "b"]), inputs=(), output={"type": "list"}, deadline_ms=50),
+        "good": model(python_tier("cpu", "tests.helpers:score"), default_tier(0.5), deadline_ms=50,
+                      candidates=(python_tier("next", "tests.helpers:score4"),)),
+    }  # fmt: skip
+    path = write(tmp, models, audit={"after_s": 1.0, "window_s": 1.0, "min_answers": 1})
+    (tmp / "tokens.toml").write_text(f'alice = "{ALICE}"\n')
+    os.environ["FAILSOFT_TOKENS_FILE"] = str(tmp / "tokens.toml")
+    try:
+        cmd = [sys.executable, "-m", "failsoft.cli", "serve", str(path), "--log-level", "warning"]
+        gw = Proc(cmd, "/v2/health/ready", tmp / "gw.log").start()
+    finally:
+        del os.environ["FAILSOFT_TOKENS_FILE"]
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            post(f"{gw.url}/v1/models/bad/predict", {"inputs": {}})
+            post(f"{gw.url}/v1/models/good/predict", {"inputs": {"x": 3}})
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=traffic, daemon=True)
+    thread.start()
+    yield gw
+    stop.set()
+    thread.join()
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    path = chromium()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
+
+
+def test_quarantine_audit_and_shadow_from_the_page(gateway: Proc, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(gateway.url + "/")
+    good = page.locator("#models tr[data-model=good]")
+    expect(good).to_contain_text("live", timeout=10_000)
+    reason = "tenure drifted (PSI 0.31)"
+    assert post(f"{gateway.url}/v1/models/good/health", {"health": "quarantined", "reason": reason},
+                {"Authorization": f"Bearer {ALICE}"}).status_code == 200  # fmt: skip
+    expect(good).to_contain_text("quarantined", timeout=6_000)
+    expect(good).to_contain_text(reason)
+    rows = page.locator("#models tbody tr")
+    assert rows.first.get_attribute("data-model") == "good", "problems sorted first"
+
+    card = page.locator("#audits article").filter(has_text="bad · fallback")
+    expect(card).to_contain_text("open", timeout=10_000)
+    expect(card.locator("button.ack")).to_be_disabled()  # read-only without a token
+    shadow = page.locator("[data-candidate='good/next']")
+    expect(shadow).to_contain_text("not proven yet", timeout=10_000)
+    expect(shadow.locator("li").first).to_be_visible()
+    shot(page, "1280x800")
+
+    page.fill("#token", "not-a-valid-token-xxxxxx")
+    page.press("#token", "Enter")
+    expect(page.locator("#who")).to_have_text("signed in")
+    card.locator("button.ack").click()
+    expect(card.locator(".msg")).to_contain_text("refused", timeout=5_000)
+    expect(card).to_contain_text("open")
+
+    page.click("#signout")
+    page.fill("#token", ALICE)
+    page.press("#token", "Enter")
+    card.locator("button.ack").click()
+    expect(card).to_contain_text("acknowledged", timeout=5_000)
+    card.locator("select[name=action]").select_option("approve_default")
+    card.locator("input[name=comment]").fill("the default is fine for now")
+    card.locator("button.resolve").click()
+    expect(page.locator("#audits")).not_to_contain_text("bad · fallback", timeout=5_000)
+    expect(page.locator("#trail")).to_contain_text("alice approve_default on bad", timeout=5_000)
+    shot(page, "after-audit")
+
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone.goto(gateway.url + "/")
+    expect(phone.locator("#models tr[data-model=good]")).to_contain_text("quarantined", timeout=6_000)
+    phone.keyboard.press("Tab")
+    assert phone.evaluate("document.activeElement.id") == "token", "the first stop is the sign-in"
+    assert "token" not in phone.url
+    shot(phone, "phone")
