@@ -72,9 +72,20 @@ class Recent:
         if len(b.latencies) < SAMPLES:
             b.latencies.append(o.latency_ms)
 
-    def series(self, model: str) -> list[dict[str, Any]]:
+    def series(self, model: str) -> dict[str, Any]:
         """The buckets from the first kept one (at most ten minutes back, at least a minute), empty ones
-        included, oldest first."""
+        included, oldest first, as columns (a hundred models' ten minutes stay a few hundred kilobytes):
+        ``t0`` the first bucket's start, ``n``, ``degraded``, ``p50``, ``p99`` and ``tiers`` (tier -> its
+        answers per bucket)."""
+        rows = self._rows(model)
+        tiers: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            for tier, c in r["tiers"].items():
+                tiers.setdefault(tier, [0] * len(rows))[i] = c
+        columns: dict[str, Any] = {k: [r[k] for r in rows] for k in ("n", "degraded", "p50", "p99")}
+        return {"t0": rows[0]["t"], **columns, "tiers": tiers}
+
+    def _rows(self, model: str) -> list[dict[str, Any]]:
         now = self.clock()
         last = now - now % BUCKET_S
         ring = self.buckets.get(model, ())

@@ -16,12 +16,49 @@ from typing import Any
 
 import pytest
 
+from failsoft.chain import Answer
 from failsoft.demo.procs import Proc, free_port
+from failsoft.server.console import BUCKET_S, BUCKETS, MIN_SPAN, Recent
+from failsoft.types import Outcome
 from tests.http import post
 from tests.portfolios import default_tier, model, oip_tier, python_tier, write
 
 ALICE = "alice-token-0123456789abcdef"
 ARTIFACTS = Path(os.environ.get("FAILSOFT_ARTIFACTS", "test-artifacts"))
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def answer(model: str, tier: str, latency_ms: float, degraded: bool = False) -> Answer:
+    outcome = Outcome("r", model, "1", tier, degraded, None, 0.5, latency_ms)
+    return Answer(outcome, [0.5], [{}], None, None, ())
+
+
+def test_recent_history_in_five_second_buckets() -> None:
+    clock = Clock(1000.0)
+    recent = Recent(["m"], clock)
+    for i in range(100):
+        recent.observe(answer("m", "heavy", float(i)))
+    clock.t = 1007.0  # the next bucket
+    for _ in range(30):
+        recent.observe(answer("m", "default", 50.0, degraded=True))
+    recent.observe(answer("other", "x", 1.0))  # a model it does not know: ignored
+    s = recent.series("m")
+    assert len(s["n"]) == MIN_SPAN and s["t0"] == 1005.0 - BUCKET_S * (MIN_SPAN - 1)
+    assert s["n"][-2:] == [100, 30] and s["degraded"][-2:] == [0, 30]
+    assert s["tiers"] == {"heavy": [0] * (MIN_SPAN - 2) + [100, 0], "default": [0] * (MIN_SPAN - 1) + [30]}
+    assert s["p50"][-2] == 50.0 and s["p99"][-2] == 99.0 and s["p50"][0] is None
+    w = recent.window("m")
+    assert w["answered"] == 130 and w["degraded_share"] == round(30 / 130, 4) and w["p99"] == 98.0
+    clock.t = 1000.0 + BUCKET_S * (BUCKETS + 40)  # long after: the span is at most ten minutes
+    assert len(recent.series("m")["n"]) == BUCKETS
+    assert recent.window("m")["answered"] == 0
 
 
 def chromium() -> str:

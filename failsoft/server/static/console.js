@@ -42,21 +42,21 @@ function spark(values, label, max) {
 const COLORS = ["#0a7d27", "#1a73e8", "#9a5b00", "#b3261e", "#6a1b9a"];
 function tierMix(model) {
   const names = model.chain.map((t) => t.name);
-  const series = model.series, w = 120, h = 24, bw = w / series.length;
+  const s = model.series, w = 120, h = 24, bw = w / s.n.length;
   let rects = "";
-  series.forEach((b, i) => {
-    if (!b.n) return;
+  s.n.forEach((n, i) => {
+    if (!n) return;
     let y = h;
     names.forEach((name, k) => {
-      const c = b.tiers[name] || 0;
+      const c = (s.tiers[name] || [])[i] || 0;
       if (!c) return;
-      const bh = (c / b.n) * h;
+      const bh = (c / n) * h;
       y -= bh;
       rects += `<rect x="${(i * bw).toFixed(1)}" y="${y.toFixed(1)}" width="${bw.toFixed(1)}" height="${bh.toFixed(1)}" fill="${COLORS[Math.min(k, COLORS.length - 1)]}"/>`;
     });
   });
   const totals = {};
-  series.forEach((b) => Object.entries(b.tiers).forEach(([t, c]) => (totals[t] = (totals[t] || 0) + c)));
+  Object.entries(s.tiers).forEach(([t, cs]) => (totals[t] = cs.reduce((a, b) => a + b, 0)));
   const all = Object.values(totals).reduce((a, b) => a + b, 0);
   const legend = names.filter((t) => totals[t]).map((t) => `${t} ${pct(totals[t] / all)}`).join(" · ") || "no answers";
   return `<svg width="${w}" height="${h}" role="img" aria-label="answered by: ${esc(legend)}"><title>${esc(legend)}</title>${rects}</svg>` +
@@ -84,14 +84,14 @@ function trouble(m) {
 function drawModels(doc) {
   const rows = [...doc.models].sort((a, b) => trouble(b) - trouble(a) || a.name.localeCompare(b.name));
   $("models").tBodies[0].innerHTML = rows.map((m) => {
-    const r = m.recent, series = m.series;
-    const degraded = series.map((b) => (b.n ? b.degraded / b.n : null));
+    const r = m.recent, s = m.series;
+    const degraded = s.n.map((n, i) => (n ? s.degraded[i] / n : null));
     const why = m.reason ? `<span class="why">${esc(m.reason)}${m.since ? ` · for ${age(m.since)}` : ""}</span>` : "";
     const breakers = m.chain.filter((t) => t.breaker).map((t) => `<span class="${esc(t.breaker)}">${esc(t.name)}: ${esc(t.breaker.replace("_", " "))}</span>`).join("<br>");
     return `<tr data-model="${esc(m.name)}"><th scope="row">${esc(m.name)} <small>v${esc(m.version)}</small></th>` +
       `<td>${badge(m)}${why}</td>` +
       `<td class="num">${pct(r.degraded_share)} ${spark(degraded, `degraded share, last 10 minutes: now ${pct(r.degraded_share)}`, 1)}</td>` +
-      `<td class="num">${ms(r.p50)} / ${ms(r.p99)} ms ${spark(series.map((b) => b.p99), `p99 latency, last 10 minutes (deadline ${m.deadline_ms} ms)`, m.deadline_ms)}</td>` +
+      `<td class="num">${ms(r.p50)} / ${ms(r.p99)} ms ${spark(s.p99, `p99 latency, last 10 minutes (deadline ${m.deadline_ms} ms)`, m.deadline_ms)}</td>` +
       `<td>${tierMix(m)}</td><td>${breakers || "–"}</td>` +
       `<td class="num">${m.audits_open ? `<a href="#audit-${esc(m.name)}">${m.audits_open} open</a>` : "none"}</td></tr>`;
   }).join("");
