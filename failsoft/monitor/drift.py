@@ -164,6 +164,8 @@ def _numeric(refs: list[Numeric], values: list[Array], chunk: Ints, nc: int) -> 
             "missing": missing[:, i] / np.maximum(total, 1),
             "out_of_range": oor[:, i] / np.maximum(n[:, i], 1),
             "bins": np.full(nc, bins[i]),
+            # each window's share per PSI bin (the reference's deciles), to draw against the reference
+            CURRENT: coarse[:, i, : len(refs[i].proportions)] / np.maximum(n[:, i], 1)[:, None],
         }
         for i in range(f)
     ]
@@ -205,6 +207,7 @@ def _categorical(ref: Categorical, codes: Ints, chunk: Ints, nc: int) -> dict[st
         "missing": missing / np.maximum(total, 1),
         "unseen": unseen,
         "bins": np.full(nc, float((props > 0).sum())),
+        CURRENT: counts / np.maximum(n, 1)[:, None],
     }
 
 
@@ -242,6 +245,7 @@ def _as_text(values: Any) -> Any:
 
 
 _P_TESTS = {"psi": "psi_p", "ks": "ks_p", "chi2": "chi2_p"}
+CURRENT = "current"  # a window's shares per bin: drawn, never a statistic
 
 
 def _psi_tests(refs: dict[str, Any], stats: dict[str, dict[str, Array]], level: float) -> None:
@@ -293,7 +297,11 @@ def evaluate(
         drifted, quality = [], []
         small = bool(rows[w] < spec.min_rows)
         for name, ref in refs.items():
-            s: dict[str, Any] = {k: float(v[w]) for k, v in stats[name].items()}
+            s: dict[str, Any] = {k: float(v[w]) for k, v in stats[name].items() if k != CURRENT}
+            s["distribution"] = {
+                "reference": [round(float(x), 5) for x in ref.proportions],
+                "current": [round(float(x), 5) for x in stats[name][CURRENT][w]],
+            }
             adj = {t: float(adjusted[w, i]) for i, (fn, t) in enumerate(keys) if fn == name}
             s["p_adjusted"] = adj
             problems = []

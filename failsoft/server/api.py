@@ -312,6 +312,28 @@ class ControlPlane:
             raise NoRoute
         return 200, console.asset(req.params["name"]), [(b"content-type", kind)]
 
+    @route("GET", "/v1/console/models/{model}")
+    async def console_model(self, req: Request) -> Any:
+        """What a model's page draws, in one document."""
+        model = self.model(req)
+        p = self.portfolio
+        chains = {model: p.chains[model]}
+        info = msgspec.to_builtins(without_urls(describe(chains, p.metrics)))[0]
+
+        def stored() -> tuple[Any, Any, Any]:
+            events = [dataclasses.asdict(e) for e in p.state_store.state_events(model, limit=30)]
+            flips = msgspec.to_builtins(deploy.history(p.state_store, model, limit=30))
+            shadow = None
+            if len(p.chains[model].eligible) > 1:
+                shadow = msgspec.to_builtins(deploy.report(p.state_store, p.spec, model))
+            return events, flips, shadow
+
+        events, flips, shadow = await self._stored(asyncio.to_thread(stored))
+        report = p.monitors.report(model)
+        monitor = msgspec.to_builtins(report) if report is not None else None
+        reason = p.chains[model].health_reason
+        return console.model_page(self.recent, info, reason, monitor, events, flips, shadow)
+
     @route("GET", "/v1/console")
     async def console_doc(self, req: Request) -> Any:
         """Everything the console page draws, in one document (one poll a few seconds apart)."""

@@ -108,6 +108,50 @@ class Recent:
                 "p50": q["p50"], "p99": q["p99"]}  # fmt: skip
 
 
+def histogram(
+    recent: Recent, model: str, deadline_ms: float, seconds: float = 300.0, bins: int = 20
+) -> dict[str, Any]:
+    """The latency samples of the last ``seconds`` in ``bins`` equal bins from 0 to the deadline, and how
+    many were over it."""
+    since = recent.clock() - seconds
+    samples = [x for b in recent.buckets.get(model, ()) if b.start >= since - BUCKET_S for x in b.latencies]
+    width = deadline_ms / bins
+    counts = [0] * bins
+    over = 0
+    for x in samples:
+        if x > deadline_ms:
+            over += 1
+        else:
+            counts[min(bins - 1, int(x / width))] += 1
+    edges = [round(i * width, 3) for i in range(bins + 1)]
+    return {"edges": edges, "counts": counts, "over": over, "samples": len(samples)}
+
+
+def model_page(
+    recent: Recent,
+    info: dict[str, Any],
+    reason: str,
+    monitor: dict[str, Any] | None,
+    events: list[Any],
+    history: list[Any],
+    shadow: Any,
+) -> dict[str, Any]:
+    """One model's page: its chain and counters, latency histogram, drift windows (newest first, at most
+    eight), promotions, health events and shadow report."""
+    if monitor is not None and "windows" in monitor:
+        monitor = {**monitor, "windows": monitor["windows"][:8]}
+    return {
+        "model": info,
+        "reason": reason,
+        "recent": recent.window(info["name"]),
+        "latency": histogram(recent, info["name"], info["deadline_ms"]),
+        "monitor": monitor,
+        "events": events,
+        "history": history,
+        "shadow": shadow,
+    }
+
+
 def console(
     recent: Recent,
     models: list[Any],

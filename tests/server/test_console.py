@@ -6,6 +6,7 @@ is visible. Screenshots go to ``$FAILSOFT_ARTIFACTS`` (default ``test-artifacts/
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import sys
 import threading
@@ -80,7 +81,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     models = {
         "bad": model(down, default_tier(["a", "b"]), inputs=(), output={"type": "list"}, deadline_ms=50),
         "good": model(python_tier("cpu", "tests.helpers:score"), default_tier(0.5), deadline_ms=50,
-                      candidates=(python_tier("next", "tests.helpers:score4"),)),
+                      candidates=(python_tier("next", "tests.helpers:score4"),),
+                      inputs=({"name": "x", "min": 0, "max": 10},),
+                      monitor={"learn_rows": 60, "window_rows": 60, "action": "warn"}),
     }  # fmt: skip
     path = write(tmp, models, audit={"after_s": 1.0, "window_s": 1.0, "min_answers": 1})
     (tmp / "tokens.toml").write_text(f'alice = "{ALICE}"\n')
@@ -95,7 +98,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     def traffic() -> None:
         while not stop.is_set():
             post(f"{gw.url}/v1/models/bad/predict", {"inputs": {}})
-            post(f"{gw.url}/v1/models/good/predict", {"inputs": {"x": 3}})
+            post(f"{gw.url}/v1/models/good/predict", {"inputs": {"x": random.uniform(0, 10)}})
             time.sleep(0.02)
 
     thread = threading.Thread(target=traffic, daemon=True)
@@ -163,6 +166,21 @@ def test_quarantine_audit_and_shadow_from_the_page(gateway: Proc, browser: Any) 
     expect(page.locator("#audits")).not_to_contain_text("bad · fallback", timeout=5_000)
     expect(page.locator("#trail")).to_contain_text("alice approve_default on bad", timeout=5_000)
     shot(page, "after-audit")
+
+    # the model's page: its chain, latency against the deadline, drift windows, shadows, health events
+    page.click("#models a[href='#/models/good']")
+    view = page.locator("#model-view")
+    expect(view).to_contain_text("The chain", timeout=5_000)
+    expect(view.locator("table").first).to_contain_text("cpu")
+    expect(view).to_contain_text("within the 50 ms deadline")
+    expect(view.locator("button.feature[data-feature=x]")).to_be_visible(timeout=15_000)
+    expect(view).to_contain_text("x: reference against window")
+    expect(view.locator("[data-candidate='good/next']")).to_contain_text("not proven yet")
+    expect(view).to_contain_text(f"health quarantined by alice: {reason}")
+    assert page.locator("#portfolio").is_hidden()
+    shot(page, "model-page")
+    page.click("#model-view a[href='#']")
+    expect(page.locator("#portfolio")).to_be_visible()
 
     phone = browser.new_page(viewport={"width": 390, "height": 844})
     phone.goto(gateway.url + "/")

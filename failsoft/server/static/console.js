@@ -88,7 +88,7 @@ function drawModels(doc) {
     const degraded = s.n.map((n, i) => (n ? s.degraded[i] / n : null));
     const why = m.reason ? `<span class="why">${esc(m.reason)}${m.since ? ` · for ${age(m.since)}` : ""}</span>` : "";
     const breakers = m.chain.filter((t) => t.breaker).map((t) => `<span class="${esc(t.breaker)}">${esc(t.name)}: ${esc(t.breaker.replace("_", " "))}</span>`).join("<br>");
-    return `<tr data-model="${esc(m.name)}"><th scope="row">${esc(m.name)} <small>v${esc(m.version)}</small></th>` +
+    return `<tr data-model="${esc(m.name)}"><th scope="row"><a href="#/models/${encodeURIComponent(m.name)}">${esc(m.name)}</a> <small>v${esc(m.version)}</small></th>` +
       `<td>${badge(m)}${why}</td>` +
       `<td class="num">${pct(r.degraded_share)} ${spark(degraded, `degraded share, last 10 minutes: now ${pct(r.degraded_share)}`, 1)}</td>` +
       `<td class="num">${ms(r.p50)} / ${ms(r.p99)} ms ${spark(s.p99, `p99 latency, last 10 minutes (deadline ${m.deadline_ms} ms)`, m.deadline_ms)}</td>` +
@@ -130,8 +130,12 @@ function drawAudits(doc) {
 }
 
 function drawShadows(doc) {
-  const reports = doc.models.filter((m) => m.shadow && m.shadow.candidates.length);
-  $("shadows").innerHTML = reports.length ? reports.map((m) => m.shadow.candidates.map((c) => {
+  $("shadows").innerHTML = shadowCards(doc.models);
+}
+
+function shadowCards(models) {
+  const reports = models.filter((m) => m.shadow && m.shadow.candidates.length);
+  return reports.length ? reports.map((m) => m.shadow.candidates.map((c) => {
     const v = c.verdict;
     const rules = v.rules.map((r) => `<li class="${r.passed ? "pass" : "fail"}">${r.passed ? "✔" : "✘"} ${esc(r.rule)}: ${esc(r.detail)}</li>`).join("");
     const metric = c.metric && c.metric.difference != null ? ` · ${esc(c.metric.name)} difference ${c.metric.difference.toFixed(4)}${c.metric.ci95 ? ` (95% CI ${c.metric.ci95.map((x) => x.toFixed(4)).join(" to ")})` : ""}` : "";
@@ -150,6 +154,10 @@ async function drawTrail() {
 }
 
 async function poll() {
+  const name = modelName();
+  $("portfolio").hidden = !!name;
+  $("model-view").hidden = !name;
+  if (name) return pollModel(name);
   try {
     const r = await fetch("/v1/console", {cache: "no-store"});
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -165,6 +173,18 @@ async function poll() {
   }
 }
 
+async function pollModel(name) {
+  try {
+    const r = await fetch(`/v1/console/models/${encodeURIComponent(name)}`, {cache: "no-store"});
+    const d = await r.json();
+    if (!r.ok) throw new Error(d.error || `HTTP ${r.status}`);
+    drawModelPage(d);
+    $("status").textContent = `${name} · updated ${new Date().toLocaleTimeString()}`;
+  } catch (e) {
+    $("status").textContent = `cannot show ${name} (${e.message}); retrying`;
+  }
+}
+
 async function act(id, path, body) {
   const r = await fetch(`/v1/audits/${id}/${path}`, {
     method: "POST",
@@ -175,6 +195,78 @@ async function act(id, path, body) {
   messages[id] = r.ok ? `${d.item ? d.item.status : "done"} (${body.action || path})` : `refused: ${d.error || r.status}`;
   document.activeElement && document.activeElement.blur();
   await poll();
+}
+
+// ---- a model's page: #/models/NAME ------------------------------------------------------------------
+const modelName = () => (location.hash.startsWith("#/models/") ? decodeURIComponent(location.hash.slice(9)) : null);
+
+function histogram(h, deadline) {
+  const w = 360, hh = 80, n = h.counts.length, top = Math.max(1, ...h.counts, h.over);
+  const bw = w / (n + 1);
+  let bars = h.counts.map((c, i) => `<rect x="${(i * bw).toFixed(1)}" y="${(hh - (c / top) * hh).toFixed(1)}" width="${(bw - 1).toFixed(1)}" height="${((c / top) * hh).toFixed(1)}" fill="#1a73e8"><title>${h.edges[i]}–${h.edges[i + 1]} ms: ${c}</title></rect>`).join("");
+  bars += `<rect x="${(n * bw).toFixed(1)}" y="${(hh - (h.over / top) * hh).toFixed(1)}" width="${(bw - 1).toFixed(1)}" height="${((h.over / top) * hh).toFixed(1)}" fill="#b3261e"><title>over the deadline: ${h.over}</title></rect>`;
+  const label = `latency of ${h.samples} answers, last 5 minutes: ${h.counts.reduce((a, b) => a + b, 0)} within the ${deadline} ms deadline, ${h.over} over`;
+  return `<svg width="${w}" height="${hh + 14}" role="img" aria-label="${esc(label)}"><title>${esc(label)}</title>${bars}` +
+    `<text x="0" y="${hh + 12}" font-size="10">0</text><text x="${(n * bw - 30).toFixed(0)}" y="${hh + 12}" font-size="10">${deadline} ms</text></svg><p class="note">${esc(label)}</p>`;
+}
+
+function bars(ref, cur, label) {
+  const w = 360, h = 70, n = Math.max(ref.length, cur.length), top = Math.max(1e-9, ...ref, ...cur), bw = w / n;
+  let out = "";
+  for (let i = 0; i < n; i++) {
+    const r = ref[i] || 0, c = cur[i] || 0;
+    out += `<rect x="${(i * bw).toFixed(1)}" y="${(h - (r / top) * h).toFixed(1)}" width="${(bw / 2 - 1).toFixed(1)}" height="${((r / top) * h).toFixed(1)}" fill="#9aa0a6"><title>bin ${i + 1}, reference: ${pct(r)}</title></rect>`;
+    out += `<rect x="${(i * bw + bw / 2).toFixed(1)}" y="${(h - (c / top) * h).toFixed(1)}" width="${(bw / 2 - 1).toFixed(1)}" height="${((c / top) * h).toFixed(1)}" fill="#1a73e8"><title>bin ${i + 1}, current: ${pct(c)}</title></rect>`;
+  }
+  return `<svg width="${w}" height="${h}" role="img" aria-label="${esc(label)}"><title>${esc(label)}</title>${out}</svg>` +
+    `<p class="note">grey: reference · blue: the latest window · bins: the reference's deciles</p>`;
+}
+
+let chosenFeature = null;
+function drawModelPage(d) {
+  const m = d.model;
+  const chain = m.chain.map((t) => {
+    const skipped = t.skipped ? Object.entries(t.skipped).map(([k, v]) => `${esc(k)} ${v}`).join(", ") : "";
+    const b = t.breaker ? t.breaker.state : "";
+    return `<tr><th scope="row">${esc(t.name)}</th><td>${esc(t.kind)}</td><td class="${esc(b)}">${esc(b.replace("_", " ") || "–")}</td>` +
+      `<td class="num">${t.in_flight ?? "–"}</td><td class="num">${t.answered}</td><td>${skipped || "none"}</td></tr>`;
+  }).join("");
+  const mon = d.monitor;
+  let drift = "<p>Not monitored: add a [models.NAME.monitor] table.</p>";
+  if (mon && mon.windows) {
+    const windows = mon.windows.slice(0, 8);
+    const features = windows.length ? Object.keys(windows[0].features) : [];
+    if (!chosenFeature || !features.includes(chosenFeature)) chosenFeature = features[0] || null;
+    const head = windows.map((w) => `<th scope="col">window ${w.window}<br><small>${esc(w.verdict)}</small></th>`).join("");
+    const rows = features.map((f) => `<tr><th scope="row"><button type="button" class="feature" data-feature="${esc(f)}" aria-pressed="${f === chosenFeature}">${esc(f)}</button></th>` +
+      windows.map((w) => {
+        const s = w.features[f];
+        const flag = s.drift ? `<span class="fail">drift</span>` : s.quality.length ? `<span class="fail">${esc(s.quality.join(", "))}</span>` : `<span class="pass">ok</span>`;
+        return `<td class="num">PSI ${s.psi.toFixed(3)}${s.ks != null ? ` · KS ${s.ks.toFixed(3)}` : ""} ${flag}</td>`;
+      }).join("") + "</tr>").join("");
+    const policy = mon.policy || {};
+    const latest = windows[0];
+    const dist = latest && chosenFeature && latest.features[chosenFeature].distribution;
+    drift = `<p class="note">${esc(mon.state)} · ${mon.windows_judged} windows judged · a feature drifts when a test is significant at alpha ${policy.alpha ?? "?"} (Holm) and PSI ≥ ${policy.min_psi ?? "?"}</p>` +
+      (windows.length ? `<div class="scroll"><table><thead><tr><th scope="col">feature</th>${head}</tr></thead><tbody>${rows}</tbody></table></div>` : "<p>No window judged yet.</p>") +
+      (dist ? `<h3>${esc(chosenFeature)}: reference against window ${latest.window}</h3>${bars(dist.reference, dist.current, `${chosenFeature}: reference and current distribution`)}` : "");
+    const perf = windows.slice().reverse();
+    const metric = perf.length && perf[0].estimated ? Object.keys(perf[0].estimated).find((k) => k !== "method") : null;
+    if (metric) {
+      drift += `<h3>Performance: ${esc(metric)}, estimated before labels and realized once they come</h3><table><thead><tr><th scope="col">window</th><th scope="col">estimated</th><th scope="col">realized</th><th scope="col">labelled</th></tr></thead><tbody>` +
+        perf.map((w) => `<tr><td>${w.window}</td><td class="num">${w.estimated && w.estimated[metric] != null ? Number(w.estimated[metric]).toFixed(3) : "–"}</td><td class="num">${w.realized && w.realized[metric] != null ? Number(w.realized[metric]).toFixed(3) : "–"}</td><td class="num">${w.labelled}</td></tr>`).join("") + "</tbody></table>";
+    }
+  }
+  const history = d.history.length ? d.history.map((f) => `<li>${age(f.ts)} ago · ${esc(f.action)} ${esc(f.from)} → ${esc(f.to)} by <strong>${esc(f.actor)}</strong>${f.forced ? " (forced)" : ""}${f.reason ? `: ${esc(f.reason)}` : ""}</li>`).join("") : "<li>No promotion yet.</li>";
+  const events = d.events.length ? d.events.map((e) => `<li>${age(e.ts)} ago · ${esc(e.kind)} ${esc(e.value)} by <strong>${esc(e.actor)}</strong>${e.reason ? `: ${esc(e.reason)}` : ""}</li>`).join("") : "<li>No change yet.</li>";
+  $("model-view").innerHTML = `<p><a href="#">← all models</a></p><h2>${esc(m.name)} <small>v${esc(m.version)} · deadline ${m.deadline_ms} ms</small> ${badge({health: m.health, recent: d.recent})}</h2>` +
+    (d.reason ? `<p class="why">${esc(d.reason)}</p>` : "") +
+    `<h3>The chain</h3><div class="scroll"><table><thead><tr><th scope="col">tier</th><th scope="col">kind</th><th scope="col">breaker</th><th scope="col">in flight</th><th scope="col">answered</th><th scope="col">skipped, by reason</th></tr></thead><tbody>${chain}</tbody></table></div>` +
+    `<h3>Latency against the deadline</h3>${histogram(d.latency, m.deadline_ms)}` +
+    `<h3>Drift and data quality, recent windows</h3>${drift}` +
+    `<h3>Shadow candidates</h3><div id="model-shadows"></div>` +
+    `<h3>Promotions</h3><ul>${history}</ul><h3>Health events</h3><ul>${events}</ul>`;
+  $("model-shadows").innerHTML = shadowCards([{name: m.name, shadow: d.shadow}]);
 }
 
 $("audits").addEventListener("click", (e) => {
@@ -199,6 +291,11 @@ $("signin").addEventListener("submit", (e) => {
   poll();
 });
 $("signout").addEventListener("click", () => { sessionStorage.removeItem(KEY); showWho(); poll(); });
+$("model-view").addEventListener("click", (e) => {
+  const b = e.target.closest("button.feature");
+  if (b) { chosenFeature = b.dataset.feature; poll(); }
+});
+window.addEventListener("hashchange", () => { window.scrollTo(0, 0); poll(); });
 showWho();
 poll();
 setInterval(poll, POLL_MS);
