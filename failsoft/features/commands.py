@@ -131,7 +131,6 @@ def _features_status(store: Any, names: list[str], as_json: bool) -> int:
 
 
 def _leakage(args: argparse.Namespace) -> int:
-    import html
     import json
 
     from failsoft.features import FeatureStore
@@ -164,15 +163,9 @@ def _leakage(args: argparse.Namespace) -> int:
         console().print(t)
         print(", ".join(f"{v} {k}" for k, v in report["summary"].items()))
     if args.html:
-        rows = "".join(
-            f"<tr><td>{html.escape(f['table'])}</td><td>{html.escape(f['feature'])}</td>"
-            f"<td>{f['verdict']}</td><td>{html.escape(f['reason'])}</td></tr>"
-            for f in report["features"]
-        )
-        Path(args.html).write_text(
-            f"<!doctype html><meta charset=utf-8><title>failsoft leakage audit</title>"
-            f"<table border=1><tr><th>table<th>feature<th>verdict<th>reason</tr>{rows}</table>"
-        )
+        from failsoft.reports import leakage_page
+
+        Path(args.html).write_text(leakage_page(report))
     return 1 if report["summary"]["leak"] else 0
 
 

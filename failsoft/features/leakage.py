@@ -10,6 +10,7 @@ leak, and checks that drop Nulls first never see it. One verdict per feature, wi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,6 +99,28 @@ def latency(store: FeatureStore, table: str) -> dict[str, float | None]:
     return {"p50": p50, "p95": p95, "max": worst}
 
 
+# How late rows land, in spans a person reads at a glance: (label, upper bound in seconds)
+LAG_SPANS = (("on time", 0.0), ("<1m", 60.0), ("1-10m", 600.0), ("10m-1h", 3600.0), ("1-6h", 21600.0),
+             ("6h-1d", 86400.0), ("1-7d", 604800.0), (">7d", math.inf))  # fmt: skip
+
+
+def latency_histogram(store: FeatureStore, table: str) -> list[dict[str, Any]]:
+    """Rows per span of ``available_at - event_time``."""
+    lag = "epoch(available_at) - epoch(event_time)"
+    cases = " ".join(f"WHEN {lag} <= {bound} THEN {i}" for i, (_, bound) in enumerate(LAG_SPANS[:-1]))
+    con = connect()
+    try:
+        got = dict(
+            con.execute(
+                f"SELECT CASE {cases} ELSE {len(LAG_SPANS) - 1} END AS span, count(*) "
+                f"FROM read_parquet('{store.table(table).glob}') GROUP BY span"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    return [{"label": label, "rows": int(got.get(i, 0))} for i, (label, _) in enumerate(LAG_SPANS)]
+
+
 def audit(
     store: FeatureStore,
     spine: Any,
@@ -184,6 +207,7 @@ def audit(
         "features": [asdict(v) for v in verdicts],
         "summary": {k: sum(1 for v in verdicts if v.verdict == k) for k in VERDICTS},
     }
+    report["latency_hist"] = {name: latency_histogram(store, name) for name in tables}
     if split is not None:
         report["split"] = _split_overlap(spine, split, time_col)
     return report

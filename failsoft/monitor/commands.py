@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from failsoft.errors import ConfigError
@@ -70,6 +71,10 @@ def _drift(args: argparse.Namespace) -> int:
         report["seconds"] = round(time.perf_counter() - t, 3)
     except (ProfileError, TypeError, ValueError) as err:
         return _fail(err)
+    if args.html:
+        from failsoft.reports import drift_page
+
+        Path(args.html).write_text(drift_page(report, args.profile, args.data, args.min_psi))
     if args.json:
         print(json.dumps(report))
     else:
@@ -157,6 +162,7 @@ def add_commands(sub: Any) -> None:
     dr.add_argument("--tests", default="psi,ks,chi2")
     dr.add_argument("--fail-on-drift", action="store_true", help="exit code 1 when a chunk drifted")
     dr.add_argument("--json", action="store_true")
+    dr.add_argument("--html", default=None, help="also write the report as a page with plots")
     dr.add_argument("--quiet", action="store_true", help="no progress line")
     dr.set_defaults(fn=_drift, progress=True)
 

@@ -101,8 +101,13 @@ def test_cli_profile_drift_estimate(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["drift", str(out), str(ANALYSIS), "--chunk-size", "5000", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["drifted_chunks"] == 5 and [c["verdict"] for c in doc["chunks"]][4:6] == ["ok", "drift"]
-    assert main(["drift", str(out), str(ANALYSIS), "--chunk-size", "5000", "--fail-on-drift"]) == 1
+    page = tmp_path / "drift.html"
+    assert main(["drift", str(out), str(ANALYSIS), "--chunk-size", "5000", "--fail-on-drift", "--html",
+                 str(page)]) == 1  # fmt: skip
     assert "5 of 10 chunks drifted" in capsys.readouterr().out
+    text = page.read_text()  # a page of its own: plots inline, nothing fetched, no script
+    assert text.count("<svg") >= 2 * len(FEATURES) and "<strong>5 drifted</strong>" in text
+    assert "<script" not in text and "src=" not in text and "href=" not in text
     assert main(["estimate", "--reference", str(REFERENCE), "--analysis", str(ANALYSIS),
                  "--analysis-targets", str(TARGETS), "--score-column", "y_pred_proba",
                  "--target-column", "repaid", "--json"]) == 0  # fmt: skip
