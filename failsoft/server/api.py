@@ -348,7 +348,8 @@ class ControlPlane:
             return states, audits, shadows
 
         states, audits, shadows = await self._stored(asyncio.to_thread(stored))
-        return console.console(self.recent, models, states, audits, shadows)
+        defaults = {name: chain.default.describe() for name, chain in p.chains.items()}
+        return console.console(self.recent, models, states, audits, shadows, defaults)
 
 
 def _audit_id(req: Request) -> int:

@@ -158,9 +158,11 @@ def console(
     states: dict[str, Any],
     audits: list[Any],
     shadows: dict[str, Any],
+    defaults: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The page's document: ``models`` as ``describe`` gives them (builtins), the stored health states,
-    the audit items not yet resolved, and the shadow reports of models with candidates."""
+    the audit items not yet resolved, the shadow reports of models with candidates, and each model's safe
+    default (its value, when it was computed or set, by whom)."""
     open_by_model = Counter(a["model"] for a in audits)
     out = []
     for m in models:
@@ -180,6 +182,15 @@ def console(
                 "chain": chain,
                 "audits_open": open_by_model[m["name"]],
                 "shadow": shadows.get(m["name"]),
+                # online feature tables: how long ago their newest value landed, against the bound
+                "features": [
+                    {k: f.get(k) for k in ("table", "newest_age_s", "max_age_s")} for f in m["features"]
+                ],
+                "default": {
+                    k: defaults[m["name"]].get(k) for k in ("value", "refreshed_at", "pinned", "set_by")
+                }
+                if m["name"] in defaults
+                else None,
             }
         )
     return {"now": recent.clock(), "bucket_s": BUCKET_S, "models": out, "audits": audits}

@@ -160,11 +160,14 @@ def test_quarantine_audit_and_shadow_from_the_page(gateway: Proc, browser: Any) 
     page.press("#token", "Enter")
     card.locator("button.ack").click()
     expect(card).to_contain_text("acknowledged", timeout=5_000)
-    card.locator("select[name=action]").select_option("approve_default")
-    card.locator("input[name=comment]").fill("the default is fine for now")
+    expect(card).to_contain_text('safe default now: ["a","b"] · as written in the portfolio file')
+    card.locator("select[name=action]").select_option("replace_default")
+    card.locator("input[name=value]").fill('["z"]')
+    card.locator("input[name=comment]").fill("a fresher list until the engine is back")
     card.locator("button.resolve").click()
     expect(page.locator("#audits")).not_to_contain_text("bad · fallback", timeout=5_000)
-    expect(page.locator("#trail")).to_contain_text("alice approve_default on bad", timeout=5_000)
+    expect(page.locator("#trail")).to_contain_text("alice replace_default on bad", timeout=5_000)
+    assert post(f"{gateway.url}/v1/models/bad/predict", {"inputs": {}}).json()["outputs"] == ["z"]
     shot(page, "after-audit")
 
     # the model's page: its chain, latency against the deadline, drift windows, shadows, health events

@@ -4,8 +4,8 @@
 const POLL_MS = 2000;
 const KEY = "failsoft-token";
 const ACTIONS = {
-  fallback: ["approve_default", "refresh_default", "restore", "keep_out", "comment"],
-  stale_default: ["approve_default", "refresh_default", "comment"],
+  fallback: ["approve_default", "refresh_default", "replace_default", "restore", "keep_out", "comment"],
+  stale_default: ["approve_default", "refresh_default", "replace_default", "comment"],
   approval: ["approve_promotion", "reject_promotion", "comment"],
 };
 const $ = (id) => document.getElementById(id);
@@ -72,12 +72,24 @@ function badge(m) {
   return `<span class="badge ${esc(m.health)}">${esc(m.health.replace("_", " "))}</span>`;
 }
 
+// How long ago each online feature table's newest value landed; past the model's bound it says so.
+function freshness(m) {
+  if (!m.features || !m.features.length) return "–";
+  return m.features.map((f) => {
+    if (f.newest_age_s == null) return `${esc(f.table)}: <span class="open">no values</span>`;
+    const stale = f.max_age_s != null && f.newest_age_s > f.max_age_s;
+    const text = `${esc(f.table)}: ${age(Date.now() / 1000 - f.newest_age_s)} old`;
+    return stale ? `<span class="open">${text} (stale: over ${age(Date.now() / 1000 - f.max_age_s)})</span>` : text;
+  }).join("<br>");
+}
+
 function trouble(m) {
   let s = 0;
   if (m.health !== "live") s += 100;
   if (m.chain.some((t) => t.breaker === "open")) s += 20;
   s += m.audits_open * 10;
   if (m.recent.degraded_share) s += 1 + m.recent.degraded_share;
+  if ((m.features || []).some((f) => f.newest_age_s == null || (f.max_age_s != null && f.newest_age_s > f.max_age_s))) s += 5;
   return s;
 }
 
@@ -92,19 +104,26 @@ function drawModels(doc) {
       `<td>${badge(m)}${why}</td>` +
       `<td class="num">${pct(r.degraded_share)} ${spark(degraded, `degraded share, last 10 minutes: now ${pct(r.degraded_share)}`, 1)}</td>` +
       `<td class="num">${ms(r.p50)} / ${ms(r.p99)} ms ${spark(s.p99, `p99 latency, last 10 minutes (deadline ${m.deadline_ms} ms)`, m.deadline_ms)}</td>` +
-      `<td>${tierMix(m)}</td><td>${breakers || "–"}</td>` +
+      `<td>${tierMix(m)}</td><td>${breakers || "–"}</td><td>${freshness(m)}</td>` +
       `<td class="num">${m.audits_open ? `<a href="#audit-${esc(m.name)}">${m.audits_open} open</a>` : "none"}</td></tr>`;
   }).join("");
 }
 
-function details(item) {
+function details(item, doc) {
   const d = item.details || {};
+  const model = doc.models.find((m) => m.name === item.model);
+  const now = model && model.default;
   const reasons = d.reasons ? (Array.isArray(d.reasons) ? d.reasons.join(", ") : Object.entries(d.reasons).map(([k, v]) => `${k}: ${v}`).join(", ")) : "";
   const parts = [];
   if (d.degraded_share != null) parts.push(`degraded ${pct(d.degraded_share)}`);
   if (reasons) parts.push(`why: ${reasons}`);
-  if (d.default_value !== undefined) parts.push(`safe default now: ${JSON.stringify(d.default_value).slice(0, 120)}`);
-  if (d.default_age_s != null) parts.push(`its age: ${age(Date.now() / 1000 - d.default_age_s)}`);
+  if (now) {
+    parts.push(`safe default now: ${JSON.stringify(now.value).slice(0, 120)}`);
+    if (now.refreshed_at == null) parts.push("as written in the portfolio file");
+    else parts.push(`${now.pinned ? `pinned by ${now.set_by || "a person"}` : "computed"} ${age(now.refreshed_at)} ago`);
+  } else if (d.default_value !== undefined) {
+    parts.push(`safe default: ${JSON.stringify(d.default_value).slice(0, 120)}`);
+  }
   if (d.candidate) parts.push(`candidate ${d.candidate}`);
   return parts.map(esc).join(" · ");
 }
@@ -120,10 +139,12 @@ function drawAudits(doc) {
     const options = (ACTIONS[a.kind] || ACTIONS.fallback).map((x) => `<option>${esc(x)}</option>`).join("");
     const dis = signed ? "" : " disabled title=\"sign in with a token to act\"";
     return `<article class="card" id="audit-${esc(a.id)}" data-audit="${esc(a.id)}"><h3 id="audit-${esc(a.model)}">${esc(a.model)} · ${esc(a.kind)} · <span class="${a.status === "open" ? "open" : ""}">${esc(a.status)}</span></h3>` +
-      `<div>opened ${age(a.opened_at)} ago · ${details(a)}</div>` +
+      `<div>opened ${age(a.opened_at)} ago · ${details(a, doc)}</div>` +
       `<form data-id="${esc(a.id)}"><button type="button" class="ack"${dis}${a.status !== "open" ? " hidden" : ""}>Acknowledge</button>` +
       `<label>action <select name="action"${dis}>${options}</select></label>` +
       `<label>comment <input name="comment"${dis}></label>` +
+      `<label>new default (replace_default, JSON) <input name="value" size="12"${dis}></label>` +
+      `<label>for (keep_out, e.g. 2h) <input name="for" size="5"${dis}></label>` +
       `<button type="submit" class="resolve"${dis}>Resolve</button></form>` +
       `<p class="msg" role="status">${esc(messages[a.id] || "")}</p></article>`;
   }).join("") : "<p>No open items.</p>";
@@ -276,7 +297,13 @@ $("audits").addEventListener("click", (e) => {
 $("audits").addEventListener("submit", (e) => {
   e.preventDefault();
   const f = e.target;
-  act(f.dataset.id, "resolve", {action: f.action.value, comment: f.comment.value});
+  const body = {action: f.action.value, comment: f.comment.value};
+  if (f.value.value.trim()) {
+    try { body.value = JSON.parse(f.value.value); } catch (err) { body.value = f.value.value; }
+  }
+  const span = f.for.value.trim().match(/^(\d+(?:\.\d+)?)\s*([smhdw]?)$/);
+  if (span) body.for_s = Number(span[1]) * {"": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800}[span[2]];
+  act(f.dataset.id, "resolve", body);
 });
 function showWho() {
   const signed = !!token();
