@@ -1,0 +1,127 @@
+"""Instructions per request, counted by valgrind's callgrind: repeatable where wall-clock figures wander
+10-30% between identical runs, so a change that costs 10% shows in review.
+
+Each server runs under ``valgrind --tool=callgrind`` (the serving process only: failsoft's log writer
+is a process of its own, uncounted), gets ``--warmup`` requests, then its counters are dumped and zeroed
+(``callgrind_control --dump``), ``--requests`` requests are sent one after another from outside valgrind,
+and the second dump's total instructions (Ir) divided by the requests is the figure. Cases: (a) a bare
+ASGI app calling predict_proba (bench/bare_app.py), (b) failsoft healthy (the compiled tier), (c)
+failsoft with the primary's breaker open, (e) failsoft answering a corrupt row (invalid_input); the same
+model and 30-float row as bench/overhead.py. Slow (each server starts under valgrind): a few minutes.
+
+    python bench/instructions.py [--requests 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from overhead import portfolio  # noqa: E402
+
+from failsoft.demo.procs import free_port, wait_http  # noqa: E402
+
+
+def totals(path: Path) -> int:
+    m = re.search(r"^(?:totals|summary):\s+(\d+)", path.read_text(), re.M)
+    assert m, f"no totals in {path}"
+    return int(m.group(1))
+
+
+def measure(
+    args: list[str], ready: str, path: str, body: bytes, warmup: int, requests: int, out: Path
+) -> dict[str, float]:
+    """``args`` with ``{port}`` filled in, under callgrind; instructions per request on ``path``."""
+    port = free_port()
+    out.mkdir(parents=True, exist_ok=True)
+    filled = [a.replace("{port}", str(port)) for a in args]
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", *filled]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}{ready}", proc, timeout_s=900)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": "application/json"}
+
+        def send(n: int) -> None:
+            for _ in range(n):
+                conn.request("POST", path, body, headers)
+                reply = conn.getresponse()
+                reply.read()
+                assert reply.status == 200, reply.status
+
+        send(warmup)
+        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
+        t0 = time.perf_counter()
+        send(requests)
+        took = time.perf_counter() - t0
+        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
+        dumps = sorted(out.glob(f"cg.{proc.pid}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+        instructions = totals(dumps[-1])
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return {
+        "instructions_per_request": round(instructions / requests),
+        "seconds_under_valgrind": round(took, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=500)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--cases", default="a,b,c,e", help="which cases (a, b, c, e)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="failsoft-instructions-"))
+    data = load_breast_cancer()
+    names = [f"f{i}" for i in range(data.data.shape[1])]
+    joblib.dump(LogisticRegression(max_iter=10000).fit(data.data, data.target), work / "model.joblib")
+    row = dict(zip(names, data.data[0].tolist(), strict=True))
+    good = json.dumps({"inputs": row}).encode()
+    bad = json.dumps({"inputs": {**row, "f3": "not a number"}}).encode()
+    dead = f"http://127.0.0.1:{free_port()}"
+    remote = (f'[[models.m.tiers]]\nname = "remote"\nkind = "oip"\nurl = "{dead}"\nmodel_name = "m"\n'
+              "timeout_ms = 50\nbreaker = { window = 10, min_calls = 5, open_ms = 3600000 }\n")  # fmt: skip
+    serve = [sys.executable, "-m", "failsoft.cli", "serve", "--port", "{port}", "--log-level", "warning"]
+    ready = "/v2/health/ready"
+    bare = [sys.executable, str(HERE / "bare_app.py"), str(work / "model.joblib"), ",".join(names), "{port}"]
+    predict = "/v1/models/m/predict"
+    healthy = str(portfolio(work, "", names))
+    broken = str(portfolio(work, remote, names))
+    cases = {
+        "a": ("bare app", bare, "/ready", "/", good),
+        "b": ("failsoft, healthy", [*serve, healthy], ready, predict, good),
+        "c": ("failsoft, breaker open", [*serve, "--allow-unproven", broken], ready, predict, good),
+        "e": ("failsoft, corrupt row", [*serve, healthy], ready, predict, bad),
+    }
+    results = {}
+    for key in args.cases.split(","):
+        name, cmd, ready_path, path, body = cases[key]
+        results[name] = measure(cmd, ready_path, path, body, args.warmup, args.requests, work / key)
+        print(
+            f"{name:28} {results[name]['instructions_per_request']:>12,} instructions a request", flush=True
+        )
+    base = results.get("bare app")
+    if base:
+        for r in results.values():
+            r["vs_bare"] = round(r["instructions_per_request"] / base["instructions_per_request"], 3)
+    print(json.dumps({"requests": args.requests, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
