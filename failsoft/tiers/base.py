@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar
+from concurrent.futures import Executor
+from typing import Any, ClassVar, TypeVar
 
 from failsoft.schema import Batch
 from failsoft.types import TierKind
 
 Done = Callable[[], None]
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 def call_soon(loop: asyncio.AbstractEventLoop, fn: Done) -> None:
@@ -19,6 +22,19 @@ def call_soon(loop: asyncio.AbstractEventLoop, fn: Done) -> None:
     there is nothing left to free then."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(fn)
+
+
+async def in_thread(executor: Executor, fn: Callable[[A], R], arg: A, done: Done) -> R:
+    """``fn(arg)`` in one of ``executor``'s threads. ``done`` is called when the thread finishes, not when
+    the caller gives up on it: the bulkhead slot stays taken while a hung call still holds its thread."""
+    loop = asyncio.get_running_loop()
+    try:
+        future = executor.submit(fn, arg)
+    except BaseException:
+        done()
+        raise
+    future.add_done_callback(lambda _: call_soon(loop, done))
+    return await asyncio.wrap_future(future)
 
 
 class Backend:

@@ -8,7 +8,6 @@ threads than its bulkhead allows.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import logging
@@ -24,7 +23,7 @@ import numpy as np
 from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, InvalidOutput
 from failsoft.schema import Batch
-from failsoft.tiers.base import Backend, Done, call_soon
+from failsoft.tiers.base import Backend, Done, in_thread
 from failsoft.tiers.compile import cheapest, compile_model, sample_rows
 from failsoft.tiers.process import WorkerPool
 from failsoft.tiers.trees import Array
@@ -285,15 +284,7 @@ class PythonBackend(Backend):
         if self._pool is not None:
             return await self._pool.call(batch, done)
         assert self._fn is not None and self._executor is not None
-        loop = asyncio.get_running_loop()
-        try:
-            future = self._executor.submit(self._fn, batch)
-        except BaseException:
-            done()
-            raise
-        # The slot frees when the thread finishes, not when the caller gives up on it.
-        future.add_done_callback(lambda _: call_soon(loop, done))
-        return await asyncio.wrap_future(future)
+        return await in_thread(self._executor, self._fn, batch, done)
 
     async def close(self) -> None:
         if self._executor is not None:

@@ -10,7 +10,6 @@ template over the rows) or CSV (one line a row); answers are read the same way, 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import csv
 import io
@@ -22,7 +21,7 @@ import msgspec
 from failsoft.config import SageMakerTierSpec
 from failsoft.errors import ConfigError, InvalidOutput, TierRejected, TierTimeout, TierUnavailable
 from failsoft.schema import Batch
-from failsoft.tiers.base import Backend, Done, call_soon
+from failsoft.tiers.base import Backend, Done, in_thread
 from failsoft.tiers.http_json import dig, fill
 from failsoft.tiers.remote import TRANSIENT
 from failsoft.types import TierKind
@@ -170,16 +169,9 @@ class SageMakerBackend(Backend):
 
     async def predict(self, batch: Batch, request_id: str, done: Done) -> list[Any]:
         assert self._executor is not None, "backend not started"
-        loop = asyncio.get_running_loop()
-        body = self.request_body(batch)
-        try:
-            future = self._executor.submit(self.invoke, body)
-        except BaseException:
-            done()
-            raise
-        # The slot frees when the call really ends (boto3's own timeout), not when the chain gives up on it.
-        future.add_done_callback(lambda _: call_soon(loop, done))
-        return self.answers(await asyncio.wrap_future(future), len(batch))
+        # the slot frees when the call really ends (boto3's own timeout), not when the chain gives up on it
+        raw = await in_thread(self._executor, self.invoke, self.request_body(batch), done)
+        return self.answers(raw, len(batch))
 
     def describe(self) -> dict[str, Any]:
         url = self.spec.endpoint_url or "aws"
