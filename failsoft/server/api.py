@@ -312,6 +312,14 @@ class ControlPlane:
             raise NoRoute
         return 200, console.asset(req.params["name"]), [(b"content-type", kind)]
 
+    def _shadow_report(self, model: str) -> Any:
+        """The shadow report of a model with candidates, as builtins; None for one without (blocking: the
+        store's)."""
+        p = self.portfolio
+        if len(p.chains[model].eligible) < 2:
+            return None
+        return msgspec.to_builtins(deploy.report(p.state_store, p.spec, model))
+
     @route("GET", "/v1/console/models/{model}")
     async def console_model(self, req: Request) -> Any:
         """What a model's page draws, in one document."""
@@ -323,10 +331,7 @@ class ControlPlane:
         def stored() -> tuple[Any, Any, Any]:
             events = [dataclasses.asdict(e) for e in p.state_store.state_events(model, limit=30)]
             flips = msgspec.to_builtins(deploy.history(p.state_store, model, limit=30))
-            shadow = None
-            if len(p.chains[model].eligible) > 1:
-                shadow = msgspec.to_builtins(deploy.report(p.state_store, p.spec, model))
-            return events, flips, shadow
+            return events, flips, self._shadow_report(model)
 
         events, flips, shadow = await self._stored(asyncio.to_thread(stored))
         report = p.monitors.report(model)
@@ -343,9 +348,8 @@ class ControlPlane:
         def stored() -> tuple[Any, Any, Any]:
             states = p.state_store.load_states()
             audits = [a.to_dict() for a in p.audits.items(None, None) if a.status != "resolved"]
-            shadowed = [m for m, c in p.chains.items() if len(c.eligible) > 1]
-            shadows = {m: msgspec.to_builtins(deploy.report(p.state_store, p.spec, m)) for m in shadowed}
-            return states, audits, shadows
+            shadows = {m: self._shadow_report(m) for m in p.chains}
+            return states, audits, {m: r for m, r in shadows.items() if r is not None}
 
         states, audits, shadows = await self._stored(asyncio.to_thread(stored))
         defaults = {name: chain.default.describe() for name, chain in p.chains.items()}

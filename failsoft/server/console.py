@@ -8,6 +8,7 @@ chain and breakers, open audit items and shadow verdicts, so one poll draws ever
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter, deque
 from importlib import resources
@@ -96,12 +97,16 @@ class Recent:
         starts = [last - BUCKET_S * i for i in range(span - 1, -1, -1)]
         return [(have[s] if s in have else Bucket(s)).summary(now) for s in starts]
 
+    def last(self, model: str, seconds: float) -> list[Bucket]:
+        """The buckets holding the answers of the last ``seconds`` (the oldest may start a little before)."""
+        since = self.clock() - seconds
+        return [b for b in self.buckets.get(model, ()) if b.start >= since - BUCKET_S]
+
     def window(self, model: str, seconds: float = 300.0) -> dict[str, Any]:
         """Answers, degraded share and latency quantiles over the last ``seconds``."""
-        since = self.clock() - seconds
-        kept = [b for b in self.buckets.get(model, ()) if b.start >= since - BUCKET_S]
+        kept = self.last(model, seconds)
         n = sum(b.n for b in kept)
-        merged = Bucket(since)
+        merged = Bucket(0.0)
         merged.latencies = [x for b in kept for x in b.latencies]
         q = merged.summary()
         return {"answered": n, "degraded_share": round(sum(b.degraded for b in kept) / n, 4) if n else None,
@@ -113,8 +118,7 @@ def histogram(
 ) -> dict[str, Any]:
     """The latency samples of the last ``seconds`` in ``bins`` equal bins from 0 to the deadline, and how
     many were over it."""
-    since = recent.clock() - seconds
-    samples = [x for b in recent.buckets.get(model, ()) if b.start >= since - BUCKET_S for x in b.latencies]
+    samples = [x for b in recent.last(model, seconds) for x in b.latencies]
     width = deadline_ms / bins
     counts = [0] * bins
     over = 0
@@ -196,7 +200,9 @@ def console(
     return {"now": recent.clock(), "bucket_s": BUCKET_S, "models": out, "audits": audits}
 
 
+@functools.cache
 def asset(name: str) -> bytes:
+    """A file of the page, read from the package once."""
     return resources.files("failsoft.server").joinpath("static", name).read_bytes()
 
 
