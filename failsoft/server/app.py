@@ -34,9 +34,7 @@ from failsoft.server.http import (
     Send,
     encode,
     error_response,
-    header,
     need,
-    segments,
 )
 from failsoft.types import Outcome
 
@@ -120,20 +118,28 @@ class App:
         )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method: str = scope["method"]
-        req = Request(method, segments(scope), scope, receive)
-        try:
-            status, body, headers = await self._route(req)
-        except ClientGone:
+        answer = await self.answer(Request.of_scope(scope, receive))
+        if answer is None:
             return
-        except Exception as err:  # a bug outside the chain (which has its own guard) is a logged 500
-            status, body, headers = error_response(err, method, scope["path"], self.max_body)
-        if len(body) >= GZIP_MIN_BYTES and b"gzip" in (header(scope, b"accept-encoding") or b""):
-            body = gzip.compress(body, compresslevel=1)
-            headers = [*headers, (b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
+        status, body, headers = answer
         headers = [*headers, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, req: Request) -> Response | None:
+        """The answer to one request (its body compressed when it is long and the client accepts gzip);
+        None when the client went away before its body arrived. Both HTTP surfaces call this: the ASGI
+        application above and failsoft's own edge (server/edge.py)."""
+        try:
+            status, body, headers = await self._route(req)
+        except ClientGone:
+            return None
+        except Exception as err:  # a bug outside the chain (which has its own guard) is a logged 500
+            status, body, headers = error_response(err, req.method, req.path, self.max_body)
+        if len(body) >= GZIP_MIN_BYTES and b"gzip" in (req.header(b"accept-encoding") or b""):
+            body = gzip.compress(body, compresslevel=1)
+            headers = [*headers, (b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
+        return status, body, headers
 
     async def _route(self, req: Request) -> Response:
         """The data plane first (predict, infer, the OIP reads), then the control plane's route table."""
@@ -146,7 +152,7 @@ class App:
         if head == "v2":
             if _not_offered(parts):
                 raise NotOffered(
-                    f"{req.scope['path']}: failsoft does not offer Triton's model repository, "
+                    f"{req.path}: failsoft does not offer Triton's model repository, "
                     "configuration or statistics extensions; GET /v2/models lists the models, "
                     "GET /v2/models/{name} describes one"
                 )
@@ -157,7 +163,7 @@ class App:
                 and (n == 4 or (n == 6 and parts[3] == "versions"))
             ):
                 need(method, "POST")
-                return await self._infer(parts[2], await req.body(self.max_body), req.scope)
+                return await self._infer(parts[2], await req.body(self.max_body), req)
             need(method, "GET")
             return 200, self._v2_get(parts), JSON
         return await self.control.handle(req)
@@ -199,11 +205,9 @@ class App:
         assert isinstance(rows, list)
         return encode(await self._answer(chain, rows, req.id, single))
 
-    async def _infer(
-        self, model: str, body: bytes, scope: Scope
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _infer(self, model: str, body: bytes, http: Request) -> Response:
         chain = self.portfolio.chain(model)
-        header_len = header(scope, b"inference-header-content-length")
+        header_len = http.header(b"inference-header-content-length")
         binary = b""
         if header_len is not None:
             try:

@@ -85,18 +85,33 @@ def _serve(args: argparse.Namespace) -> int:
     from failsoft.portfolio import Portfolio
     from failsoft.server.auth import load_tokens
     from failsoft.server.run import serve
+    from failsoft.server.workers import cores, supervise, worker_command
 
+    if args.workers < 1:
+        print(f"error: --workers {args.workers}: give 1 or more (this machine has {cores()} cores)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         spec = config.load(args.portfolio)
-        portfolio = Portfolio(spec)
         tokens_file = env.get(env.TOKENS_FILE) or spec.server.tokens_file
+        # (made here when none exists: by the supervisor alone, so every worker reads the same one)
         tokens = load_tokens(
             env.environ(), spec.resolve(tokens_file) if tokens_file else None, spec.resolve(spec.data_dir)
         )
+        if args.workers > 1 and args.socket_fd is None:  # the supervisor: the workers load the rest
+            worker = [args.portfolio, "--log-level", args.log_level, "--http", args.http]
+            if args.allow_unproven:
+                worker.append("--allow-unproven")
+            return supervise(args.host, args.port, args.workers, worker_command(worker), args.log_level)
+        portfolio = Portfolio(spec)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return serve(portfolio, args.host, args.port, args.log_level, tokens, args.allow_unproven)
+    if args.socket_fd is None and args.workers == 1 and cores() > 1:
+        print(f"failsoft: serving from 1 process on a machine with {cores()} cores; --workers {cores()} "
+              "serves from all of them", file=sys.stderr)  # fmt: skip
+    how = {"http": args.http, "socket_fd": args.socket_fd}
+    return serve(portfolio, args.host, args.port, args.log_level, tokens, args.allow_unproven, **how)
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -126,6 +141,20 @@ def add_commands(sub: Any) -> None:
         help="start even when a tier cannot answer a sample row (it is logged; a backend that is merely "
         "down never stops the start)",
     )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serving processes on the one port, each with its own event loop and models (default 1; "
+        "one per core uses the machine); a worker that dies is replaced",
+    )
+    s.add_argument(
+        "--http",
+        default="failsoft",
+        choices=["failsoft", "uvicorn"],
+        help="the HTTP protocol: failsoft's own edge (default, leaner), or uvicorn's",
+    )
+    s.add_argument("--socket-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's socket
     s.set_defaults(fn=_serve)
 
     c = sub.add_parser("check", help="validate portfolio.toml; errors name the file, the key and the fix")

@@ -119,28 +119,61 @@ def error_response(err: BaseException, method: str, path: str, max_body: int) ->
 
 
 class Request:
-    """One request as a handler sees it: the path's segments, the route's parameters, the body on demand."""
+    """One request as a handler sees it: the path's segments, the route's parameters, the body on demand
+    (read from the ASGI ``receive`` or, from failsoft's own HTTP edge, already read and bounded)."""
 
-    __slots__ = ("method", "params", "parts", "receive", "scope")
+    __slots__ = ("_body", "headers", "method", "params", "parts", "path", "query_string", "receive")
 
-    def __init__(self, method: str, parts: list[str], scope: Scope, receive: Receive) -> None:
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        raw_path: bytes | None,
+        query_string: bytes,
+        headers: Headers,
+        receive: Receive | None = None,
+        body: bytes | None = None,
+    ) -> None:
         self.method = method
-        self.parts = parts
-        self.scope = scope
+        self.path = path
+        self.parts = segments(path, raw_path)
+        self.query_string = query_string
+        self.headers = headers
         self.receive = receive
+        self._body = body
         self.params: dict[str, str] = {}
 
+    @classmethod
+    def of_scope(cls, scope: Scope, receive: Receive) -> Request:
+        return cls(
+            scope["method"], scope["path"], scope.get("raw_path"), scope.get("query_string", b""),
+            scope["headers"], receive,
+        )  # fmt: skip
+
     def header(self, name: bytes) -> bytes | None:
-        return header(self.scope, name)
+        for key, value in self.headers:
+            if key == name:
+                return bytes(value)
+        return None
 
     def query(self) -> dict[str, str]:
-        raw = self.scope.get("query_string", b"").decode("ascii", "replace")
+        raw = self.query_string.decode("ascii", "replace")
         return {k: v[-1] for k, v in urllib.parse.parse_qs(raw).items()}
 
     async def body(self, max_body: int) -> bytes:
+        body = self._body
+        if body is None:
+            body = await self._receive_body(max_body)
+        elif len(body) > max_body:
+            raise TooLarge
+        encoding = self.header(b"content-encoding")
+        return body if encoding is None else inflate(body, encoding, max_body)
+
+    async def _receive_body(self, max_body: int) -> bytes:
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
             raise TooLarge
+        assert self.receive is not None
         chunks = []
         size = 0
         more = True
@@ -155,17 +188,14 @@ class Request:
                 raise TooLarge
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
-        encoding = self.header(b"content-encoding")
-        return body if encoding is None else inflate(body, encoding, max_body)
+        return b"".join(chunks)
 
 
-def segments(scope: Scope) -> list[str]:
+def segments(path: str, raw: bytes | None) -> list[str]:
     """The path's segments, each percent-decoded on its own: ``/v1/models/x%2Fpredict`` names the model
     ``x/predict`` rather than routing to predict."""
-    raw: bytes | None = scope.get("raw_path")
     if raw is None or b"%" not in raw:
-        return scope["path"].strip("/").split("/")  # type: ignore[no-any-return]
+        return path.strip("/").split("/")
     return [urllib.parse.unquote(p) for p in raw.decode("ascii", "replace").strip("/").split("/")]
 
 

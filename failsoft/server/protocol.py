@@ -26,7 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from failsoft.config import ServerSpec
 
-__all__ = ["Refusals", "guarded_protocol"]
+__all__ = ["Refusals", "Refusing", "guarded_protocol"]
 
 log = logging.getLogger("failsoft.server")
 # Seconds a refused connection is read (and dropped) before it is closed, so the client gets the answer.
@@ -63,7 +63,78 @@ def _response(status: int, message: str) -> bytes:
     )
 
 
-def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProtocol]:
+class Refusing:
+    """Refusing a connection, for both HTTP protocols (this guard and server/edge.py): the JSON error
+    answer, counted, logged at a rate that a flood cannot turn into a log storm, then a graceful close."""
+
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    refusals: Refusals
+    sweeper: asyncio.Task[None] | None = None
+    _draining: bool
+    _head_bytes: int  # bytes received while the head is incomplete
+
+    def refuse(self, status: int, message: str) -> None:
+        if self._draining:
+            return
+        counts = self.refusals.counts
+        count = counts[str(status)] = counts[str(status)] + 1
+        if count in {1, 10, 100, 1000} or count % 10000 == 0:
+            log.warning(json.dumps({"event": "connection_refused", "status": status, "reason": message,
+                                    "count": count}))  # fmt: skip
+        self.linger(_response(status, message))
+
+    def head_refused(
+        self, url: bytes, headers: list[tuple[bytes, bytes]], max_head: int, max_headers: int
+    ) -> bool:
+        """Refuse a request whose head is over the limits (431); True when refused."""
+        # a chunk may carry a body after the head: the head's exact size decides
+        if self._head_bytes > max_head and len(url) + sum(len(n) + len(v) + 4 for n, v in headers) > max_head:
+            self.refuse(431, f"request line and headers over {max_head} bytes")
+            return True
+        self._head_bytes = 0
+        if len(headers) > max_headers:
+            self.refuse(431, f"more than {max_headers} headers")
+            return True
+        return False
+
+    def start_sweeper(self, connections: set[Any], every_s: float) -> None:
+        """One task per protocol class looks at every connection every ``every_s`` (``overdue``), while
+        there are any: no timer is armed per request."""
+        cls = type(self)
+        if cls.sweeper is None or cls.sweeper.done():
+            cls.sweeper = self.loop.create_task(
+                _sweep(cls, connections, every_s), name="failsoft-http-sweeper"
+            )
+
+    def overdue(self, now: float) -> None:
+        raise NotImplementedError
+
+    def linger(self, response: bytes) -> None:
+        """Answer, then close gracefully: closing a socket with unread bytes resets it, and the client
+        would lose the answer. Half-close, read and drop what still comes, close at the client's EOF or
+        after LINGER_S."""
+        self._draining = True
+        transport = self.transport
+        transport.write(response)
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(LINGER_S, transport.close)
+        else:
+            transport.close()
+
+
+async def _sweep(cls: type[Refusing], connections: set[Any], every_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    while connections:
+        await asyncio.sleep(every_s)
+        now = loop.time()
+        for conn in list(connections):
+            if isinstance(conn, cls):
+                conn.overdue(now)
+
+
+def guarded_protocol(spec: ServerSpec, refusals_: Refusals) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol bound by ``spec``'s connection limits.
 
     The common request pays for two overridden callbacks and a few comparisons: no timer is armed per
@@ -75,8 +146,9 @@ def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProt
     max_connections = spec.max_connections
     sweep_s = min(1.0, max(0.05, min(header_timeout, body_timeout) / 4))
 
-    class GuardedProtocol(HttpToolsProtocol):
-        sweeper: asyncio.Task[None] | None = None
+    class GuardedProtocol(Refusing, HttpToolsProtocol):
+        sweeper = None
+        refusals = refusals_
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -88,13 +160,11 @@ def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProt
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= max_connections:
                 self.transport = transport
-                self._refuse(503, f"the server holds its limit of {max_connections} connections; retry")
+                self.refuse(503, f"the server holds its limit of {max_connections} connections; retry")
                 return
             super().connection_made(transport)
             self._since = self.loop.time()
-            cls = type(self)
-            if cls.sweeper is None or cls.sweeper.done():
-                cls.sweeper = self.loop.create_task(_sweep(self.connections), name="failsoft-http-guard")
+            self.start_sweeper(self.connections, sweep_s)
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self.flow is None:  # refused before it was taken in
@@ -108,13 +178,13 @@ def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProt
                 self._head_bytes += len(data)
             super().data_received(data)
             if self._in_head and self._head_bytes > max_head and not self._draining:
-                self._refuse(431, f"request line and headers over {max_head} bytes")
+                self.refuse(431, f"request line and headers over {max_head} bytes")
 
         def send_400_response(self, msg: str) -> None:
             if self._draining:
                 return
-            refusals.counts["400"] += 1
-            self._linger(_response(400, f"malformed HTTP request: {msg}"))
+            refusals_.counts["400"] += 1
+            self.linger(_response(400, f"malformed HTTP request: {msg}"))
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -123,17 +193,8 @@ def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProt
 
         def on_headers_complete(self) -> None:
             self._in_head = False
-            # a chunk may carry a body after the head: the head's exact size decides
-            if self._head_bytes > max_head and len(self.url) + sum(
-                len(n) + len(v) + 4 for n, v in self.headers
-            ) > max_head:  # fmt: skip
-                self._refuse(431, f"request line and headers over {max_head} bytes")
-                return
-            self._head_bytes = 0
-            if len(self.headers) > max_headers:
-                self._refuse(431, f"more than {max_headers} headers")
-                return
-            super().on_headers_complete()
+            if not self.head_refused(self.url, self.headers, max_head, max_headers):
+                super().on_headers_complete()
 
         def overdue(self, now: float) -> None:
             """Cut the connection if its head, or its body, is later than the limits allow."""
@@ -142,44 +203,13 @@ def guarded_protocol(spec: ServerSpec, refusals: Refusals) -> type[HttpToolsProt
             waited = now - self._since
             if self._in_head:
                 if waited > header_timeout:
-                    self._refuse(408, f"request headers not received within {header_timeout:g} s")
+                    self.refuse(408, f"request headers not received within {header_timeout:g} s")
             elif (
                 waited > header_timeout + body_timeout
                 and self.cycle is not None
                 and self.cycle.more_body
                 and not self.cycle.response_complete
             ):
-                self._refuse(408, f"request body not received within {body_timeout:g} s")
-
-        def _refuse(self, status: int, message: str) -> None:
-            if self._draining:
-                return
-            count = refusals.counts[str(status)] = refusals.counts[str(status)] + 1
-            if count in {1, 10, 100, 1000} or count % 10000 == 0:  # a flood is not a log storm
-                log.warning(json.dumps({"event": "connection_refused", "status": status, "reason": message,
-                                        "count": count}))  # fmt: skip
-            self._linger(_response(status, message))
-
-        def _linger(self, response: bytes) -> None:
-            """Answer, then close gracefully: closing a socket with unread bytes resets it, and the client
-            would lose the answer. Half-close, read and drop what still comes, close at the client's EOF or
-            after LINGER_S."""
-            self._draining = True
-            transport = self.transport
-            transport.write(response)
-            if transport.can_write_eof():
-                transport.write_eof()
-                self.loop.call_later(LINGER_S, transport.close)
-            else:
-                transport.close()
-
-    async def _sweep(connections: set[Any]) -> None:
-        loop = asyncio.get_running_loop()
-        while connections:
-            await asyncio.sleep(sweep_s)
-            now = loop.time()
-            for conn in list(connections):
-                if isinstance(conn, GuardedProtocol):
-                    conn.overdue(now)
+                self.refuse(408, f"request body not received within {body_timeout:g} s")
 
     return GuardedProtocol

@@ -6,12 +6,14 @@ import importlib.util
 import json
 import logging
 import resource
+import socket
 
 import uvicorn
 
 from failsoft.portfolio import Portfolio
 from failsoft.server.app import App
 from failsoft.server.auth import Tokens
+from failsoft.server.edge import edge_protocol
 from failsoft.server.protocol import Refusals, guarded_protocol
 
 log = logging.getLogger("failsoft.server")
@@ -26,17 +28,21 @@ def uvicorn_config(
     log_level: str = "info",
     tokens: Tokens | None = None,
     unproven_ok: bool = False,
+    http: str = "failsoft",
 ) -> uvicorn.Config:
+    """The server for ``portfolio``: ``http`` "failsoft" is failsoft's own HTTP edge (server/edge.py),
+    "uvicorn" uvicorn's protocol behind the connection guard (server/protocol.py)."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     spec = portfolio.spec.server
     refusals = Refusals()
     portfolio.metrics.gauges.append(refusals.metrics)
+    app = App(portfolio, tokens, unproven_ok)
     return uvicorn.Config(
-        App(portfolio, tokens, unproven_ok),
+        app,
         host=host,
         port=port,
         loop=loop,
-        http=guarded_protocol(spec, refusals),
+        http=edge_protocol(app, spec, refusals) if http == "failsoft" else guarded_protocol(spec, refusals),
         lifespan="on",
         access_log=False,
         log_level=log_level,
@@ -78,11 +84,14 @@ def serve(
     log_level: str = "info",
     tokens: Tokens | None = None,
     unproven_ok: bool = False,
+    http: str = "failsoft",
+    socket_fd: int | None = None,
 ) -> int:
     """Serve until stopped; the exit code (3 when start-up failed: a model that would not load, a tier that
-    cannot answer)."""
+    cannot answer). With ``socket_fd``, serve on that inherited listening socket (a worker of
+    server/workers.py) rather than binding ``host:port``."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
     raise_fd_limit(portfolio.spec.server.max_connections)
-    server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, tokens, unproven_ok))
-    server.run()
+    server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, tokens, unproven_ok, http))
+    server.run(sockets=None if socket_fd is None else [socket.socket(fileno=socket_fd)])
     return 0 if server.started else 3

@@ -1,0 +1,274 @@
+"""failsoft's own HTTP/1.1 edge: httptools parses the request in C, the whole request goes straight to
+``App.answer`` (no ASGI messages, no per-request receive/send machinery), and the answer leaves in one
+write. uvicorn still runs the process around it (sockets, lifespan, signals, graceful shutdown), which
+finds this protocol through ``uvicorn.Config(http=...)``; ``failsoft serve --http uvicorn`` serves the same
+App through uvicorn's own protocol instead (server/protocol.py).
+
+What a server facing clients needs is here too, as in the guard of uvicorn's protocol:
+- the request head is bounded in bytes and in header count (431), a body over ``max_body_bytes`` is
+  refused as soon as its length is known (413);
+- a request's head must arrive within ``header_timeout_s`` of the connection opening or of the request's
+  first byte, its body within ``body_timeout_s`` of its head (408), an idle keep-alive connection is closed
+  after ``keep_alive_s``: one sweeper task per process looks at every connection a few times a second, so
+  no timer is armed per request;
+- connections past ``max_connections`` are refused at once with a 503;
+- a request the parser cannot read gets a 400; pipelined requests are answered in order;
+- a graceful stop closes idle connections and lets requests in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import email.utils
+import http
+import logging
+import time
+import urllib.parse
+from typing import Any
+
+import httptools
+
+from failsoft.config import ServerSpec
+from failsoft.server.app import App
+from failsoft.server.http import Request, Response, TooLarge, error_response
+from failsoft.server.protocol import Refusals, Refusing
+
+__all__ = ["edge_protocol"]
+
+log = logging.getLogger("failsoft.server")
+
+STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Date:
+    """The Date header, formatted once a second."""
+
+    second = 0
+    header = b""
+
+    @classmethod
+    def now(cls) -> bytes:
+        t = int(time.time())
+        if t != cls.second:
+            cls.second = t
+            cls.header = b"date: %s\r\n" % email.utils.formatdate(t, usegmt=True).encode()
+        return cls.header
+
+
+def edge_protocol(app: App, spec: ServerSpec, refusals: Refusals) -> type[asyncio.Protocol]:
+    """The protocol class for ``app`` under ``spec``'s limits (uvicorn instantiates it per connection)."""
+    max_head, max_headers, max_body = spec.max_header_bytes, spec.max_headers, spec.max_body_bytes
+    header_timeout, body_timeout, keep_alive = spec.header_timeout_s, spec.body_timeout_s, spec.keep_alive_s
+    max_connections = spec.max_connections
+    sweep_s = min(1.0, max(0.05, min(header_timeout, body_timeout, keep_alive) / 4))
+    answer = app.answer
+    too_large = error_response(TooLarge(), "", "", max_body)
+
+    class EdgeProtocol(Refusing, asyncio.Protocol):
+        sweeper = None
+
+        def __init__(self, config: Any, server_state: Any, app_state: Any = None, _loop: Any = None) -> None:
+            self.loop = _loop or asyncio.get_event_loop()
+            self.state = server_state
+            self.connections: set[Any] = server_state.connections
+            self.refusals = refusals
+            self.parser = httptools.HttpRequestParser(self)
+            self.transport: asyncio.Transport = None  # type: ignore[assignment]
+            self._draining = False  # refused: the answer is written, what still comes is dropped
+            self._in_head = True  # a request's head is awaited (the connection's first, or the next one's)
+            self._idle = False  # answered, nothing of a next request yet: the keep-alive limit applies
+            self._head_bytes = 0
+            self._since = 0.0  # loop time the current state began
+            self._busy = False  # an answer is being made
+            self._closing = False  # close once the answer in the making is written
+            self._pipeline: collections.deque[tuple[Request, bool]] = collections.deque()
+            self._url = b""
+            self._headers: list[tuple[bytes, bytes]] = []
+            self._body: list[bytes] = []
+            self._size = 0
+
+        # asyncio's side
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+            if len(self.connections) >= max_connections:
+                self.refuse(503, f"the server holds its limit of {max_connections} connections; retry")
+                return
+            self.connections.add(self)
+            self._since = self.loop.time()
+            self.start_sweeper(self.connections, sweep_s)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.connections.discard(self)
+            self._pipeline.clear()
+            self._closing = True
+
+        def eof_received(self) -> bool:
+            # the client will send nothing more; an answer in the making is still written, then it closes
+            if self._busy or self._pipeline:
+                self._closing = True
+                return True
+            return False
+
+        def data_received(self, data: bytes) -> None:
+            if self._draining:
+                return
+            if self._in_head:
+                self._head_bytes += len(data)
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                self._closing = True  # answered as a plain request; nothing after it is HTTP/1.1
+            except httptools.HttpParserError as err:
+                self.refuse(400, f"malformed HTTP request: {err}")
+                return
+            if self._in_head and self._head_bytes > max_head and not self._draining:
+                self.refuse(431, f"request line and headers over {max_head} bytes")
+
+        def pause_writing(self) -> None:
+            self.transport.pause_reading()  # a client that does not read gets nothing more answered
+
+        def resume_writing(self) -> None:
+            if not self._pipeline:
+                self.transport.resume_reading()
+
+        def shutdown(self) -> None:
+            """A graceful stop (uvicorn calls it): idle connections close, busy ones after their answer."""
+            if self._busy:
+                self._closing = True
+            else:
+                self.transport.close()
+
+        # httptools' side
+
+        def on_message_begin(self) -> None:
+            self._url = b""
+            self._headers = []
+            self._body = []
+            self._size = 0
+            self._in_head = True
+            self._idle = False
+            self._since = self.loop.time()
+
+        def on_url(self, url: bytes) -> None:
+            self._url += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._headers.append((name.lower(), value))
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            if self.head_refused(self._url, self._headers, max_head, max_headers):
+                return
+            length = next((v for n, v in self._headers if n == b"content-length"), None)
+            if length is not None and length.isdigit() and int(length) > max_body:
+                self._refuse_body()
+                return
+            if not self._busy and any(
+                n == b"expect" and v.lower() == b"100-continue" for n, v in self._headers
+            ):  # fmt: skip
+                self.transport.write(CONTINUE)
+            self._since = self.loop.time()
+
+        def on_body(self, body: bytes) -> None:
+            if self._draining:
+                return
+            self._size += len(body)
+            if self._size > max_body:
+                self._refuse_body()
+                return
+            self._body.append(body)
+
+        def on_message_complete(self) -> None:
+            if self._draining:
+                return
+            parser = self.parser
+            url = httptools.parse_url(self._url)
+            raw_path: bytes = url.path
+            path = raw_path.decode("ascii", "replace")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            method = parser.get_method().decode("ascii")
+            req = Request(method, path, raw_path, url.query or b"", self._headers, body=body)
+            keep = parser.should_keep_alive()
+            self._in_head = True
+            self._since = self.loop.time()
+            if self._busy:  # pipelined: answered in order, and nothing more is read until it is
+                self._pipeline.append((req, keep))
+                self.transport.pause_reading()
+                return
+            self._start(req, keep)
+
+        # answering
+
+        def _start(self, req: Request, keep: bool) -> None:
+            self._busy = True
+            task = self.loop.create_task(self._serve(req, keep))
+            tasks = self.state.tasks
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        async def _serve(self, req: Request, keep: bool) -> None:
+            try:
+                reply = await answer(req)
+            except BaseException:
+                self.transport.close()
+                self._busy = False
+                raise
+            self._write(req, reply, keep)
+
+        def _write(self, req: Request, reply: Response | None, keep: bool) -> None:
+            self._busy = False
+            transport = self.transport
+            if transport.is_closing():
+                return
+            if reply is None:  # cannot happen with the body read here; closing is the safe answer
+                transport.close()
+                return
+            status, body, headers = reply
+            keep = keep and not self._closing
+            out = [STATUS_LINES[status], _Date.now()]
+            for name, value in headers:
+                out += (name, b": ", value, b"\r\n")
+            out.append(b"content-length: %d\r\n" % len(body))
+            out.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
+            if req.method != "HEAD":
+                out.append(body)
+            transport.write(b"".join(out))
+            self.state.total_requests += 1
+            if not keep:
+                transport.close()
+                return
+            if self._pipeline:
+                self._start(*self._pipeline.popleft())
+                if not self._pipeline:
+                    transport.resume_reading()
+            elif self._in_head and not self._head_bytes:
+                self._idle = True
+                self._since = self.loop.time()
+
+        def _refuse_body(self) -> None:
+            status, body, headers = too_large
+            head = b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+            end = b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            self.linger(STATUS_LINES[status] + head + end + body)
+
+        def overdue(self, now: float) -> None:
+            """Close the connection if it idled past the keep-alive limit; refuse it if its head, or its
+            body, is later than the limits allow. Never while an answer is being made."""
+            if self._draining or self._busy or self.transport.is_closing():
+                return
+            waited = now - self._since
+            if self._idle:
+                if waited > keep_alive:
+                    self.transport.close()
+            elif self._in_head:
+                if waited > header_timeout:
+                    self.refuse(408, f"request headers not received within {header_timeout:g} s")
+            elif waited > body_timeout:
+                self.refuse(408, f"request body not received within {body_timeout:g} s")
+
+    return EdgeProtocol
