@@ -4,7 +4,9 @@
 Each server runs under ``valgrind --tool=callgrind`` (the serving process only: failsoft's log writer
 is a process of its own, uncounted), gets ``--warmup`` requests, then its counters are dumped and zeroed
 (``callgrind_control --dump``), ``--requests`` requests are sent one after another from outside valgrind,
-and the second dump's total instructions (Ir) divided by the requests is the figure. Cases: (a) a bare
+and the second dump's total instructions (Ir) divided by the requests is the figure. The process is then
+left alone as long as the requests took and dumped a third time: what its timers and threads spend with
+no request at all (under valgrind, time runs ~50x slower, so that share is inflated), shown beside. Cases: (a) a bare
 ASGI app calling predict_proba (bench/bare_app.py), (b) failsoft healthy (the compiled tier), (c)
 failsoft with the primary's breaker open, (e) failsoft answering a corrupt row (invalid_input); the same
 model and 30-float row as bench/overhead.py. Slow (each server starts under valgrind): a few minutes.
@@ -64,19 +66,28 @@ def measure(
                 reply.read()
                 assert reply.status == 200, reply.status
 
+        def dump() -> int:
+            """The instructions since the last dump."""
+            subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
+            dumps = sorted(out.glob(f"cg.{proc.pid}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+            return totals(dumps[-1])
+
         send(warmup)
-        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
+        dump()
         t0 = time.perf_counter()
         send(requests)
         took = time.perf_counter() - t0
-        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
-        dumps = sorted(out.glob(f"cg.{proc.pid}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
-        instructions = totals(dumps[-1])
+        instructions = dump()
+        # the same process left alone as long: what its timers and threads cost with no request at all
+        time.sleep(took)
+        idle = dump()
     finally:
         proc.terminate()
         proc.wait(60)
     return {
         "instructions_per_request": round(instructions / requests),
+        "idle_instructions_per_second": round(idle / took),
+        "per_request_without_idle": round((instructions - idle) / requests),
         "seconds_under_valgrind": round(took, 1),
     }
 
@@ -113,8 +124,12 @@ def main() -> None:
     for key in args.cases.split(","):
         name, cmd, ready_path, path, body = cases[key]
         results[name] = measure(cmd, ready_path, path, body, args.warmup, args.requests, work / key)
+        r = results[name]
         print(
-            f"{name:28} {results[name]['instructions_per_request']:>12,} instructions a request", flush=True
+            f"{name:28} {r['instructions_per_request']:>12,} instructions a request "
+            f"({r['per_request_without_idle']:,} without what the idle process spends in as long: "
+            f"{r['idle_instructions_per_second']:,} a second)",
+            flush=True,
         )
     base = results.get("bare app")
     if base:

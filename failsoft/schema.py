@@ -30,7 +30,7 @@ class InvalidValue(ValueError):
 class Batch:
     """Validated rows of one request, in the model's feature order."""
 
-    __slots__ = ("_matrix", "names", "rows", "unknown")
+    __slots__ = ("_matrix", "names", "rows", "unknown", "values")
 
     def __init__(self, names: tuple[str, ...], rows: list[Row], unknown: tuple[str, ...] = ()) -> None:
         self.names = names
@@ -38,6 +38,9 @@ class Batch:
         self._matrix: Matrix | None = None
         # keys the request sent that are no declared input (a misspelt feature is answered without it)
         self.unknown = unknown
+        # each row's values in feature order, all numbers, when the checks made them (see InputSchema._fast):
+        # a one-row answer can be computed from them without a matrix at all
+        self.values: list[tuple[float, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -64,6 +67,8 @@ class Batch:
     def matrix(self) -> Matrix:
         """The rows as a float64 matrix (n_rows, n_features); missing optional values are NaN. Raises
         InvalidValue when the rows' values cannot be one: the request's fault, never the tier's."""
+        if self._matrix is None and self.values is not None:
+            self._matrix = np.array(self.values, dtype=np.float64)
         if self._matrix is None:
             names = self.names
             nan = math.nan
@@ -154,9 +159,9 @@ class InputSchema:
         # Every input a float: a row of exactly the declared keys is checked as one array (see _fast).
         self._floats = bool(features) and all(f.type == "float" for f in features)
         self._pick = operator.itemgetter(*self.names) if len(self.names) > 1 else None
-        bounded = [f for f in features if f.min is not None or f.max is not None]
-        self._lo = np.array([-inf if f.min is None else f.min for f in features]) if bounded else None
-        self._hi = np.array([inf if f.max is None else f.max for f in features]) if bounded else None
+        bounded = any(f.min is not None or f.max is not None for f in features)
+        self._lo = tuple(-inf if f.min is None else f.min for f in features) if bounded else None
+        self._hi = tuple(inf if f.max is None else f.max for f in features) if bounded else None
 
     def validate(self, rows: list[Any]) -> Batch:
         """Check every value; raise InvalidValue naming the row and feature at the first bad one."""
@@ -202,8 +207,8 @@ class InputSchema:
     def _fast(self, rows: list[Any]) -> Batch | None:
         """The common request of an all-float model, checked in C rather than value by value: every row an
         object of exactly the declared keys, every value a float or an int, all finite and inside their
-        ranges. The rows are kept as sent and the matrix is built once, here. None when any of that does not
-        hold: the per-value path then names the problem (or passes what it allows, such as a missing
+        ranges. The rows are kept as sent, with their values in feature order. None when any of that does
+        not hold: the per-value path then names the problem (or passes what it allows, such as a missing
         optional value)."""
         pick, n = self._pick, len(self.names)
         assert pick is not None
@@ -213,21 +218,20 @@ class InputSchema:
             return None
         if len(values) != len(rows):
             return None
-        kinds = set(map(type, values[0])) if len(values) == 1 else {type(v) for row in values for v in row}
-        if not kinds <= _NUMBERS:
-            return None
-        try:
-            total = sum(values[0]) if len(values) == 1 else sum(map(sum, values))
+        lo, hi = self._lo, self._hi
+        for row in values:
+            if not set(map(type, row)) <= _NUMBERS:
+                return None
+            try:
+                total = sum(row)
+            except OverflowError:  # an int beyond a float
+                return None
             if total - total != 0.0:  # some value is NaN or infinite (or the sum overflowed): look closer
                 return None
-            matrix = np.array(values, dtype=np.float64)
-        except OverflowError:  # an int beyond a float
-            return None
-        lo, hi = self._lo, self._hi
-        if lo is not None and hi is not None and not ((matrix >= lo) & (matrix <= hi)).all():
-            return None
+            if lo is not None and not (all(map(operator.le, lo, row)) and all(map(operator.le, row, hi))):  # type: ignore[arg-type]
+                return None
         batch = Batch(self.names, rows)
-        batch._matrix = matrix
+        batch.values = values
         return batch
 
     def unknown_keys(self, rows: list[Any]) -> tuple[str, ...]:

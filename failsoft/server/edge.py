@@ -25,12 +25,12 @@ import http
 import logging
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httptools
 
 from failsoft.config import ServerSpec
-from failsoft.server.app import App
 from failsoft.server.http import Request, Response, TooLarge, error_response
 from failsoft.server.protocol import Refusals, Refusing
 
@@ -57,13 +57,16 @@ class _Date:
         return cls.header
 
 
-def edge_protocol(app: App, spec: ServerSpec, refusals: Refusals) -> type[asyncio.Protocol]:
-    """The protocol class for ``app`` under ``spec``'s limits (uvicorn instantiates it per connection)."""
+Answer = Callable[[Request], Awaitable[Response | None]]
+
+
+def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[asyncio.Protocol]:
+    """The protocol class answering with ``answer`` (``App.answer``) under ``spec``'s limits; uvicorn
+    makes one per connection."""
     max_head, max_headers, max_body = spec.max_header_bytes, spec.max_headers, spec.max_body_bytes
     header_timeout, body_timeout, keep_alive = spec.header_timeout_s, spec.body_timeout_s, spec.keep_alive_s
     max_connections = spec.max_connections
     sweep_s = min(1.0, max(0.05, min(header_timeout, body_timeout, keep_alive) / 4))
-    answer = app.answer
     too_large = error_response(TooLarge(), "", "", max_body)
 
     class EdgeProtocol(Refusing, asyncio.Protocol):
@@ -86,6 +89,8 @@ def edge_protocol(app: App, spec: ServerSpec, refusals: Refusals) -> type[asynci
             self._pipeline: collections.deque[tuple[Request, bool]] = collections.deque()
             self._url = b""
             self._headers: list[tuple[bytes, bytes]] = []
+            self._length: bytes | None = None  # the content-length header's value
+            self._expect = False  # Expect: 100-continue
             self._body: list[bytes] = []
             self._size = 0
 
@@ -146,6 +151,8 @@ def edge_protocol(app: App, spec: ServerSpec, refusals: Refusals) -> type[asynci
         def on_message_begin(self) -> None:
             self._url = b""
             self._headers = []
+            self._length = None
+            self._expect = False
             self._body = []
             self._size = 0
             self._in_head = True
@@ -156,19 +163,22 @@ def edge_protocol(app: App, spec: ServerSpec, refusals: Refusals) -> type[asynci
             self._url += url
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._headers.append((name.lower(), value))
+            name = name.lower()
+            self._headers.append((name, value))
+            if name == b"content-length":
+                self._length = value
+            elif name == b"expect":
+                self._expect = value.lower() == b"100-continue"
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             if self.head_refused(self._url, self._headers, max_head, max_headers):
                 return
-            length = next((v for n, v in self._headers if n == b"content-length"), None)
+            length = self._length
             if length is not None and length.isdigit() and int(length) > max_body:
                 self._refuse_body()
                 return
-            if not self._busy and any(
-                n == b"expect" and v.lower() == b"100-continue" for n, v in self._headers
-            ):  # fmt: skip
+            if self._expect and not self._busy:
                 self.transport.write(CONTINUE)
             self._since = self.loop.time()
 
@@ -185,14 +195,17 @@ def edge_protocol(app: App, spec: ServerSpec, refusals: Refusals) -> type[asynci
             if self._draining:
                 return
             parser = self.parser
-            url = httptools.parse_url(self._url)
-            raw_path: bytes = url.path
+            raw_path = self._url
+            query = b""
+            if b"?" in raw_path or not raw_path.startswith(b"/"):  # a query, or an absolute URL
+                url = httptools.parse_url(raw_path)
+                raw_path, query = url.path or b"/", url.query or b""
             path = raw_path.decode("ascii", "replace")
             if "%" in path:
                 path = urllib.parse.unquote(path)
             body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
             method = parser.get_method().decode("ascii")
-            req = Request(method, path, raw_path, url.query or b"", self._headers, body=body)
+            req = Request(method, path, raw_path, query, self._headers, body=body)
             keep = parser.should_keep_alive()
             self._in_head = True
             self._since = self.loop.time()

@@ -42,7 +42,9 @@ def uvicorn_config(
         host=host,
         port=port,
         loop=loop,
-        http=edge_protocol(app, spec, refusals) if http == "failsoft" else guarded_protocol(spec, refusals),
+        http=edge_protocol(app.answer, spec, refusals)
+        if http == "failsoft"
+        else guarded_protocol(spec, refusals),
         lifespan="on",
         access_log=False,
         log_level=log_level,

@@ -10,9 +10,11 @@ to 1e-9. A model it cannot compile (or whose proof fails) returns ``None`` and r
 from __future__ import annotations
 
 import logging
+import math
+import operator
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,6 +65,109 @@ def _linear(model: Any, method: str) -> Compiled | None:
             return lambda x: (x @ w + b)[:, 0]
         return lambda x: x @ w + b
     return None
+
+
+# ---- one row in plain Python ---------------------------------------------------------------------------
+
+# One row's answer from its values in feature order: what ``fn(matrix)[0]`` is, as Python values (a list
+# where the model answers several columns).
+RowFn = Callable[[Sequence[float]], Any]
+
+
+def _linear_form(model: Any) -> tuple[Any, Array, Array] | None:
+    """A linear model, and the affine steps of a pipeline in front of it folded in: (the model, weights
+    (n_features, n_outputs), intercepts); None for anything else."""
+    pre: list[tuple[Array, Array]] = []
+    if type(model).__name__ == "Pipeline":
+        steps = [s for _, s in model.steps if s is not None and s != "passthrough"]
+        *front, model = steps
+        for step in front:
+            affine = _affine(step)
+            if affine is None:
+                return None
+            pre.append(affine)
+    coef = getattr(model, "coef_", None)
+    intercept = getattr(model, "intercept_", None)
+    if coef is None or intercept is None or hasattr(coef, "toarray"):
+        return None
+    w = np.atleast_2d(np.asarray(coef, dtype=np.float64)).T
+    b = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
+    for a, c in reversed(pre):  # (x * a + c) @ w + b = x @ (a[:, None] * w) + (c @ w + b)
+        b = c @ w + b
+        w = a[:, None] * w
+    return model, w, b
+
+
+def _row_linear(model: Any, method: str) -> RowFn | None:
+    form = _linear_form(model)
+    if form is None:
+        return None
+    model, w, b = form
+    name = type(model).__name__
+    cols = [w[:, j].tolist() for j in range(w.shape[1])]
+    bias = b.tolist()
+    exp, inf, mul = math.exp, math.inf, operator.mul
+
+    def scores(x: Sequence[float]) -> list[float]:
+        return [sum(map(mul, x, c), bj) for c, bj in zip(cols, bias, strict=True)]
+
+    if name == "LogisticRegression":
+        classes = model.classes_.tolist()
+        if len(classes) <= 2:
+            (w0,), (b0,) = cols, bias
+            if method == "predict_proba":
+
+                def proba(x: Sequence[float]) -> list[float]:
+                    z = sum(map(mul, x, w0), b0)
+                    p = 1.0 / (1.0 + (exp(-z) if z > -700.0 else inf))
+                    return [1.0 - p, p]
+
+                return proba
+            if method == "predict":
+                return lambda x: classes[sum(map(mul, x, w0), b0) > 0]
+            return None
+        if method == "predict_proba":
+
+            def softmax_row(x: Sequence[float]) -> list[float]:
+                z = scores(x)
+                top = max(z)
+                e = [exp(v - top) for v in z]
+                total = sum(e)
+                return [v / total for v in e]
+
+            return softmax_row
+        if method == "predict":
+            return lambda x: (z := scores(x)) and classes[z.index(max(z))]
+        return None
+    if method == "predict" and name in {"LinearRegression", "Ridge", "Lasso", "ElasticNet", "SGDRegressor"}:
+        if np.ndim(model.coef_) == 1:
+            (w0,), (b0,) = cols, bias
+            return lambda x: sum(map(mul, x, w0), b0)
+        return scores
+    return None
+
+
+def compile_row(model: Any, method: str, sample: Array) -> RowFn | None:
+    """The one-row form of a linear model (its pipeline's affine steps folded in) in plain Python, free of
+    numpy's per-call cost, proven equal to ``getattr(model, method)`` row by row on ``sample``; else None."""
+    try:
+        row = _row_linear(model, method)
+    except Exception as err:  # an unfamiliar model shape: the matrix form answers
+        log.info("model %s has no one-row form: %s", type(model).__name__, err)
+        return None
+    if row is None:
+        return None
+    original = model.predict if method == "predict" else getattr(model, method)
+    want = np.asarray(original(sample))
+    for i, x in enumerate(sample[:64].tolist()):
+        got = np.asarray(row(x))
+        if got.shape != want[i].shape:
+            return None
+        if want.dtype.kind in "fc" and not bool(np.all(np.abs(want[i] - got) <= TOLERANCE)):
+            return None
+        if want.dtype.kind not in "fc" and not bool(np.array_equal(want[i], got)):
+            return None
+    return row
 
 
 # ---- the entry point ---------------------------------------------------------------------------------
@@ -133,7 +238,7 @@ def sample_rows(ranges: list[tuple[float | None, float | None]], n: int = 256) -
 # ---- which call is cheaper, by batch size -------------------------------------------------------------
 
 
-def _cost_us(fn: Callable[[Array], Array], rows: Array, calls: int = 15, within_s: float = 0.05) -> float:
+def cost_us(fn: Callable[[Array], Any], rows: Array, calls: int = 15, within_s: float = 0.05) -> float:
     """The median time of one call on ``rows``, in microseconds: of ``calls`` calls, or as many as fit in
     ``within_s`` (at least three) for a slow model, which loads no slower for being measured."""
     times: list[float] = []
@@ -153,8 +258,8 @@ class Cost:
     __slots__ = ("one", "per_row")
 
     def __init__(self, fn: Callable[[Array], Array], sample: Array) -> None:
-        self.one = _cost_us(fn, sample[:1])
-        self.per_row = max(0.0, (_cost_us(fn, sample) - self.one) / max(1, len(sample) - 1))
+        self.one = cost_us(fn, sample[:1])
+        self.per_row = max(0.0, (cost_us(fn, sample) - self.one) / max(1, len(sample) - 1))
 
     def rows_within(self, budget_us: float) -> int:
         """The most rows a call takes within ``budget_us``."""

@@ -24,7 +24,7 @@ from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, InvalidOutput
 from failsoft.schema import Batch
 from failsoft.tiers.base import Backend, Done, in_thread
-from failsoft.tiers.compile import cheapest, compile_model, sample_rows
+from failsoft.tiers.compile import RowFn, cheapest, compile_model, compile_row, cost_us, sample_rows
 from failsoft.tiers.process import WorkerPool
 from failsoft.tiers.trees import Array
 from failsoft.types import TierKind
@@ -234,12 +234,20 @@ class PythonBackend(Backend):
             self.input_problem = input_mismatch(obj, [f.name for f in self._features])
             if self.input_problem is None and spec.path is not None:
                 _forget_names(obj)
+        row_fn: RowFn | None = None  # one row's answer from its values, in plain Python (linear models)
         if spec.compile and self._features:
             sample = sample_rows([(f.min, f.max) for f in self._features])
             fast = compile_model(obj, method, sample)
             if fast is not None:
                 self.compiled = True
+                row_fn = compile_row(obj, method, sample)
                 matrix_fn = self._dispatch(fast, matrix_fn, sample)
+                if row_fn is not None:  # one row costs what its plain-Python form costs
+                    one = sample[0].tolist()
+                    row_us = cost_us(lambda _: row_fn(one), sample[:1])
+                    self.single_row_us = min(self.single_row_us, row_us)
+                    if row_us < INLINE_BUDGET_US:
+                        self.inline_rows = max(self.inline_rows, 1)
                 log.info(
                     "tier %s: %s compiled to numpy (%.1f µs a row; its own method from %s rows; on the "
                     "event loop up to %s rows)",
@@ -252,6 +260,15 @@ class PythonBackend(Backend):
         column = spec.column
 
         def run(batch: Batch) -> list[Any]:
+            values = batch.values
+            if row_fn is not None and values is not None and len(values) == 1:
+                one = row_fn(values[0])
+                if type(one) is list:
+                    if column is not None:
+                        one = one[column]
+                    elif len(one) == 2 and method == "predict_proba":
+                        one = one[1]
+                return [one]
             out = np.asarray(matrix_fn(batch.matrix()))
             if out.ndim == 2:
                 if column is not None:

@@ -1,5 +1,7 @@
-"""The connection guard (server/protocol.py) on a real socket: slow heads and bodies time out, connections
-past the cap are refused at once, and each refusal is the JSON error shape, counted."""
+"""Both HTTP protocols on a real socket, failsoft's own edge (server/edge.py) and uvicorn's behind the
+guard (server/protocol.py): slow heads and bodies time out, connections past the cap are refused at once,
+and each refusal is the JSON error shape, counted. Then what the edge does itself: pipelined requests
+answered in order, HEAD, a body over the limit refused from its length, 100-continue, keep-alive ends."""
 
 from __future__ import annotations
 
@@ -14,10 +16,15 @@ import pytest
 import uvicorn
 
 from failsoft.config import ServerSpec
+from failsoft.server.edge import edge_protocol
+from failsoft.server.http import JSON, Request, Response
 from failsoft.server.protocol import Refusals, guarded_protocol
 from failsoft.server.run import raise_fd_limit
 
-SPEC = ServerSpec(header_timeout_s=0.3, body_timeout_s=0.3, max_connections=4, max_header_bytes=1024)
+SPEC = ServerSpec(
+    header_timeout_s=0.3, body_timeout_s=0.3, keep_alive_s=0.3, max_connections=4, max_header_bytes=1024,
+    max_body_bytes=10_000,
+)  # fmt: skip
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -42,18 +49,28 @@ class Conns:
         return reader, writer
 
 
-@pytest.fixture
-async def server(unused_tcp_port: int) -> AsyncIterator[tuple[Conns, Refusals]]:
+async def answer_ok(req: Request) -> Response:
+    """The edge's App.answer here: "ok", or on /echo what it was asked."""
+    if req.parts[0] == "echo":
+        body = await req.body(SPEC.max_body_bytes)
+        return 200, f"{req.method} {req.path} {len(body)}".encode(), JSON
+    return 200, b"ok", []
+
+
+@contextlib.asynccontextmanager
+async def serving(port: int, http: str) -> AsyncIterator[tuple[Conns, Refusals]]:
     refusals = Refusals()
+    protocol = (
+        edge_protocol(answer_ok, SPEC, refusals) if http == "failsoft" else guarded_protocol(SPEC, refusals)
+    )
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=unused_tcp_port, http=guarded_protocol(SPEC, refusals),
-        lifespan="off", log_level="error",
+        app, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level="error"
     )  # fmt: skip
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
     while not srv.started:
         await asyncio.sleep(0.01)
-    conns = Conns(unused_tcp_port)
+    conns = Conns(port)
     yield conns, refusals
     for w in conns.writers:
         w.close()
@@ -61,6 +78,21 @@ async def server(unused_tcp_port: int) -> AsyncIterator[tuple[Conns, Refusals]]:
             await w.wait_closed()
     srv.should_exit = True
     await task
+
+
+@pytest.fixture(params=["failsoft", "uvicorn"])
+async def server(
+    unused_tcp_port: int, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Conns, Refusals]]:
+    async with serving(unused_tcp_port, request.param) as running:
+        yield running
+
+
+@pytest.fixture
+async def edge(unused_tcp_port: int) -> AsyncIterator[tuple[Conns, Refusals]]:
+    """failsoft's own edge alone, for what it does itself."""
+    async with serving(unused_tcp_port, "failsoft") as running:
+        yield running
 
 
 async def answer(reader: asyncio.StreamReader) -> tuple[int, Any]:
@@ -116,6 +148,57 @@ async def test_a_good_request_is_untouched(server: tuple[Conns, Refusals]) -> No
     body = b"x" * 5000  # a body bigger than the head limit is fine: the limit is the head's
     writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5000\r\n\r\n" + body)
     assert await answer(reader) == (200, b"ok")
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One answer off a kept-alive connection: its head and its body (by its content-length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(
+        int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length")
+    )
+    return head, await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+async def test_pipelined_requests_are_answered_in_order(edge: tuple[Conns, Refusals]) -> None:
+    reader, writer = await edge[0].open()
+    head = b"POST /echo/%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    writer.write(b"".join(head % (i, i) + b"x" * i for i in range(1, 6)))  # five requests in one write
+    for i in range(1, 6):
+        head, body = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"date: " in head
+        assert body == b"POST /echo/%d %d" % (i, i)
+
+
+async def test_head_has_no_body_and_connection_close_closes(edge: tuple[Conns, Refusals]) -> None:
+    reader, writer = await edge[0].open()
+    writer.write(b"HEAD /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = await asyncio.wait_for(reader.read(), 10)  # read to EOF: the server closed
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"content-length: 12" in head and b"connection: close" in head and body == b""
+
+
+async def test_a_body_over_the_limit_is_refused_from_its_length(edge: tuple[Conns, Refusals]) -> None:
+    reader, writer = await edge[0].open()
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")  # and no body
+    status, doc = await answer(reader)
+    assert status == 413 and doc == {"error": "request body over 10000 bytes"}
+    # a chunked body is counted as it comes
+    reader, writer = await edge[0].open()
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(3):
+        writer.write(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+    assert (await answer(reader))[0] == 413
+
+
+async def test_expect_continue_and_the_keep_alive_limit(edge: tuple[Conns, Refusals]) -> None:
+    reader, writer = await edge[0].open()
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"abc")
+    assert (await read_answer(reader))[1] == b"POST /echo 3"
+    # idle past keep_alive_s: closed without a word (EOF), and not counted as a refusal
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    assert sum(edge[1].counts.values()) == 0
 
 
 def test_the_descriptor_limit_is_raised_to_the_hard_limit() -> None:
