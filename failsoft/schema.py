@@ -64,6 +64,18 @@ class Batch:
             joined._matrix = np.concatenate([b._matrix for b in batches])
         return joined
 
+    def copy_into(self, buf: Matrix, at: int) -> None:
+        """The rows into ``buf[at : at + len(self)]`` (a monitor's window, a shadow's intake): from their
+        values when no matrix was built, one copy rather than two."""
+        values = self.values
+        if self._matrix is None and values is not None:
+            if len(values) == 1:
+                buf[at] = values[0]
+            else:
+                buf[at : at + len(values)] = values
+        else:
+            buf[at : at + len(self.rows)] = self.matrix()
+
     def matrix(self) -> Matrix:
         """The rows as a float64 matrix (n_rows, n_features); missing optional values are NaN. Raises
         InvalidValue when the rows' values cannot be one: the request's fault, never the tier's."""

@@ -42,10 +42,20 @@ def unavailable(why: str) -> None:
 
 def engines_venv() -> Path:
     """The virtualenv's folder, built (about two minutes) when missing or incomplete."""
-    reqs = requirements()
+    try:
+        return venv("engines", requirements())
+    except RuntimeError as err:
+        unavailable(str(err))
+        raise
+
+
+def venv(name: str, reqs: list[str]) -> Path:
+    """A virtualenv holding ``reqs``, built once per machine under ``~/.cache/failsoft/`` (keyed by the list
+    and this Python) or in ``$FAILSOFT_ENGINES_VENV`` for the engines; RuntimeError when pip fails."""
     key = hashlib.sha256("\n".join([*reqs, sys.version]).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "failsoft"
-    root = Path(os.environ.get("FAILSOFT_ENGINES_VENV") or cache / f"engines-{key}")
+    given = os.environ.get("FAILSOFT_ENGINES_VENV") if name == "engines" else None
+    root = Path(given or cache / f"{name}-{key}")
     done = root / ".complete"
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f"{root.name}.lock", "w") as lock:
@@ -65,7 +75,7 @@ def engines_venv() -> Path:
             )  # fmt: skip
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
             said = (getattr(err, "stderr", b"") or b"").decode(errors="replace")[-2000:]
-            unavailable(f"cannot install {reqs} into {root}: {err}\n{said}")
+            raise RuntimeError(f"cannot install {reqs} into {root}: {err}\n{said}") from None
         done.touch()
     return root
 
