@@ -7,9 +7,9 @@ is a process of its own, uncounted), gets ``--warmup`` requests, then its counte
 and the second dump's total instructions (Ir) divided by the requests is the figure. The process is then
 left alone as long as the requests took and dumped a third time: what its timers and threads spend with
 no request at all (under valgrind, time runs ~50x slower, so that share is inflated), shown beside.
-Cases: (a) a bare ASGI app calling predict_proba (bench/bare_app.py), (b) failsoft healthy (the compiled tier), (c)
-failsoft with the primary's breaker open, (e) failsoft answering a corrupt row (invalid_input); the same
-model and 30-float row as bench/overhead.py. Slow (each server starts under valgrind): a few minutes.
+Cases: (a) a bare ASGI app calling predict_proba (bench/bare_app.py), (b) failsoft healthy (the compiled
+tier), (c) failsoft with the primary's breaker open, (e) failsoft answering a corrupt row (invalid_input);
+the same model and 30-float row as bench/overhead.py. Slow (each server starts under valgrind): a few minutes.
 
     python bench/instructions.py [--requests 500]
 """
