@@ -1,12 +1,15 @@
 """Baseline (a): a bare ASGI app calling scikit-learn's predict_proba directly, on the same server stack
-as failsoft (uvicorn, uvloop, httptools, msgspec). No fallback, no deadline, no checks.
+as failsoft (uvicorn, uvloop, httptools, msgspec). No fallback, no deadline, no checks. With HANG=1 in the
+environment the model never answers (a call that blocks, as a stuck model in process does).
 
     python bench/bare_app.py MODEL.joblib FEATURE,FEATURE,... PORT
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from typing import Any
 
 import joblib
@@ -18,6 +21,7 @@ model = joblib.load(sys.argv[1])
 names = sys.argv[2].split(",")
 decode = msgspec.json.Decoder().decode
 encode = msgspec.json.Encoder().encode
+HANG = bool(os.environ.get("HANG"))
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -32,6 +36,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["path"] == "/ready":
         out = b"{}"
     else:
+        if HANG:
+            time.sleep(3600)
         row = decode(body)["inputs"]
         x = np.array([[row[n] for n in names]], dtype=np.float64)
         out = encode({"outputs": float(model.predict_proba(x)[0, 1])})

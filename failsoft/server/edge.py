@@ -31,7 +31,7 @@ from typing import Any
 import httptools
 
 from failsoft.config import ServerSpec
-from failsoft.server.http import Request, Response, TooLarge, error_response
+from failsoft.server.http import JSON, Request, Response, TooLarge, error_response
 from failsoft.server.protocol import Refusals, Refusing
 
 __all__ = ["edge_protocol"]
@@ -40,6 +40,7 @@ log = logging.getLogger("failsoft.server")
 
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+JSON_HEAD = b"".join(n + b": " + v + b"\r\n" for n, v in JSON)  # the common answer's headers, once
 
 
 class _Date:
@@ -243,14 +244,18 @@ def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[
                 return
             status, body, headers = reply
             keep = keep and not self._closing
-            out = [STATUS_LINES[status], _Date.now()]
-            for name, value in headers:
-                out += (name, b": ", value, b"\r\n")
-            out.append(b"content-length: %d\r\n" % len(body))
-            out.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
-            if req.method != "HEAD":
-                out.append(body)
-            transport.write(b"".join(out))
+            head = JSON_HEAD if headers is JSON else b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+            transport.write(
+                b"%s%s%scontent-length: %d\r\n%s\r\n%s"
+                % (
+                    STATUS_LINES[status],
+                    _Date.now(),
+                    head,
+                    len(body),
+                    b"" if keep else b"connection: close\r\n",
+                    b"" if req.method == "HEAD" else body,
+                )
+            )
             self.state.total_requests += 1
             if not keep:
                 transport.close()
