@@ -87,6 +87,7 @@ def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[
             self._since = 0.0  # loop time the current state began
             self._busy = False  # an answer is being made
             self._closing = False  # close once the answer in the making is written
+            self._eof = False  # the client half-closed: close once every request it sent is answered
             self._pipeline: collections.deque[tuple[Request, bool]] = collections.deque()
             self._url = b""
             self._headers: list[tuple[bytes, bytes]] = []
@@ -112,9 +113,9 @@ def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[
             self._closing = True
 
         def eof_received(self) -> bool:
-            # the client will send nothing more; an answer in the making is still written, then it closes
+            # the client will send nothing more: what it asked is still answered, in order, then it closes
             if self._busy or self._pipeline:
-                self._closing = True
+                self._eof = True
                 return True
             return False
 
@@ -243,7 +244,7 @@ def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[
                 transport.close()
                 return
             status, body, headers = reply
-            keep = keep and not self._closing
+            keep = keep and not self._closing and not (self._eof and not self._pipeline)
             head = JSON_HEAD if headers is JSON else b"".join(n + b": " + v + b"\r\n" for n, v in headers)
             transport.write(
                 b"%s%s%scontent-length: %d\r\n%s\r\n%s"

@@ -169,6 +169,16 @@ async def test_pipelined_requests_are_answered_in_order(edge: tuple[Conns, Refus
         assert body == b"POST /echo/%d %d" % (i, i)
 
 
+async def test_a_client_that_half_closes_gets_every_answer(edge: tuple[Conns, Refusals]) -> None:
+    reader, writer = await edge[0].open()
+    writer.write(b"".join(b"GET /echo/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)))
+    writer.write_eof()  # as `nc -N` does: the requests, then nothing more
+    raw = await asyncio.wait_for(reader.read(), 10)  # to EOF: the server closes after the third
+    assert raw.count(b"HTTP/1.1 200 OK\r\n") == 3
+    at = [raw.index(b"GET /echo/%d 0" % i) for i in range(3)]
+    assert at == sorted(at)  # in the order asked
+
+
 async def test_head_has_no_body_and_connection_close_closes(edge: tuple[Conns, Refusals]) -> None:
     reader, writer = await edge[0].open()
     writer.write(b"HEAD /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
