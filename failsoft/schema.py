@@ -102,6 +102,11 @@ _NUMBERS = frozenset({float, int})
 FLOAT_MAX = sys.float_info.max
 
 
+def _within(lo: tuple[float, ...], row: tuple[float, ...], hi: tuple[float, ...]) -> bool:
+    """Every value inside its bounds (compared in C)."""
+    return all(map(operator.le, lo, row)) and all(map(operator.le, row, hi))
+
+
 def _within_float(name: str, v: int) -> None:
     if not -FLOAT_MAX <= v <= FLOAT_MAX:
         raise InvalidValue(f"{name}: an integer of {v.bit_length()} bits is beyond a 64-bit float")
@@ -168,7 +173,7 @@ class InputSchema:
         )
         self.numeric = all(f.type != "string" for f in features)
         self._declared = frozenset(self.names)
-        # Every input a float: a row of exactly the declared keys is checked as one array (see _fast).
+        # Every input a float: a row of exactly the declared keys is checked in C (see _fast).
         self._floats = bool(features) and all(f.type == "float" for f in features)
         self._pick = operator.itemgetter(*self.names) if len(self.names) > 1 else None
         bounded = any(f.min is not None or f.max is not None for f in features)
@@ -232,15 +237,18 @@ class InputSchema:
             return None
         lo, hi = self._lo, self._hi
         for row in values:
-            if not set(map(type, row)) <= _NUMBERS:
+            kinds = set(map(type, row))
+            if not kinds <= _NUMBERS:
                 return None
+            if int in kinds and not all(-FLOAT_MAX <= v <= FLOAT_MAX for v in row):
+                return None  # an integer beyond a float (summed with ints only, it would not overflow)
             try:
                 total = sum(row)
-            except OverflowError:  # an int beyond a float
+            except OverflowError:  # an int beyond a float, summed with floats
                 return None
             if total - total != 0.0:  # some value is NaN or infinite (or the sum overflowed): look closer
                 return None
-            if lo is not None and not (all(map(operator.le, lo, row)) and all(map(operator.le, row, hi))):  # type: ignore[arg-type]
+            if lo is not None and hi is not None and not _within(lo, row, hi):
                 return None
         batch = Batch(self.names, rows)
         batch.values = values

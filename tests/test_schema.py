@@ -84,3 +84,34 @@ def test_tensor_metadata() -> None:
     meta = SCHEMA.tensor_metadata()
     assert meta[0] == {"name": "age", "datatype": "FP64", "shape": [-1]}
     assert [m["datatype"] for m in meta] == ["FP64", "INT64", "BYTES", "BOOL"]
+
+
+FLOATS = InputSchema([FeatureSpec(name="a", min=-1, max=1e6), FeatureSpec(name="b"), FeatureSpec(name="c")])
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"a": 10**400, "b": 1, "c": 2}, "beyond a 64-bit float"),  # all ints: summing them cannot overflow
+        ({"a": 1.0, "b": 10**400, "c": 2.0}, "beyond a 64-bit float"),
+        ({"a": 1.0, "b": math.nan, "c": 2.0}, "not a finite"),
+        ({"a": 1.0, "b": 2.0, "c": -math.inf}, "not a finite"),
+        ({"a": 1.0, "b": True, "c": 2.0}, "expected a number"),
+        ({"a": 1.0, "b": "2", "c": 2.0}, "expected a number"),
+        ({"a": -2.0, "b": 1.0, "c": 2.0}, "outside"),
+        ({"a": 1.0, "b": 1.0, "x": 2.0}, "missing"),
+    ],
+)
+def test_the_all_float_fast_path_leaves_every_bad_row_to_the_checks_that_name_it(
+    row: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidValue, match=message):
+        FLOATS.validate([row])
+
+
+def test_the_all_float_fast_path_keeps_values_in_feature_order() -> None:
+    batch = FLOATS.validate([{"c": 3.0, "b": 2, "a": 1.5}, {"a": 0.0, "b": -1.0, "c": 1e300}])
+    assert batch.values == [(1.5, 2, 3.0), (0.0, -1.0, 1e300)]
+    assert batch.matrix().tolist() == [[1.5, 2.0, 3.0], [0.0, -1.0, 1e300]]
+    other = FLOATS.validate([{"a": 1.0, "b": 2.0, "c": 3.0, "x": 4.0}])  # a key more: the per-value path
+    assert other.values is None and other.unknown == ("x",) and other.matrix().tolist() == [[1.0, 2.0, 3.0]]

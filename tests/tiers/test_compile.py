@@ -23,7 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from failsoft.tiers.compile import compile_model
+from failsoft.tiers.compile import compile_model, compile_row
 
 X, Y = make_classification(n_samples=400, n_features=6, n_informative=4, random_state=0)
 XM, YM = make_classification(n_samples=400, n_features=6, n_informative=4, n_classes=3, random_state=1)
@@ -131,3 +131,34 @@ def test_a_compiled_model_that_differs_is_refused() -> None:
 
     Liar.__name__ = "LogisticRegression"
     assert compile_model(Liar(), "predict_proba", PROBE) is None
+
+
+ROW_MODELS = [
+    (lambda: LogisticRegression(max_iter=500).fit(X, Y), "predict_proba"),
+    (lambda: LogisticRegression(max_iter=500).fit(X, Y), "predict"),
+    (lambda: LogisticRegression(max_iter=500).fit(XM, YM), "predict_proba"),
+    (lambda: LogisticRegression(max_iter=500).fit(XM, YM), "predict"),
+    (lambda: make_pipeline(StandardScaler(), MinMaxScaler(), LogisticRegression(max_iter=500)).fit(X, Y),
+     "predict_proba"),
+    (lambda: LinearRegression().fit(XR, YR), "predict"),
+    (lambda: Ridge().fit(XR, np.stack([YR, -YR], axis=1)), "predict"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "method"), ROW_MODELS)
+def test_the_one_row_form_equals_the_model_row_by_row(make: Any, method: str) -> None:
+    """A linear model's one-row form in plain Python (its pipeline's scalers folded into the weights)
+    answers what the model answers, row by row, far from the rows it was proven on too."""
+    model = make()
+    row = compile_row(model, method, PROBE[:64])
+    assert row is not None
+    want = getattr(model, method)(PROBE)
+    for x, w in zip(PROBE.tolist(), want, strict=True):
+        got = np.asarray(row(x))
+        assert got.shape == np.shape(w)
+        assert np.allclose(got, w, rtol=0, atol=1e-9) if want.dtype.kind == "f" else np.array_equal(got, w)
+
+
+def test_models_without_a_one_row_form_get_none() -> None:
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, Y)
+    assert compile_row(forest, "predict_proba", PROBE[:64]) is None
