@@ -199,13 +199,6 @@ def segments(path: str, raw: bytes | None) -> list[str]:
     return [urllib.parse.unquote(p) for p in raw.decode("ascii", "replace").strip("/").split("/")]
 
 
-def header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
-
-
 def need(method: str, allowed: str) -> None:
     if method != allowed and not (allowed == "GET" and method == "HEAD"):
         raise MethodNotAllowed
