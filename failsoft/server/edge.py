@@ -31,7 +31,7 @@ from typing import Any
 import httptools
 
 from failsoft.config import ServerSpec
-from failsoft.server.http import JSON, Request, Response, TooLarge, error_response
+from failsoft.server.http import JSON, Headers, Request, Response, TooLarge, error_response
 from failsoft.server.protocol import Refusals, Refusing
 
 __all__ = ["edge_protocol"]
@@ -40,7 +40,14 @@ log = logging.getLogger("failsoft.server")
 
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-JSON_HEAD = b"".join(n + b": " + v + b"\r\n" for n, v in JSON)  # the common answer's headers, once
+
+
+def _head(headers: Headers) -> bytes:
+    """Header lines as they are written."""
+    return b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+
+
+JSON_HEAD = _head(JSON)  # the common answer's headers, made once
 
 
 class _Date:
@@ -68,7 +75,13 @@ def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[
     header_timeout, body_timeout, keep_alive = spec.header_timeout_s, spec.body_timeout_s, spec.keep_alive_s
     max_connections = spec.max_connections
     sweep_s = min(1.0, max(0.05, min(header_timeout, body_timeout, keep_alive) / 4))
-    too_large = error_response(TooLarge(), "", "", max_body)
+    status, body, headers = error_response(TooLarge(), "", "", max_body)
+    too_large = b"%s%scontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
+        STATUS_LINES[status],
+        _head(headers),
+        len(body),
+        body,
+    )  # the 413, made once
 
     class EdgeProtocol(Refusing, asyncio.Protocol):
         sweeper = None
@@ -245,7 +258,7 @@ def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[
                 return
             status, body, headers = reply
             keep = keep and not self._closing and not (self._eof and not self._pipeline)
-            head = JSON_HEAD if headers is JSON else b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+            head = JSON_HEAD if headers is JSON else _head(headers)
             transport.write(
                 b"%s%s%scontent-length: %d\r\n%s\r\n%s"
                 % (
@@ -270,10 +283,7 @@ def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[
                 self._since = self.loop.time()
 
         def _refuse_body(self) -> None:
-            status, body, headers = too_large
-            head = b"".join(n + b": " + v + b"\r\n" for n, v in headers)
-            end = b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-            self.linger(STATUS_LINES[status] + head + end + body)
+            self.linger(too_large)
 
         def overdue(self, now: float) -> None:
             """Close the connection if it idled past the keep-alive limit; refuse it if its head, or its
