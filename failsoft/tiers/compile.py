@@ -41,14 +41,23 @@ def _affine(step: Any) -> tuple[Array, Array] | None:
     return None
 
 
-def _linear(model: Any, method: str) -> Compiled | None:
-    name = type(model).__name__
+def _weights(model: Any) -> tuple[Array, Array] | None:
+    """A linear model's weights (n_features, n_outputs) and intercepts; None for anything else (or sparse
+    weights)."""
     coef = getattr(model, "coef_", None)
     intercept = getattr(model, "intercept_", None)
-    if coef is None or intercept is None or (getattr(model, "sparsify", None) and hasattr(coef, "toarray")):
+    if coef is None or intercept is None or hasattr(coef, "toarray"):
         return None
     w = np.ascontiguousarray(np.atleast_2d(coef).T, dtype=np.float64)
-    b = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
+    return w, np.atleast_1d(np.asarray(intercept, dtype=np.float64))
+
+
+def _linear(model: Any, method: str) -> Compiled | None:
+    name = type(model).__name__
+    weights = _weights(model)
+    if weights is None:
+        return None
+    w, b = weights
     if name == "LogisticRegression":
         classes = model.classes_
         if method == "predict_proba":
@@ -61,7 +70,7 @@ def _linear(model: Any, method: str) -> Compiled | None:
             return lambda x: classes[np.argmax(x @ w + b, axis=1)]
         return None
     if method == "predict" and name in {"LinearRegression", "Ridge", "Lasso", "ElasticNet", "SGDRegressor"}:
-        if np.ndim(coef) == 1:
+        if np.ndim(model.coef_) == 1:
             return lambda x: (x @ w + b)[:, 0]
         return lambda x: x @ w + b
     return None
@@ -86,12 +95,10 @@ def _linear_form(model: Any) -> tuple[Any, Array, Array] | None:
             if affine is None:
                 return None
             pre.append(affine)
-    coef = getattr(model, "coef_", None)
-    intercept = getattr(model, "intercept_", None)
-    if coef is None or intercept is None or hasattr(coef, "toarray"):
+    weights = _weights(model)
+    if weights is None:
         return None
-    w = np.atleast_2d(np.asarray(coef, dtype=np.float64)).T
-    b = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
+    w, b = weights
     for a, c in reversed(pre):  # (x * a + c) @ w + b = x @ (a[:, None] * w) + (c @ w + b)
         b = c @ w + b
         w = a[:, None] * w
