@@ -4,6 +4,8 @@ inside functions and under TYPE_CHECKING), and no module past its size without a
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import failsoft
@@ -108,3 +110,17 @@ def test_no_module_is_too_long() -> None:
 
 def test_portfolio_is_small() -> None:
     assert len((ROOT / "portfolio.py").read_text().splitlines()) < 300
+
+
+def test_the_log_writer_starts_light() -> None:
+    """The writer process imports the store and nothing of serving: it starts in tens of milliseconds, so a
+    gateway's log is written from its first second (a writer that imported the portfolio, scipy and the tiers
+    took 1.3 s to start here, and over 3 s on a loaded machine)."""
+    code = "import sys, failsoft.store.writer; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    heavy = {"numpy", "scipy", "failsoft.portfolio", "failsoft.tiers", "failsoft.monitor", "sklearn"}
+    assert not heavy & loaded, sorted(heavy & loaded)

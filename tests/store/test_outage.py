@@ -79,6 +79,19 @@ async def traffic(url: str, during: Callable[[], Awaitable[None]]) -> tuple[int,
     return answers, latencies, statuses
 
 
+def logged(url: str, outcome: str) -> float:
+    """The gateway's count of log records with ``outcome`` (written, spilled, ...)."""
+    metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+    return float(metrics.split(f'failsoft_log_records_total{{outcome="{outcome}"}} ')[1].split()[0])
+
+
+async def until(ready: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not ready():
+        assert time.monotonic() < end, "not ready in time"
+        await asyncio.sleep(0.05)
+
+
 def assert_within_deadline(latencies: list[float]) -> None:
     ordered = sorted(latencies)
     assert ordered[int(0.99 * len(ordered))] < DEADLINE_MS + SLACK_MS, ordered[-5:]
@@ -102,7 +115,8 @@ async def test_sqlite_locked_for_a_while(tmp_path: Path) -> None:
     url = f"sqlite:///{db}"
 
     async def lock_it() -> None:
-        await asyncio.sleep(0.5)
+        # Lock once the writer has written: the lock must meet a running writer, however slowly it started.
+        await until(lambda: logged(gw.url, "written") > 0)
         blocker = sqlite3.connect(db, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         await asyncio.sleep(2.0)
@@ -112,13 +126,11 @@ async def test_sqlite_locked_for_a_while(tmp_path: Path) -> None:
 
     try:
         answers, latencies, statuses = await traffic(gw.url + "/v1/models/m/predict", lock_it)
-        metrics = urllib.request.urlopen(gw.url + "/metrics").read().decode()
+        spilled = logged(gw.url, "spilled")
     finally:
         gw.stop()
     assert statuses == {200} and answers > 500
     assert_within_deadline(latencies)
-    assert 'failsoft_log_records_total{outcome="spilled"}' in metrics
-    spilled = float(metrics.split('failsoft_log_records_total{outcome="spilled"} ')[1].split()[0])
     assert spilled > 0, "the lock really forced records to the spill file"
     assert_logged_once(url, answers)
 
