@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -27,7 +28,7 @@ import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import joblib
 from sklearn.datasets import load_breast_cancer
@@ -75,9 +76,38 @@ def wrk(url: str, body: str | list[str], connections: int, seconds: int) -> dict
     }
 
 
+class Served(NamedTuple):
+    url: str  # base URL
+    pid: int
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children (the log writer): a
+    figure that wanders far less between runs than requests a second on a shared machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def wrk_cpu(gw: Served, url: str, body: str | list[str], connections: int, seconds: int) -> dict[str, float]:
+    """``wrk``'s figures and the gateway's CPU microseconds per answered request during the run."""
+    before = cpu_s(gw.pid)
+    point = wrk(url, body, connections, seconds)
+    point["cpu_us"] = round((cpu_s(gw.pid) - before) / max(point["requests"], 1) * 1e6, 1)
+    return point
+
+
 @contextlib.contextmanager
-def served(config: Path) -> Iterator[str]:
-    """``failsoft serve config`` on a free loopback port, ready; yields its base URL, stops it gracefully."""
+def served(config: Path) -> Iterator[Served]:
+    """``failsoft serve config`` on a free loopback port, ready; yields its base URL and pid, stops it
+    gracefully."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "failsoft.cli", "serve", str(config), "--port", str(port),
@@ -87,7 +117,7 @@ def served(config: Path) -> Iterator[str]:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/v2/health/ready", proc)
-        yield base
+        yield Served(base, proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(15)
@@ -97,9 +127,11 @@ def compare(results: dict[str, list[dict[str, Any]]], base: str, other: str) -> 
     """Side-by-side figures of two configurations run in alternating rounds: medians, the ratio of the
     medians (other / base), and the median of the per-round ratios (the two runs of a round are back to
     back, so a round's ratio sees the machine in one state)."""
-    med = {k: {m: statistics.median(p[m] for p in v) for m in ("rps", "p99_ms")} for k, v in results.items()}
+    figures = ("rps", "p99_ms", "cpu_us") if all("cpu_us" in p for v in results.values() for p in v) else (
+        "rps", "p99_ms")  # fmt: skip
+    med = {k: {m: statistics.median(p[m] for p in v) for m in figures} for k, v in results.items()}
     pairs = list(zip(results[other], results[base], strict=True))
-    return {
+    out = {
         "rounds": results,
         "median": med,
         "throughput_ratio": round(med[other]["rps"] / med[base]["rps"], 3),
@@ -107,6 +139,9 @@ def compare(results: dict[str, list[dict[str, Any]]], base: str, other: str) -> 
         "median_paired_throughput_ratio": round(statistics.median(o["rps"] / b["rps"] for o, b in pairs), 3),
         "median_paired_p99_ratio": round(statistics.median(o["p99_ms"] / b["p99_ms"] for o, b in pairs), 3),
     }
+    if "cpu_us" in figures:  # the gateway's CPU per request (process and log writer), other / base
+        out["cpu_per_request_ratio"] = round(med[other]["cpu_us"] / med[base]["cpu_us"], 3)
+    return out
 
 
 def portfolio(work: Path, primary: str, names: list[str], store: str = "") -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-from overhead import compare, portfolio, served, wrk
+from overhead import compare, portfolio, served, wrk, wrk_cpu
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
@@ -67,10 +67,10 @@ def main() -> None:
             pair = (("none", plain), ("two_candidates", shadowed))
             for name, cfg in pair if r % 2 == 0 else pair[::-1]:
                 logged, before = shadow_rows(db), copies(db)
-                with served(cfg) as base:
-                    url = base + "/v1/models/m/predict"
+                with served(cfg) as gw:
+                    url = gw.url + "/v1/models/m/predict"
                     wrk(url, body, 8, 2)  # warm up
-                    point: dict[str, Any] = wrk(url, body, 32, args.seconds)
+                    point: dict[str, Any] = wrk_cpu(gw, url, body, 32, args.seconds)
                 # The gateway has stopped: it saved its copy counters and wrote out its log, so every copy
                 # mirrored (warm-up included) has its answer there.
                 if name == "two_candidates":

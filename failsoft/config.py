@@ -216,12 +216,19 @@ class MonitorSpec(DriftSpec, frozen=True):
     the model ``warning``, ``quarantine_after`` make it ``quarantined`` (with ``action = "quarantine"``);
     ``recover_after`` clean windows in a row bring it back, unless ``recovery = "manual"`` (then a person
     restores it from the audit queue). Rows alone are cheap to send, so a quarantine also needs evidence over
-    time: the drifted windows in a row must span ``min_span_s`` seconds (before that, ``warning``)."""
+    time: the drifted windows in a row must span ``min_span_s`` seconds (before that, ``warning``).
+
+    Drift is told from a window's rows, not from the share of traffic they are, so a busy model is watched
+    from a sample: past ``max_rows_per_s`` rows a second, requests are kept at random (each with the same
+    chance, set once a second from the rate seen), and a window of ``window_rows`` takes
+    ``window_rows / max_rows_per_s`` seconds or more to fill however busy the model is. 0 keeps every
+    request."""
 
     profile: str | None = None
     learn_rows: Annotated[int, Meta(ge=0)] = 0
     window_rows: PositiveInt = 5000
     window_s: PositiveFloat = 60.0
+    max_rows_per_s: Annotated[float, Meta(ge=0)] = 1000.0
     warn_after: PositiveInt = 1
     quarantine_after: PositiveInt = 3
     min_span_s: Annotated[float, Meta(ge=0)] = 60.0

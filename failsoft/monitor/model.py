@@ -8,6 +8,7 @@ import collections
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class Window:
     requests: int = 0
     rows: int = 0
     invalid: int = 0
+    seen_before: int = 0  # the monitor's count of requests seen (kept or not) when the window opened
 
     def grow(self, rows: int, width: int) -> Any:
         size = max(rows, 2 * len(self.buf) if self.buf is not None else 1024)
@@ -106,6 +108,7 @@ class ModelMonitor:
         output: OutputSpec,
         profile: Profile | None,
         learned_path: Path,
+        seed: int | None = None,
     ) -> None:
         self.model = model
         self.spec = spec
@@ -117,6 +120,15 @@ class ModelMonitor:
         # a window this far past window_rows is not being judged (the monitor fell behind): drop, count
         self.max_rows = 10 * spec.window_rows + spec.learn_rows
         self.dropped = 0
+        # Sampling (``max_rows_per_s``): every request counts in ``seen``; ``_skip`` requests are passed by
+        # before the next one is kept, drawn so that each request is kept with chance ``share``.
+        self.seen = 0
+        self.share = 1.0
+        self._skip = 0
+        self._log_pass = 0.0  # log(1 - share)
+        self._rng = random.Random(seed)
+        self._rate_at = time.monotonic()
+        self._rate_seen = 0
         self.window = Window(time.time(), time.monotonic())
         self.learning: list[Window] = []
         self.history: collections.deque[Closed] = collections.deque(maxlen=spec.keep_windows)
@@ -134,7 +146,15 @@ class ModelMonitor:
     def observe(self, answer: Answer) -> None:
         """The chain's listener: called after each answer, never blocks. What is kept goes straight into
         the open window in forms the garbage collector does not walk (holding the request's own objects
-        until a background pass would make every young-generation collection walk a thousand requests)."""
+        until a background pass would make every young-generation collection walk a thousand requests).
+        Past ``max_rows_per_s``, most requests leave here after two integer operations (sampling)."""
+        self.seen += 1
+        if self._skip:
+            self._skip -= 1
+            return
+        if self.share < 1.0:
+            # requests passed by before the next one kept: geometric, so each is kept with chance ``share``
+            self._skip = int(math.log(1.0 - self._rng.random()) / self._log_pass)
         w = self.window
         batch, outputs, request_id = answer.batch, answer.primary, answer.outcome.id
         if batch is None:
@@ -167,6 +187,24 @@ class ModelMonitor:
 
     # ---- the background side -------------------------------------------------------------------------
 
+    def resample(self, now: float) -> None:
+        """Once a second: the chance a request is kept, from the rows a second seen since the last look
+        (requests a second times the rows a kept request has had in this window, or one)."""
+        elapsed = now - self._rate_at
+        if elapsed < 1.0:
+            return
+        requests = (self.seen - self._rate_seen) / elapsed
+        self._rate_at, self._rate_seen = now, self.seen
+        w = self.window
+        rows = requests * max(w.rows / w.requests, 1.0) if w.requests else requests
+        cap = self.spec.max_rows_per_s
+        share = 1.0 if not cap or rows <= cap else cap / rows
+        self.share = share
+        if share < 1.0:
+            self._log_pass = math.log1p(-share)
+        else:
+            self._skip = 0
+
     def due(self, now: float) -> bool:
         w, spec = self.window, self.spec
         if self.profile is None:
@@ -174,7 +212,8 @@ class ModelMonitor:
         return w.rows >= spec.window_rows or (now - w.started >= spec.window_s and w.rows >= spec.min_rows)
 
     def take(self) -> Window:
-        w, self.window = self.window, Window(time.time(), time.monotonic())
+        w, self.window = self.window, Window(time.time(), time.monotonic(), seen_before=self.seen)
+        w.seen_before = self.seen - w.seen_before  # from here on: the requests seen while it was open
         return w
 
     def columns(self, w: Window) -> dict[str, Column]:
@@ -237,6 +276,8 @@ class ModelMonitor:
                 "started_at": w.started_at,
                 "ended_at": time.time(),
                 "requests": w.requests + w.invalid,
+                # the share of the model's requests the window kept (1.0 below max_rows_per_s)
+                "kept_share": _round((w.requests + w.invalid) / max(w.seen_before, 1)),
                 "invalid": w.invalid,
                 "answered_by_primary": sum(p is not None for p in w.preds),
                 "estimated": self._estimate(cols),
@@ -343,6 +384,7 @@ class ModelMonitor:
             drifted_in_a_row=self.bad,
             clean_in_a_row=self.good,
             dropped=self.dropped,
+            kept_share=_round(self.share),
             open_window=OpenWindow(self.window.rows, round(time.monotonic() - self.window.started, 1)),
             transitions=list(self.transitions),
             windows=[c.report for c in list(self.history)[-last:]][::-1],
@@ -371,6 +413,7 @@ class MonitorReport(msgspec.Struct, frozen=True):
     drifted_in_a_row: int
     clean_in_a_row: int
     dropped: int
+    kept_share: float  # the chance a request is kept now (below 1 past ``max_rows_per_s``)
     open_window: OpenWindow
     transitions: list[dict[str, Any]]
     windows: list[dict[str, Any]]

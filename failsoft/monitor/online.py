@@ -91,6 +91,7 @@ class Monitors:
     async def tick(self) -> None:
         now = time.monotonic()
         for mon in self.models.values():
+            mon.resample(now)
             if not mon.due(now):
                 continue
             w = mon.take()
@@ -167,10 +168,16 @@ class Monitors:
         dropped = CounterMetricFamily(
             "failsoft_monitor_dropped", "Requests not monitored (the monitor fell behind)", labels=["model"]
         )
+        kept = GaugeMetricFamily(
+            "failsoft_monitor_kept_share",
+            "The chance a request goes into the monitor's window (below 1 past max_rows_per_s)",
+            labels=["model"],
+        )
         for name, mon in self.models.items():
             for verdict, n in mon.verdicts.items():
                 windows.add_metric([name, verdict], n)
             dropped.add_metric([name], mon.dropped)
+            kept.add_metric([name], mon.share)
             if not mon.history:
                 continue
             last = mon.history[-1].report
@@ -181,7 +188,7 @@ class Monitors:
                 rep = next((c.report[kind] for c in reversed(mon.history) if c.report[kind]), None)
                 for metric, value in (rep or {}).items():
                     perf.add_metric([name, kind, metric], value)
-        return iter([windows, psi, drifted, perf, dropped])
+        return iter([windows, psi, drifted, perf, dropped, kept])
 
 
 def _load(file: str, key: str, path: Path) -> Profile:

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,12 @@ import pytest
 from prometheus_client import generate_latest
 
 from failsoft import Health, Portfolio, Reason
+from failsoft.config import MonitorSpec, OutputSpec
 from failsoft.errors import ConfigError
 from failsoft.labels import Label, save_labels
+from failsoft.monitor.model import ModelMonitor
 from failsoft.monitor.profile import Column, Profile, build
+from failsoft.schema import Batch
 from tests.portfolios import default_tier, model, python_tier, toml
 
 
@@ -49,8 +53,9 @@ def portfolio(
     write_toml: Callable[[str], Path], tmp_path: Path, monitor: dict[str, Any], min_span_s: float = 0
 ) -> Portfolio:
     """``churn`` is monitored (``monitor`` adds to its policy); ``other`` is not."""
+    # every request kept (no sampling): these tests count windows by the requests they send
     policy = {"window_rows": 100, "window_s": 60, "warn_after": 1, "quarantine_after": 2, "recover_after": 2,
-              "min_span_s": min_span_s, **monitor}  # fmt: skip
+              "min_span_s": min_span_s, "max_rows_per_s": 0, **monitor}  # fmt: skip
     heavy = python_tier("heavy", "tests.helpers:score")
     churn = model(
         heavy,
@@ -248,3 +253,61 @@ def test_a_profile_of_other_features_is_refused(tmp_path: Path, write_toml: Call
     with pytest.raises(ConfigError) as err:
         portfolio(write_toml, tmp_path, {"profile": str(path)})
     assert err.value.key == "models.churn.monitor.profile" and "age" in str(err.value)
+
+
+def sampled_monitor(cap: float, seed: int = 7) -> ModelMonitor:
+    spec = MonitorSpec(window_rows=1_000_000, max_rows_per_s=cap)
+    return ModelMonitor(
+        "m", spec, {"x": "numeric"}, OutputSpec(type="float"), None, Path("unused"), seed=seed
+    )
+
+
+def answer(i: int, n: int = 1) -> Any:
+    batch = Batch(("x",), [{"x": float(i)}] * n)
+    batch.values = [(float(i),)] * n
+    return SimpleNamespace(batch=batch, primary=[0.5] * n, outcome=SimpleNamespace(id=f"r{i}"))
+
+
+def test_a_busy_model_is_watched_from_a_random_sample_of_its_requests() -> None:
+    """Past max_rows_per_s rows a second, each request is kept with the same chance; the rate is read once
+    a second on the monitor's clock (injected here), so the test needs no real time."""
+    mon = sampled_monitor(cap=1000)
+    now = mon._rate_at
+    for i in range(20_000):  # the first second, 20,000 requests: all kept (the rate is not known yet)
+        mon.observe(answer(i))
+    assert mon.window.rows == 20_000 and mon.share == 1.0
+    mon.resample(now + 1.0)  # 20,000 rows a second seen: keep 1 in 20
+    assert mon.share == pytest.approx(0.05)
+    before = mon.window.rows
+    kept_ids = []
+    for i in range(20_000, 220_000):
+        mon.observe(answer(i))
+        if mon.window.rows > before + len(kept_ids):
+            kept_ids.append(i)
+    kept = len(kept_ids)
+    assert 9_400 < kept < 10_600, kept  # 200,000 x 0.05 = 10,000 (binomial sd 97)
+    gaps = np.diff(kept_ids)
+    assert gaps.mean() == pytest.approx(20, rel=0.05) and gaps.min() >= 1 and gaps.max() > 100  # random
+    assert mon.seen == 220_000
+    w = mon.take()
+    assert w.seen_before == 220_000 and w.requests == 20_000 + kept
+    mon.resample(now + 11.0)  # 200,000 in the last 10 s
+    assert mon.share == pytest.approx(1000 / 20_000)
+    mon.resample(now + 21.0)  # quiet: nothing seen in 10 s, every request kept again
+    assert mon.share == 1.0 and mon._skip == 0
+    mon.observe(answer(0))
+    assert mon.window.rows == 1
+
+
+def test_sampling_counts_rows_for_batches_and_can_be_turned_off() -> None:
+    mon = sampled_monitor(cap=1000)
+    now = mon._rate_at
+    for i in range(200):  # 200 requests of 50 rows: 10,000 rows a second
+        mon.observe(answer(i, n=50))
+    mon.resample(now + 1.0)
+    assert mon.share == pytest.approx(0.1)
+    off = sampled_monitor(cap=0)
+    for i in range(50_000):
+        off.observe(answer(i))
+    off.resample(off._rate_at + 1.0)
+    assert off.share == 1.0 and off.window.rows == 50_000
