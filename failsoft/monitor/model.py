@@ -19,16 +19,9 @@ import numpy as np
 
 from failsoft.chain import Answer
 from failsoft.config import MonitorSpec, OutputSpec
-from failsoft.monitor import drift
-from failsoft.monitor.performance import estimate, realized
-from failsoft.monitor.profile import (
-    PREDICTION,
-    Column,
-    Profile,
-    build,
-    categorical_column,
-    numeric_column,
-)
+from failsoft.monitor.judge import Sample, columns, report, round_nan
+from failsoft.monitor.performance import realized
+from failsoft.monitor.profile import PREDICTION, Column, Profile, build
 from failsoft.types import Health
 
 log = logging.getLogger("failsoft.monitor")
@@ -216,29 +209,12 @@ class ModelMonitor:
         w.seen_before = self.seen - w.seen_before  # from here on: the requests seen while it was open
         return w
 
+    def sample(self, w: Window) -> Sample:
+        matrix = (w.buf[: w.rows] if w.buf is not None else np.empty((0, 0))) if self.all_numeric else None
+        return Sample(self.features, self.task, w.names, matrix, w.rows_seen, w.preds, w.invalid)
+
     def columns(self, w: Window) -> dict[str, Column]:
-        cols: dict[str, Column] = {}
-        if self.all_numeric:
-            if w.buf is not None and w.rows:
-                matrix = w.buf[: w.rows]
-                index = {n: i for i, n in enumerate(w.names)}
-                for name in self.features:
-                    cols[name] = Column(name, "numeric", np.ascontiguousarray(matrix[:, index[name]]))
-        else:
-            for name, kind in self.features.items():
-                values = [r.get(name) for r in w.rows_seen]
-                make = numeric_column if kind == "numeric" else categorical_column
-                cols[name] = make(name, values)
-        # the primary's answers, None for rows another tier answered (left out of prediction drift)
-        preds = w.preds
-        if any(p is not None for p in preds):
-            if self.task == "ranking":
-                cols[PREDICTION] = categorical_column(PREDICTION, (p[0] if p else None for p in preds))
-            elif self.task == "multiclass":
-                cols[PREDICTION] = categorical_column(PREDICTION, preds)
-            else:
-                cols[PREDICTION] = numeric_column(PREDICTION, preds)
-        return cols
+        return columns(self.sample(w))
 
     def learn(self, w: Window) -> bool:
         """Fold a window into the reference being learned; True once the profile is built (and saved)."""
@@ -263,14 +239,14 @@ class ModelMonitor:
         return True
 
     def judge(self, w: Window) -> Closed:
-        """Drift, quality and estimated performance of a closed window (runs in a thread)."""
+        """Drift, quality and estimated performance of a closed window, here (in a thread); the online
+        monitor judges in a process of its own (``failsoft.monitor.judge``) and then calls ``closed``."""
         assert self.profile is not None
-        cols = self.columns(w)
-        n = w.rows
-        chunk = np.zeros(n, dtype=np.int64)
-        invalid = np.array([w.invalid], dtype=np.int64)
-        report = drift.evaluate(self.profile, cols, chunk, 1, self.spec, invalid)[0]
-        report.update(
+        return self.closed(w, report(self.profile, self.spec, self.sample(w)))
+
+    def closed(self, w: Window, judged: dict[str, Any]) -> Closed:
+        """The judged window's report completed with what only this process knows, kept with its answers."""
+        judged.update(
             {
                 "window": self.windows,
                 "started_at": w.started_at,
@@ -280,22 +256,14 @@ class ModelMonitor:
                 "kept_share": _round((w.requests + w.invalid) / max(w.seen_before, 1)),
                 "invalid": w.invalid,
                 "answered_by_primary": sum(p is not None for p in w.preds),
-                "estimated": self._estimate(cols),
                 "labelled": 0,
                 "realized": None,
             }
         )
-        closed = Closed(report, w.answered, w.batches)
+        closed = Closed(judged, w.answered, w.batches)
         if w.labels:
             self._realize(closed, w.labels)
         return closed
-
-    def _estimate(self, cols: dict[str, Column]) -> dict[str, float] | None:
-        cal = self.profile.calibration if self.profile else None
-        if self.task != "binary" or cal is None or PREDICTION not in cols:
-            return None
-        scores = cols[PREDICTION].values
-        return {k: _round(v) for k, v in estimate(cal, scores).items()}
 
     def verdict(self, closed: Closed, health: Health, by_monitor: bool = True) -> tuple[Health, str] | None:
         """Count the window against the policy; the health to move to (and why), if any. When someone
@@ -419,5 +387,4 @@ class MonitorReport(msgspec.Struct, frozen=True):
     windows: list[dict[str, Any]]
 
 
-def _round(v: float) -> float:
-    return v if math.isnan(v) else round(v, 5)
+_round = round_nan

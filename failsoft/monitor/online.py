@@ -1,10 +1,10 @@
 """The online monitor: per model, windows of live requests judged against the reference profile, and the
 model's health moved by them (``live -> warning -> quarantined`` and back).
 
-The request path only appends the request's float matrix (the one its tier already built) and the
-primary's answer to the open window (bounded: past it, requests are dropped and counted). A background task
-closes the window after ``window_rows`` requests, or after ``window_s`` once it holds ``min_rows``, and
-judges it in a thread: drift and data quality
+The request path only appends the request's values and the primary's answer to the open window (bounded:
+past it, requests are dropped and counted; past ``max_rows_per_s``, a random sample of requests). A
+background task closes the window after ``window_rows`` requests, or after ``window_s`` once it holds
+``min_rows``, and judges it in a process of its own (``failsoft.monitor.judge``): drift and data quality
 (``failsoft.monitor.drift``), estimated performance for a calibrated binary classifier. Labels sent later
 (``POST /v1/labels``) are joined to the kept windows by request id and give their realized performance.
 """
@@ -21,6 +21,7 @@ from typing import Any
 from failsoft.config import PortfolioSpec
 from failsoft.errors import ConfigError
 from failsoft.monitor.health import HealthService
+from failsoft.monitor.judge import Judges
 from failsoft.monitor.model import Closed, ModelMonitor, MonitorReport
 from failsoft.monitor.profile import Profile, ProfileError
 from failsoft.store import StoreUnavailable
@@ -69,6 +70,7 @@ class Monitors:
                     )
             self.models[name] = ModelMonitor(name, mon, kinds, model.output, profile, learned)
         self._task: asyncio.Task[None] | None = None
+        self.judges = Judges()
         self._last_labels = 0.0
         self._label_mark = time.time() - 86400.0  # labels of requests older than a day are not in memory
 
@@ -79,6 +81,7 @@ class Monitors:
     async def close(self) -> None:
         await stop(self._task)
         self._task = None
+        self.judges.close()
 
     async def _run(self) -> None:
         while True:
@@ -98,7 +101,8 @@ class Monitors:
             if mon.profile is None:
                 await asyncio.to_thread(mon.learn, w)
                 continue
-            closed = await asyncio.to_thread(mon.judge, w)
+            judged = await self.judges.report(mon.model, mon.profile, mon.spec, mon.sample(w))
+            closed = mon.closed(w, judged)
             await self._health(mon, closed)
             mon.settled += 1
         if now - self._last_labels >= LABEL_POLL_S:

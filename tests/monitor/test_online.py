@@ -5,6 +5,8 @@ learned from live traffic, labels joined by request id, data quality, metrics an
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -311,3 +313,23 @@ def test_sampling_counts_rows_for_batches_and_can_be_turned_off() -> None:
         off.observe(answer(i))
     off.resample(off._rate_at + 1.0)
     assert off.share == 1.0 and off.window.rows == 50_000
+
+
+async def test_windows_are_judged_in_a_process_of_their_own_and_a_dead_one_is_replaced(
+    tmp_path: Path, write_toml: Callable[[str], Path], profile_path: Path
+) -> None:
+    """Judging never holds the serving process's interpreter; a judging process killed mid-run costs
+    nothing: that window is judged in a thread, the next in a new process."""
+    rng = np.random.default_rng(3)
+    async with portfolio(write_toml, tmp_path, {"profile": str(profile_path)}) as p:
+        judges = p.monitors.judges
+        await window(p, rows(rng, 100, shift=3.0))
+        assert judges.judged_there == 1 and judges.judged_here == 0
+        [first] = judges.pids()
+        assert first != os.getpid()
+        os.kill(first, signal.SIGKILL)
+        await window(p, rows(rng, 100, shift=3.0))
+        await window(p, rows(rng, 100, shift=3.0))
+        assert judges.judged_here == 1 and judges.judged_there == 2
+        assert judges.pids() and judges.pids() != [first]
+        assert p.chain("churn").health is Health.QUARANTINED  # every window counted, wherever judged
