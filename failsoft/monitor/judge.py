@@ -17,6 +17,7 @@ import concurrent.futures
 import json
 import logging
 import multiprocessing
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +116,8 @@ def profile_key(profile: Profile) -> str:
 
 
 class Judges:
-    """The judging process of a portfolio's monitors (started with the first window to judge)."""
+    """The judging process of a portfolio's monitors, started with the portfolio (its imports take a second
+    or two of CPU: paid at start, not in the middle of traffic when the first window closes)."""
 
     def __init__(self) -> None:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -126,14 +128,11 @@ class Judges:
         loop = asyncio.get_running_loop()
         key = profile_key(profile)
         try:
-            if self._pool is None:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
-                )
+            pool = self.start()
             try:
-                out = await loop.run_in_executor(self._pool, judge_there, model, key, None, spec, s)
+                out = await loop.run_in_executor(pool, judge_there, model, key, None, spec, s)
             except NeedProfile:
-                out = await loop.run_in_executor(self._pool, judge_there, model, key, profile, spec, s)
+                out = await loop.run_in_executor(pool, judge_there, model, key, profile, spec, s)
             self.judged_there += 1
             return out
         except Exception as err:  # the process could not start, or died: this window in a thread
@@ -146,6 +145,15 @@ class Judges:
     def pids(self) -> list[int]:
         """The judging process's pid (none before the first window)."""
         return list(self._pool._processes) if self._pool is not None else []
+
+    def start(self) -> concurrent.futures.ProcessPoolExecutor:
+        """The judging process, started now if it is not running (a process starts on its first call)."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+            self._pool.submit(os.getpid)
+        return self._pool
 
     def close(self) -> None:
         if self._pool is not None:

@@ -76,6 +76,7 @@ class Monitors:
 
     async def start(self) -> None:
         if self.models:
+            self.judges.start()
             self._task = asyncio.create_task(self._run(), name="failsoft-monitor")
 
     async def close(self) -> None:
