@@ -8,10 +8,14 @@ and the second dump's total instructions (Ir) divided by the requests is the fig
 left alone as long as the requests took and dumped a third time: what its timers and threads spend with
 no request at all (under valgrind, time runs ~50x slower, so that share is inflated), shown beside.
 Cases: (a) a bare ASGI app calling predict_proba (bench/bare_app.py), (b) failsoft healthy (the compiled
-tier), (c) failsoft with the primary's breaker open, (e) failsoft answering a corrupt row (invalid_input);
-the same model and 30-float row as bench/overhead.py. Slow (each server starts under valgrind): a few minutes.
+tier), (c) failsoft with the primary's breaker open, (e) failsoft answering a corrupt row (invalid_input),
+(m) failsoft healthy and monitored (bench/monitor.py's profile; at valgrind's pace every request goes into
+the window, the most the request path can pay; judging is a process of its own, uncounted), (s) failsoft
+healthy mirroring every request to two shadow candidates (bench/shadow.py's; requests one at a time, so
+each copy is a shadow call of its own, the most a copy can cost); the same model and 30-float row as
+bench/overhead.py. Slow (each server starts under valgrind): a few minutes.
 
-    python bench/instructions.py [--requests 500]
+    python bench/instructions.py [--requests 500] [--cases a,b,c,e,m,s]
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from monitor import MONITOR, write_profile  # noqa: E402
 from overhead import portfolio  # noqa: E402
+from shadow import CANDIDATES  # noqa: E402
 
 from failsoft.demo.procs import free_port, wait_http  # noqa: E402
 
@@ -96,12 +102,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--cases", default="a,b,c,e", help="which cases (a, b, c, e)")
+    ap.add_argument("--cases", default="a,b,c,e,m,s", help="which cases (a, b, c, e, m, s)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="failsoft-instructions-"))
     data = load_breast_cancer()
     names = [f"f{i}" for i in range(data.data.shape[1])]
-    joblib.dump(LogisticRegression(max_iter=10000).fit(data.data, data.target), work / "model.joblib")
+    model = LogisticRegression(max_iter=10000).fit(data.data, data.target)
+    joblib.dump(model, work / "model.joblib")
     row = dict(zip(names, data.data[0].tolist(), strict=True))
     good = json.dumps({"inputs": row}).encode()
     bad = json.dumps({"inputs": {**row, "f3": "not a number"}}).encode()
@@ -114,11 +121,22 @@ def main() -> None:
     predict = "/v1/models/m/predict"
     healthy = str(portfolio(work, "", names))
     broken = str(portfolio(work, remote, names))
+    monitored = work / "monitored.toml"
+    monitored.write_text(
+        Path(healthy).read_text() + MONITOR.format(profile=write_profile(work, data, model, names))
+    )
+    shadowed = work / "shadowed.toml"
+    shadowed.write_text(
+        Path(healthy).read_text()
+        + "".join(CANDIDATES.format(name=n, path=work / "model.joblib") for n in ("cand-a", "cand-b"))
+    )
     cases = {
         "a": ("bare app", bare, "/ready", "/", good),
         "b": ("failsoft, healthy", [*serve, healthy], ready, predict, good),
         "c": ("failsoft, breaker open", [*serve, "--allow-unproven", broken], ready, predict, good),
         "e": ("failsoft, corrupt row", [*serve, healthy], ready, predict, bad),
+        "m": ("failsoft, monitored", [*serve, str(monitored)], ready, predict, good),
+        "s": ("failsoft, two shadows", [*serve, str(shadowed)], ready, predict, good),
     }
     results = {}
     for key in args.cases.split(","):

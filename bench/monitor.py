@@ -42,6 +42,16 @@ profile = "{profile}"
 """
 
 
+def write_profile(work: Path, data: Any, model: Any, names: list[str]) -> Path:
+    """The reference profile of the data set's 30 inputs and the model's predictions (with calibration)."""
+    cols = {n: Column(n, "numeric", data.data[:, i]) for i, n in enumerate(names)}
+    cols["score"] = Column("score", "numeric", model.predict_proba(data.data)[:, 1])
+    cols["y"] = Column("y", "numeric", data.target.astype(np.float64))
+    path = work / "profile.json"
+    build(cols, names, score="score", target="y").save(path)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=5)
@@ -55,16 +65,13 @@ def main() -> None:
     names = [f"f{i}" for i in range(data.data.shape[1])]
     model = LogisticRegression(max_iter=10000).fit(data.data, data.target)
     joblib.dump(model, work / "model.joblib")
-    cols = {n: Column(n, "numeric", data.data[:, i]) for i, n in enumerate(names)}
-    cols["score"] = Column("score", "numeric", model.predict_proba(data.data)[:, 1])
-    cols["y"] = Column("y", "numeric", data.target.astype(np.float64))
-    build(cols, names, score="score", target="y").save(work / "profile.json")
+    profile = write_profile(work, data, model, names)
     rng = random.Random(0)
     rows = [data.data[rng.randrange(len(data.data))] for _ in range(500)]
     bodies = [json.dumps({"inputs": dict(zip(names, r.tolist(), strict=True))}) for r in rows]
     off = portfolio(work, "", names)
     on = work / "monitored.toml"
-    on.write_text(off.read_text() + MONITOR.format(profile=work / "profile.json"))
+    on.write_text(off.read_text() + MONITOR.format(profile=profile))
     configs = [("off", off), ("monitored", on)]
     if args.keep_all:
         every = work / "every-request.toml"

@@ -95,9 +95,10 @@ def crash_once(work: Path, names: list[str], row: dict[str, float], journal: boo
         t.join()
     # its log writer outlives it: it writes out what it was sent, then exits
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and subprocess.run(
-        ["pgrep", "-f", f"failsoft.store.writer .*{run}"], capture_output=True
-    ).stdout:
+    while (
+        time.monotonic() < deadline
+        and subprocess.run(["pgrep", "-f", f"failsoft.store.writer .*{run}"], capture_output=True).stdout
+    ):
         time.sleep(0.1)
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
@@ -215,9 +216,7 @@ def main() -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         shutil.rmtree(work, ignore_errors=True)
     ratios = {f"{k}/rps_ratio": round(v["rps"] / results["off"]["rps"], 3) for k, v in results.items()}
-    verdict = {
-        f"{k}_costs_at_most_10pct": ratios[f"{k}/rps_ratio"] >= 0.9 for k in ("sqlite", "postgres")
-    }
+    verdict = {f"{k}_costs_at_most_10pct": ratios[f"{k}/rps_ratio"] >= 0.9 for k in ("sqlite", "postgres")}
     print(
         json.dumps(
             {
