@@ -77,12 +77,9 @@ def report(profile: Profile, spec: MonitorSpec, s: Sample) -> dict[str, Any]:
     invalid = np.array([s.invalid], dtype=np.int64)
     out = drift.evaluate(profile, cols, chunk, 1, spec, invalid)[0]
     cal = profile.calibration
-    scored = s.task == "binary" and cal is not None and PREDICTION in cols
-    out["estimated"] = (
-        {k: round_nan(v) for k, v in estimate(cal, cols[PREDICTION].values).items()}
-        if scored and cal is not None
-        else None
-    )
+    out["estimated"] = None
+    if s.task == "binary" and cal is not None and PREDICTION in cols:
+        out["estimated"] = {k: round_nan(v) for k, v in estimate(cal, cols[PREDICTION].values).items()}
     return out
 
 

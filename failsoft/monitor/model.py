@@ -19,7 +19,7 @@ import numpy as np
 
 from failsoft.chain import Answer
 from failsoft.config import MonitorSpec, OutputSpec
-from failsoft.monitor.judge import Sample, columns, report, round_nan
+from failsoft.monitor.judge import Sample, columns, round_nan
 from failsoft.monitor.performance import realized
 from failsoft.monitor.profile import PREDICTION, Column, Profile, build
 from failsoft.types import Health
@@ -238,14 +238,9 @@ class ModelMonitor:
                                 "path": str(self.learned_path)}))  # fmt: skip
         return True
 
-    def judge(self, w: Window) -> Closed:
-        """Drift, quality and estimated performance of a closed window, here (in a thread); the online
-        monitor judges in a process of its own (``failsoft.monitor.judge``) and then calls ``closed``."""
-        assert self.profile is not None
-        return self.closed(w, report(self.profile, self.spec, self.sample(w)))
-
     def closed(self, w: Window, judged: dict[str, Any]) -> Closed:
-        """The judged window's report completed with what only this process knows, kept with its answers."""
+        """A window judged (``failsoft.monitor.judge.report``, in the judging process): its report completed
+        with what only the serving process knows, kept with its answers."""
         judged.update(
             {
                 "window": self.windows,
@@ -253,7 +248,7 @@ class ModelMonitor:
                 "ended_at": time.time(),
                 "requests": w.requests + w.invalid,
                 # the share of the model's requests the window kept (1.0 below max_rows_per_s)
-                "kept_share": _round((w.requests + w.invalid) / max(w.seen_before, 1)),
+                "kept_share": round_nan((w.requests + w.invalid) / max(w.seen_before, 1)),
                 "invalid": w.invalid,
                 "answered_by_primary": sum(p is not None for p in w.preds),
                 "labelled": 0,
@@ -334,7 +329,7 @@ class ModelMonitor:
             perf = realized(self.task, ys, outs, self.spec.threshold, self.spec.k)
         except (TypeError, ValueError):
             perf = {}
-        c.report["realized"] = {k: _round(v) for k, v in perf.items()} or None
+        c.report["realized"] = {k: round_nan(v) for k, v in perf.items()} or None
 
     # ---- reading ---------------------------------------------------------------------------------------
 
@@ -352,7 +347,7 @@ class ModelMonitor:
             drifted_in_a_row=self.bad,
             clean_in_a_row=self.good,
             dropped=self.dropped,
-            kept_share=_round(self.share),
+            kept_share=round_nan(self.share),
             open_window=OpenWindow(self.window.rows, round(time.monotonic() - self.window.started, 1)),
             transitions=list(self.transitions),
             windows=[c.report for c in list(self.history)[-last:]][::-1],
@@ -385,6 +380,3 @@ class MonitorReport(msgspec.Struct, frozen=True):
     open_window: OpenWindow
     transitions: list[dict[str, Any]]
     windows: list[dict[str, Any]]
-
-
-_round = round_nan
