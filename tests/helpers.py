@@ -1,9 +1,12 @@
-"""In-process model callables for tests: they answer, hang, fail or return garbage on command."""
+"""In-process model callables for tests: they answer, hang, fail or return garbage on command; and
+``until``, waiting on a condition."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 CALLS = {"n": 0}
@@ -72,3 +75,11 @@ def flaky(row: dict[str, Any]) -> float:
     if FLAKY["n"] == 1:
         raise RuntimeError("first call fails")
     return 0.5
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait until ``check()`` holds, looking every 50 ms; fail after ``timeout_s``."""
+    end = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.05)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +23,7 @@ from failsoft.labels import Label, save_labels
 from failsoft.monitor.model import ModelMonitor
 from failsoft.monitor.profile import Column, Profile, build
 from failsoft.schema import Batch
+from tests.helpers import until
 from tests.portfolios import default_tier, model, python_tier, toml
 
 
@@ -70,13 +70,6 @@ def portfolio(
     other = model(heavy, default_tier(0.5))
     text = toml({"churn": churn, "other": other}, data_dir=str(tmp_path / "state"), store={"poll_ms": 100})
     return Portfolio.from_toml(write_toml(text))
-
-
-async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < end, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def window(p: Portfolio, batch: list[dict[str, Any]], prefix: str = "r") -> None:

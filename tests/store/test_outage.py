@@ -20,6 +20,7 @@ import pytest
 
 from failsoft.demo.procs import Proc
 from failsoft.store import open_store
+from tests.helpers import until
 from tests.portfolios import default_tier, model, python_tier, write
 from tests.store.conftest import PrivatePostgres
 
@@ -85,13 +86,6 @@ def logged(url: str, outcome: str) -> float:
     return float(metrics.split(f'failsoft_log_records_total{{outcome="{outcome}"}} ')[1].split()[0])
 
 
-async def until(ready: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not ready():
-        assert time.monotonic() < end, "not ready in time"
-        await asyncio.sleep(0.05)
-
-
 def assert_within_deadline(latencies: list[float]) -> None:
     ordered = sorted(latencies)
     assert ordered[int(0.99 * len(ordered))] < DEADLINE_MS + SLACK_MS, ordered[-5:]
@@ -116,7 +110,7 @@ async def test_sqlite_locked_for_a_while(tmp_path: Path) -> None:
 
     async def lock_it() -> None:
         # Lock once the writer has written: the lock must meet a running writer, however slowly it started.
-        await until(lambda: logged(gw.url, "written") > 0)
+        await until(lambda: logged(gw.url, "written") > 0, timeout_s=30.0)
         blocker = sqlite3.connect(db, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         await asyncio.sleep(2.0)
