@@ -36,7 +36,7 @@ from failsoft.shadow.mirror import Mirror, Shadowed
 from failsoft.store import ModelState, Store, open_store
 from failsoft.store.audits import AuditQueue
 from failsoft.store.labels import Labels
-from failsoft.store.process import ProcessLog
+from failsoft.store.process import ProcessLog, log_options
 from failsoft.store.records import RecordQueue
 from failsoft.store.shadow import ShadowRecords
 from failsoft.tasks import LoopThread, stop
@@ -49,8 +49,12 @@ class Portfolio:
     """The models of one spec: their chains, and the services around them (health, the prediction log,
     monitors, mirror, audit watch), started and stopped together."""
 
-    def __init__(self, spec: PortfolioSpec, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, spec: PortfolioSpec, clock: Clock = time.monotonic, log_socket: str | None = None
+    ) -> None:
         self.spec = spec
+        # the shared log writer of ``failsoft serve --workers N`` (None: a writer of this process's own)
+        self.log_socket = log_socket
         self.metrics = Metrics()
         self.ids = RequestIds()
         # this process, as episodes and shadow counters name it
@@ -121,13 +125,11 @@ class Portfolio:
             self.log = ProcessLog(
                 self.store_url,
                 data / "spill",
-                batch_size=store.batch_size,
-                flush_s=store.flush_ms / 1000,
                 max_buffer=store.max_buffer,
-                retention_s=store.retention_days * 86400 or None,
                 log_inputs=store.log_inputs,
-                spill_max_bytes=store.spill_max_mb << 20,
                 journal_dir=data / "journal" if store.journal else None,
+                socket=self.log_socket,
+                **log_options(store),
             )
             await self.log.start()
             for name in self.chains:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from typing import Any
 
@@ -86,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
     from failsoft.server.auth import load_tokens
     from failsoft.server.run import serve
     from failsoft.server.workers import cores, supervise, worker_command
+    from failsoft.store.process import log_options, writer_argv
 
     if args.workers < 1:
         print(f"error: --workers {args.workers}: give 1 or more (this machine has {cores()} cores)",
@@ -102,8 +104,18 @@ def _serve(args: argparse.Namespace) -> int:
             worker = [args.portfolio, "--log-level", args.log_level, "--http", args.http]
             if args.allow_unproven:
                 worker.append("--allow-unproven")
-            return supervise(args.host, args.port, args.workers, worker_command(worker), args.log_level)
-        portfolio = Portfolio(spec)
+            writer = None
+            if spec.store.log_predictions and args.log_writer == "shared":
+                url, spill, options = (
+                    spec.store_url(),
+                    spec.resolve(spec.data_dir) / "spill",
+                    log_options(spec.store),
+                )
+                writer = functools.partial(writer_argv, url, spill, options)
+            return supervise(
+                args.host, args.port, args.workers, worker_command(worker), args.log_level, writer
+            )
+        portfolio = Portfolio(spec, log_socket=args.log_socket)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -154,7 +166,14 @@ def add_commands(sub: Any) -> None:
         choices=["failsoft", "uvicorn"],
         help="the HTTP protocol: failsoft's own edge (default, leaner), or uvicorn's",
     )
+    s.add_argument(
+        "--log-writer",
+        default="shared",
+        choices=["shared", "per-worker"],
+        help="with --workers: one prediction-log writer for every worker (default), or one each",
+    )
     s.add_argument("--socket-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's socket
+    s.add_argument("--log-socket", default=None, help=argparse.SUPPRESS)  # a worker's shared log writer
     s.set_defaults(fn=_serve)
 
     c = sub.add_parser("check", help="validate portfolio.toml; errors name the file, the key and the fix")

@@ -1,12 +1,19 @@
 """``failsoft serve --workers N``: N serving processes behind one listening socket.
 
 The supervisor binds the socket and starts N workers (``failsoft serve ... --socket-fd FD``), each a
-whole gateway with its own event loop, models and prediction-log writer. They share the socket's one
+whole gateway with its own event loop and models. They share the socket's one
 accept queue: the kernel hands each new connection to a worker that is waiting for one, so a worker that
 dies loses only the connections it had taken, and connections not yet taken wait in the queue for the
 others. (SO_REUSEPORT would give each worker a queue of its own, and a dying worker would take its queue's
 connections with it.) Model state (health, audits, promotions, shadows) is shared through the store, as
 replicas on several machines share it; each worker's metrics and console history are its own.
+
+The prediction log has one writer for all the workers (``--log-writer shared``, the default): the
+supervisor holds a Unix socket, starts the writer (store/writer.py) on it before the workers, restarts it
+when it dies (each worker connects again and sends what it had not acknowledged), and stops it after the
+workers, once each has handed it its last records. One writer groups every worker's records into the same
+transactions, and SQLite takes one writer at a time. ``--log-writer per-worker`` gives each worker a
+writer of its own, as one process has.
 
 A worker that dies is replaced at once; one that fails to start (exit 3: a model that would not load, a
 tier that cannot answer) stops the whole start with that code, and one that keeps dying within seconds
@@ -19,10 +26,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +43,10 @@ MAX_QUICK_EXITS = 5
 # Seconds the workers get to finish their requests on a stop, before they are killed.
 STOP_GRACE_S = 15.0
 POLL_S = 0.1
+# A log writer that dies is restarted at most this often.
+WRITER_RESTART_S = 1.0
+# Seconds the shared log writer gets to write out what the workers left it, before it is killed.
+WRITER_STOP_S = 30.0
 
 
 def cores() -> int:
@@ -53,8 +66,60 @@ def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
 
 
 def _event(**fields: Any) -> None:
-    level = logging.WARNING if fields["event"] in {"worker_died", "workers_given_up"} else logging.INFO
+    level = (
+        logging.WARNING
+        if fields["event"] in {"worker_died", "workers_given_up", "log_writer_died"}
+        else logging.INFO
+    )
     log.log(level, json.dumps(fields))
+
+
+class SharedWriter:
+    """The one prediction-log writer of every worker: its listening Unix socket is held here, so the
+    workers' connections wait in its queue while a writer restarts."""
+
+    def __init__(self, argv: Callable[[int], list[str]], clock: Callable[[], float]) -> None:
+        self.argv = argv
+        self.clock = clock
+        self.folder = tempfile.mkdtemp(prefix="failsoft-log-")  # 0700: only this user connects
+        self.path = os.path.join(self.folder, "writer.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(256)
+        self.sock.set_inheritable(True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.restarts = 0
+
+    def start(self) -> None:
+        fd = self.sock.fileno()
+        self.proc = subprocess.Popen(self.argv(fd), pass_fds=(fd,), stdin=subprocess.PIPE)
+        self.started = self.clock()
+        _event(event="log_writer_started", pid=self.proc.pid, socket=self.path)
+
+    def check(self) -> None:
+        """Restart the writer if it died (at most once every WRITER_RESTART_S)."""
+        proc = self.proc
+        if proc is None or proc.poll() is None or self.clock() - self.started < WRITER_RESTART_S:
+            return
+        rc = proc.returncode
+        how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
+        self.restarts += 1
+        _event(event="log_writer_died", pid=proc.pid, how=how, action="replaced", restarts=self.restarts)
+        self.start()
+
+    def stop(self) -> None:
+        """Its stdin closed: it writes out what it holds and ends (killed after WRITER_STOP_S)."""
+        proc = self.proc
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
+            try:
+                proc.wait(WRITER_STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.sock.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class Supervisor:
@@ -62,12 +127,18 @@ class Supervisor:
     replaces those that die, stops them all on a signal."""
 
     def __init__(
-        self, sock: socket.socket, n: int, command: Callable[[int], list[str]], clock: Callable[[], float]
+        self,
+        sock: socket.socket,
+        n: int,
+        command: Callable[[int], list[str]],
+        clock: Callable[[], float],
+        writer: SharedWriter | None = None,
     ) -> None:
         self.sock = sock
         self.n = n
         self.command = command
         self.clock = clock
+        self.writer = writer
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started: dict[int, float] = {}
         self.quick_exits: dict[int, int] = dict.fromkeys(range(n), 0)
@@ -75,7 +146,10 @@ class Supervisor:
 
     def spawn(self, i: int) -> None:
         fd = self.sock.fileno()
-        self.procs[i] = subprocess.Popen(self.command(fd), pass_fds=(fd,))
+        argv = self.command(fd)
+        if self.writer is not None:
+            argv += ["--log-socket", self.writer.path]
+        self.procs[i] = subprocess.Popen(argv, pass_fds=(fd,))
         self.started[i] = self.clock()
         _event(event="worker_started", worker=i, pid=self.procs[i].pid)
 
@@ -83,11 +157,15 @@ class Supervisor:
         """Serve until a signal; the exit code (3 when the workers could not start)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop_signal)
+        if self.writer is not None:
+            self.writer.start()
         for i in range(self.n):
             self.spawn(i)
         code = 0
         while not self.stopping:
             time.sleep(POLL_S)
+            if self.writer is not None:
+                self.writer.check()
             for i, proc in list(self.procs.items()):
                 rc = proc.poll()
                 if rc is None or self.stopping:
@@ -121,7 +199,8 @@ class Supervisor:
         self.stopping = True
 
     def stop(self) -> None:
-        """SIGTERM to every worker still running, then their exits; killed after STOP_GRACE_S."""
+        """SIGTERM to every worker still running, then their exits (killed after STOP_GRACE_S); then the
+        shared log writer, once every worker has handed it its last records."""
         live = [p for p in self.procs.values() if p.poll() is None]
         for p in live:
             p.send_signal(signal.SIGTERM)
@@ -133,12 +212,20 @@ class Supervisor:
                 p.kill()
                 p.wait()
         self.sock.close()
+        if self.writer is not None:
+            self.writer.stop()
 
 
 def supervise(
-    host: str, port: int, n: int, command: Callable[[int], list[str]], log_level: str = "info"
+    host: str,
+    port: int,
+    n: int,
+    command: Callable[[int], list[str]],
+    log_level: str = "info",
+    writer: Callable[[int], list[str]] | None = None,
 ) -> int:
-    """Bind ``host:port`` and serve from ``n`` workers until stopped; the exit code."""
+    """Bind ``host:port`` and serve from ``n`` workers until stopped; the exit code. ``writer``: the argv
+    of the shared log writer on a listening descriptor (None: each worker starts its own)."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
     try:
         sock = listen(host, port)
@@ -147,7 +234,8 @@ def supervise(
                               "fix": "stop what holds the port, or pass another --port"}))  # fmt: skip
         return 1
     _event(event="workers", workers=n, cores=cores(), host=host, port=sock.getsockname()[1])
-    return Supervisor(sock, n, command, time.monotonic).run()
+    shared = SharedWriter(writer, time.monotonic) if writer is not None else None
+    return Supervisor(sock, n, command, time.monotonic, shared).run()
 
 
 def worker_command(args: list[str]) -> Callable[[int], list[str]]:

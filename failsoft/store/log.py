@@ -48,7 +48,7 @@ class PredictionLog:
         self.flush_s = flush_s
         self.retention_s = retention_s
         # Batches already encoded elsewhere (the serving process), each with a callback once it is safe.
-        self._batches: collections.deque[tuple[bytes, int, Callable[[], None]]] = collections.deque()
+        self._batches: collections.deque[tuple[bytes, int, Callable[[str], None]]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -67,8 +67,9 @@ class PredictionLog:
         self._busy = False
         self._spill_only = False
 
-    def append_batch(self, payload: bytes, n: int, done: Callable[[], None]) -> None:
-        """Queue an encoded batch of ``n`` records; ``done`` runs once it is in the database or the spill."""
+    def append_batch(self, payload: bytes, n: int, done: Callable[[str], None]) -> None:
+        """Queue an encoded batch of ``n`` records; ``done`` runs once it is in the database or the spill,
+        with where it went: "written", "spilled" or "dropped" (the spill file full or failing)."""
         self._batches.append((payload, n, done))
         self._wake.set()
 
@@ -115,11 +116,12 @@ class PredictionLog:
                 while self._batches and rows < self.batch_size:
                     group.append(self._batches.popleft())
                     rows += group[-1][1]
-                if not self._write(final, *(p for p, _, _ in group)):
-                    for payload, n, _ in group:
-                        self._spill(payload, n)
-                for _, _, done in group:
-                    done()
+                if self._write(final, *(p for p, _, _ in group)):
+                    for _, _, done in group:
+                        done("written")
+                else:
+                    for payload, n, done in group:
+                        done(self._spill(payload, n))
         finally:
             self._busy = False
 
@@ -223,10 +225,11 @@ class PredictionLog:
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, 5.0)
 
-    def _spill(self, payload: bytes, n: int) -> None:
+    def _spill(self, payload: bytes, n: int) -> str:
         try:
             self.spill.append(payload)
             self.spilled += n
+            return "spilled"
         except (SpillFull, OSError) as err:
             self.dropped += n
             now = time.monotonic()
@@ -235,6 +238,7 @@ class PredictionLog:
                 log.warning(
                     json.dumps({"event": "log_records_dropped", "error": str(err), "dropped": self.dropped})
                 )
+            return "dropped"
 
     def _maybe_retention(self) -> None:
         if self.retention_s is None or not self.store_up or time.monotonic() < self._next_retention:

@@ -5,6 +5,11 @@ Every batch stays in memory until the writer acknowledges it (in the database, o
 file). If the writer dies, a new one is started and the unacknowledged batches are sent again; record ids
 travel inside the batch, so the database keeps each record once. Memory is bounded by ``max_buffer``
 records; beyond it new records are dropped and counted, and serving never waits.
+
+A serving process starts a writer of its own, or (``socket``: the workers of ``failsoft serve --workers
+N``) connects to the one writer its supervisor runs for all of them, on a Unix socket the supervisor
+holds. Then the supervisor restarts a writer that dies, and the serving process connects again and sends
+what the old one had not acknowledged.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -27,8 +32,39 @@ from failsoft.store.records import RecordQueue
 from failsoft.store.spill import SpillFile
 from failsoft.tasks import stop, wait_set
 
+if TYPE_CHECKING:
+    from failsoft.config import StoreSpec
+
 log = logging.getLogger("failsoft.store.process")
 SEND_SIZE = 128
+# Seconds a start waits for its writer before serving without one.
+LINK_WAIT_S = 30.0
+
+
+class _Out(Protocol):  # a writer's stdin, or the shared writer's socket
+    def write(self, data: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+    def close(self) -> None: ...
+    async def drain(self) -> None: ...
+
+
+def writer_argv(
+    url: str, spill_dir: Path, options: dict[str, Any], listen_fd: int | None = None
+) -> list[str]:
+    """The log writer's command line: one serving process's own writer, or (``listen_fd``, a listening
+    Unix socket) the writer every worker of a supervisor connects to."""
+    argv = [sys.executable, "-m", "failsoft.store.writer", url, str(spill_dir), json.dumps(options)]
+    return argv if listen_fd is None else [*argv, "--listen-fd", str(listen_fd)]
+
+
+def log_options(store: StoreSpec) -> dict[str, Any]:
+    """The writer's settings from ``[store]`` (a supervisor's shared writer takes the same)."""
+    return {
+        "batch_size": store.batch_size,
+        "flush_s": store.flush_ms / 1000,
+        "retention_s": store.retention_days * 86400 or None,
+        "spill_max_bytes": store.spill_max_mb << 20,
+    }
 
 
 class ProcessLog:
@@ -44,19 +80,20 @@ class ProcessLog:
         log_inputs: bool = False,
         spill_max_bytes: int = 1 << 30,
         journal_dir: Path | None = None,
+        socket: str | None = None,
     ) -> None:
         self.url = url
         self.spill_dir = spill_dir
         self.journal_dir = journal_dir
         self.flush_s = flush_s
-        self._options = json.dumps(
-            {
-                "batch_size": batch_size,
-                "flush_s": flush_s,
-                "retention_s": retention_s,
-                "spill_max_bytes": spill_max_bytes,
-            }
-        )
+        self.socket = socket
+        options = {
+            "batch_size": batch_size,
+            "flush_s": flush_s,
+            "retention_s": retention_s,
+            "spill_max_bytes": spill_max_bytes,
+        }
+        self._argv = writer_argv(url, spill_dir, options)
         self._kick = asyncio.Event()
         # Sent in small batches, so encoding one never holds the event loop for long (~0.1 ms); the
         # writer groups them into transactions of batch_size records.
@@ -67,6 +104,8 @@ class ProcessLog:
         self._unacked_records = 0
         self._seq = 0
         self._proc: asyncio.subprocess.Process | None = None
+        self._out: _Out | None = None  # None while there is no writer to send to
+        self._linked = asyncio.Event()  # set while there is
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.restarts = 0
@@ -79,8 +118,12 @@ class ProcessLog:
         if self.journal_dir is not None:
             await asyncio.to_thread(self._recover, self.journal_dir)
             self.records.journal = Journal(self.journal_dir, self.records.prefix)
-        await self._spawn()
+        self._tasks.append(asyncio.create_task(self._link(), name="failsoft-log-writer-link"))
         self._tasks.append(asyncio.create_task(self._flusher(), name="failsoft-log-flusher"))
+        # (a shared writer that cannot be reached does not stop the start: records wait, bounded, for it)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINK_WAIT_S):
+                await self._linked.wait()
 
     def _recover(self, folder: Path) -> None:
         """The journals of processes that died: their records into the spill file (fsynced), which the
@@ -92,28 +135,22 @@ class ProcessLog:
             done = {"event": "journal_recovered", "file": str(path), "batches": len(batches)}
             log.warning(json.dumps(done))
 
-    async def _spawn(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "failsoft.store.writer",
-            self.url,
-            str(self.spill_dir),
-            self._options,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        self._tasks.append(asyncio.create_task(self._reader(self._proc), name="failsoft-log-acks"))
-
     async def stop(self, timeout_s: float = 15.0) -> None:
         """Send what is queued, let the writer finish, and keep on disk whatever it could not take."""
         self._stopping = True
         self._send_queued()
-        proc = self._proc
-        if proc is not None and proc.stdin is not None:
+        out, proc = self._out, self._proc
+        if out is not None:
             with contextlib.suppress(ConnectionError):
-                await proc.stdin.drain()
-            proc.stdin.close()
+                await out.drain()
+        if self.socket is not None:  # the shared writer goes on: wait for its acknowledgements
+            end = time.monotonic() + timeout_s
+            while self._unacked and self._out is not None and time.monotonic() < end:
+                await asyncio.sleep(0.01)
+            if self._out is not None:
+                self._out.close()
+        elif proc is not None and out is not None:  # our own writer: it writes out everything, then ends
+            out.close()
             try:
                 await asyncio.wait_for(proc.wait(), timeout_s)
             except TimeoutError:
@@ -142,10 +179,10 @@ class ProcessLog:
             self._write(self._seq, payload, n)
 
     def _write(self, seq: int, payload: bytes, n: int) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.returncode is not None or proc.stdin.is_closing():
+        out = self._out
+        if out is None or out.is_closing():
             return  # re-sent when the writer is back
-        proc.stdin.write(HEADER.pack(seq, n, len(payload)) + payload)
+        out.write(HEADER.pack(seq, n, len(payload)) + payload)
 
     async def _flusher(self) -> None:
         """Sends batches to the writer; supervised: whatever goes wrong in one turn is logged and counted,
@@ -170,37 +207,59 @@ class ProcessLog:
             return min(first for _, _, first in self._unacked.values())
         return self.records.next_taken
 
-    async def _reader(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            self.writer = doc
-            seq = doc.get("ack")
-            if seq is not None and seq in self._unacked:
-                self._unacked_records -= self._unacked.pop(seq)[1]
-                self.records.held_elsewhere = self._unacked_records
-        await proc.wait()
-        if self._stopping:
-            return
-        # The writer died: start another and send it every batch not yet acknowledged, in order.
-        self.restarts += 1
-        log.warning(
-            json.dumps(
-                {
-                    "event": "log_writer_restarted",
-                    "exit_code": proc.returncode,
-                    "unacked_batches": len(self._unacked),
-                }
-            )
+    async def _open(self) -> asyncio.StreamReader:
+        """A writer to send to: a new process of our own, or a connection to the shared one."""
+        if self.socket is not None:
+            reader, writer = await asyncio.open_unix_connection(self.socket)
+            self._out = writer
+            return reader
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
         )
-        await asyncio.sleep(min(0.1 * self.restarts, 2.0))
-        await self._spawn()
-        for seq in sorted(self._unacked):
-            payload, n, _ = self._unacked[seq]
-            self._write(seq, payload, n)
+        assert proc.stdin is not None and proc.stdout is not None
+        self._proc, self._out = proc, proc.stdin
+        return proc.stdout
+
+    async def _link(self) -> None:
+        """Keeps a writer to send to: opens one, sends it every batch not yet acknowledged (in order), reads
+        its acknowledgements; when it dies (or the shared one's connection ends), opens another."""
+        while True:
+            try:
+                acks = await self._open()
+            except OSError as err:  # the shared writer's socket is gone (its supervisor died)
+                self._failed("log_writer_unreachable", error=str(err), socket=self.socket)
+                await asyncio.sleep(min(0.1 * self.restarts, 2.0))
+                continue
+            for seq in sorted(self._unacked):
+                payload, n, _ = self._unacked[seq]
+                self._write(seq, payload, n)
+            self._linked.set()
+            await self._read_acks(acks)
+            self._linked.clear()
+            self._out = None
+            code = await self._proc.wait() if self._proc is not None else None
+            if self._stopping:
+                return
+            self._failed("log_writer_restarted", exit_code=code, socket=self.socket)
+            await asyncio.sleep(min(0.1 * self.restarts, 2.0))
+
+    async def _read_acks(self, acks: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError):
+            while line := await acks.readline():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                self.writer = doc
+                seq = doc.get("ack")
+                if seq is not None and seq in self._unacked:
+                    self._unacked_records -= self._unacked.pop(seq)[1]
+                    self.records.held_elsewhere = self._unacked_records
+
+    def _failed(self, event: str, **fields: Any) -> None:
+        self.restarts += 1
+        fields = {k: v for k, v in fields.items() if v is not None}
+        log.warning(json.dumps({"event": event, **fields, "unacked_batches": len(self._unacked)}))
 
     # ---- observation ------------------------------------------------------------------------------------
 

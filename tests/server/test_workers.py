@@ -1,11 +1,13 @@
 """``failsoft serve --workers 2`` as a user runs it: both workers answer on one port, a worker killed with
 kill -9 loses only what was in flight on it and is replaced, a stop ends them all, and a worker that cannot
-start stops the start with exit 3."""
+start stops the start with exit 3. The workers' one log writer, killed with kill -9, is replaced and loses
+no answer."""
 
 from __future__ import annotations
 
 import http.client
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ from pathlib import Path
 import joblib
 import msgspec
 import psutil
+import pytest
 import tomli_w
 from sklearn.linear_model import LogisticRegression
 
@@ -48,6 +51,28 @@ def workers_of(supervisor: int) -> list[int]:
     return [p.pid for p in psutil.Process(supervisor).children() if "--socket-fd" in p.cmdline()]
 
 
+def log_writers(supervisor: int) -> list[psutil.Process]:
+    """Every log writer under the supervisor, its workers' included."""
+    found = []
+    for p in psutil.Process(supervisor).children(recursive=True):
+        try:
+            if "failsoft.store.writer" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:  # gone (or a zombie) meanwhile
+            pass
+    return found
+
+
+def serving(tmp_path: Path, *extra: str) -> Proc:
+    model = tmp_path / "lr.joblib"
+    joblib.dump(LogisticRegression().fit([[0, 0], [1, 1], [0, 1], [1, 0]], [0, 1, 1, 0]), model)
+    return Proc(
+        [sys.executable, "-m", "failsoft.cli", "serve", str(portfolio(tmp_path, model)), "--workers", "2",
+         "--log-level", "warning", *extra],
+        "/v2/health/ready", tmp_path / "gateway.log",
+    ).start()  # fmt: skip
+
+
 class Clients:
     """CLIENTS threads asking one after another, a new connection per request (so every failure is a
     request some worker had taken); each answer's id prefix says which worker process gave it."""
@@ -56,6 +81,7 @@ class Clients:
         self.port = port
         self.failures: list[str] = []
         self.answered_by: list[str] = []
+        self.ids: list[str] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._ask, daemon=True) for _ in range(CLIENTS)]
 
@@ -71,6 +97,7 @@ class Clients:
                     self.failures.append(f"{reply.status} {doc}")
                 else:
                     self.answered_by.append(doc["id"].split("-")[0])
+                    self.ids.append(doc["id"])
             except (OSError, http.client.HTTPException) as err:
                 self.failures.append(repr(err))
             finally:
@@ -87,20 +114,19 @@ class Clients:
             t.join(60)
 
 
-def test_a_killed_worker_loses_only_its_requests_in_flight_and_is_replaced(tmp_path: Path) -> None:
-    model = tmp_path / "lr.joblib"
-    joblib.dump(LogisticRegression().fit([[0, 0], [1, 1], [0, 1], [1, 0]], [0, 1, 1, 0]), model)
-    gw = Proc(
-        [sys.executable, "-m", "failsoft.cli", "serve", str(portfolio(tmp_path, model)), "--workers", "2",
-         "--log-level", "warning"],
-        "/v2/health/ready", tmp_path / "gateway.log",
-    ).start()  # fmt: skip
+@pytest.mark.parametrize("writers", ["shared", "per-worker"])
+def test_a_killed_worker_loses_only_its_requests_in_flight_and_is_replaced(
+    tmp_path: Path, writers: str
+) -> None:
+    gw = serving(tmp_path, "--log-writer", writers)
     assert gw.proc is not None
     try:
         deadline = time.monotonic() + 120
-        while len(workers_of(gw.proc.pid)) < 2:
+        want = 1 if writers == "shared" else 2
+        while len(workers_of(gw.proc.pid)) < 2 or len(log_writers(gw.proc.pid)) < want:
             assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
             time.sleep(0.2)
+        assert len(log_writers(gw.proc.pid)) == want
         first = workers_of(gw.proc.pid)
         with Clients(gw.port) as clients:
             while len(set(clients.answered_by)) < 2:  # both workers answer on the one port
@@ -136,3 +162,38 @@ def test_workers_that_cannot_start_stop_the_start_with_3(tmp_path: Path) -> None
     )  # fmt: skip
     assert run.returncode == 3, run.stderr[-3000:]
     assert '"event": "workers_given_up"' in run.stderr
+
+
+def test_the_workers_one_log_writer_killed_is_replaced_and_loses_no_answer(tmp_path: Path) -> None:
+    gw = serving(tmp_path)
+    assert gw.proc is not None
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers_of(gw.proc.pid)) < 2 or not log_writers(gw.proc.pid):
+            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
+            time.sleep(0.2)
+        (writer,) = log_writers(gw.proc.pid)  # one writer for both workers, the supervisor's child
+        assert writer.ppid() == gw.proc.pid
+        with Clients(gw.port) as clients:
+            while len(set(clients.answered_by)) < 2 or len(clients.ids) < 100:
+                assert time.monotonic() < deadline, f"answered by {set(clients.answered_by)}"
+                time.sleep(0.1)
+            writer.kill()
+            while not [p for p in log_writers(gw.proc.pid) if p.pid != writer.pid]:
+                assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
+                time.sleep(0.1)
+            killed_at = len(clients.ids)
+            while len(clients.ids) < killed_at + 100:  # answered, and logged, after the new writer came
+                assert time.monotonic() < deadline, clients.failures[-3:]
+                time.sleep(0.1)
+        assert not clients.failures, clients.failures[:3]
+        gw.proc.send_signal(signal.SIGTERM)
+        assert gw.proc.wait(90) == 0
+        log = (tmp_path / "gateway.log").read_text()
+        assert '"event": "log_writer_died"' in log and "SIGKILL" in log
+        with sqlite3.connect(tmp_path / "state" / "failsoft.db") as db:
+            logged = {row[0] for row in db.execute("SELECT request_id FROM predictions")}
+        missing = set(clients.ids) - logged
+        assert not missing, f"{len(missing)} of {len(clients.ids)} answers not logged"
+    finally:
+        gw.kill()

@@ -36,7 +36,7 @@ def feed(log: PredictionLog, n: int, start: int = 0) -> None:
         queue.append(f"q{i}", "m", "1", "cpu", "live", False, None, [0.1 * (i % 10)], {"x": i}, 0.2)
     while queue:
         payload, count = queue.take()
-        log.append_batch(payload, count, lambda: None)
+        log.append_batch(payload, count, lambda _: None)
 
 
 def test_every_record_lands_once(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def feed_ids(log: PredictionLog, ids: list[str], **values: object) -> None:
         queue.append(request_id, "m", "1", "cpu", "live", False, None, outputs, {"x": 1}, 0.2)
     while queue:
         payload, count = queue.take()
-        log.append_batch(payload, count, lambda: None)
+        log.append_batch(payload, count, lambda _: None)
 
 
 def clean_pg(url: str) -> None:
