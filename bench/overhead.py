@@ -82,17 +82,25 @@ class Served(NamedTuple):
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` and its children (the log writer): a
-    figure that wanders far less between runs than requests a second on a shared machine."""
+    """CPU seconds (user + system) used so far by process ``pid`` and every process under it (the log
+    writer; with --workers, the workers and theirs): a figure that wanders far less between runs than
+    requests a second on a shared machine."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    used: dict[str, float] = {}
+    parent: dict[str, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
-            total += (int(fields[11]) + int(fields[12])) / tick
+        parent[stat.parent.name] = fields[1]
+        used[stat.parent.name] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for proc in used:
+        up = proc
+        while up not in ("0", str(pid)) and up in parent:
+            up = parent[up]
+        total += used[proc] if up == str(pid) else 0.0
     return total
 
 
