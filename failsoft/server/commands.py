@@ -86,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     from failsoft.portfolio import Portfolio
     from failsoft.server.auth import load_tokens
     from failsoft.server.run import serve
-    from failsoft.server.workers import cores, supervise, worker_command
+    from failsoft.server.workers import cores, one_log_writer, supervise, worker_command
     from failsoft.store.process import log_options, writer_argv
 
     if args.workers < 1:
@@ -105,12 +105,9 @@ def _serve(args: argparse.Namespace) -> int:
             if args.allow_unproven:
                 worker.append("--allow-unproven")
             writer = None
-            if spec.store.log_predictions and args.log_writer == "shared":
-                url, spill, options = (
-                    spec.store_url(),
-                    spec.resolve(spec.data_dir) / "spill",
-                    log_options(spec.store),
-                )
+            url = spec.store_url()
+            if spec.store.log_predictions and one_log_writer(args.log_writer, url):
+                spill, options = spec.resolve(spec.data_dir) / "spill", log_options(spec.store)
                 writer = functools.partial(writer_argv, url, spill, options)
             return supervise(
                 args.host, args.port, args.workers, worker_command(worker), args.log_level, writer
@@ -168,9 +165,11 @@ def add_commands(sub: Any) -> None:
     )
     s.add_argument(
         "--log-writer",
-        default="shared",
-        choices=["shared", "per-worker"],
-        help="with --workers: one prediction-log writer for every worker (default), or one each",
+        default="auto",
+        choices=["auto", "shared", "per-worker"],
+        help="with --workers: one prediction-log writer for every worker, or one each; auto (default): "
+        "shared with SQLite (one file takes one writer at a time), one each with PostgreSQL (they write "
+        "in parallel)",
     )
     s.add_argument("--socket-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's socket
     s.add_argument("--log-socket", default=None, help=argparse.SUPPRESS)  # a worker's shared log writer

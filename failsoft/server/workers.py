@@ -238,6 +238,12 @@ def supervise(
     return Supervisor(sock, n, command, time.monotonic, shared).run()
 
 
+def one_log_writer(choice: str, store_url: str) -> bool:
+    """Whether the workers share one log writer (``--log-writer``: shared, per-worker, or auto: shared with
+    SQLite, whose one file takes one writer at a time)."""
+    return choice == "shared" or (choice == "auto" and store_url.startswith("sqlite"))
+
+
 def worker_command(args: list[str]) -> Callable[[int], list[str]]:
     """The argv of one worker: ``failsoft serve`` with ``args`` on an inherited descriptor."""
     return lambda fd: [sys.executable, "-m", "failsoft.cli", "serve", *args, "--socket-fd", str(fd)]

@@ -22,6 +22,7 @@ import tomli_w
 from sklearn.linear_model import LogisticRegression
 
 from failsoft.demo.procs import Proc
+from failsoft.server.workers import one_log_writer
 
 CLIENTS = 4
 
@@ -197,3 +198,10 @@ def test_the_workers_one_log_writer_killed_is_replaced_and_loses_no_answer(tmp_p
         assert not missing, f"{len(missing)} of {len(clients.ids)} answers not logged"
     finally:
         gw.kill()
+
+
+def test_the_workers_share_a_log_writer_on_sqlite_and_have_one_each_on_postgresql() -> None:
+    assert one_log_writer("auto", "sqlite:////srv/failsoft.db")
+    assert not one_log_writer("auto", "postgresql://127.0.0.1/test")
+    assert one_log_writer("shared", "postgresql://127.0.0.1/test")
+    assert not one_log_writer("per-worker", "sqlite:////srv/failsoft.db")
