@@ -112,6 +112,12 @@ def profile_key(profile: Profile) -> str:
     return f"{id(profile)}:{profile.created_at}:{profile.rows}"
 
 
+def ready() -> int:
+    """The judging process's first call: unpickling it imports this module, so numpy and scipy are loaded
+    at start (a second or two of CPU), not when the first window closes in the middle of traffic."""
+    return os.getpid()
+
+
 class Judges:
     """The judging process of a portfolio's monitors, started with the portfolio (its imports take a second
     or two of CPU: paid at start, not in the middle of traffic when the first window closes)."""
@@ -149,7 +155,7 @@ class Judges:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn")
             )
-            self._pool.submit(os.getpid)
+            self._pool.submit(ready)
         return self._pool
 
     def close(self) -> None:

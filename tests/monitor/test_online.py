@@ -20,6 +20,7 @@ from failsoft import Health, Portfolio, Reason
 from failsoft.config import MonitorSpec, OutputSpec
 from failsoft.errors import ConfigError
 from failsoft.labels import Label, save_labels
+from failsoft.monitor.judge import Judges
 from failsoft.monitor.model import ModelMonitor
 from failsoft.monitor.profile import Column, Profile, build
 from failsoft.schema import Batch
@@ -326,3 +327,14 @@ async def test_windows_are_judged_in_a_process_of_their_own_and_a_dead_one_is_re
         assert judges.judged_here == 1 and judges.judged_there == 2
         assert judges.pids() and judges.pids() != [first]
         assert p.chain("churn").health is Health.QUARANTINED  # every window counted, wherever judged
+
+
+def test_the_judging_process_loads_numpy_and_scipy_when_it_starts_not_at_the_first_window() -> None:
+    """Loading them takes a second or two of CPU: at start, not in the middle of traffic."""
+    judges = Judges()
+    try:
+        pool = judges.start()  # its first call, already queued, imports the judging code
+        loaded = pool.submit(eval, "sorted({'numpy', 'scipy.stats'} & set(__import__('sys').modules))")
+        assert loaded.result(timeout=120) == ["numpy", "scipy.stats"]
+    finally:
+        judges.close()
