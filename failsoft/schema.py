@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +26,15 @@ Matrix = npt.NDArray[np.float64]
 
 class InvalidValue(ValueError):
     """A value inside a well-formed request is corrupt (NaN, wrong type, out of range, missing)."""
+
+
+# width -> struct packer of that many float64s into a buffer (Batch.copy_into)
+_PACK: dict[int, Callable[..., None]] = {}
+
+
+def _packer(width: int) -> Callable[..., None]:
+    _PACK[width] = struct.Struct(f"{width}d").pack_into
+    return _PACK[width]
 
 
 class Batch:
@@ -70,7 +80,14 @@ class Batch:
         values = self.values
         if self._matrix is None and values is not None:
             if len(values) == 1:
-                buf[at] = values[0]
+                row = values[0]
+                width = len(row)
+                try:  # half what numpy takes to read a tuple of Python numbers (~0.5 µs a request)
+                    if buf.shape[1] != width:
+                        raise ValueError(f"{width} values for {buf.shape[1]} columns")
+                    (_PACK.get(width) or _packer(width))(buf, at * 8 * width, *row)
+                except (struct.error, TypeError, ValueError, OverflowError):
+                    buf[at] = row  # not a C-ordered float64 buffer, or a number no float holds: numpy's way
             else:
                 buf[at : at + len(values)] = values
         else:

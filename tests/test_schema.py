@@ -3,10 +3,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from failsoft.config import FeatureSpec, OutputSpec
-from failsoft.schema import InputSchema, InvalidValue, OutputCheck
+from failsoft.schema import Batch, InputSchema, InvalidValue, OutputCheck
 
 SCHEMA = InputSchema(
     [
@@ -115,3 +116,22 @@ def test_the_all_float_fast_path_keeps_values_in_feature_order() -> None:
     assert batch.matrix().tolist() == [[1.5, 2.0, 3.0], [0.0, -1.0, 1e300]]
     other = FLOATS.validate([{"a": 1.0, "b": 2.0, "c": 3.0, "x": 4.0}])  # a key more: the per-value path
     assert other.values is None and other.unknown == ("x",) and other.matrix().tolist() == [[1.0, 2.0, 3.0]]
+
+
+def test_a_row_copied_into_a_buffer_holds_its_numbers_whatever_the_buffer() -> None:
+    """One row goes in by struct (half numpy's cost); a buffer it cannot take (a column view, another width)
+    and a number no float holds go numpy's way, with numpy's error."""
+    names = ("a", "b", "c")
+    batch = Batch(names, [{}])
+    batch.values = [(1.5, 2, True)]
+    buf = np.full((4, 3), np.nan)
+    batch.copy_into(buf, 2)
+    assert buf[2].tolist() == [1.5, 2.0, 1.0] and np.isnan(buf[[0, 1, 3]]).all()
+    wide = np.zeros((4, 6))
+    batch.copy_into(wide[:, ::2], 1)  # not contiguous: numpy's way
+    assert wide[1].tolist() == [1.5, 0.0, 2.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError):
+        batch.copy_into(np.zeros((4, 2)), 0)  # too narrow, as numpy says
+    batch.values = [(1.5, 10**400, 0.0)]
+    with pytest.raises(OverflowError):
+        batch.copy_into(buf, 0)
