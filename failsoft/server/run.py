@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import resource
+import signal
 import socket
+import threading
+import time
 
 import uvicorn
 
@@ -19,6 +23,8 @@ from failsoft.server.protocol import Refusals, guarded_protocol
 log = logging.getLogger("failsoft.server")
 # Descriptors kept for files, the store and backends beyond the connections' own.
 FD_RESERVE = 64
+# Seconds between a worker's looks at whether its supervisor is still there.
+ORPHAN_CHECK_S = 1.0
 
 
 def uvicorn_config(
@@ -94,6 +100,17 @@ def serve(
     server/workers.py) rather than binding ``host:port``."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
     raise_fd_limit(portfolio.spec.server.max_connections)
+    if socket_fd is not None:
+        threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
     server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, tokens, unproven_ok, http))
     server.run(sockets=None if socket_fd is None else [socket.socket(fileno=socket_fd)])
     return 0 if server.started else 3
+
+
+def _stop_when_orphaned(supervisor: int) -> None:
+    """A worker whose supervisor died (kill -9) stops gracefully, as on its SIGTERM, rather than serving on
+    unsupervised: nothing would replace it, stop it, or keep its shared log writer."""
+    while os.getppid() == supervisor:
+        time.sleep(ORPHAN_CHECK_S)
+    log.warning(json.dumps({"event": "supervisor_gone", "supervisor": supervisor, "action": "stopping"}))
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -205,3 +205,21 @@ def test_the_workers_share_a_log_writer_on_sqlite_and_have_one_each_on_postgresq
     assert not one_log_writer("auto", "postgresql://127.0.0.1/test")
     assert one_log_writer("shared", "postgresql://127.0.0.1/test")
     assert not one_log_writer("per-worker", "sqlite:////srv/failsoft.db")
+
+
+def test_workers_whose_supervisor_is_killed_stop_rather_than_serve_on_unsupervised(tmp_path: Path) -> None:
+    gw = serving(tmp_path)
+    assert gw.proc is not None
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers_of(gw.proc.pid)) < 2 or not log_writers(gw.proc.pid):
+            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
+            time.sleep(0.2)
+        left = [psutil.Process(p) for p in workers_of(gw.proc.pid)] + log_writers(gw.proc.pid)
+        gw.proc.kill()
+        gw.proc.wait(30)
+        _, alive = psutil.wait_procs(left, timeout=60)
+        assert not alive, [p.cmdline() for p in alive]
+        assert '"event": "supervisor_gone"' in (tmp_path / "gateway.log").read_text()
+    finally:
+        gw.kill()
