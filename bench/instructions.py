@@ -13,14 +13,17 @@ tier), (c) failsoft with the primary's breaker open, (e) failsoft answering a co
 the window, the most the request path can pay; judging is a process of its own, uncounted), (s) failsoft
 healthy mirroring every request to two shadow candidates (bench/shadow.py's; requests one at a time, so
 each copy is a shadow call of its own, the most a copy can cost); the same model and 30-float row as
-bench/overhead.py. Slow (each server starts under valgrind): a few minutes.
+bench/overhead.py. Slow (each server starts under valgrind): a few minutes. ``--clients N`` sends the
+requests from N connections at once rather than one after another: what batching does (the shadow
+candidates' calls then hold many requests each, as under load; compare (s) with (b) both so sent).
 
-    python bench/instructions.py [--requests 500] [--cases a,b,c,e,m,s]
+    python bench/instructions.py [--requests 500] [--cases a,b,c,e,m,s] [--clients 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import http.client
 import json
 import re
@@ -52,7 +55,14 @@ def totals(path: Path) -> int:
 
 
 def measure(
-    args: list[str], ready: str, path: str, body: bytes, warmup: int, requests: int, out: Path
+    args: list[str],
+    ready: str,
+    path: str,
+    body: bytes,
+    warmup: int,
+    requests: int,
+    out: Path,
+    clients: int = 1,
 ) -> dict[str, float]:
     """``args`` with ``{port}`` filled in, under callgrind; instructions per request on ``path``."""
     port = free_port()
@@ -62,15 +72,22 @@ def measure(
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}{ready}", proc, timeout_s=900)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=600) for _ in range(clients)]
         headers = {"Content-Type": "application/json"}
 
-        def send(n: int) -> None:
+        def ask(conn: http.client.HTTPConnection, n: int) -> None:
             for _ in range(n):
                 conn.request("POST", path, body, headers)
                 reply = conn.getresponse()
                 reply.read()
                 assert reply.status == 200, reply.status
+
+        def send(n: int) -> int:
+            """``n`` requests (rounded down to a multiple of the clients); how many were sent."""
+            with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+                for done in [pool.submit(ask, c, n // clients) for c in conns]:
+                    done.result()
+            return n // clients * clients
 
         def dump() -> int:
             """The instructions since the last dump."""
@@ -81,7 +98,7 @@ def measure(
         send(warmup)
         dump()
         t0 = time.perf_counter()
-        send(requests)
+        requests = send(requests)
         took = time.perf_counter() - t0
         instructions = dump()
         # the same process left alone as long: what its timers and threads cost with no request at all
@@ -103,6 +120,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--cases", default="a,b,c,e,m,s", help="which cases (a, b, c, e, m, s)")
+    ap.add_argument("--clients", type=int, default=1, help="connections sending at once (default 1)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="failsoft-instructions-"))
     data = load_breast_cancer()
@@ -141,7 +159,9 @@ def main() -> None:
     results = {}
     for key in args.cases.split(","):
         name, cmd, ready_path, path, body = cases[key]
-        results[name] = measure(cmd, ready_path, path, body, args.warmup, args.requests, work / key)
+        results[name] = measure(
+            cmd, ready_path, path, body, args.warmup, args.requests, work / key, args.clients
+        )
         r = results[name]
         print(
             f"{name:28} {r['instructions_per_request']:>12,} instructions a request "
@@ -153,7 +173,7 @@ def main() -> None:
     if base:
         for r in results.values():
             r["vs_bare"] = round(r["instructions_per_request"] / base["instructions_per_request"], 3)
-    print(json.dumps({"requests": args.requests, "results": results}))
+    print(json.dumps({"requests": args.requests, "clients": args.clients, "results": results}))
 
 
 if __name__ == "__main__":
