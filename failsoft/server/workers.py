@@ -8,12 +8,13 @@ others. (SO_REUSEPORT would give each worker a queue of its own, and a dying wor
 connections with it.) Model state (health, audits, promotions, shadows) is shared through the store, as
 replicas on several machines share it; each worker's metrics and console history are its own.
 
-The prediction log has one writer for all the workers (``--log-writer shared``, the default): the
+With SQLite (or ``--log-writer shared``), the prediction log has one writer for all the workers: the
 supervisor holds a Unix socket, starts the writer (store/writer.py) on it before the workers, restarts it
 when it dies (each worker connects again and sends what it had not acknowledged), and stops it after the
 workers, once each has handed it its last records. One writer groups every worker's records into the same
-transactions, and SQLite takes one writer at a time. ``--log-writer per-worker`` gives each worker a
-writer of its own, as one process has.
+transactions; SQLite takes one writer at a time anyway. With PostgreSQL (or ``--log-writer
+per-worker``), each worker has a writer of its own, as one process has, and they write in parallel. A
+worker whose supervisor dies stops by itself (server/run.py).
 
 A worker that dies is replaced at once; one that fails to start (exit 3: a model that would not load, a
 tier that cannot answer) stops the whole start with that code, and one that keeps dying within seconds

@@ -223,7 +223,7 @@ class ProcessLog:
     async def _link(self) -> None:
         """Keeps a writer to send to: opens one, sends it every batch not yet acknowledged (in order), reads
         its acknowledgements; when it dies (or the shared one's connection ends), opens another."""
-        while True:
+        while not self._stopping:
             try:
                 acks = await self._open()
             except OSError as err:  # the shared writer's socket is gone (its supervisor died)
