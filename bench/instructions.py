@@ -12,7 +12,10 @@ tier), (c) failsoft with the primary's breaker open, (e) failsoft answering a co
 (m) failsoft healthy and monitored (bench/monitor.py's profile; at valgrind's pace every request goes into
 the window, the most the request path can pay; judging is a process of its own, uncounted), (s) failsoft
 healthy mirroring every request to two shadow candidates (bench/shadow.py's; requests one at a time, so
-each copy is a shadow call of its own, the most a copy can cost); the same model and 30-float row as
+each copy is a shadow call of its own, the most a copy can cost), (S) the same with the shadow linger
+scaled to valgrind's pace (``linger_ms`` 250 for 5: under valgrind a request takes ~2 ms, so with 5 ms a
+pile holds a few requests, where at full speed it holds a hundred or more; use with ``--clients``); the
+same model and 30-float row as
 bench/overhead.py. Slow (each server starts under valgrind): a few minutes. ``--clients N`` sends the
 requests from N connections at once rather than one after another: what batching does (the shadow
 candidates' calls then hold many requests each, as under load; compare (s) with (b) both so sent).
@@ -46,6 +49,9 @@ from overhead import portfolio  # noqa: E402
 from shadow import CANDIDATES  # noqa: E402
 
 from failsoft.demo.procs import free_port, wait_http  # noqa: E402
+
+# How many times slower than at full speed a request runs under callgrind (about; for case S).
+VALGRIND_PACE = 50
 
 
 def totals(path: Path) -> int:
@@ -119,7 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--cases", default="a,b,c,e,m,s", help="which cases (a, b, c, e, m, s)")
+    ap.add_argument("--cases", default="a,b,c,e,m,s", help="which cases (a, b, c, e, m, s, S)")
     ap.add_argument("--clients", type=int, default=1, help="connections sending at once (default 1)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="failsoft-instructions-"))
@@ -148,6 +154,8 @@ def main() -> None:
         Path(healthy).read_text()
         + "".join(CANDIDATES.format(name=n, path=work / "model.joblib") for n in ("cand-a", "cand-b"))
     )
+    slow_shadow = work / "shadowed-slow.toml"
+    slow_shadow.write_text(shadowed.read_text() + f"\n[shadow]\nlinger_ms = {5 * VALGRIND_PACE}\n")
     cases = {
         "a": ("bare app", bare, "/ready", "/", good),
         "b": ("failsoft, healthy", [*serve, healthy], ready, predict, good),
@@ -155,6 +163,7 @@ def main() -> None:
         "e": ("failsoft, corrupt row", [*serve, healthy], ready, predict, bad),
         "m": ("failsoft, monitored", [*serve, str(monitored)], ready, predict, good),
         "s": ("failsoft, two shadows", [*serve, str(shadowed)], ready, predict, good),
+        "S": ("failsoft, two shadows, slow", [*serve, str(slow_shadow)], ready, predict, good),
     }
     results = {}
     for key in args.cases.split(","):

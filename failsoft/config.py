@@ -289,11 +289,13 @@ class ModelSpec(_Spec, frozen=True):
 
 
 class ShadowSpec(_Spec, frozen=True):
-    """Mirroring: copies waiting per candidate (more are dropped and counted, never waited on) and the
-    most copies sent to a candidate in one call when they pile up."""
+    """Mirroring: copies waiting per candidate (more are dropped and counted, never waited on), the
+    most copies sent to a candidate in one call when they pile up, and how long copies pile up before
+    the candidates get them (longer: fewer, bigger calls; the answers are logged, never waited on)."""
 
     queue: PositiveInt = 10_000
     max_batch: PositiveInt = 256
+    linger_ms: PositiveFloat = 5.0
 
 
 class StoreSpec(_Spec, frozen=True):

@@ -145,7 +145,15 @@ class Portfolio:
             write = self.log.records.append_many if self.log is not None else None
             shadow = self.spec.shadow
             records = ShadowRecords(self.state_store)
-            self.mirror = Mirror(shadowed, write, records, self.replica, shadow.queue, shadow.max_batch)
+            self.mirror = Mirror(
+                shadowed,
+                write,
+                records,
+                self.replica,
+                shadow.queue,
+                shadow.max_batch,
+                shadow.linger_ms / 1000,
+            )
             await self.mirror.start()
             for name in self.mirror.intakes:
                 listeners[name].append(self.mirror.listen)
