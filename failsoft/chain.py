@@ -29,6 +29,8 @@ from failsoft.tiers.defaults import DefaultBackend
 from failsoft.types import Health, Outcome, Reason, Skip
 
 log = logging.getLogger("failsoft.chain")
+# Answers to a call at least this many are checked at once (OutputCheck.check_many), not one by one.
+CHECK_AT_ONCE_FROM = 16
 
 
 class RequestIds:
@@ -74,7 +76,7 @@ class SkipLog:
                         "detail": detail[:300],
                         "folded": folded,
                     }
-                )
+                ),
             )
 
 
@@ -196,6 +198,7 @@ class Chain:
         self.schema = schema
         self.output_spec = check.spec
         self.check = check.check
+        self.check_many = check.check_many
         self.layout = Layout(tiers, candidates)
         # the tiers that may be the primary (the first tier and the candidates), by name, and the rest
         self.eligible: dict[str, Tier] = {t.name: t for t in [*tiers[:1], *candidates]}
@@ -243,6 +246,8 @@ class Chain:
         """Why ``out`` is not an answer to ``n`` rows by the model's output check; None when it is."""
         if not isinstance(out, list) or len(out) != n:
             return f"expected {n} answers, got {type(out).__name__}"
+        if n >= CHECK_AT_ONCE_FROM:
+            return self.check_many(out)
         check = self.check
         for value in out:
             if (problem := check(value)) is not None:

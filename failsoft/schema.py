@@ -306,6 +306,22 @@ class OutputCheck:
         """None when the value passes, else what is wrong with it."""
         return self._check(value)
 
+    def check_many(self, values: list[Any]) -> str | None:
+        """The first problem among ``values`` (None when every one passes). Plain floats under a float
+        spec are checked at once (~0.03 µs a value, against ~0.2 one by one): a batch's answers, a
+        shadow candidate's call."""
+        spec = self.spec
+        if spec.type == "float" and set(map(type, values)) == {float}:
+            a = np.array(values)
+            lo, hi = spec.min, spec.max
+            if np.isfinite(a).all() and (lo is None or a.min() >= lo) and (hi is None or a.max() <= hi):
+                return None
+        check = self._check
+        for value in values:
+            if (problem := check(value)) is not None:
+                return problem
+        return None
+
     @staticmethod
     def _compile(spec: OutputSpec) -> Callable[[Any], str | None]:
         lo, hi = spec.min, spec.max

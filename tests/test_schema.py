@@ -5,6 +5,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from failsoft.config import FeatureSpec, OutputSpec
 from failsoft.schema import Batch, InputSchema, InvalidValue, OutputCheck
@@ -135,3 +137,30 @@ def test_a_row_copied_into_a_buffer_holds_its_numbers_whatever_the_buffer() -> N
     batch.values = [(1.5, 10**400, 0.0)]
     with pytest.raises(OverflowError):
         batch.copy_into(buf, 0)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(min_value=0, max_value=1),
+            st.integers(-3, 3),
+            st.booleans(),
+            st.text(max_size=3),
+            st.none(),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from([(0.0, 1.0), (None, None), (-1.0, None)]),
+)
+def test_answers_checked_at_once_say_what_checking_them_one_by_one_says(
+    values: list[Any], bounds: tuple[float | None, float | None]
+) -> None:
+    check = OutputCheck(OutputSpec(type="float", min=bounds[0], max=bounds[1]))
+
+    def one_by_one(vs: list[Any]) -> str | None:
+        return next((p for p in map(check.check, vs) if p is not None), None)
+
+    assert check.check_many(values) == one_by_one(values)
+    floats = [v for v in values if type(v) is float]  # the case checked at once
+    assert check.check_many(floats) == one_by_one(floats)
