@@ -64,6 +64,14 @@ def log_writers(supervisor: int) -> list[psutil.Process]:
     return found
 
 
+def until_up(gw: Proc, tmp_path: Path, writers: int, deadline: float) -> None:
+    """Until both workers and ``writers`` log writers run under the supervisor (or the deadline fails)."""
+    assert gw.proc is not None
+    while len(workers_of(gw.proc.pid)) < 2 or len(log_writers(gw.proc.pid)) < writers:
+        assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
+        time.sleep(0.2)
+
+
 def serving(tmp_path: Path, *extra: str) -> Proc:
     model = tmp_path / "lr.joblib"
     joblib.dump(LogisticRegression().fit([[0, 0], [1, 1], [0, 1], [1, 0]], [0, 1, 1, 0]), model)
@@ -124,9 +132,7 @@ def test_a_killed_worker_loses_only_its_requests_in_flight_and_is_replaced(
     try:
         deadline = time.monotonic() + 120
         want = 1 if writers == "shared" else 2
-        while len(workers_of(gw.proc.pid)) < 2 or len(log_writers(gw.proc.pid)) < want:
-            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
-            time.sleep(0.2)
+        until_up(gw, tmp_path, want, deadline)
         assert len(log_writers(gw.proc.pid)) == want
         first = workers_of(gw.proc.pid)
         with Clients(gw.port) as clients:
@@ -170,9 +176,7 @@ def test_the_workers_one_log_writer_killed_is_replaced_and_loses_no_answer(tmp_p
     assert gw.proc is not None
     try:
         deadline = time.monotonic() + 120
-        while len(workers_of(gw.proc.pid)) < 2 or not log_writers(gw.proc.pid):
-            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
-            time.sleep(0.2)
+        until_up(gw, tmp_path, 1, deadline)
         (writer,) = log_writers(gw.proc.pid)  # one writer for both workers, the supervisor's child
         assert writer.ppid() == gw.proc.pid
         with Clients(gw.port) as clients:
@@ -212,9 +216,7 @@ def test_workers_whose_supervisor_is_killed_stop_rather_than_serve_on_unsupervis
     assert gw.proc is not None
     try:
         deadline = time.monotonic() + 120
-        while len(workers_of(gw.proc.pid)) < 2 or not log_writers(gw.proc.pid):
-            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
-            time.sleep(0.2)
+        until_up(gw, tmp_path, 1, deadline)
         left = [psutil.Process(p) for p in workers_of(gw.proc.pid)] + log_writers(gw.proc.pid)
         gw.proc.kill()
         gw.proc.wait(30)
