@@ -5,6 +5,7 @@ no answer."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -64,22 +66,28 @@ def log_writers(supervisor: int) -> list[psutil.Process]:
     return found
 
 
-def until_up(gw: Proc, tmp_path: Path, writers: int, deadline: float) -> None:
-    """Until both workers and ``writers`` log writers run under the supervisor (or the deadline fails)."""
-    assert gw.proc is not None
-    while len(workers_of(gw.proc.pid)) < 2 or len(log_writers(gw.proc.pid)) < writers:
-        assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
-        time.sleep(0.2)
-
-
-def serving(tmp_path: Path, *extra: str) -> Proc:
+@contextlib.contextmanager
+def two_workers(
+    tmp_path: Path, writers: int, *extra: str
+) -> Iterator[tuple[Proc, subprocess.Popen[bytes], float]]:
+    """``failsoft serve --workers 2``, once both workers and ``writers`` log writers run under the
+    supervisor: yields it, the supervisor's process and the test's deadline; killed at the end."""
     model = tmp_path / "lr.joblib"
     joblib.dump(LogisticRegression().fit([[0, 0], [1, 1], [0, 1], [1, 0]], [0, 1, 1, 0]), model)
-    return Proc(
+    gw = Proc(
         [sys.executable, "-m", "failsoft.cli", "serve", str(portfolio(tmp_path, model)), "--workers", "2",
          "--log-level", "warning", *extra],
         "/v2/health/ready", tmp_path / "gateway.log",
     ).start()  # fmt: skip
+    assert gw.proc is not None
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers_of(gw.proc.pid)) < 2 or len(log_writers(gw.proc.pid)) < writers:
+            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
+            time.sleep(0.2)
+        yield gw, gw.proc, deadline
+    finally:
+        gw.kill()
 
 
 class Clients:
@@ -127,14 +135,10 @@ class Clients:
 def test_a_killed_worker_loses_only_its_requests_in_flight_and_is_replaced(
     tmp_path: Path, writers: str
 ) -> None:
-    gw = serving(tmp_path, "--log-writer", writers)
-    assert gw.proc is not None
-    try:
-        deadline = time.monotonic() + 120
-        want = 1 if writers == "shared" else 2
-        until_up(gw, tmp_path, want, deadline)
-        assert len(log_writers(gw.proc.pid)) == want
-        first = workers_of(gw.proc.pid)
+    want = 1 if writers == "shared" else 2
+    with two_workers(tmp_path, want, "--log-writer", writers) as (gw, supervisor, deadline):
+        assert len(log_writers(supervisor.pid)) == want
+        first = workers_of(supervisor.pid)
         with Clients(gw.port) as clients:
             while len(set(clients.answered_by)) < 2:  # both workers answer on the one port
                 assert time.monotonic() < deadline, f"answered by {set(clients.answered_by)}"
@@ -142,21 +146,19 @@ def test_a_killed_worker_loses_only_its_requests_in_flight_and_is_replaced(
             before = set(clients.answered_by)
             psutil.Process(first[0]).kill()
             # the other worker goes on answering, and a new one replaces the killed one
-            while not (set(clients.answered_by) - before) or len(workers_of(gw.proc.pid)) < 2:
+            while not (set(clients.answered_by) - before) or len(workers_of(supervisor.pid)) < 2:
                 assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
                 time.sleep(0.2)
             answered = len(clients.answered_by)
         # at most one request per client was in flight on the killed worker
         assert len(clients.failures) <= CLIENTS, clients.failures
         assert answered > 50
-        assert first[0] not in workers_of(gw.proc.pid)
+        assert first[0] not in workers_of(supervisor.pid)
         log = (tmp_path / "gateway.log").read_text()
         assert '"event": "worker_died"' in log and "SIGKILL" in log
-        gw.proc.send_signal(signal.SIGTERM)
-        assert gw.proc.wait(60) == 0
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(60) == 0
         assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in first[1:])
-    finally:
-        gw.kill()
 
 
 def test_workers_that_cannot_start_stop_the_start_with_3(tmp_path: Path) -> None:
@@ -172,19 +174,15 @@ def test_workers_that_cannot_start_stop_the_start_with_3(tmp_path: Path) -> None
 
 
 def test_the_workers_one_log_writer_killed_is_replaced_and_loses_no_answer(tmp_path: Path) -> None:
-    gw = serving(tmp_path)
-    assert gw.proc is not None
-    try:
-        deadline = time.monotonic() + 120
-        until_up(gw, tmp_path, 1, deadline)
-        (writer,) = log_writers(gw.proc.pid)  # one writer for both workers, the supervisor's child
-        assert writer.ppid() == gw.proc.pid
+    with two_workers(tmp_path, 1) as (gw, supervisor, deadline):
+        (writer,) = log_writers(supervisor.pid)  # one writer for both workers, the supervisor's child
+        assert writer.ppid() == supervisor.pid
         with Clients(gw.port) as clients:
             while len(set(clients.answered_by)) < 2 or len(clients.ids) < 100:
                 assert time.monotonic() < deadline, f"answered by {set(clients.answered_by)}"
                 time.sleep(0.1)
             writer.kill()
-            while not [p for p in log_writers(gw.proc.pid) if p.pid != writer.pid]:
+            while not [p for p in log_writers(supervisor.pid) if p.pid != writer.pid]:
                 assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
                 time.sleep(0.1)
             killed_at = len(clients.ids)
@@ -192,16 +190,14 @@ def test_the_workers_one_log_writer_killed_is_replaced_and_loses_no_answer(tmp_p
                 assert time.monotonic() < deadline, clients.failures[-3:]
                 time.sleep(0.1)
         assert not clients.failures, clients.failures[:3]
-        gw.proc.send_signal(signal.SIGTERM)
-        assert gw.proc.wait(90) == 0
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(90) == 0
         log = (tmp_path / "gateway.log").read_text()
         assert '"event": "log_writer_died"' in log and "SIGKILL" in log
         with sqlite3.connect(tmp_path / "state" / "failsoft.db") as db:
             logged = {row[0] for row in db.execute("SELECT request_id FROM predictions")}
         missing = set(clients.ids) - logged
         assert not missing, f"{len(missing)} of {len(clients.ids)} answers not logged"
-    finally:
-        gw.kill()
 
 
 def test_the_workers_share_a_log_writer_on_sqlite_and_have_one_each_on_postgresql() -> None:
@@ -212,16 +208,10 @@ def test_the_workers_share_a_log_writer_on_sqlite_and_have_one_each_on_postgresq
 
 
 def test_workers_whose_supervisor_is_killed_stop_rather_than_serve_on_unsupervised(tmp_path: Path) -> None:
-    gw = serving(tmp_path)
-    assert gw.proc is not None
-    try:
-        deadline = time.monotonic() + 120
-        until_up(gw, tmp_path, 1, deadline)
-        left = [psutil.Process(p) for p in workers_of(gw.proc.pid)] + log_writers(gw.proc.pid)
-        gw.proc.kill()
-        gw.proc.wait(30)
+    with two_workers(tmp_path, 1) as (_, supervisor, _):
+        left = [psutil.Process(p) for p in workers_of(supervisor.pid)] + log_writers(supervisor.pid)
+        supervisor.kill()
+        supervisor.wait(30)
         _, alive = psutil.wait_procs(left, timeout=60)
         assert not alive, [p.cmdline() for p in alive]
         assert '"event": "supervisor_gone"' in (tmp_path / "gateway.log").read_text()
-    finally:
-        gw.kill()
