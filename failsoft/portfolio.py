@@ -155,8 +155,8 @@ class Portfolio:
                 shadow.linger_ms / 1000,
             )
             await self.mirror.start()
-            for name in self.mirror.intakes:
-                listeners[name].append(self.mirror.listen)
+            for name, intake in self.mirror.intakes.items():
+                listeners[name].append(intake.listen)
         for name, chain in self.chains.items():
             chain.listeners = tuple(listeners[name])
         await self.notifier.start()

@@ -145,6 +145,7 @@ def test_a_row_copied_into_a_buffer_holds_its_numbers_whatever_the_buffer() -> N
             st.floats(allow_nan=True, allow_infinity=True),
             st.floats(min_value=0, max_value=1),
             st.integers(-3, 3),
+            st.integers(-(2**70), 2**70),
             st.booleans(),
             st.text(max_size=3),
             st.none(),

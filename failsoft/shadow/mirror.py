@@ -27,6 +27,7 @@ import collections
 import logging
 import math
 import random
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -36,6 +37,7 @@ import numpy as np
 from failsoft.chain import Answer, Tier, guarded_call
 from failsoft.schema import Batch, Matrix
 from failsoft.store import StoreUnavailable
+from failsoft.store.records import one_each
 from failsoft.store.shadow import ShadowRecords
 from failsoft.tasks import stop
 from failsoft.tiers.python import INLINE_BUDGET_US
@@ -131,17 +133,28 @@ class Pile:
 
 
 class Intake:
-    """One model's copies waiting for its pump. When every tier that may become one of its candidates
-    reads only matrices, a request's numbers are copied into a buffer allocated at start and nothing of
-    the request itself is kept: holding a few hundred requests' objects until the pump ran cost the live
-    path more (its memory went cold in the CPU caches) than the candidates' arithmetic."""
+    """One model's copies waiting for its pump; ``listen`` is the model's listener. When every tier that
+    may become one of its candidates reads only matrices, a request's numbers are copied into a buffer
+    allocated at start and nothing of the request itself is kept: holding a few hundred requests' objects
+    until the pump ran cost the live path more (its memory went cold in the CPU caches) than the
+    candidates' arithmetic."""
 
-    __slots__ = ("batches", "buf", "candidates", "filled", "ids", "limit", "sizes", "wake")
+    __slots__ = (
+        "batches", "buf", "candidates", "filled", "ids", "lanes", "limit", "pack", "rows", "sizes", "stride",
+        "view", "wake",
+    )  # fmt: skip
 
-    def __init__(self, width: int, limit: int, matrix_only: bool) -> None:
+    def __init__(self, width: int, limit: int, matrix_only: bool, lanes: dict[str, Lane]) -> None:
         width = max(1, width)
         self.buf = np.empty((min(limit, BUFFER_BYTES // (8 * width)), width)) if matrix_only else None
+        self.rows = 0 if self.buf is None else len(self.buf)
+        # one row's numbers straight into the buffer: struct reads a tuple of floats in half numpy's time,
+        # and through a memoryview made once it skips numpy's buffer export on every request
+        self.view = None if self.buf is None else memoryview(self.buf).cast("B")
+        self.pack = struct.Struct(f"{width}d").pack_into
+        self.stride = 8 * width
         self.limit = limit
+        self.lanes = lanes  # the model's lanes by tier name, to count the copies dropped
         self.ids: list[str] = []
         self.sizes: list[int] = []
         self.batches: list[Batch] = []
@@ -150,25 +163,57 @@ class Intake:
         # the model's candidates as of the latest copy (a promotion changes them)
         self.candidates: tuple[Tier, ...] = ()
 
-    def offer(self, batch: Batch, request_id: str) -> bool:
-        """Keep a copy; False when full. O(1) on the request path."""
-        if len(self.ids) >= self.limit:
-            return False
+    def listen(self, answer: Answer) -> None:
+        """Keep a copy of the request for the candidates, or count it dropped for each when full. O(1),
+        never blocks. One function for the usual request (a row of numbers, a buffer with room): it runs
+        for every request, and each call level would cost about as much as the copy."""
+        candidates = answer.candidates
+        batch = answer.batch
+        if not candidates or batch is None:
+            return
+        self.candidates = candidates
+        ids = self.ids
+        values = batch.values
+        at = self.filled
+        n: int | None = None
+        if len(ids) < self.limit:
+            if self.view is not None and values is not None and len(values) == 1 and at < self.rows:
+                try:
+                    self.pack(self.view, at * self.stride, *values[0])
+                    self.filled = at + 1
+                    n = 1
+                except (struct.error, TypeError, OverflowError):  # a number no float holds
+                    n = self._copy(batch)
+            else:
+                n = self._copy(batch)
+        if n is None:
+            for tier in candidates:
+                lane = self.lanes.get(tier.name)
+                if lane is not None:
+                    lane.dropped += 1
+            return
+        ids.append(answer.outcome.id)
+        self.sizes.append(n)
+        if len(ids) == 1:
+            self.wake.set()
+
+    def _copy(self, batch: Batch) -> int | None:
+        """Keep a batch the usual way cannot (several rows, numbers not read yet, candidates that read
+        more than numbers): the rows kept, or None when there is no room or its values are no numbers."""
         n = len(batch)
         buf = self.buf
         if buf is None:
             self.batches.append(batch)
-        else:
-            at = self.filled
-            if at + n > len(buf):
-                return False
+            return n
+        at = self.filled
+        if at + n > len(buf):
+            return None
+        try:
             batch.copy_into(buf, at)
-            self.filled = at + n
-        self.ids.append(request_id)
-        self.sizes.append(n)
-        if len(self.ids) == 1:
-            self.wake.set()
-        return True
+        except (ValueError, TypeError, OverflowError):  # InvalidValue is a ValueError
+            return None
+        self.filled = at + n
+        return n
 
     def take(self) -> Pile:
         """Everything waiting; the intake is empty after."""
@@ -206,34 +251,19 @@ class Mirror:
         self._tasks: list[asyncio.Task[None]] = []
         self._calls: set[asyncio.Task[None]] = set()
 
-    def listen(self, answer: Answer) -> None:
-        """The chain's listener: queue a copy for the model's candidates (O(1), never blocks)."""
-        candidates = answer.candidates
-        if not candidates or answer.batch is None:
-            return
-        model = answer.outcome.model
-        intake = self.intakes.get(model)
-        if intake is None:
-            return
-        intake.candidates = candidates
-        if not intake.offer(answer.batch, answer.outcome.id):
-            for tier in candidates:
-                lane = self.lanes.get((model, tier.name))
-                if lane is not None:
-                    lane.dropped += 1
-
     async def start(self) -> None:
         """For each model, an intake and pump, and a lane for every tier that is or may become a candidate,
         with a dispatcher for those that run off the loop."""
         for model in self.models:
             pool = model.eligible
-            intake = Intake(len(model.names), self.limit, all(t.backend.reads_matrix for t in pool))
+            lanes: dict[str, Lane] = {}
+            intake = Intake(len(model.names), self.limit, all(t.backend.reads_matrix for t in pool), lanes)
             self.intakes[model.model] = intake
             name = f"failsoft-shadow-{model.model}"
             self._tasks.append(asyncio.create_task(self._pump(model, intake), name=name))
             for tier in pool:
                 lane = Lane(model, tier)
-                self.lanes[(model.model, tier.name)] = lane
+                self.lanes[(model.model, tier.name)] = lanes[tier.name] = lane
                 if not tier.backend.inline:
                     name = f"failsoft-shadow-{model.model}-{tier.name}"
                     self._tasks.append(asyncio.create_task(self._dispatch(lane), name=name))
@@ -333,7 +363,7 @@ class Mirror:
         if out is None:
             answers: list[Any] = [None] * len(ids)
         elif len(out) == len(ids):  # a row per request, the usual case
-            answers = [[v] for v in out]
+            answers = one_each(out)
         else:
             answers, at = [], 0
             for n in sizes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from failsoft.store import open_store
 from failsoft.store.base import PredictionRow
 from failsoft.store.log import PredictionLog
-from failsoft.store.records import RecordQueue
+from failsoft.store.records import RecordQueue, one_each
 from failsoft.store.spill import SpillFile
 from tests.store.conftest import PrivatePostgres
 
@@ -261,6 +264,42 @@ def test_a_record_no_json_can_hold_is_logged_in_a_safe_form(tmp_path: Path) -> N
     log.stop()
     assert stored_ids(url) == {"fine", "sur\ufffdrogate", "loop"}
     assert QUEUES[id(log)].normalised == 2
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(alphabet=',[]{}"ab'),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(",a", max_size=2), inner, max_size=2),
+    max_leaves=6,
+)
+
+
+@given(st.lists(json_values, max_size=12))
+def test_a_calls_answers_encoded_at_once_read_as_a_list_per_request(outputs: list[object]) -> None:
+    want = msgspec.json.encode([[v] for v in outputs])
+    assert msgspec.json.encode(one_each(outputs)) == want
+
+
+def test_a_shadow_call_made_safe_keeps_its_answers(tmp_path: Path) -> None:
+    """A request id no store takes (a lone surrogate) makes its call's record be normalised: the
+    answers, already JSON, are kept as they are."""
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    log = make_log(url, tmp_path)
+    queue = QUEUES[id(log)]
+    ids = ["a", "sur\ud800rogate", "c"]
+    queue.append_many(ids, "m", "1", "cand", "shadow", None, one_each([0.25, 0.5, 0.75]), 1.0)
+    payload, count = queue.take()
+    log.append_batch(payload, count, lambda _: None)
+    assert log.flush()
+    log.stop()
+    assert queue.normalised == 1
+    with contextlib.closing(sqlite3.connect(tmp_path / "f.db")) as conn:
+        sql = "SELECT request_id, outputs FROM shadow_predictions ORDER BY request_id"
+        rows = conn.execute(sql).fetchall()
+    assert rows == [("a", "[0.25]"), ("c", "[0.75]"), ("sur\ufffdrogate", "[0.5]")]
 
 
 async def test_the_flusher_survives_a_failure_and_keeps_logging(tmp_path: Path) -> None:
