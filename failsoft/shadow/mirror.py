@@ -15,7 +15,7 @@ hands them to each candidate by its ``sample`` rate, in bulk:
 
 Every call goes through the candidate's own breaker, bulkhead and timeout. When every tier that may become
 a candidate reads only matrices (Python models), the intake keeps just the numbers the live tier already
-built, in a buffer allocated at start, and a batch is a slice of it; otherwise it keeps the requests'
+read, packed as bytes, and a batch is a slice of the matrix they make; otherwise it keeps the requests'
 batches and stacks them. Every shadow answer, or why there is none, goes to the prediction log with role
 ``shadow``: one record per call, kept by the store as one shadow call (store/base.py).
 """
@@ -49,7 +49,7 @@ log = logging.getLogger("failsoft.shadow")
 Copy = tuple[str, Batch | Matrix]
 # The most loop turns a candidate takes for one pile (see Mirror._pump)
 SLICES = 4
-# The most numbers an intake holds, in bytes (its buffer is allocated once, at start)
+# The most numbers an intake holds, in bytes
 BUFFER_BYTES = 64 << 20
 # Writes a shadow call to the prediction log: (request ids, model, version, tier, role, reason, answers,
 # latency_ms), as ``RecordQueue.append_many`` takes it.
@@ -134,53 +134,51 @@ class Pile:
 
 class Intake:
     """One model's copies waiting for its pump; ``listen`` is the model's listener. When every tier that
-    may become one of its candidates reads only matrices, a request's numbers are copied into a buffer
-    allocated at start and nothing of the request itself is kept: holding a few hundred requests' objects
+    may become one of its candidates reads only matrices, a request's numbers are packed into bytes (a
+    row of float64s) and nothing of the request itself is kept: holding a few hundred requests' objects
     until the pump ran cost the live path more (its memory went cold in the CPU caches) than the
-    candidates' arithmetic."""
+    candidates' arithmetic. The pump joins the packed rows into one matrix."""
 
     __slots__ = (
-        "batches", "buf", "candidates", "filled", "ids", "lanes", "limit", "pack", "rows", "sizes", "stride",
-        "view", "wake",
+        "batches", "candidates", "filled", "ids", "lanes", "limit", "max_rows", "pack", "packed", "sizes",
+        "wake", "width",
     )  # fmt: skip
 
     def __init__(self, width: int, limit: int, matrix_only: bool, lanes: dict[str, Lane]) -> None:
-        width = max(1, width)
-        self.buf = np.empty((min(limit, BUFFER_BYTES // (8 * width)), width)) if matrix_only else None
-        self.rows = 0 if self.buf is None else len(self.buf)
-        # one row's numbers straight into the buffer: struct reads a tuple of floats in half numpy's time,
-        # and through a memoryview made once it skips numpy's buffer export on every request
-        self.view = None if self.buf is None else memoryview(self.buf).cast("B")
-        self.pack = struct.Struct(f"{width}d").pack_into
-        self.stride = 8 * width
+        self.width = max(1, width)
+        # packed rows (matrix_only), else the requests' batches
+        self.packed: list[bytes] | None = [] if matrix_only else None
+        # a row's numbers as bytes: struct reads a tuple of floats in a third of what numpy takes
+        self.pack = struct.Struct(f"{self.width}d").pack
+        self.max_rows = BUFFER_BYTES // (8 * self.width)
+        self.filled = 0  # rows packed
         self.limit = limit
         self.lanes = lanes  # the model's lanes by tier name, to count the copies dropped
         self.ids: list[str] = []
         self.sizes: list[int] = []
         self.batches: list[Batch] = []
-        self.filled = 0
         self.wake = asyncio.Event()
         # the model's candidates as of the latest copy (a promotion changes them)
         self.candidates: tuple[Tier, ...] = ()
 
     def listen(self, answer: Answer) -> None:
         """Keep a copy of the request for the candidates, or count it dropped for each when full. O(1),
-        never blocks. One function for the usual request (a row of numbers, a buffer with room): it runs
-        for every request, and each call level would cost about as much as the copy."""
+        never blocks. One function for the usual request (a row of numbers): it runs for every request,
+        and each call level would cost about as much as the copy."""
         candidates = answer.candidates
         batch = answer.batch
         if not candidates or batch is None:
             return
         self.candidates = candidates
         ids = self.ids
+        packed = self.packed
         values = batch.values
-        at = self.filled
         n: int | None = None
         if len(ids) < self.limit:
-            if self.view is not None and values is not None and len(values) == 1 and at < self.rows:
+            if packed is not None and values is not None and len(values) == 1 and self.filled < self.max_rows:
                 try:
-                    self.pack(self.view, at * self.stride, *values[0])
-                    self.filled = at + 1
+                    packed.append(self.pack(*values[0]))
+                    self.filled += 1
                     n = 1
                 except (struct.error, TypeError, OverflowError):  # a number no float holds
                     n = self._copy(batch)
@@ -201,23 +199,29 @@ class Intake:
         """Keep a batch the usual way cannot (several rows, numbers not read yet, candidates that read
         more than numbers): the rows kept, or None when there is no room or its values are no numbers."""
         n = len(batch)
-        buf = self.buf
-        if buf is None:
+        if self.packed is None:
             self.batches.append(batch)
             return n
-        at = self.filled
-        if at + n > len(buf):
+        if self.filled + n > self.max_rows:
             return None
         try:
-            batch.copy_into(buf, at)
+            matrix = np.ascontiguousarray(batch.matrix(), dtype=np.float64)
         except (ValueError, TypeError, OverflowError):  # InvalidValue is a ValueError
             return None
-        self.filled = at + n
+        if matrix.shape != (n, self.width):
+            return None
+        self.packed.append(matrix.tobytes())
+        self.filled += n
         return n
 
     def take(self) -> Pile:
         """Everything waiting; the intake is empty after."""
-        matrix = None if self.buf is None else self.buf[: self.filled].copy()
+        matrix = None
+        if self.packed is not None:
+            # a bytearray, so the matrix is writable as a copy would be (a model may change its input)
+            rows = np.frombuffer(bytearray().join(self.packed), dtype=np.float64)
+            matrix = rows.reshape(-1, self.width)
+            self.packed = []
         pile = Pile(self.ids, self.sizes, matrix, self.batches)
         self.ids, self.sizes, self.batches, self.filled = [], [], [], 0
         return pile

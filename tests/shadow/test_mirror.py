@@ -43,7 +43,7 @@ async def test_every_copy_is_answered_and_logged_against_its_request(
 ) -> None:
     p = Portfolio(load(portfolio(models_dir, tmp_path)))
     await p.start()
-    assert p.mirror is not None and p.mirror.intakes["m"].buf is not None, (
+    assert p.mirror is not None and p.mirror.intakes["m"].packed is not None, (
         "numbers only: every tier reads them"
     )
     eligible = p.chains["m"].eligible
