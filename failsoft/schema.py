@@ -76,8 +76,8 @@ class Batch:
         return joined
 
     def copy_into(self, buf: Matrix, at: int) -> None:
-        """The rows into ``buf[at : at + len(self)]`` (a monitor's window, a shadow's intake): from their
-        values when no matrix was built, one copy rather than two."""
+        """The rows into ``buf[at : at + len(self)]`` (a monitor's window): from their values when no
+        matrix was built, one copy rather than two."""
         values = self.values
         if self._matrix is None and values is not None:
             if len(values) == 1:
