@@ -167,12 +167,11 @@ def _split(payload: bytes) -> tuple[str, list[tuple[Any, ...]]]:
     rows for shadow_calls. A document without calls is passed on as it came."""
     if b',["' not in payload and b'"shadow"' not in payload:
         return payload.decode(), []  # no shadow role, no list of request ids (strings: it shows as ,[")
-    doc = msgspec.json.decode(payload)
-    rows, calls = split(doc)
+    rows, calls = split(payload)
     if not calls:
         return payload.decode(), []
-    doc["rows"] = rows
-    return msgspec.json.encode(doc).decode(), calls
+    # every row carries its record id now: the statement needs no prefix nor base
+    return msgspec.json.encode({"prefix": "", "base": 0, "rows": rows}).decode(), calls
 
 
 def _fetch(conn: Any, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:

@@ -191,19 +191,66 @@ def _safe(record: tuple[Any, ...]) -> Any:
     return out
 
 
-def split(doc: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """A decoded batch document as rows to insert, record ids filled in: live prediction rows
-    (``PREDICTION_COLUMNS``; outputs and inputs still values) and shadow calls (``SHADOW_CALL_COLUMNS``;
-    request ids and outputs as the JSON text both stores keep): the records standing for several requests,
-    and any single record with role "shadow"."""
-    prefix, base = doc["prefix"], int(doc["base"])
+class _Record(msgspec.Struct, array_like=True):
+    """A record as the writer reads it: outputs and inputs left as the JSON they came as."""
+
+    record_id: str | None
+    request_id: str | list[str]
+    model: str
+    version: str
+    tier: str
+    role: str
+    degraded: bool
+    reason: str | None
+    outputs: msgspec.Raw
+    inputs: msgspec.Raw
+    latency_ms: float
+    ts: float
+
+
+class _Batch(msgspec.Struct):
+    prefix: str
+    base: int
+    rows: list[_Record]
+
+
+_read_batch = msgspec.json.Decoder(_Batch).decode
+_NULL = msgspec.Raw(b"null")
+
+
+def split(payload: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """An encoded batch as rows to insert, record ids filled in: live prediction rows
+    (``PREDICTION_COLUMNS``; outputs and inputs as ``msgspec.Raw``, the JSON they came as, inputs None when
+    not logged) and shadow calls (``SHADOW_CALL_COLUMNS``; request ids and outputs as the JSON text both
+    stores keep): the records standing for several requests, and any single record with role "shadow".
+    Answers are never made into Python values and encoded again (a shadow call's hundred of them cost the
+    writer more than its row). A batch the typed reading refuses (a value made safe by ``_safe``) is read
+    the generic way."""
+    try:
+        batch = _read_batch(payload)
+        prefix, base, records = batch.prefix, int(batch.base), batch.rows
+    except msgspec.ValidationError:
+        doc = msgspec.json.decode(payload)
+        prefix, base = doc["prefix"], int(doc["base"])
+        records = [_generic(r) for r in doc["rows"]]
     rows, calls = [], []
-    for k, r in enumerate(doc["rows"]):
-        record_id = r[0] or f"{prefix}-{base + k}"
-        if isinstance(r[1], list) or r[5] == "shadow":  # a single shadow answer: a call for one request
-            ids, outputs = (r[1], r[8]) if isinstance(r[1], list) else ([r[1]], [r[8]])
-            text = (_json(ids).decode(), _json(outputs).decode())
-            calls.append((record_id, r[2], r[3], r[4], r[7], *text, r[10], r[11]))
+    for k, r in enumerate(records):
+        record_id = r.record_id or f"{prefix}-{base + k}"
+        ids = r.request_id
+        if type(ids) is list or r.role == "shadow":  # a single shadow answer: a call for one request
+            outputs = str(r.outputs, "utf-8")
+            if type(ids) is not list:
+                ids, outputs = [ids], f"[{outputs}]"
+            text = (_json(ids).decode(), outputs)
+            calls.append((record_id, r.model, r.version, r.tier, r.reason, *text, r.latency_ms, r.ts))
         else:
-            rows.append((record_id, *r[1:]))
+            inputs = None if r.inputs == _NULL else r.inputs
+            rows.append((record_id, ids, r.model, r.version, r.tier, r.role, r.degraded, r.reason, r.outputs,
+                         inputs, r.latency_ms, r.ts))  # fmt: skip
     return rows, calls
+
+
+def _generic(row: list[Any]) -> _Record:
+    """A record read as plain JSON values (it did not fit ``_Record``), in its shape."""
+    raw = [msgspec.Raw(_encode(v)) if i in (8, 9) else v for i, v in enumerate(row)]
+    return _Record(*raw)
