@@ -106,8 +106,9 @@ async def burst(url: str, n: int = 200, concurrency: int = 8) -> list[tuple[floa
     return out
 
 
-def p99(res: list[tuple[float, dict]]) -> float:
-    return float(np.percentile([r[0] for r in res], 99))
+def p99(res: list[tuple[float, dict]], own: bool = False) -> float:
+    """The 99th percentile of the client's latencies, or with ``own`` of the gateway's own measure."""
+    return float(np.percentile([r[1]["latency_ms"] if own else r[0] for r in res], 99))
 
 
 async def test_live_is_unchanged_while_the_candidate_misbehaves(stack: Stack) -> None:
@@ -124,7 +125,12 @@ async def test_live_is_unchanged_while_the_candidate_misbehaves(stack: Stack) ->
         got = await burst(url)
         assert {r["tier"] for _, r in got} == {"cpu"}, mode
         assert all(r["outputs"] == answers[r["row"]] and not r["degraded"] for _, r in got), mode
-        assert p99(got) < max(2 * p99(base), p99(base) + 10), (mode, p99(got), p99(base))
+        # The gateway's own latency: what a misbehaving candidate would change. The client's also holds
+        # this machine's scheduling, so its bound only catches a gateway that waited on the candidate.
+        assert p99(got, own=True) < max(2 * p99(base, own=True), p99(base, own=True) + 10), (
+            mode, p99(got, own=True), p99(base, own=True),
+        )  # fmt: skip
+        assert p99(got) < p99(base) + 150, (mode, p99(got), p99(base))
         if mode == "hang":
             # let its hung calls reach their 200 ms timeout: on a fast machine the next faults (the kill
             # above all, which resets their connections) came sooner, and they ended as errors
