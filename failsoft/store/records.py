@@ -237,9 +237,9 @@ def split(payload: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
     for k, r in enumerate(records):
         record_id = r.record_id or f"{prefix}-{base + k}"
         ids = r.request_id
-        if type(ids) is list or r.role == "shadow":  # a single shadow answer: a call for one request
+        if isinstance(ids, list) or r.role == "shadow":  # a single shadow answer: a call for one request
             outputs = str(r.outputs, "utf-8")
-            if type(ids) is not list:
+            if not isinstance(ids, list):
                 ids, outputs = [ids], f"[{outputs}]"
             text = (_json(ids).decode(), outputs)
             calls.append((record_id, r.model, r.version, r.tier, r.reason, *text, r.latency_ms, r.ts))
@@ -252,5 +252,5 @@ def split(payload: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
 
 def _generic(row: list[Any]) -> _Record:
     """A record read as plain JSON values (it did not fit ``_Record``), in its shape."""
-    raw = [msgspec.Raw(_encode(v)) if i in (8, 9) else v for i, v in enumerate(row)]
-    return _Record(*raw)
+    values: list[Any] = [msgspec.Raw(_encode(v)) if i in (8, 9) else v for i, v in enumerate(row)]
+    return _Record(*values)

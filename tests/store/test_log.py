@@ -302,6 +302,36 @@ def test_a_shadow_call_made_safe_keeps_its_answers(tmp_path: Path) -> None:
     assert rows == [("a", "[0.25]"), ("c", "[0.75]"), ("sur\ufffdrogate", "[0.5]")]
 
 
+def test_a_batch_the_typed_reading_refuses_is_read_the_generic_way(tmp_path: Path) -> None:
+    """A record that does not fit the typed reading (here a request id that is a number, from a caller of
+    the Python API) has its batch read as plain JSON: every record lands, with the same text as when read
+    typed."""
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    log = make_log(url, tmp_path, log_inputs=True)
+    queue = QUEUES[id(log)]
+    for tag in ("typed", "generic"):
+        queue.append(f"{tag}-live", "m", "1", "cpu", "live", False, None, [0.5], {"x": 1}, 0.3)
+        queue.append(f"{tag}-none", "m", "1", "cpu", "live", False, None, [0.25], None, 0.3)
+        queue.append_many([f"{tag}-c", f"{tag}-d"], "m", "1", "cand", "shadow", None, [[1], [2]], 0.1)
+        if tag == "generic":
+            queue.append(7, "m", "1", "cpu", "live", False, None, [0.75], None, 0.3)  # type: ignore[arg-type]
+        payload, count = queue.take()
+        log.append_batch(payload, count, lambda _: None)
+    assert log.flush()
+    log.stop()
+    with contextlib.closing(sqlite3.connect(tmp_path / "f.db")) as conn:
+        sql = "SELECT request_id, outputs, inputs FROM predictions ORDER BY request_id"
+        live = conn.execute(sql).fetchall()
+        sql = "SELECT request_id, outputs FROM shadow_predictions ORDER BY request_id"
+        shadow = conn.execute(sql).fetchall()
+    assert live == [
+        ("7", "[0.75]", None),
+        ("generic-live", "[0.5]", '{"x":1}'), ("generic-none", "[0.25]", None),
+        ("typed-live", "[0.5]", '{"x":1}'), ("typed-none", "[0.25]", None),
+    ]  # fmt: skip
+    assert shadow == [("generic-c", "[1]"), ("generic-d", "[2]"), ("typed-c", "[1]"), ("typed-d", "[2]")]
+
+
 async def test_the_flusher_survives_a_failure_and_keeps_logging(tmp_path: Path) -> None:
     """An exception in the flusher task used to end it without a word: every later answer went unlogged."""
     from failsoft.store.process import ProcessLog
