@@ -8,6 +8,7 @@ import asyncio
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -79,3 +80,36 @@ async def test_every_copy_is_answered_and_logged_against_its_request(
         for rid, out in answers.items():
             want = model.predict_proba(np.array(sent[rid]))[:, 1]
             assert out == pytest.approx(want.tolist(), abs=1e-9), (tier, rid)
+
+
+def test_the_intake_keeps_rows_as_numbers_and_counts_what_it_cannot_keep() -> None:
+    """The intake packs a row's numbers; a full intake, and a number no float holds, are dropped and
+    counted for each candidate; several rows go numpy's way; the pump's matrix is writable."""
+    from types import SimpleNamespace
+
+    from failsoft.schema import Batch
+    from failsoft.shadow.mirror import Intake
+
+    def batch(*rows: tuple[float, ...]) -> Batch:
+        b = Batch(("a", "b"), [{"a": r[0], "b": r[1]} for r in rows])
+        b.values = list(rows)
+        return b
+
+    candidates = (SimpleNamespace(name="c1"), SimpleNamespace(name="c2"))
+    lanes = {"c1": SimpleNamespace(dropped=0), "c2": SimpleNamespace(dropped=0)}
+    intake = Intake(2, 3, True, lanes)  # type: ignore[arg-type]
+
+    def answer(b: Batch, rid: str) -> Any:
+        return SimpleNamespace(candidates=candidates, batch=b, outcome=SimpleNamespace(id=rid))
+
+    intake.listen(answer(batch((1.0, 2.0)), "r1"))
+    intake.listen(answer(batch((10**400, 1.0)), "huge"))  # no float holds it: dropped
+    intake.listen(answer(batch((3.0, 4.0), (5.0, 6.0)), "r2"))  # two rows
+    intake.listen(answer(batch((7.0, 8.0)), "r3"))
+    intake.listen(answer(batch((9.0, 9.0)), "full"))  # three requests wait: dropped
+    assert [lane.dropped for lane in lanes.values()] == [2, 2]
+    pile = intake.take()
+    assert pile.ids == ["r1", "r2", "r3"] and pile.sizes == [1, 2, 1]
+    assert pile.matrix is not None and pile.matrix.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    pile.matrix[0, 0] = 0.0  # a model may change its input
+    assert not intake.ids and intake.take().matrix.shape == (0, 2)  # type: ignore[union-attr]
