@@ -140,8 +140,8 @@ class Intake:
     candidates' arithmetic. The pump joins the packed rows into one matrix."""
 
     __slots__ = (
-        "batches", "candidates", "filled", "ids", "lanes", "limit", "max_rows", "pack", "packed", "sizes",
-        "wake", "width",
+        "batches", "candidates", "extra", "ids", "lanes", "limit", "max_rows", "pack", "packed", "room",
+        "several", "wake", "width",
     )  # fmt: skip
 
     def __init__(self, width: int, limit: int, matrix_only: bool, lanes: dict[str, Lane]) -> None:
@@ -151,11 +151,14 @@ class Intake:
         # a row's numbers as bytes: struct reads a tuple of floats in a third of what numpy takes
         self.pack = struct.Struct(f"{self.width}d").pack
         self.max_rows = BUFFER_BYTES // (8 * self.width)
-        self.filled = 0  # rows packed
-        self.limit = limit
+        self.limit = limit  # the most requests waiting
+        # One bound for the usual request (one row): requests plus the rows beyond one that some brought,
+        # under both limits. Near either, the other way counts each exactly.
+        self.room = min(limit, self.max_rows)
+        self.extra = 0  # rows packed beyond one a request
         self.lanes = lanes  # the model's lanes by tier name, to count the copies dropped
         self.ids: list[str] = []
-        self.sizes: list[int] = []
+        self.several: dict[int, int] = {}  # position -> rows, for the requests of other than one row
         self.batches: list[Batch] = []
         self.wake = asyncio.Event()
         # the model's candidates as of the latest copy (a promotion changes them)
@@ -163,46 +166,56 @@ class Intake:
 
     def listen(self, answer: Answer) -> None:
         """Keep a copy of the request for the candidates, or count it dropped for each when full. O(1),
-        never blocks. One function for the usual request (a row of numbers): it runs for every request,
-        and each call level would cost about as much as the copy."""
+        never blocks. The usual request (a row of numbers, room left) takes the shortest way: this runs
+        for every request, and each step of Python costs about as much as the copy of its numbers."""
         candidates = answer.candidates
+        if not candidates:
+            return
         batch = answer.batch
-        if not candidates or batch is None:
+        if batch is None:
             return
         self.candidates = candidates
         ids = self.ids
-        packed = self.packed
         values = batch.values
-        n: int | None = None
-        if len(ids) < self.limit:
-            if packed is not None and values is not None and len(values) == 1 and self.filled < self.max_rows:
-                try:
-                    packed.append(self.pack(*values[0]))
-                    self.filled += 1
-                    n = 1
-                except (struct.error, TypeError, OverflowError):  # a number no float holds
-                    n = self._copy(batch)
-            else:
-                n = self._copy(batch)
+        packed = self.packed
+        room = len(ids) + self.extra < self.room
+        if packed is not None and values is not None and len(values) == 1 and room:
+            try:
+                packed.append(self.pack(*values[0]))
+            except (struct.error, TypeError, OverflowError):  # a number no float holds: numpy's way says so
+                self._other(answer, batch)
+                return
+            ids.append(answer.outcome.id)
+            if len(ids) == 1:
+                self.wake.set()
+            return
+        self._other(answer, batch)
+
+    def _other(self, answer: Answer, batch: Batch) -> None:
+        """Any other request: several rows, numbers not read yet, candidates that read more than numbers,
+        or an intake near full."""
+        ids = self.ids
+        n = self._copy(batch) if len(ids) < self.limit else None
         if n is None:
-            for tier in candidates:
+            for tier in answer.candidates:
                 lane = self.lanes.get(tier.name)
                 if lane is not None:
                     lane.dropped += 1
             return
+        if n != 1:
+            self.several[len(ids)] = n
         ids.append(answer.outcome.id)
-        self.sizes.append(n)
         if len(ids) == 1:
             self.wake.set()
 
     def _copy(self, batch: Batch) -> int | None:
-        """Keep a batch the usual way cannot (several rows, numbers not read yet, candidates that read
-        more than numbers): the rows kept, or None when there is no room or its values are no numbers."""
+        """Keep a batch the usual way cannot: the rows kept, or None when there is no room or its values
+        are no numbers."""
         n = len(batch)
         if self.packed is None:
             self.batches.append(batch)
             return n
-        if self.filled + n > self.max_rows:
+        if len(self.ids) + self.extra + n > self.max_rows:
             return None
         try:
             matrix = np.ascontiguousarray(batch.matrix(), dtype=np.float64)
@@ -211,7 +224,7 @@ class Intake:
         if matrix.shape != (n, self.width):
             return None
         self.packed.append(matrix.tobytes())
-        self.filled += n
+        self.extra += n - 1
         return n
 
     def take(self) -> Pile:
@@ -222,8 +235,11 @@ class Intake:
             rows = np.frombuffer(bytearray().join(self.packed), dtype=np.float64)
             matrix = rows.reshape(-1, self.width)
             self.packed = []
-        pile = Pile(self.ids, self.sizes, matrix, self.batches)
-        self.ids, self.sizes, self.batches, self.filled = [], [], [], 0
+        sizes = [1] * len(self.ids)
+        for at, n in self.several.items():
+            sizes[at] = n
+        pile = Pile(self.ids, sizes, matrix, self.batches)
+        self.ids, self.several, self.batches, self.extra = [], {}, [], 0
         return pile
 
 
