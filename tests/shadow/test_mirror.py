@@ -113,3 +113,33 @@ def test_the_intake_keeps_rows_as_numbers_and_counts_what_it_cannot_keep() -> No
     assert pile.matrix is not None and pile.matrix.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]]
     pile.matrix[0, 0] = 0.0  # a model may change its input
     assert not intake.ids and intake.take().matrix.shape == (0, 2)  # type: ignore[union-attr]
+
+
+def test_the_intake_holds_no_more_rows_than_its_buffer_whatever_rows_a_request_brings() -> None:
+    """The bound on rows counts the extra rows of requests that brought several: a one-row request past it
+    is dropped, even while fewer requests than the limit wait."""
+    from types import SimpleNamespace
+
+    from failsoft.schema import Batch
+    from failsoft.shadow.mirror import Intake
+
+    def answer(rid: str, *rows: tuple[float, ...]) -> Any:
+        b = Batch(("a", "b"), [{"a": r[0], "b": r[1]} for r in rows])
+        b.values = list(rows)
+        return SimpleNamespace(
+            candidates=(SimpleNamespace(name="c"),), batch=b, outcome=SimpleNamespace(id=rid)
+        )
+
+    lanes = {"c": SimpleNamespace(dropped=0)}
+    intake = Intake(2, 100, True, lanes)  # type: ignore[arg-type]
+    intake.max_rows = intake.room = 4  # a buffer of four rows
+    intake.listen(answer("r1", (1.0, 1.0)))
+    intake.listen(answer("r2", (2.0, 2.0), (3.0, 3.0)))
+    intake.listen(answer("r3", (4.0, 4.0)))
+    intake.listen(answer("r4", (5.0, 5.0)))  # a fifth row: no room
+    assert lanes["c"].dropped == 1
+    pile = intake.take()
+    assert pile.ids == ["r1", "r2", "r3"] and pile.sizes == [1, 2, 1]
+    assert pile.matrix is not None and pile.matrix[:, 0].tolist() == [1, 2, 3, 4]
+    intake.listen(answer("r5", (6.0, 6.0)))  # emptied: room again
+    assert intake.take().ids == ["r5"]
