@@ -88,7 +88,7 @@ def test_the_intake_keeps_rows_as_numbers_and_counts_what_it_cannot_keep() -> No
     from types import SimpleNamespace
 
     from failsoft.schema import Batch
-    from failsoft.shadow.mirror import Intake
+    from failsoft.shadow.intake import Intake
 
     def batch(*rows: tuple[float, ...]) -> Batch:
         b = Batch(("a", "b"), [{"a": r[0], "b": r[1]} for r in rows])
@@ -121,7 +121,7 @@ def test_the_intake_holds_no_more_rows_than_its_buffer_whatever_rows_a_request_b
     from types import SimpleNamespace
 
     from failsoft.schema import Batch
-    from failsoft.shadow.mirror import Intake
+    from failsoft.shadow.intake import Intake
 
     def answer(rid: str, *rows: tuple[float, ...]) -> Any:
         b = Batch(("a", "b"), [{"a": r[0], "b": r[1]} for r in rows])
