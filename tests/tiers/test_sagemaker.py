@@ -168,25 +168,31 @@ async def test_answers_through_boto3_with_signed_requests(
         assert endpoint.seen[-1]["body"] == b"1,0\n9,0\n"
 
 
+CRASHED = "InternalFailure: the container crashed"
+
+
 @pytest.mark.parametrize(
-    ("mode", "reason", "says"),
+    ("mode", "reason", "says", "timeout_ms", "within_s"),
     [
-        ("hang", "timeout", ""),
-        ("fail", "error", "HTTP 500 from endpoint churn-prod: InternalFailure: the container crashed"),
+        # the tier's 100 ms and the default, well inside the 1 s deadline even on a busy machine
+        ("hang", "timeout", "", 100, 1.0),
+        # a failure is read as one however long boto3 takes to say so on a loaded machine (100 ms once
+        # passed first); the answer still comes by the deadline
+        ("fail", "error", f"HTTP 500 from endpoint churn-prod: {CRASHED}", 900, 2.0),
     ],
 )
 async def test_falls_back_when_the_endpoint_hangs_or_fails(
-    endpoint: Endpoint, tmp_path: Path, mode: str, reason: str, says: str
+    endpoint: Endpoint, tmp_path: Path, mode: str, reason: str, says: str, timeout_ms: int, within_s: float
 ) -> None:
     endpoint.mode = mode
-    async with Portfolio.from_toml(portfolio(tmp_path, endpoint, timeout_ms=100)) as p:
+    async with Portfolio.from_toml(portfolio(tmp_path, endpoint, timeout_ms=timeout_ms)) as p:
         started = time.monotonic()
         out = await p.predict("churn", {"x": 3, "y": 1})
         took = time.monotonic() - started
     assert (out.tier, out.outputs, out.reason) == ("default", 0.5, reason)
     skip = out.skips[0]
     assert (skip.tier, skip.reason) == ("sm", reason) and says in skip.detail
-    assert took < 1.0  # the tier's 100 ms and the default, well inside the deadline even on a busy machine
+    assert took < within_s
 
 
 async def test_a_wrong_secret_or_endpoint_is_rejected_not_flaky(
