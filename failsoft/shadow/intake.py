@@ -126,8 +126,8 @@ class Intake:
         ids = self.ids
         values = batch.values
         packed = self.packed
-        room = len(ids) + self.extra < self.room
-        if packed is not None and values is not None and len(values) == 1 and room:
+        fits = len(ids) + self.extra < self.room
+        if packed is not None and values is not None and len(values) == 1 and fits:
             try:
                 packed.append(self.pack(*values[0]))
             except (struct.error, TypeError, OverflowError):  # a number no float holds: numpy's way says so
