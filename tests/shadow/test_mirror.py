@@ -8,6 +8,7 @@ import asyncio
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import joblib
@@ -16,6 +17,8 @@ import pytest
 
 from failsoft.config import load
 from failsoft.portfolio import Portfolio
+from failsoft.schema import Batch
+from failsoft.shadow.intake import Intake
 from failsoft.store import open_store
 from tests.portfolios import default_tier, model, python_tier, write
 from tests.stack import FEATURES
@@ -82,31 +85,32 @@ async def test_every_copy_is_answered_and_logged_against_its_request(
             assert out == pytest.approx(want.tolist(), abs=1e-9), (tier, rid)
 
 
+def rows_batch(*rows: tuple[float, ...]) -> Batch:
+    """A batch of ``rows`` over inputs a and b, its values read as the schema reads them."""
+    b = Batch(("a", "b"), [{"a": r[0], "b": r[1]} for r in rows])
+    b.values = list(rows)
+    return b
+
+
+def answer(rid: str, b: Batch, *candidates: str) -> Any:
+    """What the intake reads of an answer: its candidates, its batch and its request id."""
+    tiers = tuple(SimpleNamespace(name=c) for c in candidates)
+    return SimpleNamespace(candidates=tiers, batch=b, outcome=SimpleNamespace(id=rid))
+
+
 def test_the_intake_keeps_rows_as_numbers_and_counts_what_it_cannot_keep() -> None:
     """The intake packs a row's numbers; a full intake, and a number no float holds, are dropped and
     counted for each candidate; several rows go numpy's way; the pump's matrix is writable."""
-    from types import SimpleNamespace
-
-    from failsoft.schema import Batch
-    from failsoft.shadow.intake import Intake
-
-    def batch(*rows: tuple[float, ...]) -> Batch:
-        b = Batch(("a", "b"), [{"a": r[0], "b": r[1]} for r in rows])
-        b.values = list(rows)
-        return b
-
-    candidates = (SimpleNamespace(name="c1"), SimpleNamespace(name="c2"))
     lanes = {"c1": SimpleNamespace(dropped=0), "c2": SimpleNamespace(dropped=0)}
     intake = Intake(2, 3, True, lanes)  # type: ignore[arg-type]
-
-    def answer(b: Batch, rid: str) -> Any:
-        return SimpleNamespace(candidates=candidates, batch=b, outcome=SimpleNamespace(id=rid))
-
-    intake.listen(answer(batch((1.0, 2.0)), "r1"))
-    intake.listen(answer(batch((10**400, 1.0)), "huge"))  # no float holds it: dropped
-    intake.listen(answer(batch((3.0, 4.0), (5.0, 6.0)), "r2"))  # two rows
-    intake.listen(answer(batch((7.0, 8.0)), "r3"))
-    intake.listen(answer(batch((9.0, 9.0)), "full"))  # three requests wait: dropped
+    for rid, b in [
+        ("r1", rows_batch((1.0, 2.0))),
+        ("huge", rows_batch((10**400, 1.0))),  # no float holds it: dropped
+        ("r2", rows_batch((3.0, 4.0), (5.0, 6.0))),  # two rows
+        ("r3", rows_batch((7.0, 8.0))),
+        ("full", rows_batch((9.0, 9.0))),  # three requests wait: dropped
+    ]:
+        intake.listen(answer(rid, b, "c1", "c2"))
     assert [lane.dropped for lane in lanes.values()] == [2, 2]
     pile = intake.take()
     assert pile.ids == ["r1", "r2", "r3"] and pile.sizes == [1, 2, 1]
@@ -118,28 +122,16 @@ def test_the_intake_keeps_rows_as_numbers_and_counts_what_it_cannot_keep() -> No
 def test_the_intake_holds_no_more_rows_than_its_buffer_whatever_rows_a_request_brings() -> None:
     """The bound on rows counts the extra rows of requests that brought several: a one-row request past it
     is dropped, even while fewer requests than the limit wait."""
-    from types import SimpleNamespace
-
-    from failsoft.schema import Batch
-    from failsoft.shadow.intake import Intake
-
-    def answer(rid: str, *rows: tuple[float, ...]) -> Any:
-        b = Batch(("a", "b"), [{"a": r[0], "b": r[1]} for r in rows])
-        b.values = list(rows)
-        return SimpleNamespace(
-            candidates=(SimpleNamespace(name="c"),), batch=b, outcome=SimpleNamespace(id=rid)
-        )
-
     lanes = {"c": SimpleNamespace(dropped=0)}
     intake = Intake(2, 100, True, lanes)  # type: ignore[arg-type]
     intake.max_rows = intake.room = 4  # a buffer of four rows
-    intake.listen(answer("r1", (1.0, 1.0)))
-    intake.listen(answer("r2", (2.0, 2.0), (3.0, 3.0)))
-    intake.listen(answer("r3", (4.0, 4.0)))
-    intake.listen(answer("r4", (5.0, 5.0)))  # a fifth row: no room
+    intake.listen(answer("r1", rows_batch((1.0, 1.0)), "c"))
+    intake.listen(answer("r2", rows_batch((2.0, 2.0), (3.0, 3.0)), "c"))
+    intake.listen(answer("r3", rows_batch((4.0, 4.0)), "c"))
+    intake.listen(answer("r4", rows_batch((5.0, 5.0)), "c"))  # a fifth row: no room
     assert lanes["c"].dropped == 1
     pile = intake.take()
     assert pile.ids == ["r1", "r2", "r3"] and pile.sizes == [1, 2, 1]
     assert pile.matrix is not None and pile.matrix[:, 0].tolist() == [1, 2, 3, 4]
-    intake.listen(answer("r5", (6.0, 6.0)))  # emptied: room again
+    intake.listen(answer("r5", rows_batch((6.0, 6.0)), "c"))  # emptied: room again
     assert intake.take().ids == ["r5"]
