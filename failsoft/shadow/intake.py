@@ -166,7 +166,7 @@ class Intake:
         if len(self.ids) + self.extra + n > self.max_rows:
             return None
         try:
-            matrix = np.ascontiguousarray(batch.matrix(), dtype=np.float64)
+            matrix = np.asarray(batch.matrix(), dtype=np.float64)  # tobytes() copies in C order
         except (ValueError, TypeError, OverflowError):  # InvalidValue is a ValueError
             return None
         if matrix.shape != (n, self.width):
