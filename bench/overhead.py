@@ -113,14 +113,16 @@ def wrk_cpu(gw: Served, url: str, body: str | list[str], connections: int, secon
 
 
 @contextlib.contextmanager
-def served(config: Path) -> Iterator[Served]:
+def served(config: Path, checkout: Path | None = None) -> Iterator[Served]:
     """``failsoft serve config`` on a free loopback port, ready; yields its base URL and pid, stops it
-    gracefully."""
+    gracefully. With ``checkout``, the failsoft of that source tree (an earlier build, its dependencies
+    installed in this environment) serves instead of this one."""
     port = free_port()
+    env = None if checkout is None else {**os.environ, "PYTHONPATH": str(checkout)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "failsoft.cli", "serve", str(config), "--port", str(port),
          "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=checkout, env=env,
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
