@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with working(f"failsoft {args.command}", getattr(args, "quiet", False) or not args.progress):
             code: int = args.fn(args)
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGINT to the process group): a server raises it again after its clean stop, as
+        # uvicorn does, so the shell sees how it ended; the conventional status, without a traceback
+        return 130
     except BrokenPipeError:
         # the reader went away (`failsoft history --json | head`): stop quietly, as other tools do
         devnull = os.open(os.devnull, os.O_WRONLY)

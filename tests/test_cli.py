@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -116,3 +117,32 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "quarantined" not in churn["transitions"] and churn["windows"] > 0
     # on a loaded machine the heavy tier may answer too few rows of any window for an estimate
     assert churn["estimated"] is None or churn["estimated"]["roc_auc"] > 0.5, churn
+
+
+def test_the_demo_backend_stops_on_sigterm_while_it_hangs(tmp_path: Path) -> None:
+    """A request hanging on purpose (mode hang) does not keep the stand-in engine up after SIGTERM."""
+    import signal
+    import threading
+    import time
+    import urllib.request
+
+    from failsoft.demo.procs import Proc
+
+    backend = Proc([sys.executable, "-m", "failsoft.demo.backend", "--mode", "hang"], "/v2/health/ready",
+                   tmp_path / "backend.log").start()  # fmt: skip
+    assert backend.proc is not None
+
+    def hang() -> None:
+        req = urllib.request.Request(f"{backend.url}/v2/models/m/infer", data=b"{}", method="POST")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(req, timeout=30).read()
+
+    caller = threading.Thread(target=hang, daemon=True)
+    caller.start()
+    time.sleep(0.5)  # the request is in, hanging
+    backend.proc.send_signal(signal.SIGTERM)
+    try:
+        backend.proc.wait(10)  # it gives a hanging request a second, then stops
+    finally:
+        backend.kill()
+    assert backend.proc.returncode in (0, -signal.SIGTERM), (tmp_path / "backend.log").read_text()

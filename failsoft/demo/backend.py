@@ -148,6 +148,8 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # a request hanging on purpose does not hold up a stop: SIGTERM ends it within a second
+        timeout_graceful_shutdown=1,
     )
 
 

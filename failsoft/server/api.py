@@ -100,20 +100,20 @@ class ControlPlane:
         self.recent = console.Recent(list(portfolio.chains))
 
     async def handle(self, req: Request) -> tuple[int, bytes, Headers]:
-        allowed = False
+        allowed: list[str] = []
         for method, pattern, handler in ROUTES:
             params = _match(pattern, req.parts)
             if params is None:
                 continue
             if method != req.method and not (method == "GET" and req.method == "HEAD"):
-                allowed = True
+                allowed.append(method)
                 continue
             req.params = params
             answer = await handler(self, req)
             if isinstance(answer, tuple):
                 return answer
             return 200, encode(answer), JSON
-        raise MethodNotAllowed if allowed else NoRoute
+        raise MethodNotAllowed(*dict.fromkeys(allowed)) if allowed else NoRoute
 
     # ---- helpers ----------------------------------------------------------------------------------------
 
@@ -139,6 +139,14 @@ class ControlPlane:
         if self.tokens and self.tokens.owner_of(req.header(b"authorization")) is not None:
             return models
         return without_urls(models)
+
+    # ---- who is asking -----------------------------------------------------------------------------------
+
+    @route("GET", "/v1/whoami")
+    async def whoami(self, req: Request) -> Any:
+        """The owner of the request's token (401 for a token the gateway does not know): the console and
+        the command line check a token here before they act with it."""
+        return {"owner": self.authorize(req)}
 
     # ---- models -----------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Who may change state: bearer tokens, each naming its owner (the name goes into every recorded action).
 
 Tokens come from ``FAILSOFT_ADMIN_TOKEN`` (owner ``admin``) and from a tokens file (TOML, ``owner = "token"``
-lines). With neither, ``failsoft serve`` makes one, stores it with owner-only permissions and prints it
-once, so the control plane is never open by accident. Prediction endpoints need no token.
+lines). With neither, ``failsoft serve`` makes one, stores it with owner-only permissions and says
+where (the token itself only to a terminal, never to a log file), so the control plane is never open by
+accident. Prediction endpoints need no token.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,9 +94,10 @@ def load_tokens(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-    print(
-        f"failsoft: no control-plane token was configured; made one (owner 'admin'), kept in {path}:\n"
-        f"    {token}\nIt is printed this once.",
-        flush=True,
-    )
+    said = f"failsoft: no control-plane token was configured; made one (owner 'admin'), kept in {path} (0600)"
+    if sys.stdout.isatty():
+        said += f":\n    {token}\nIt is printed this once, to this terminal."
+    else:  # a log file or a pipe keeps what it is given, for whoever may read it: the token stays in its file
+        said += f"; the command line reads it with {ADMIN_TOKEN}=$(cat {path})"
+    print(said, flush=True)
     return Tokens({token.encode(): "admin"}, generated=path)

@@ -209,6 +209,7 @@ def asset(name: str) -> bytes:
 ASSETS = {
     "console.js": b"text/javascript; charset=utf-8",
     "console.css": b"text/css; charset=utf-8",
+    "favicon.svg": b"image/svg+xml",
 }
 
 

@@ -57,7 +57,11 @@ class Unavailable(Exception):
 
 
 class MethodNotAllowed(Exception):
-    pass
+    """The path exists, not with this method; ``allowed``: the methods it takes (the ``Allow`` header)."""
+
+    def __init__(self, *allowed: str) -> None:
+        super().__init__(", ".join(allowed))
+        self.allowed = tuple(allowed) + (("HEAD",) if "GET" in allowed and "HEAD" not in allowed else ())
 
 
 class NoRoute(Exception):
@@ -110,7 +114,9 @@ def error_response(err: BaseException, method: str, path: str, max_body: int) ->
     elif isinstance(err, TooLarge):
         doc = {"error": f"request body over {max_body} bytes"}
     elif isinstance(err, MethodNotAllowed):
-        doc = {"error": f"{method} not allowed on {path}"}
+        allow = ", ".join(err.allowed)
+        doc = {"error": f"{method} not allowed on {path}: use {' or '.join(err.allowed)}"}
+        headers = [*JSON, (b"allow", allow.encode())]
     elif isinstance(err, NoRoute):
         doc = {"error": f"no route {path}"}
     elif isinstance(err, Unauthorized):
@@ -201,4 +207,4 @@ def segments(path: str, raw: bytes | None) -> list[str]:
 
 def need(method: str, allowed: str) -> None:
     if method != allowed and not (allowed == "GET" and method == "HEAD"):
-        raise MethodNotAllowed
+        raise MethodNotAllowed(allowed)

@@ -14,12 +14,17 @@ Alone, it serves one serving process: frames on stdin, lines on stdout. With ``-
 of ``failsoft serve --workers N``) it serves every worker: FD is a listening Unix socket its supervisor
 holds, each worker connects and sends frames and gets its own lines on its connection, and stdin is the
 supervisor's line to it (its end: write out what is here, then stop).
+
+It ignores SIGTERM and SIGINT: those reach the whole process group (Ctrl-C, a shell's ``kill %1``, a
+container's stop), and its stopping is its serving process's to decide: the end of its line comes once the
+last batch is sent, and a serving process that is killed outright closes that line too.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import socket
 import sys
 import threading
@@ -97,6 +102,8 @@ def serve_workers(log: PredictionLog, listener: socket.socket, peers: set[Peer])
 
 
 def main() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     url, spill_dir, raw = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
     listen_fd = int(sys.argv[5]) if sys.argv[4:5] == ["--listen-fd"] else None
     spill = SpillFile.claim(spill_dir, raw["spill_max_bytes"])

@@ -137,8 +137,19 @@ def test_corrupt_values_get_the_default_not_an_error(gw: str) -> None:
     assert status == 200 and out["reason"] == "invalid_input"
 
 
-def test_wrong_method_and_route(gw: str) -> None:
-    assert call("GET", gw + "/v1/models/churn/predict")[0] == 405
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("GET", "/v1/models/churn/predict", "POST"), ("GET", "/v2/models/churn/infer", "POST"),
+     ("POST", "/v2/health/ready", "GET, HEAD"), ("GET", "/v1/models/churn/health", "POST"),
+     ("DELETE", "/v1/audits", "GET, HEAD")],
+)  # fmt: skip
+def test_a_wrong_method_says_which_one_to_use(gw: str, method: str, path: str, allow: str) -> None:
+    req = urllib.request.Request(gw + path, method=method, data=b"{}" if method == "POST" else None)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=5)
+    assert info.value.code == 405 and info.value.headers["allow"] == allow
+    said = json.loads(info.value.read())["error"]
+    assert said == f"{method} not allowed on {path}: use {allow.replace(', ', ' or ')}"
     assert call("GET", gw + "/nowhere")[0] == 404
 
 

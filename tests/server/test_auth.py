@@ -35,12 +35,19 @@ def test_bad_tokens_file_names_the_problem(tmp_path: Path, text: str, says: str)
         read_tokens_file(f)
 
 
-def test_generated_once_and_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("terminal", [True, False])
+def test_generated_once_and_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    monkeypatch.setattr("sys.stdout.isatty", lambda: terminal)
     first = load_tokens({}, None, tmp_path)
     printed = capsys.readouterr().out
     assert first.generated == tmp_path / "admin-token"
+    assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600
     token = (tmp_path / "admin-token").read_text().strip()
-    assert token in printed and first.owner_of(f"Bearer {token}".encode()) == "admin"
+    assert str(tmp_path / "admin-token") in printed and first.owner_of(f"Bearer {token}".encode()) == "admin"
+    # the token itself only to a terminal: a log file or a pipe keeps it for whoever reads them
+    assert (token in printed) == terminal, printed
     again = load_tokens({}, None, tmp_path)
     assert capsys.readouterr().out == "" and again.owner_of(f"Bearer {token}".encode()) == "admin"
 

@@ -220,3 +220,10 @@ def test_failsoft_health_goes_through_the_control_plane(
     assert any(e["actor"] == "admin" and e["reason"] == "checking" for e in events), "the token's owner"
     for e in events:  # a time a person can read beside the epoch
         assert e["at"].endswith("+00:00") and e["at"][:4] == str(time.gmtime(e["ts"]).tm_year)
+
+
+def test_whoami_names_a_tokens_owner(gw: str, token: str) -> None:
+    """The console and the command line check a token here before acting with it."""
+    assert authed("GET", gw + "/v1/whoami", b"", token) == (200, {"owner": "admin"})
+    status, doc = authed("GET", gw + "/v1/whoami", b"", "not-a-token-of-this-gateway")
+    assert status == 401 and "Bearer" in doc["error"]

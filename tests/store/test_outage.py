@@ -4,6 +4,7 @@ Two replicas on one PostgreSQL agree on a health change made through either with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from failsoft.demo.procs import Proc
+from failsoft.demo.procs import Proc, free_port
 from failsoft.store import open_store
 from tests.helpers import until
 from tests.portfolios import default_tier, model, python_tier, write
@@ -330,4 +331,40 @@ async def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path:
         gw.stop()
     assert statuses == {200}
     assert "failsoft_log_writer_restarts_total 1.0" in metrics
+    assert_logged_once(f"sqlite:///{tmp_path / 'state' / 'failsoft.db'}", answers)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+async def test_a_signal_to_the_whole_group_stops_gateway_and_writer_cleanly(tmp_path: Path, sig: str) -> None:
+    """``kill %1`` in a shell, Ctrl-C in a terminal, a container's stop: the signal reaches the gateway and
+    its log writer at once. The writer leaves the stopping to the gateway: no restart, every answer logged,
+    nothing of the group left running."""
+    import signal
+    import subprocess
+
+    from failsoft.demo.procs import wait_http
+
+    port = free_port()
+    argv = [sys.executable, "-m", "failsoft.cli", "serve", str(toml(tmp_path, None)), "--port", str(port)]
+    with (tmp_path / "gw.log").open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+        answers, _, statuses = await traffic(
+            f"http://127.0.0.1:{port}/v1/models/m/predict", lambda: asyncio.sleep(1.0)
+        )
+        os.killpg(proc.pid, getattr(signal, sig))
+        proc.wait(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    said = (tmp_path / "gw.log").read_text()
+    assert statuses == {200} and answers > 0
+    assert "log_writer_restarted" not in said and "Traceback" not in said, said[-2000:]
+    # stopped cleanly, then ended the way the signal says (uvicorn raises it again): 143 or 130 in a shell
+    assert proc.returncode == {"SIGTERM": -signal.SIGTERM, "SIGINT": 130}[sig], said[-2000:]
+    assert "Application shutdown complete" in said
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):  # nothing of the group is left: the writer ended with it
+        os.killpg(proc.pid, 0)
     assert_logged_once(f"sqlite:///{tmp_path / 'state' / 'failsoft.db'}", answers)

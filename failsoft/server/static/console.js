@@ -13,6 +13,7 @@ const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<
 const token = () => sessionStorage.getItem(KEY) || "";
 let last = null;
 let messages = {};  // audit id -> what the last action said
+const chosen = {};  // audit id -> the action chosen in its form (kept across redraws)
 
 function age(epoch) {
   if (epoch == null) return "";
@@ -22,8 +23,14 @@ function age(epoch) {
   if (s < 172800) return `${Math.round(s / 3600)} h`;
   return `${Math.round(s / 86400)} d`;
 }
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const pct = (x) => (x == null ? "–" : `${(100 * x).toFixed(x < 0.1 && x > 0 ? 1 : 0)}%`);
 const ms = (x) => (x == null ? "–" : x < 1 ? `${x.toFixed(2)}` : x < 100 ? `${x.toFixed(1)}` : `${Math.round(x)}`);
+
+// A trend needs a few five-second buckets with answers; before that a line would be a dot.
+const MIN_POINTS = 3;
+const young = (values) => values.filter((v) => v != null && v !== 0).length < MIN_POINTS;
+const collecting = (label) => `<span class="why trend" title="${esc(label)}">trend after ${MIN_POINTS * 5} s of answers</span>`;
 
 function spark(values, label, max) {
   const w = 120, h = 24, n = values.length;
@@ -43,6 +50,11 @@ const COLORS = ["#0a7d27", "#1a73e8", "#9a5b00", "#b3261e", "#6a1b9a"];
 function tierMix(model) {
   const names = model.chain.map((t) => t.name);
   const s = model.series, w = 120, h = 24, bw = w / s.n.length;
+  const totals = {};
+  Object.entries(s.tiers).forEach(([t, cs]) => (totals[t] = cs.reduce((a, b) => a + b, 0)));
+  const all = Object.values(totals).reduce((a, b) => a + b, 0);
+  const legend = names.filter((t) => totals[t]).map((t) => `${t} ${pct(totals[t] / all)}`).join(" · ") || "no answers";
+  if (young(s.n)) return `<span class="why">${esc(legend)}</span>`;
   let rects = "";
   s.n.forEach((n, i) => {
     if (!n) return;
@@ -55,18 +67,14 @@ function tierMix(model) {
       rects += `<rect x="${(i * bw).toFixed(1)}" y="${y.toFixed(1)}" width="${bw.toFixed(1)}" height="${bh.toFixed(1)}" fill="${COLORS[Math.min(k, COLORS.length - 1)]}"/>`;
     });
   });
-  const totals = {};
-  Object.entries(s.tiers).forEach(([t, cs]) => (totals[t] = cs.reduce((a, b) => a + b, 0)));
-  const all = Object.values(totals).reduce((a, b) => a + b, 0);
-  const legend = names.filter((t) => totals[t]).map((t) => `${t} ${pct(totals[t] / all)}`).join(" · ") || "no answers";
   return `<svg width="${w}" height="${h}" role="img" aria-label="answered by: ${esc(legend)}"><title>${esc(legend)}</title>${rects}</svg>` +
     `<span class="why">${esc(legend)}</span>`;
 }
 
 // Health as stored, and what the answers say: a live model served mostly by its fallbacks says so.
+const servingFallbacks = (m) => m.health === "live" && m.recent.degraded_share != null && m.recent.degraded_share >= 0.5;
 function badge(m) {
-  const share = m.recent.degraded_share;
-  if (m.health === "live" && share != null && share >= 0.5) {
+  if (servingFallbacks(m)) {
     return `<span class="badge degraded">live · serving fallbacks</span>`;
   }
   return `<span class="badge ${esc(m.health)}">${esc(m.health.replace("_", " "))}</span>`;
@@ -98,12 +106,13 @@ function drawModels(doc) {
   $("models").tBodies[0].innerHTML = rows.map((m) => {
     const r = m.recent, s = m.series;
     const degraded = s.n.map((n, i) => (n ? s.degraded[i] / n : null));
+    const trend = (values, label, max) => (young(s.n) ? collecting(label) : spark(values, label, max));
     const why = m.reason ? `<span class="why">${esc(m.reason)}${m.since ? ` · for ${age(m.since)}` : ""}</span>` : "";
     const breakers = m.chain.filter((t) => t.breaker).map((t) => `<span class="${esc(t.breaker)}">${esc(t.name)}: ${esc(t.breaker.replace("_", " "))}</span>`).join("<br>");
     return `<tr data-model="${esc(m.name)}"><th scope="row"><a href="#/models/${encodeURIComponent(m.name)}">${esc(m.name)}</a> <small>v${esc(m.version)}</small></th>` +
       `<td>${badge(m)}${why}</td>` +
-      `<td class="num">${pct(r.degraded_share)} ${spark(degraded, `degraded share, last 10 minutes: now ${pct(r.degraded_share)}`, 1)}</td>` +
-      `<td class="num">${ms(r.p50)} / ${ms(r.p99)} ms ${spark(s.p99, `p99 latency, last 10 minutes (deadline ${m.deadline_ms} ms)`, m.deadline_ms)}</td>` +
+      `<td class="num">${pct(r.degraded_share)} ${trend(degraded, `degraded share, last 10 minutes: now ${pct(r.degraded_share)}`, 1)}</td>` +
+      `<td class="num">${ms(r.p50)} / ${ms(r.p99)} ms ${trend(s.p99, `p99 latency, last 10 minutes (deadline ${m.deadline_ms} ms)`, m.deadline_ms)}</td>` +
       `<td>${tierMix(m)}</td><td>${breakers || "–"}</td><td>${freshness(m)}</td>` +
       `<td class="num">${m.audits_open ? `<a href="#audit-${esc(m.name)}">${m.audits_open} open</a>` : "none"}</td></tr>`;
   }).join("");
@@ -130,21 +139,24 @@ function details(item, doc) {
 
 function drawAudits(doc) {
   const signed = !!token();
-  $("audit-note").textContent = signed ? "Signed in: actions are recorded under the token's owner." :
+  $("audit-note").textContent = signed ? `Signed in as ${sessionStorage.getItem(KEY + "-owner") || "?"}: actions are recorded under that name.` :
     "Read-only: sign in with a token to act on these items.";
   const focused = document.activeElement && document.activeElement.closest(".card");
   const keep = focused ? focused.id : null;
   if (keep && $("audits").contains(focused)) return;  // never redraw under a person typing
   $("audits").innerHTML = doc.audits.length ? doc.audits.map((a) => {
-    const options = (ACTIONS[a.kind] || ACTIONS.fallback).map((x) => `<option>${esc(x)}</option>`).join("");
+    const actions = ACTIONS[a.kind] || ACTIONS.fallback;
+    const pick = actions.includes(chosen[a.id]) ? chosen[a.id] : actions[0];
+    const options = actions.map((x) => `<option${x === pick ? " selected" : ""}>${esc(x)}</option>`).join("");
+    const field = (action) => `data-for="${action}"${pick === action ? "" : " hidden"}`;
     const dis = signed ? "" : " disabled title=\"sign in with a token to act\"";
     return `<article class="card" id="audit-${esc(a.id)}" data-audit="${esc(a.id)}"><h3 id="audit-${esc(a.model)}">${esc(a.model)} · ${esc(a.kind)} · <span class="${a.status === "open" ? "open" : ""}">${esc(a.status)}</span></h3>` +
       `<div>opened ${age(a.opened_at)} ago · ${details(a, doc)}</div>` +
       `<form data-id="${esc(a.id)}"><button type="button" class="ack"${dis}${a.status !== "open" ? " hidden" : ""}>Acknowledge</button>` +
       `<label>action <select name="action"${dis}>${options}</select></label>` +
       `<label>comment <input name="comment"${dis}></label>` +
-      `<label>new default (replace_default, JSON) <input name="value" size="12"${dis}></label>` +
-      `<label>for (keep_out, e.g. 2h) <input name="for" size="5"${dis}></label>` +
+      `<label ${field("replace_default")}>new default (JSON) <input name="value" size="12"${dis}></label>` +
+      `<label ${field("keep_out")}>for (e.g. 2h) <input name="for" size="5"${dis}></label>` +
       `<button type="submit" class="resolve"${dis}>Resolve</button></form>` +
       `<p class="msg" role="status">${esc(messages[a.id] || "")}</p></article>`;
   }).join("") : "<p>No open items.</p>";
@@ -187,11 +199,23 @@ async function poll() {
     drawAudits(last);
     drawShadows(last);
     drawTrail();
-    const bad = last.models.filter((m) => m.health !== "live").length;
-    $("status").textContent = `${last.models.length} models · ${bad ? `${bad} not live` : "all live"} · ${last.audits.length} audit items · updated ${new Date().toLocaleTimeString()}`;
+    $("status").textContent = `${summary(last)} · updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     $("status").textContent = `cannot reach the gateway (${e.message}); retrying`;
   }
+}
+
+// The header says what the rows say: a live model answered mostly by its fallbacks is not "all live".
+function summary(doc) {
+  const out = doc.models.filter((m) => m.health !== "live").length;
+  const fallbacks = doc.models.filter(servingFallbacks).length;
+  const parts = [plural(doc.models.length, "model")];
+  if (out) parts.push(`${out} not live`);
+  if (fallbacks) parts.push(`${fallbacks} live but serving fallbacks`);
+  if (!out && !fallbacks) parts.push(doc.models.length === 1 ? "live" : "all live");
+  const open = doc.audits.length;
+  parts.push(open ? plural(open, "audit item") + " to look at" : "no audit items");
+  return parts.join(" · ");
 }
 
 async function pollModel(name) {
@@ -294,6 +318,12 @@ $("audits").addEventListener("click", (e) => {
   const b = e.target.closest("button.ack");
   if (b) act(b.form.dataset.id, "ack", {comment: b.form.comment.value});
 });
+// the action chosen shows its own fields (a value for replace_default, a duration for keep_out)
+function showFields(form) {
+  chosen[form.dataset.id] = form.action.value;
+  form.querySelectorAll("label[data-for]").forEach((l) => { l.hidden = l.dataset.for !== form.action.value; });
+}
+$("audits").addEventListener("change", (e) => { if (e.target.name === "action") showFields(e.target.form); });
 $("audits").addEventListener("submit", (e) => {
   e.preventDefault();
   const f = e.target;
@@ -305,17 +335,42 @@ $("audits").addEventListener("submit", (e) => {
   if (span) body.for_s = Number(span[1]) * {"": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800}[span[2]];
   act(f.dataset.id, "resolve", body);
 });
-function showWho() {
+// A token is asked about (GET /v1/whoami) before the page counts it as signed in: a wrong one is said at
+// once, not when an action is refused.
+async function owner(given) {
+  const r = await fetch("/v1/whoami", {headers: {"Authorization": `Bearer ${given}`}, cache: "no-store"});
+  const d = await r.json().catch(() => ({}));
+  if (r.ok) return {owner: d.owner};
+  return {error: r.status === 401 ? "that token is not valid on this gateway" : (d.error || `HTTP ${r.status}`)};
+}
+function showWho(said) {
   const signed = !!token();
-  $("who").textContent = signed ? "signed in" : "read-only";
+  $("who").textContent = said || (signed ? `signed in as ${sessionStorage.getItem(KEY + "-owner") || "?"}` : "read-only");
+  $("who").className = said ? "open" : "";
   $("signout").hidden = !signed;
   $("token").value = "";
 }
+async function signIn(given) {
+  let said = "";
+  try {
+    const who = await owner(given);
+    if (who.owner) {
+      sessionStorage.setItem(KEY, given);
+      sessionStorage.setItem(KEY + "-owner", who.owner);
+    } else {
+      sessionStorage.removeItem(KEY);
+      said = `not signed in: ${who.error}`;
+    }
+  } catch (e) {
+    said = `cannot check the token (${e.message}): not signed in`;
+  }
+  showWho(said);
+  poll();
+}
 $("signin").addEventListener("submit", (e) => {
   e.preventDefault();
-  if ($("token").value) sessionStorage.setItem(KEY, $("token").value.trim());
-  showWho();
-  poll();
+  const given = $("token").value.trim();
+  if (given) signIn(given);
 });
 $("signout").addEventListener("click", () => { sessionStorage.removeItem(KEY); showWho(); poll(); });
 $("model-view").addEventListener("click", (e) => {
@@ -323,6 +378,6 @@ $("model-view").addEventListener("click", (e) => {
   if (b) { chosenFeature = b.dataset.feature; poll(); }
 });
 window.addEventListener("hashchange", () => { window.scrollTo(0, 0); poll(); });
-showWho();
+if (token()) signIn(token()); else showWho();  // a token kept from before may no longer be valid
 poll();
 setInterval(poll, POLL_MS);
