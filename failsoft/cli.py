@@ -12,6 +12,8 @@ from failsoft.terminal import working
 
 
 def parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     from failsoft.audit import commands as audit_commands
     from failsoft.demo import commands as demo_commands
     from failsoft.features import commands as feature_commands
@@ -21,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
     from failsoft.store import commands as store_commands
 
     p = argparse.ArgumentParser(prog="failsoft", description="Every prediction answered within its deadline.")
+    p.add_argument("--version", action="version", version=f"failsoft {version('failsoft')}")
     p.set_defaults(progress=False)  # long offline commands set it: a progress line on a terminal
     sub = p.add_subparsers(dest="command", required=True)
     verbs = (server_commands, store_commands, audit_commands, feature_commands, shadow_commands,

@@ -33,10 +33,6 @@ def get(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
-def gateway_url() -> str:
-    return os.environ.get(URL) or DEFAULT_URL
-
-
 def user() -> str:
     return os.environ.get("USER", "cli")
 

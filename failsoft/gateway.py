@@ -6,13 +6,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
 import aiohttp
 
 from failsoft import env
 
-__all__ = ["Refused", "add_options", "call"]
+__all__ = ["Refused", "add_options", "call", "target"]
+
+TOKEN_SOURCES = (
+    f"a control-plane token comes from {env.ADMIN_TOKEN} or --token; the one `failsoft serve` made is in "
+    f"<data_dir>/admin-token: export {env.ADMIN_TOKEN}=$(cat <data_dir>/admin-token)"
+)
 
 
 class Refused(Exception):
@@ -32,16 +38,21 @@ def call(
     params: dict[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> Any:
-    """The JSON answer of the gateway at --url (FAILSOFT_URL), with --token (FAILSOFT_ADMIN_TOKEN)."""
-    headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
-    url = args.url.rstrip("/") + path
+    """The JSON answer of the gateway at --url (FAILSOFT_URL), with --token (FAILSOFT_ADMIN_TOKEN). The
+    first call of a command says on stderr which gateway it talks to, and why that one."""
+    base, source = target(args)
+    if not getattr(args, "gateway_told", False):
+        print(f"gateway: {base} ({source})", file=sys.stderr)
+        args.gateway_told = True
+    token = args.token or env.get(env.ADMIN_TOKEN)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    url = base.rstrip("/") + path
     try:
         status, text = asyncio.run(_request(method, url, body, params, headers, timeout_s))
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
-        unset = "" if env.get(env.URL) else f" ({env.URL} is not set: the default was tried)"
         said = str(err) or type(err).__name__
         raise Refused(
-            f"cannot reach the gateway at {args.url}{unset}: {said}; set {env.URL} or pass --url"
+            f"cannot reach the gateway at {base} ({source}): {said}; set {env.URL} or pass --url"
         ) from None
     try:
         doc = json.loads(text)
@@ -49,8 +60,20 @@ def call(
         raise Refused(f"{url} answered HTTP {status} with no JSON: is it a failsoft gateway?") from None
     if status >= 400:
         said = doc.get("error", doc) if isinstance(doc, dict) else doc
+        if status == 401:
+            said = "no token was sent" if not token else "this gateway does not know the token sent"
+            said += f"; {TOKEN_SOURCES}"
         raise Refused(f"HTTP {status}: {said}", code=1)
     return doc
+
+
+def target(args: argparse.Namespace) -> tuple[str, str]:
+    """The gateway a command talks to, and where that came from."""
+    if args.url:
+        return args.url, "--url"
+    if env.get(env.URL):
+        return env.get(env.URL) or "", env.URL
+    return env.DEFAULT_URL, f"the default: {env.URL} is not set"
 
 
 async def _request(
@@ -65,9 +88,12 @@ async def _request(
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=env.gateway_url(), help=f"the gateway ({env.URL})")
+    p.add_argument(
+        "--url", default=None, help=f"the gateway to talk to (default: ${env.URL}, else {env.DEFAULT_URL})"
+    )
     p.add_argument(
         "--token",
-        default=env.get(env.ADMIN_TOKEN),
-        help="a control-plane token (FAILSOFT_ADMIN_TOKEN); its owner is recorded",
+        default=None,
+        help=f"a control-plane token (default: ${env.ADMIN_TOKEN}; the one `serve` made is in "
+        "<data_dir>/admin-token); its owner is recorded",
     )

@@ -206,3 +206,83 @@ def test_an_unknown_model_gets_a_suggestion() -> None:
     assert "unknown model 'chrun' (did you mean 'churn'?); this portfolio serves churn, recs" in str(
         UnknownModel("chrun", ["recs", "churn"])
     )
+
+
+def test_version_and_help_say_what_a_new_user_asks(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"failsoft {version('failsoft')}\n"
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "the port to listen on (default 8000)" in said and "(default 127.0.0.1, this machine only" in said
+    with pytest.raises(SystemExit):
+        main(["audits", "--help"])
+    said = capsys.readouterr().out
+    assert "resolve only:" in said and "keep_out          keep the model on its fallbacks" in said
+    assert "ack ID            say someone is looking" in said
+
+
+def test_resolve_actions_are_the_queues_own() -> None:
+    from failsoft.audit.actions import ACTIONS
+    from failsoft.audit.commands import RESOLVE_ACTIONS
+
+    assert RESOLVE_ACTIONS == tuple(a for a in ACTIONS if a != "ack")
+
+
+def test_resolve_flags_on_another_verb_are_said(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["audits", "list", "--action", "restore", "--url", url]) == 2
+    assert "--action go with resolve: failsoft audits resolve ID --action" in capsys.readouterr().err
+
+
+def test_a_span_may_be_written_unquoted_and_the_gateway_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--for 2 hours` failed with "unrecognized arguments: hours"; and with FAILSOFT_URL unset the command
+    said nothing of which gateway it used."""
+    from failsoft import gateway
+
+    sent: list[tuple[str, str, object]] = []
+    real = gateway.call
+
+    def call(args: object, method: str, path: str, body: object = None, **kw: object) -> object:
+        try:  # what the command line says before it sends, then the answer a gateway would give
+            real(args, method, "/", timeout_s=0.01)  # type: ignore[arg-type]
+        except gateway.Refused:
+            pass
+        sent.append((method, path, body))
+        return {"item": {"id": 4, "model": "m", "status": "resolved"}, "action": {"action": "keep_out"}}
+
+    monkeypatch.setattr(gateway, "call", call)
+    monkeypatch.delenv("FAILSOFT_URL", raising=False)
+    assert main(["audits", "resolve", "4", "--action", "keep_out", "--for", "2", "hours"]) == 0
+    assert sent == [("POST", "/v1/audits/4/resolve", {"comment": "", "action": "keep_out", "for_s": 7200.0})]
+    assert "gateway: http://127.0.0.1:8000 (the default: FAILSOFT_URL is not set)" in capsys.readouterr().err
+    monkeypatch.setenv("FAILSOFT_URL", "http://127.0.0.1:9")
+    assert main(["audits", "resolve", "4", "--action", "keep_out", "--for", "90m"]) == 0
+    assert sent[-1][2] == {"comment": "", "action": "keep_out", "for_s": 5400.0}
+    assert "gateway: http://127.0.0.1:9 (FAILSOFT_URL)" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_said_before_anything_loads(tmp_path: Path) -> None:
+    """It exited 3 (the code of a tier that cannot answer), after loading every model and making a token."""
+    import socket
+
+    from tests.portfolios import default_tier, model, write
+
+    path = write(tmp_path / "portfolio.toml", {"m": model(default_tier(0.5), inputs=())},
+                 data_dir=str(tmp_path / "state"))  # fmt: skip
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        for workers in ("1", "2"):
+            done = subprocess.run(
+                [sys.executable, "-m", "failsoft.cli", "serve", str(path), "--port", str(port), "--workers",
+                 workers], capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 4, done.stderr
+            assert done.stderr.startswith(f"error: 127.0.0.1:{port} is in use"), done.stderr
+            assert "pass another --port" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "state" / "admin-token").exists(), "nothing was made before the port was checked"

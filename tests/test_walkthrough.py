@@ -69,6 +69,9 @@ def test_the_first_hour_runs_as_written(tmp_path: Path) -> None:
     assert "churn: quarantined" in out
     assert re.search(r"│ 1\s+│ churn\s+│ fallback", out), out[-2000:]
     assert "restore by admin" in out and "fine again" in out
+    # CSV from a plain install (no pyarrow): a header, then a row per prediction
+    assert re.search(r"\d+ predictions \(\d+ requests\) written to answers.csv", out), out[-2000:]
+    assert "record_id,request_id,row,model,version,tier,role,degraded,reason,latency_ms,ts,output" in out
     log = (tmp_path / "walk" / "first-hour" / "gateway.log").read_text()
     token = (tmp_path / "walk" / "first-hour" / "state" / "admin-token").read_text().strip()
     assert token not in log and "state/admin-token" in log, "the token stays in its 0600 file"

@@ -21,7 +21,13 @@ def _audits(args: argparse.Namespace) -> int:
         return 0
     base = "/v1/audits"
     if args.verb in {"show", "ack", "resolve"} and args.id is None:
-        print(f"error: audits {args.verb} needs an item id", file=sys.stderr)
+        print(f"error: audits {args.verb} needs an item id (audits list shows them)", file=sys.stderr)
+        return 2
+    misplaced = [flag for flag, given in (("--action", args.action), ("--value", args.value),
+                                          ("--for", args.for_s)) if given is not None]  # fmt: skip
+    if misplaced and args.verb != "resolve":
+        print(f"error: {' and '.join(misplaced)} go with resolve: failsoft audits resolve ID --action "
+              "ACTION", file=sys.stderr)  # fmt: skip
         return 2
     try:
         if args.verb == "list":
@@ -36,7 +42,7 @@ def _audits(args: argparse.Namespace) -> int:
             body: dict[str, object] = {"comment": args.comment}
             if args.verb == "resolve":
                 if args.action is None:
-                    print("error: resolve needs --action", file=sys.stderr)
+                    print(f"error: resolve needs --action: {', '.join(RESOLVE_ACTIONS)}", file=sys.stderr)
                     return 2
                 body["action"] = args.action
                 if args.value is not None:
@@ -48,7 +54,7 @@ def _audits(args: argparse.Namespace) -> int:
                         return 2
                 if args.for_s is not None:
                     try:
-                        body["for_s"] = parse_duration(args.for_s)
+                        body["for_s"] = parse_duration(" ".join(args.for_s))
                     except ValueError as err:
                         print(f"error: --for {err}", file=sys.stderr)
                         return 2
@@ -116,23 +122,54 @@ def _trail(actions: list[dict[str, Any]], title: str) -> Any:
     return t
 
 
+# audit/actions.py's ACTIONS but ack (a verb of its own); a test holds them equal
+RESOLVE_ACTIONS = ("approve_default", "refresh_default", "replace_default", "restore", "keep_out", "comment",
+                   "approve_promotion", "reject_promotion")  # fmt: skip
+VERBS = """verbs:
+  list              the items (--status open|acknowledged|resolved|unresolved, --model M)
+  show ID           one item: why it opened, the safe default it served, what was done
+  ack ID            say someone is looking (--comment)
+  resolve ID        close it with --action (below), and --comment
+  log               what people did, newest first (--model M)
+  webhook-secret    print a new secret to sign webhook deliveries with (no gateway needed)
+
+resolve's actions (--action):
+  approve_default   the safe default is fine as it is (its age starts again)
+  refresh_default   compute the safe default again from its source (a Top-N from events)
+  replace_default   serve --value (JSON) as the safe default
+  restore           put the model back live (its breakers reset)
+  keep_out          keep the model on its fallbacks --for a span (e.g. 2h, or 2 hours)
+  comment           add a comment, change nothing
+  approve_promotion, reject_promotion
+                    a promotion waiting for a person (an item of kind approval)
+
+examples:
+  failsoft audits list
+  failsoft audits resolve 3 --action keep_out --for 2h --comment "retraining"
+  failsoft audits resolve 3 --action replace_default --value '["a", "b"]'"""
+
+
 def add_commands(sub: Any) -> None:
     a = sub.add_parser(
         "audits",
         help="the audit queue of a running gateway: list, show, ack, resolve, log; webhook-secret prints a "
         "new secret to sign webhook deliveries with",
+        description="The audit queue of a running gateway: items open when a model has served fallbacks "
+        "too long or its safe default is old; a person looks and resolves them.",
+        epilog=VERBS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    a.add_argument("verb", choices=["list", "show", "ack", "resolve", "log", "webhook-secret"])
+    verbs = ["list", "show", "ack", "resolve", "log", "webhook-secret"]
+    a.add_argument("verb", choices=verbs, help="see below")
     a.add_argument("id", nargs="?", type=int, help="the audit item (show, ack, resolve)")
-    a.add_argument(
-        "--action",
-        choices=["approve_default", "refresh_default", "replace_default", "restore", "keep_out", "comment"],
-    )
-    a.add_argument("--value", help='replace_default: the new default, as JSON (e.g. \'["a", "b"]\' or 0.2)')
-    a.add_argument("--for", dest="for_s", help="keep_out: how long, e.g. 30m, 2h, 1d")
-    a.add_argument("--comment", default="")
+    r = a.add_argument_group("resolve only")
+    r.add_argument("--action", choices=RESOLVE_ACTIONS, help="what to do (see below)")
+    r.add_argument("--value", help='replace_default: the new default, as JSON (e.g. \'["a", "b"]\' or 0.2)')
+    r.add_argument("--for", dest="for_s", nargs="+", metavar="SPAN",
+                   help='keep_out: how long, e.g. 30m, 2h, 1d or 2 hours')  # fmt: skip
+    a.add_argument("--comment", default="", help="recorded with the action (ack, resolve)")
     a.add_argument("--status", default=None, help="list: open, acknowledged, resolved or unresolved")
-    a.add_argument("--model", default=None)
+    a.add_argument("--model", default=None, help="list, log: one model's items")
     gateway.add_options(a)
-    a.add_argument("--json", action="store_true")
+    a.add_argument("--json", action="store_true", help="the gateway's answer as JSON")
     a.set_defaults(fn=_audits)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import socket
 import sys
 from typing import Any
 
@@ -14,6 +15,10 @@ import msgspec
 from failsoft import config, env, gateway
 from failsoft.errors import ConfigError
 from failsoft.types import Health
+
+# serve's exit codes: 2 a configuration error, 3 a tier that cannot answer (or a worker that cannot
+# start), 4 an address it cannot listen on
+EXIT_CANNOT_LISTEN = 4
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -86,13 +91,29 @@ def _serve(args: argparse.Namespace) -> int:
     from failsoft.portfolio import Portfolio
     from failsoft.server.auth import load_tokens
     from failsoft.server.run import serve
-    from failsoft.server.workers import cores, one_log_writer, supervise, worker_command
+    from failsoft.server.workers import (
+        cannot_listen,
+        cores,
+        listen,
+        one_log_writer,
+        supervise,
+        worker_command,
+    )
     from failsoft.store.process import log_options, writer_argv
 
     if args.workers < 1:
         print(f"error: --workers {args.workers}: give 1 or more (this machine has {cores()} cores)",
               file=sys.stderr)  # fmt: skip
         return 2
+    # The port first: one in use is said at once, not after every model has loaded.
+    if args.socket_fd is not None:  # a worker: the supervisor bound it
+        sock = socket.socket(fileno=args.socket_fd)
+    else:
+        try:
+            sock = listen(args.host, args.port)
+        except OSError as err:
+            print(f"error: {cannot_listen(args.host, args.port, err)}", file=sys.stderr)
+            return EXIT_CANNOT_LISTEN
     try:
         spec = config.load(args.portfolio)
         tokens_file = env.get(env.TOKENS_FILE) or spec.server.tokens_file
@@ -109,9 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
             if spec.store.log_predictions and one_log_writer(args.log_writer, url):
                 spill, options = spec.resolve(spec.data_dir) / "spill", log_options(spec.store)
                 writer = functools.partial(writer_argv, url, spill, options)
-            return supervise(
-                args.host, args.port, args.workers, worker_command(worker), args.log_level, writer
-            )
+            return supervise(sock, args.workers, worker_command(worker), args.log_level, writer)
         portfolio = Portfolio(spec, log_socket=args.log_socket)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -119,7 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.socket_fd is None and args.workers == 1 and cores() > 1:
         print(f"failsoft: serving from 1 process on a machine with {cores()} cores; --workers {cores()} "
               "serves from all of them", file=sys.stderr)  # fmt: skip
-    how = {"http": args.http, "socket_fd": args.socket_fd}
+    how = {"http": args.http, "sock": sock, "worker": args.socket_fd is not None}
     return serve(portfolio, args.host, args.port, args.log_level, tokens, args.allow_unproven, **how)
 
 
@@ -141,9 +160,18 @@ def _health(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     s = sub.add_parser("serve", help="serve a portfolio over HTTP (Open Inference Protocol v2 and JSON)")
     s.add_argument("portfolio", help="path of portfolio.toml")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)",
+    )
+    s.add_argument("--port", type=int, default=8000, help="the port to listen on (default 8000)")
+    s.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least a log line must matter to be written (default info)",
+    )
     s.add_argument(
         "--allow-unproven",
         action="store_true",

@@ -93,17 +93,18 @@ def serve(
     tokens: Tokens | None = None,
     unproven_ok: bool = False,
     http: str = "failsoft",
-    socket_fd: int | None = None,
+    sock: socket.socket | None = None,
+    worker: bool = False,
 ) -> int:
     """Serve until stopped; the exit code (3 when start-up failed: a model that would not load, a tier that
-    cannot answer). With ``socket_fd``, serve on that inherited listening socket (a worker of
-    server/workers.py) rather than binding ``host:port``."""
+    cannot answer). With ``sock``, serve on that listening socket (bound before the models loaded, or a
+    worker's, inherited from its supervisor in server/workers.py) rather than binding ``host:port``."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
     raise_fd_limit(portfolio.spec.server.max_connections)
-    if socket_fd is not None:
+    if worker:
         threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
     server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, tokens, unproven_ok, http))
-    server.run(sockets=None if socket_fd is None else [socket.socket(fileno=socket_fd)])
+    server.run(sockets=None if sock is None else [sock])
     return 0 if server.started else 3
 
 

@@ -24,6 +24,7 @@ it holds).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -59,11 +60,23 @@ def cores() -> int:
 
 
 def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The listening socket every worker inherits."""
+    """The listening socket: bound before anything loads (a port in use is said at once), served on by
+    this process or inherited by every worker."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=backlog)
     sock.set_inheritable(True)
     return sock
+
+
+def cannot_listen(host: str, port: int, err: OSError) -> str:
+    """Why ``host:port`` cannot be served on, and the fix."""
+    where = f"{host}:{port}"
+    if err.errno == errno.EADDRINUSE:
+        return (f"{where} is in use (another gateway still running?): stop what holds it (ss -ltnp "
+                f"'sport = :{port}' names it), or pass another --port")  # fmt: skip
+    if err.errno == errno.EACCES:
+        return f"{where}: ports below 1024 need privileges; pass --port 8000 or another above 1023"
+    return f"cannot listen on {where}: {err.strerror or err}; pass another --host or --port"
 
 
 def _event(**fields: Any) -> None:
@@ -218,23 +231,17 @@ class Supervisor:
 
 
 def supervise(
-    host: str,
-    port: int,
+    sock: socket.socket,
     n: int,
     command: Callable[[int], list[str]],
     log_level: str = "info",
     writer: Callable[[int], list[str]] | None = None,
 ) -> int:
-    """Bind ``host:port`` and serve from ``n`` workers until stopped; the exit code. ``writer``: the argv
-    of the shared log writer on a listening descriptor (None: each worker starts its own)."""
+    """Serve from ``n`` workers on ``sock`` (bound by ``listen``) until stopped; the exit code. ``writer``:
+    the argv of the shared log writer on a listening descriptor (None: each worker starts its own)."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(message)s")
-    try:
-        sock = listen(host, port)
-    except OSError as err:
-        log.error(json.dumps({"event": "cannot_listen", "host": host, "port": port, "error": str(err),
-                              "fix": "stop what holds the port, or pass another --port"}))  # fmt: skip
-        return 1
-    _event(event="workers", workers=n, cores=cores(), host=host, port=sock.getsockname()[1])
+    host, port = sock.getsockname()[:2]
+    _event(event="workers", workers=n, cores=cores(), host=host, port=port)
     shared = SharedWriter(writer, time.monotonic) if writer is not None else None
     return Supervisor(sock, n, command, time.monotonic, shared).run()
 

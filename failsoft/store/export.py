@@ -1,6 +1,7 @@
 """The prediction log as a file an analyst can use: one row per prediction (a request of 500 rows is 500
 rows), the answer as a typed ``output`` column and, when inputs are logged, one typed ``input_<name>``
-column per input. Parquet, CSV or JSON lines, by the file's suffix.
+column per input. Parquet, CSV or JSON lines, by the file's suffix: Parquet needs pyarrow (the ``parquet``
+extra); CSV and JSON lines are written by the standard library and msgspec.
 
 Types are found in a first pass over the rows (every value of a column: all integers is int64, any other
 number float64, true/false bool, text string, a list of numbers a list of float64 (JSON text in CSV),
@@ -10,7 +11,9 @@ writes it.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,10 @@ META = ("record_id", "request_id", "row", "model", "version", "tier", "role", "d
         "latency_ms", "ts")  # fmt: skip
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
+
+
+class ParquetNeeded(ValueError):
+    """A Parquet file was asked for and pyarrow is not installed."""
 
 
 def _value(text: Any) -> Any:
@@ -109,6 +116,11 @@ def export_predictions(
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"{out}: write to a {', '.join(FORMATS)} file (the name says which)")
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:  # said before the log is read
+        raise ParquetNeeded(
+            f"{out}: export to Parquet needs pyarrow: pip install 'failsoft[parquet]' (or name a .csv or "
+            ".jsonl file, which need nothing more)"
+        )
 
     def pages() -> Iterator[list[tuple[Any, ...]]]:
         for shadow in (False, True):
@@ -126,10 +138,14 @@ def export_predictions(
             bar.update(task, advance=len(page), description=f"reading the log's columns: {requests} requests")
         types = columns.types()
         bar.update(task, description="exporting predictions", completed=0, total=requests)
-        write = _jsonl if suffix == ".jsonl" else _arrow
+        write = {".jsonl": _jsonl, ".csv": _csv}.get(suffix, _parquet)
         total = write(tmp, suffix, types, (list(expand(p)) for p in pages()), lambda n: bar.advance(task, n))
     tmp.replace(out)
     return total, requests
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
 def _jsonl(tmp: Path, suffix: str, types: dict[str, str], pages: Any, advance: Any) -> int:
@@ -137,33 +153,54 @@ def _jsonl(tmp: Path, suffix: str, types: dict[str, str], pages: Any, advance: A
     with tmp.open("wb") as fh:
         for rows in pages:
             for row in rows:
-                row["ts"] = dt.datetime.fromtimestamp(row["ts"], dt.UTC).isoformat()
+                row["ts"] = _iso(row["ts"])
                 fh.write(_encode(row) + b"\n")
             total += len(rows)
             advance(len({r["record_id"] for r in rows}))
     return total
 
 
-def _arrow(tmp: Path, suffix: str, types: dict[str, str], pages: Any, advance: Any) -> int:
-    try:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - the extra is missing
-        raise SystemExit("export to Parquet or CSV needs pyarrow: pip install 'failsoft[parquet]'") from None
-    csv = suffix == ".csv"
+def _csv(tmp: Path, suffix: str, types: dict[str, str], pages: Any, advance: Any) -> int:
+    """RFC 4180 CSV with a header: an empty field is a missing value, true/false a bool, ``ts`` ISO 8601
+    in UTC, a list or any other structured value its JSON text."""
+    names = [*META, *types]
+    ts = names.index("ts")
+    as_text = {n for n, k in types.items() if k in ("json", "vector")}
+    total = 0
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(names)
+        for rows in pages:
+            for row in rows:
+                values = [row.get(name) for name in names]
+                for i, name in enumerate(names):
+                    v = values[i]
+                    if isinstance(v, bool):
+                        values[i] = "true" if v else "false"
+                    elif v is not None and name in as_text:
+                        values[i] = _encode(v).decode()
+                values[ts] = _iso(row["ts"])
+                out.writerow(values)
+            total += len(rows)
+            advance(len({r["record_id"] for r in rows}))
+    return total
+
+
+def _parquet(tmp: Path, suffix: str, types: dict[str, str], pages: Any, advance: Any) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     arrow = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "string": pa.string(),
-             "vector": pa.string() if csv else pa.list_(pa.float64()), "json": pa.string()}  # fmt: skip
+             "vector": pa.list_(pa.float64()), "json": pa.string()}  # fmt: skip
     text = pa.string()
     meta = [("record_id", text), ("request_id", text), ("row", pa.int32()), ("model", text),
             ("version", text), ("tier", text), ("role", text), ("degraded", pa.bool_()), ("reason", text),
             ("latency_ms", pa.float64()), ("ts", pa.timestamp("us", tz="UTC"))]  # fmt: skip
     schema = pa.schema(meta + [(name, arrow[kind]) for name, kind in types.items()])
-    as_text = {n for n, k in types.items() if k == "json" or (csv and k == "vector")}
+    as_text = {n for n, k in types.items() if k == "json"}
     floats = {n for n, k in types.items() if k == "float"}
     total = 0
-    writer = pacsv.CSVWriter(tmp, schema) if csv else pq.ParquetWriter(tmp, schema)
-    with writer:
+    with pq.ParquetWriter(tmp, schema) as writer:
         for rows in pages:
             data: dict[str, list[Any]] = {name: [] for name in schema.names}
             for row in rows:

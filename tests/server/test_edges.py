@@ -211,7 +211,9 @@ def test_failsoft_health_goes_through_the_control_plane(
     from failsoft.cli import main
 
     assert main(["health", "churn", "warning", "--reason", "checking", "--url", gw, "--token", "wrong"]) == 1
-    assert "HTTP 401" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"gateway: {gw} (--url)" in said and "HTTP 401: this gateway does not know the token sent" in said
+    assert "FAILSOFT_ADMIN_TOKEN or --token" in said and "<data_dir>/admin-token" in said, said
     assert main(["health", "churn", "warning", "--reason", "checking", "--url", gw, f"--token={token}"]) == 0
     assert "churn: warning" in capsys.readouterr().out
     assert call("GET", gw + "/v1/models/churn")[1]["health"] == "warning"

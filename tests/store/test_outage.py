@@ -285,9 +285,18 @@ def test_export_a_row_per_prediction_typed(tmp_path: Path) -> None:
     csv_out = tmp_path / "p.csv"
     done = subprocess.run([*base, "--out", str(csv_out)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    lines = csv_out.read_text().splitlines()
-    assert lines[0].startswith('"record_id","request_id","row"') and '"output","input_age"' in lines[0]
+    import csv
+
+    with csv_out.open(newline="") as fh:
+        lines = list(csv.reader(fh))
+    assert lines[0][:3] == ["record_id", "request_id", "row"] and lines[0][11:13] == ["output", "input_age"]
     assert len(lines) == 701
+    back = [dict(zip(lines[0], line, strict=True)) for line in lines[1:]]
+    seventh = [r for r in back if r["request_id"] == "batch-1"][7]
+    assert seventh["input_plan"] == "gold" and seventh["degraded"] == "true"
+    assert seventh["reason"] == "timeout"
+    assert seventh["output"] == "0.007" and seventh["ts"].endswith("+00:00")
+    assert next(r for r in back if r["request_id"] == "q0")["reason"] == "", "a missing value is empty"
     jsonl = tmp_path / "p.jsonl"
     done = subprocess.run([*base, "--out", str(jsonl)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -368,3 +377,28 @@ async def test_a_signal_to_the_whole_group_stops_gateway_and_writer_cleanly(tmp_
     with pytest.raises(ProcessLookupError):  # nothing of the group is left: the writer ended with it
         os.killpg(proc.pid, 0)
     assert_logged_once(f"sqlite:///{tmp_path / 'state' / 'failsoft.db'}", answers)
+
+
+def test_parquet_without_pyarrow_is_said_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain install has no pyarrow: a .parquet export says so (and what needs nothing) before reading
+    the log; CSV is written all the same (the walkthrough does it in a fresh virtualenv)."""
+    import importlib.util
+
+    from failsoft.cli import main
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    store = open_store(url)
+    store.connect()
+    store.insert_predictions([("r1", "q1", "m", "1", "cpu", "live", False, None, [0.5], None, 0.2, 1e9)])
+    store.close()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "pyarrow" else real(n))
+    export = ["export", "predictions", "--store", url, "--quiet", "--out"]
+    assert main([*export, str(tmp_path / "p.parquet")]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("error: ") and "needs pyarrow: pip install 'failsoft[parquet]'" in said, said
+    assert not (tmp_path / "p.parquet").exists() and not (tmp_path / "p.parquet.tmp").exists()
+    assert main([*export, str(tmp_path / "p.csv")]) == 0
+    assert (tmp_path / "p.csv").read_text().count("\n") == 2
