@@ -100,12 +100,12 @@ class Client:
             async with asyncio.timeout(self.timeout_s):
                 async with session.post(self._url(model), data=body) as resp:
                     status, content = resp.status, await resp.read()
-        except TimeoutError as err:
-            return self._fallback(
-                model, request_id, Reason.TIMEOUT, f"gateway gave no answer in time {err}", started
-            )
+        except TimeoutError:
+            said = f"no answer within {self.timeout_s * 1000:g} ms"
+            return self._fallback(model, request_id, Reason.TIMEOUT, said, started)
         except (aiohttp.ClientError, OSError) as err:
-            return self._fallback(model, request_id, Reason.ERROR, f"gateway unreachable: {err}", started)
+            said = f"unreachable: {_unreachable(err)}"
+            return self._fallback(model, request_id, Reason.ERROR, said, started)
         return self._read(model, request_id, status, content, started)
 
     def close(self) -> None:
@@ -178,8 +178,8 @@ class Client:
             tier, value = "client-cache", self._last_good[model]
         else:
             raise NoDefault(
-                f"the gateway could not answer for {model!r} ({detail}) and the client has no "
-                "default for it: pass default= or defaults={model: ...}"
+                f"the gateway at {self.base_url} could not answer for {model!r} ({detail}) and the client "
+                "has no default for it: pass default= or defaults={model: ...}"
             )
         return Outcome(
             id=request_id,
@@ -192,3 +192,13 @@ class Client:
             latency_ms=(time.perf_counter() - started) * 1000.0,
             skips=(Skip("gateway", reason, detail[:300]),),
         )
+
+
+def _unreachable(err: BaseException) -> str:
+    """Why a connection failed, in words ("connection refused"), without aiohttp's own wording (its
+    "ssl:default" shows even for a plain-HTTP URL)."""
+    if isinstance(err, aiohttp.ClientConnectorError):
+        cause = err.os_error
+        why = os.strerror(cause.errno).lower() if cause.errno else str(cause) or type(cause).__name__
+        return f"cannot connect to {err.host}:{err.port}: {why}"
+    return str(err) or type(err).__name__

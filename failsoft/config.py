@@ -447,9 +447,29 @@ def _from_msgspec(
         hint = suggest(got, kinds)
         fix = f"kind must be one of: {', '.join(kinds)}" + (f"; {hint}" if hint else "")
         return ConfigError(file, key, f"unknown kind {got!r}", fix)
+    if problem.startswith(("Expected `int`", "Expected `float`")) and isinstance(got, str):
+        problem, fix = problem.replace("got `str`", f"got {got!r}"), _number_fix(key, got)
+    elif problem.startswith("Expected `str`") and isinstance(got, int | float) and not isinstance(got, bool):
+        fix = f'quote it: {key.rsplit(".", 1)[-1]} = "{got}"'
     if got is not _MISSING and "got" not in problem and not isinstance(got, dict | list):
         problem = f"{problem}, got {got!r}"
     return ConfigError(file, key, problem, fix)
+
+
+# what a key's name says its number counts (deadline_ms = 60)
+_UNIT_SUFFIXES = (("_ms", "milliseconds"), ("_s", "seconds"), ("_days", "days"), ("_mb", "MiB"),
+                  ("_bytes", "bytes"))  # fmt: skip
+
+
+def _number_fix(key: str, got: str) -> str:
+    """A number written as text ("60ms", "2"): the unit is in the key's name; write the number alone."""
+    name = key.rsplit(".", 1)[-1]
+    unit = next((u for suffix, u in _UNIT_SUFFIXES if name.endswith(suffix)), "")
+    number = re.match(r"\s*(\d+(?:\.\d+)?)", got)
+    example = f"{name} = {number.group(1) if number else 1}"
+    if unit:
+        return f"write a number of {unit}, without quotes or a unit (the key's name says it): {example}"
+    return f"write a number, without quotes: {example}"
 
 
 def parse(raw: dict[str, Any], file: str = "portfolio.toml", base_dir: str = ".") -> PortfolioSpec:

@@ -96,3 +96,18 @@ async def test_last_good_answer_is_the_default_of_last_resort(stack: tuple[Proc,
     with pytest.raises(NoDefault, match="recs"):
         await client.apredict("recs", {"segment": 1})
     await client.aclose()
+
+
+def test_no_default_says_which_gateway_and_why_in_plain_words() -> None:
+    """It had a stray space and aiohttp's "ssl:default" for a plain-HTTP URL."""
+    from failsoft.demo.procs import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    with Client(url) as client, pytest.raises(NoDefault) as info:
+        client.predict("recs", {"x": 1})
+    said = str(info.value)
+    assert said == (
+        f"the gateway at {url} could not answer for 'recs' (unreachable: cannot connect to "
+        f"127.0.0.1:{url.rsplit(':', 1)[1]}: connection refused) and the client has no default for it: "
+        "pass default= or defaults={model: ...}"
+    )

@@ -133,3 +133,18 @@ def test_a_misspelt_key_or_kind_gets_a_suggestion(
 ) -> None:
     err = error_of(write_toml, text)
     assert f": {key}: " in str(err) and says in str(err), str(err)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "says", "fix"),
+    [("deadline_ms = 50", 'deadline_ms = "60ms"', "models.churn.deadline_ms", "got '60ms'",
+      "write a number of milliseconds, without quotes or a unit (the key's name says it): deadline_ms = 60"),
+     ("deadline_ms = 50", 'deadline_ms = 50\nversion = 3', "models.churn.version", "Expected `str`",
+      'quote it: version = "3"')],
+)  # fmt: skip
+def test_a_value_of_the_wrong_type_gets_the_fix(
+    write_toml: Callable[[str], Path], old: str, new: str, key: str, says: str, fix: str
+) -> None:
+    """"Expected `int`, got `str`" left a person guessing what to write."""
+    err = error_of(write_toml, GOOD.replace(old, new))
+    assert err.key == key and says in err.problem and err.fix == fix, str(err)

@@ -98,3 +98,32 @@ def test_check_load_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["check", "--load", str(bad)]) == 1
     out, err = capsys.readouterr()
     assert "error: m, tier cpu: its answer to a sample row" in err and ": ok" not in out
+
+
+def test_check_says_only_what_matters_for_a_tier_that_cannot_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four declared inputs for a model of three features: the error, not a hint about how the tier runs
+    ("can hold the interpreter") or a warning that compiling it failed."""
+    x3 = X[:, :3]
+    joblib.dump(LogisticRegression().fit(x3, Y), tmp_path / "lr.joblib")
+    path = one_model(tmp_path, python_tier("cpu", path=tmp_path / "lr.joblib"), ("a", "b", "c", "d"))
+    with caplog.at_level("WARNING"):
+        assert main(["check", "--load", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert "error: m, tier cpu: the model expects 3 features; 4 inputs are declared" in err
+    assert "interpreter" not in out + err and "cpu:" not in out, out
+    assert not [r for r in caplog.records if "compiled" in r.getMessage()], caplog.text
+
+
+def test_check_without_load_finds_a_missing_model_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "ok" for a model file that does not exist."""
+    path = one_model(tmp_path, python_tier("cpu", path=tmp_path / "nope.joblib"), ("a", "b", "c"))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "models.m.tiers[0].path" in err and "nope.joblib does not exist" in err
+    joblib.dump(LogisticRegression().fit(X[:, :3], Y), tmp_path / "nope.joblib")
+    assert main(["check", str(path)]) == 0
+    assert "ok (its files are there; --load also loads every model" in capsys.readouterr().out

@@ -80,16 +80,22 @@ def verdict(s: dict[str, Any]) -> tuple[bool, str]:
             "why.")  # fmt: skip
     if s["over_deadline"]:
         said += (f" {s['over_deadline']} arrived late as this client measured (worst {s['max_ms']} ms): the "
-                 f"client shares the machine ({machine}; the gateway's loop was late by {lag} ms at worst), "
-                 "so the delay was on the client's side.")  # fmt: skip
+                 f"client shares the machine ({machine}; the gateway's event loop woke up to {lag} ms late, "
+                 "while the machine ran other work), so the delay was on the client's side.")  # fmt: skip
     return True, said
 
 
 def print_summary(console: Console, s: dict[str, Any]) -> None:
+    lag = s.get("gateway_loop_lag_max_ms")
+    # how late the gateway's event loop woke at worst: while it waits for a core, no answer leaves
+    late = ""
+    if lag is not None:
+        late = (f" (the gateway's event loop woke up to {lag} ms later than it asked, at worst: time this "
+                "machine gave to other work, during which answers wait to leave)")  # fmt: skip
     console.print(
         f"\n[bold]{s['requests']} requests[/], [bold]{s['non_2xx']} non-2xx[/], {s['degraded']} degraded, "
         f"{s['over_deadline']} over deadline; latency p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
-        f"max {s['max_ms']} ms (gateway loop late by {s.get('gateway_loop_lag_max_ms')} ms at worst); "
+        f"max {s['max_ms']} ms{late}; "
         f"{s.get('logged_predictions', 0)} predictions in the log; "
         f"{s.get('audits_opened', 0)} audit items opened"
     )

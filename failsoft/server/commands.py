@@ -26,7 +26,7 @@ def _check(args: argparse.Namespace) -> int:
     from failsoft.portfolio import Portfolio
     from failsoft.probe import Finding, prove
 
-    loaded: dict[str, list[str]] = {}
+    loaded: dict[str, list[tuple[str, str]]] = {}
     findings: list[Finding] = []
     try:
         spec = config.load(args.portfolio)
@@ -37,7 +37,7 @@ def _check(args: argparse.Namespace) -> int:
                 await portfolio.start()
                 try:
                     for model in msgspec.to_builtins(describe(portfolio.chains, portfolio.metrics)):
-                        loaded[model["name"]] = [_how_it_runs(t) for t in model["chain"]]
+                        loaded[model["name"]] = [(t["name"], _how_it_runs(t)) for t in model["chain"]]
                     findings.extend(await prove(portfolio.chains))
                 finally:
                     await portfolio.close()
@@ -46,13 +46,25 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not args.load:
+        missing = _missing_files(spec)
+        for key, path in missing:
+            if key.endswith(".source"):  # a default answers from its value or last good copy meanwhile
+                print(f"warning: {args.portfolio}: {key}: {path} does not exist (the default answers from "
+                      "its value or its last good copy until it does)", file=sys.stderr)  # fmt: skip
+            else:
+                print(f"error: {args.portfolio}: {key}: {path} does not exist (fix the path, or make the "
+                      "file)", file=sys.stderr)  # fmt: skip
+        if any(not key.endswith(".source") for key, _ in missing):
+            return 2
+    cannot = {(f.model, f.tier) for f in findings if f.severity == "error"}
     for name, model in spec.models.items():
         chain = " -> ".join(
             f"{t.name} ({type(t).__name__.removesuffix('TierSpec').lower()})" for t in model.tiers
         )
         print(f"{name}: deadline {model.deadline_ms} ms, {len(model.inputs)} inputs, {chain}")
-        for line in loaded.get(name, []):
-            if line:
+        for tier, line in loaded.get(name, []):
+            if line and (name, tier) not in cannot:  # how a tier that cannot answer runs is beside the point
                 print(f"  {line}")
     for f in findings:
         print(f"{f.severity}: {f}", file=sys.stderr)
@@ -60,8 +72,29 @@ def _check(args: argparse.Namespace) -> int:
     if errors:
         print(f"{args.portfolio}: {errors} tier(s) cannot answer a sample row", file=sys.stderr)
         return 1
-    print(f"{args.portfolio}: ok" + (f" ({len(findings)} warning(s))" if findings else ""))
+    if args.load:
+        print(f"{args.portfolio}: ok" + (f" ({len(findings)} warning(s))" if findings else ""))
+    else:
+        print(f"{args.portfolio}: ok (its files are there; --load also loads every model and asks each tier "
+              "for a sample row)")  # fmt: skip
     return 0
+
+
+def _missing_files(spec: config.PortfolioSpec) -> list[tuple[str, str]]:
+    """(key, path) of each file the portfolio names that is not there: model files, default sources,
+    monitor profiles (what ``--load`` would fail on first)."""
+    missing = []
+    for name, model in spec.models.items():
+        for kind, tiers in (("tiers", model.tiers), ("candidates", model.candidates)):
+            for i, t in enumerate(tiers):
+                path = getattr(t, "path", None) or getattr(t, "source", None)
+                field = "path" if getattr(t, "path", None) else "source"
+                if path and "://" not in path and not spec.resolve(path).exists():
+                    missing.append((f"models.{name}.{kind}[{i}].{field}", path))
+        profile = model.monitor.profile if model.monitor is not None else None
+        if profile and not spec.resolve(profile).exists():
+            missing.append((f"models.{name}.monitor.profile", profile))
+    return missing
 
 
 def _how_it_runs(tier: dict[str, object]) -> str:
