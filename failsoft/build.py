@@ -24,8 +24,8 @@ from failsoft.features.online import FeatureLookup, OnlineTable
 from failsoft.features.store import FeatureStore
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, Bulkhead, Clock
-from failsoft.schema import InputSchema, OutputCheck
 from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend, SageMakerBackend
+from failsoft.validation import InputSchema, OutputCheck
 
 __all__ = ["Builder", "refresh_features"]
 
@@ -93,7 +93,8 @@ class Builder:
         else:
             backend = HttpBackend(t)
         b = t.breaker
-        policy = BreakerPolicy(b.window, b.min_calls, b.failure_rate, b.open_ms / 1000.0, b.half_open_probes)
+        policy = BreakerPolicy(window=b.window, min_calls=b.min_calls, failure_rate=b.failure_rate,
+                               open_s=b.open_ms / 1000.0, half_open_probes=b.half_open_probes)  # fmt: skip
         # a tier of worker processes takes one call per process at a time
         slots = t.processes if isinstance(t, PythonTierSpec) and t.run == "process" else t.max_concurrency
         return Tier(

@@ -23,10 +23,10 @@ from failsoft.errors import InvalidOutput, TierError
 from failsoft.features.online import fill
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, Bulkhead, Clock, Deadline
-from failsoft.schema import Batch, InputSchema, InvalidValue, OutputCheck
 from failsoft.tiers.base import Backend
 from failsoft.tiers.defaults import DefaultBackend
 from failsoft.types import Health, Outcome, Reason, Skip
+from failsoft.validation import Batch, InputSchema, InvalidValue, OutputCheck
 
 log = logging.getLogger("failsoft.chain")
 # Answers to a call at least this many are checked at once (OutputCheck.check_many), not one by one.

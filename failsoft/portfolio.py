@@ -36,7 +36,7 @@ from failsoft.shadow.mirror import Mirror, Shadowed
 from failsoft.store import ModelState, Store, open_store
 from failsoft.store.audits import AuditQueue
 from failsoft.store.labels import Labels
-from failsoft.store.process import ProcessLog, log_options
+from failsoft.store.log_client import ProcessLog, log_options
 from failsoft.store.records import RecordQueue
 from failsoft.store.shadow import ShadowRecords
 from failsoft.tasks import LoopThread, stop

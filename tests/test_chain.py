@@ -21,8 +21,8 @@ from failsoft.errors import UnknownModel
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, Bulkhead
 from failsoft.resilience.breaker import BreakerPolicy
-from failsoft.schema import Batch, InputSchema, OutputCheck
 from failsoft.tiers.base import Backend
+from failsoft.validation import Batch, InputSchema, OutputCheck
 from tests import helpers
 from tests.portfolios import BREAKER, default_tier, model, python_tier, toml
 

@@ -244,19 +244,19 @@ def test_a_span_may_be_written_unquoted_and_the_gateway_is_named(
 ) -> None:
     """`--for 2 hours` failed with "unrecognized arguments: hours"; and with FAILSOFT_URL unset the command
     said nothing of which gateway it used."""
-    from failsoft import gateway
+    from failsoft import control_client
 
     sent: list[tuple[str, str, object]] = []
-    real = gateway.call
+    real = control_client.call
 
     def call(args: object, method: str, path: str, body: object = None, **kw: object) -> object:
         # what the command line says before it sends, then the answer a gateway would give
-        with contextlib.suppress(gateway.Refused):
+        with contextlib.suppress(control_client.Refused):
             real(args, method, "/", timeout_s=0.01)  # type: ignore[arg-type]
         sent.append((method, path, body))
         return {"item": {"id": 4, "model": "m", "status": "resolved"}, "action": {"action": "keep_out"}}
 
-    monkeypatch.setattr(gateway, "call", call)
+    monkeypatch.setattr(control_client, "call", call)
     monkeypatch.delenv("FAILSOFT_URL", raising=False)
     assert main(["audits", "resolve", "4", "--action", "keep_out", "--for", "2", "hours"]) == 0
     assert sent == [("POST", "/v1/audits/4/resolve", {"comment": "", "action": "keep_out", "for_s": 7200.0})]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from failsoft import gateway
+from failsoft import control_client
 from failsoft.durations import format_duration, parse_duration
 from failsoft.terminal import console, stamp
 
@@ -32,12 +32,12 @@ def _audits(args: argparse.Namespace) -> int:
     try:
         if args.verb == "list":
             params = {k: v for k, v in {"status": args.status, "model": args.model}.items() if v}
-            doc = gateway.call(args, "GET", base, params=params, timeout_s=10)
+            doc = control_client.call(args, "GET", base, params=params, timeout_s=10)
         elif args.verb == "log":
             params = {"model": args.model} if args.model else {}
-            doc = gateway.call(args, "GET", f"{base}/log", params=params)
+            doc = control_client.call(args, "GET", f"{base}/log", params=params)
         elif args.verb == "show":
-            doc = gateway.call(args, "GET", f"{base}/{args.id}", timeout_s=10)
+            doc = control_client.call(args, "GET", f"{base}/{args.id}", timeout_s=10)
         else:
             body: dict[str, object] = {"comment": args.comment}
             if args.verb == "resolve":
@@ -59,8 +59,8 @@ def _audits(args: argparse.Namespace) -> int:
                         print(f"error: --for {err}", file=sys.stderr)
                         return 2
             verb = "ack" if args.verb == "ack" else "resolve"
-            doc = gateway.call(args, "POST", f"{base}/{args.id}/{verb}", body)
-    except gateway.Refused as err:
+            doc = control_client.call(args, "POST", f"{base}/{args.id}/{verb}", body)
+    except control_client.Refused as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code
     if args.json:
@@ -170,6 +170,6 @@ def add_commands(sub: Any) -> None:
     a.add_argument("--comment", default="", help="recorded with the action (ack, resolve)")
     a.add_argument("--status", default=None, help="list: open, acknowledged, resolved or unresolved")
     a.add_argument("--model", default=None, help="list, log: one model's items")
-    gateway.add_options(a)
+    control_client.add_options(a)
     a.add_argument("--json", action="store_true", help="the gateway's answer as JSON")
     a.set_defaults(fn=_audits)

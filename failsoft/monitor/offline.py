@@ -28,8 +28,8 @@ async def predict_with(spec: PortfolioSpec, model: str, columns: dict[str, Colum
     """The model's predictions for every row, from its first in-process tier (the predictions a profile
     describes when the data has no prediction column)."""
     from failsoft.config import PythonTierSpec
-    from failsoft.schema import Batch
     from failsoft.tiers import PythonBackend
+    from failsoft.validation import Batch
 
     m = spec.models[model]
     for i, t in enumerate(m.tiers):

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from failsoft import config, env, gateway
+from failsoft import config, control_client, env
 from failsoft.errors import ConfigError
 from failsoft.types import Health
 
@@ -132,7 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
         supervise,
         worker_command,
     )
-    from failsoft.store.process import log_options, writer_argv
+    from failsoft.store.log_client import log_options, writer_argv
 
     if args.workers < 1:
         print(f"error: --workers {args.workers}: give 1 or more (this machine has {cores()} cores)",
@@ -179,10 +179,10 @@ def _health(args: argparse.Namespace) -> int:
     """Through the gateway's control plane, like every other change: the token's owner is recorded, and
     every replica applies it (a notification on PostgreSQL, the next state poll otherwise)."""
     try:
-        doc = gateway.call(
+        doc = control_client.call(
             args, "POST", f"/v1/models/{args.model}/health", {"health": args.health, "reason": args.reason}
         )
-    except gateway.Refused as err:
+    except control_client.Refused as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code
     print(f"{doc['model']}: {doc['health']} (revision {doc['revision']}, by {doc['changed_by']}); every "
@@ -247,5 +247,5 @@ def add_commands(sub: Any) -> None:
     h.add_argument("model")
     h.add_argument("health", choices=[x.value for x in Health])
     h.add_argument("--reason", default="")
-    gateway.add_options(h)
+    control_client.add_options(h)
     h.set_defaults(fn=_health)

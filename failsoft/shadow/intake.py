@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from failsoft.chain import Answer, Tier
-from failsoft.schema import Batch, Matrix
+from failsoft.validation import Batch, Matrix
 
 # A candidate's share of a request: its id and its rows (the validated batch, or only the numbers when
 # every tier that may become a candidate reads nothing else).

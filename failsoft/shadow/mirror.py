@@ -33,13 +33,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from failsoft.chain import Tier, guarded_call
-from failsoft.schema import Batch
 from failsoft.shadow.intake import Copy, Intake, Pile
 from failsoft.store import StoreUnavailable
 from failsoft.store.records import one_each
 from failsoft.store.shadow import ShadowRecords
 from failsoft.tasks import stop
 from failsoft.tiers.python import INLINE_BUDGET_US
+from failsoft.validation import Batch
 
 log = logging.getLogger("failsoft.shadow")
 

@@ -16,8 +16,8 @@ from failsoft.store.base import (
     StoreRejected,
     StoreUnavailable,
 )
+from failsoft.store.migrations import migrations
 from failsoft.store.records import split
-from failsoft.store.schema import migrations
 
 _INSERT = (
     f"INSERT OR IGNORE INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join('?' * 12)})"

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, ClassVar, TypeVar
 
-from failsoft.schema import Batch
 from failsoft.types import TierKind
+from failsoft.validation import Batch
 
 Done = Callable[[], None]
 A = TypeVar("A")

@@ -24,10 +24,10 @@ from typing import Any
 
 from failsoft.config import DefaultTierSpec
 from failsoft.errors import ConfigError
-from failsoft.schema import OutputCheck
 from failsoft.store.base import DefaultState
 from failsoft.tasks import stop
 from failsoft.types import TierKind
+from failsoft.validation import OutputCheck
 
 log = logging.getLogger("failsoft.tiers.defaults")
 

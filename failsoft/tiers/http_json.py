@@ -12,9 +12,9 @@ from typing import Any
 
 from failsoft.config import HttpTierSpec
 from failsoft.errors import InvalidOutput
-from failsoft.schema import Batch
 from failsoft.tiers.remote import RemoteBackend
 from failsoft.types import TierKind
+from failsoft.validation import Batch
 
 
 def fill(template: Any, values: dict[str, Any]) -> Any:

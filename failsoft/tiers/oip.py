@@ -12,9 +12,9 @@ from typing import Any
 
 from failsoft.config import OipTierSpec
 from failsoft.errors import InvalidOutput
-from failsoft.schema import Batch
 from failsoft.tiers.remote import RemoteBackend
 from failsoft.types import TierKind
+from failsoft.validation import Batch
 
 _DT = {"float": "FP64", "int": "INT64", "bool": "BOOL", "string": "BYTES"}
 

@@ -22,12 +22,12 @@ import numpy as np
 
 from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, InvalidOutput
-from failsoft.schema import Batch
 from failsoft.tiers.base import Backend, Done, in_thread
 from failsoft.tiers.compile import RowFn, cheapest, compile_model, compile_row, cost_us, sample_rows
-from failsoft.tiers.process import WorkerPool
+from failsoft.tiers.pool import WorkerPool
 from failsoft.tiers.trees import Array
 from failsoft.types import TierKind
+from failsoft.validation import Batch
 
 log = logging.getLogger("failsoft.tiers.python")
 

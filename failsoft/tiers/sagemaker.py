@@ -20,11 +20,11 @@ import msgspec
 
 from failsoft.config import SageMakerTierSpec
 from failsoft.errors import ConfigError, InvalidOutput, TierRejected, TierTimeout, TierUnavailable
-from failsoft.schema import Batch
 from failsoft.tiers.base import Backend, Done, in_thread
 from failsoft.tiers.http_json import dig, fill
 from failsoft.tiers.remote import TRANSIENT
 from failsoft.types import TierKind
+from failsoft.validation import Batch
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode

@@ -24,8 +24,8 @@ from failsoft.tiers.frames import NICE, frame, read_frame
 def main() -> None:
     from failsoft.config import FeatureSpec, PythonTierSpec
     from failsoft.errors import ConfigError
-    from failsoft.schema import Batch
     from failsoft.tiers.python import PythonBackend
+    from failsoft.validation import Batch
 
     doc = msgspec.json.decode(sys.argv[1])
     spec = msgspec.convert(doc["spec"], PythonTierSpec)

@@ -23,7 +23,7 @@ from failsoft.labels import Label, save_labels
 from failsoft.monitor.judge import Judges
 from failsoft.monitor.model import ModelMonitor
 from failsoft.monitor.profile import Column, Profile, build
-from failsoft.schema import Batch
+from failsoft.validation import Batch
 from tests.helpers import until
 from tests.portfolios import default_tier, model, python_tier, toml
 

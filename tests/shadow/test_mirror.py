@@ -17,9 +17,9 @@ import pytest
 
 from failsoft.config import load
 from failsoft.portfolio import Portfolio
-from failsoft.schema import Batch
 from failsoft.shadow.intake import Intake
 from failsoft.store import open_store
+from failsoft.validation import Batch
 from tests.portfolios import default_tier, model, python_tier, write
 from tests.stack import FEATURES
 

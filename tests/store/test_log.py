@@ -334,7 +334,7 @@ def test_a_batch_the_typed_reading_refuses_is_read_the_generic_way(tmp_path: Pat
 
 async def test_the_flusher_survives_a_failure_and_keeps_logging(tmp_path: Path) -> None:
     """An exception in the flusher task used to end it without a word: every later answer went unlogged."""
-    from failsoft.store.process import ProcessLog
+    from failsoft.store.log_client import ProcessLog
 
     url = f"sqlite:///{tmp_path / 'f.db'}"
     plog = ProcessLog(url, tmp_path / "spill", flush_s=0.02)

@@ -19,8 +19,8 @@ from sklearn.linear_model import LogisticRegression
 
 from failsoft.config import FeatureSpec, HttpTierSpec, OipTierSpec, PythonTierSpec
 from failsoft.errors import TierError
-from failsoft.schema import Batch
 from failsoft.tiers import Backend, HttpBackend, OipBackend, PythonBackend
+from failsoft.validation import Batch
 from tests.stack import Proc
 
 FEATURES = tuple(FeatureSpec(name=f"f{i}", min=-10, max=10) for i in range(4))

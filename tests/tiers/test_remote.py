@@ -8,8 +8,8 @@ import asyncio
 import json
 
 from failsoft.config import FeatureSpec, OipTierSpec
-from failsoft.schema import InputSchema
 from failsoft.tiers import OipBackend
+from failsoft.validation import InputSchema
 
 
 async def one_request_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from failsoft.config import FeatureSpec, OutputSpec
-from failsoft.schema import Batch, InputSchema, InvalidValue, OutputCheck
+from failsoft.validation import Batch, InputSchema, InvalidValue, OutputCheck
 
 SCHEMA = InputSchema(
     [

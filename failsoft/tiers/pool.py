@@ -21,12 +21,12 @@ import msgspec
 
 from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, TierUnavailable
-from failsoft.schema import Batch
 from failsoft.tasks import stop
 from failsoft.tiers.base import Done
 from failsoft.tiers.frames import LENGTH, frame
+from failsoft.validation import Batch
 
-log = logging.getLogger("failsoft.tiers.process")
+log = logging.getLogger("failsoft.tiers.pool")
 START_TIMEOUT_S = 120.0
 
 

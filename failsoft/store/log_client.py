@@ -35,7 +35,7 @@ from failsoft.tasks import stop, wait_set
 if TYPE_CHECKING:
     from failsoft.config import StoreSpec
 
-log = logging.getLogger("failsoft.store.process")
+log = logging.getLogger("failsoft.store.log_client")
 SEND_SIZE = 128
 # Seconds a start waits for its writer before serving without one.
 LINK_WAIT_S = 30.0

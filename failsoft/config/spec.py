@@ -1,0 +1,380 @@
+"""The schema of portfolio.toml: frozen Structs, each key with its meaning and default, and each rule about
+one table in that table's ``__post_init__`` (rules that span tables are in config/rules.py)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import msgspec
+from msgspec import Meta
+
+from failsoft.env import WEBHOOK_SECRET
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+NAME_RE = re.compile(_NAME_PATTERN)
+Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
+
+
+class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Invalid(ValueError):
+    """A rule about one table, broken: raised in its Struct's ``__post_init__`` (msgspec turns it into a
+    validation error with the table's location; config/messages.py reads ``field`` and ``fix`` from it)."""
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.field, self.problem, self.fix = field, problem, fix
+
+
+def _http_url(field: str, url: str | None, example: str = "http://host:port") -> None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise Invalid(field, f"{url!r} is not an http(s) URL", f"write it as {example}")
+
+
+class BreakerSpec(_Spec, frozen=True):
+    window: PositiveInt = 20
+    min_calls: PositiveInt = 10
+    failure_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    open_ms: PositiveInt = 5000
+    half_open_probes: PositiveInt = 1
+
+    def __post_init__(self) -> None:
+        if self.min_calls > self.window:
+            raise Invalid("min_calls", "cannot exceed breaker.window", "lower min_calls or raise window")
+
+
+class FeatureSpec(_Spec, frozen=True):
+    name: Name
+    type: Literal["float", "int", "bool", "string"] = "float"
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    default: float | int | bool | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise Invalid("min", f"min {self.min} > max {self.max}", "swap them")
+        if self.categories is not None and self.type != "string":
+            fix = 'set type = "string" or remove categories'
+            raise Invalid("categories", "categories apply to string features", fix)
+
+
+class OutputSpec(_Spec, frozen=True):
+    type: Literal["float", "int", "string", "list", "vector", "any"] = "any"
+    min: float | None = None
+    max: float | None = None
+    length: PositiveInt | None = None
+    min_length: Annotated[int, Meta(ge=0)] = 1
+    max_length: PositiveInt | None = None
+
+
+class _CallTier(_Spec, frozen=True, kw_only=True):
+    name: Name
+    timeout_ms: PositiveInt = 100
+    max_concurrency: PositiveInt = 32
+    breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
+    # The share of live requests copied to it while it is a shadow candidate (or after a promotion
+    # makes the tier a candidate).
+    sample: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    # The most rows one call may carry; a bigger batch passes this tier by (reason overloaded) and is never
+    # charged to its breaker. Default: no bound, but a row-at-a-time http tier takes at most pool_size.
+    max_rows: PositiveInt | None = None
+
+    def row_limit(self) -> int:
+        return self.max_rows or sys.maxsize
+
+
+class PythonTierSpec(_CallTier, frozen=True, tag="python", tag_field="kind"):
+    target: str | None = None
+    path: str | None = None
+    method: Literal["auto", "predict_proba", "predict", "call"] = "auto"
+    column: int | None = None
+    call: Literal["row", "batch"] = "row"
+    compile: bool = True
+    # "process": in worker processes of its own (a call past its timeout kills and replaces its worker)
+    run: Literal["auto", "thread", "inline", "process"] = "auto"
+    # run = "process": how many worker processes (the tier's concurrency limit then)
+    processes: PositiveInt = 2
+
+    def __post_init__(self) -> None:
+        if (self.target is None) == (self.path is None):
+            raise Invalid("", "set exactly one of target and path", 'e.g. target = "pkg.mod:predict"')
+        if self.target is not None and ":" not in self.target:
+            fix = 'write it as "package.module:name"'
+            raise Invalid("target", f"{self.target!r} is not module:attribute", fix)
+
+
+class OipTierSpec(_CallTier, frozen=True, tag="oip", tag_field="kind"):
+    url: str
+    model_name: str
+    model_version: str | None = None
+    input_mode: Literal["tensor", "features"] = "tensor"
+    input_name: str = "input"
+    datatype: Literal["FP64", "FP32", "INT64", "INT32"] = "FP64"
+    output_name: str | None = None
+    # a model answering a row per class (predict_proba's [n, 2]): which column is the answer (1: P(class 1))
+    column: int | None = None
+    # request-level parameters sent with every call (MLServer's features mode needs content_type = "pd")
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    pool_size: PositiveInt = 100
+
+    def __post_init__(self) -> None:
+        _http_url("url", self.url)
+
+
+class HttpTierSpec(_CallTier, frozen=True, tag="http", tag_field="kind"):
+    url: str
+    body: Any = msgspec.field(default_factory=lambda: {"inputs": "$inputs"})
+    output_path: str = "outputs"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    batch: bool = False
+    pool_size: PositiveInt = 100
+
+    def __post_init__(self) -> None:
+        _http_url("url", self.url)
+
+    def row_limit(self) -> int:
+        # one connection a row: more rows than connections cannot go in one round
+        return self.max_rows or (sys.maxsize if self.batch else self.pool_size)
+
+
+class SageMakerTierSpec(_CallTier, frozen=True, tag="sagemaker", tag_field="kind"):
+    """An Amazon SageMaker real-time endpoint, called with boto3's sagemaker-runtime InvokeEndpoint
+    (credentials from the usual chain: environment, shared files, the instance's role)."""
+
+    endpoint: str
+    region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION / the shared config
+    variant: str | None = None  # TargetVariant: one production variant rather than the traffic split
+    content_type: Literal["application/json", "text/csv"] = "application/json"
+    accept: str | None = None  # default: content_type
+    # JSON: the body, where "$matrix" is the rows as lists of values in input order and "$rows" the rows
+    # as objects (a bare "$matrix" is what the scikit-learn and PyTorch containers read)
+    body: Any = "$matrix"
+    # JSON: where the answers are in the reply ("" for the reply itself, e.g. "predictions")
+    output_path: str = ""
+    # answers with one value per class (a [n, 2] probability): which column is the answer
+    column: int | None = None
+    endpoint_url: str | None = None  # a VPC interface endpoint, or a local stand-in
+
+    def __post_init__(self) -> None:
+        _http_url("endpoint_url", self.endpoint_url, "https://host")
+        if self.content_type == "text/csv" and self.body != "$matrix":
+            raise Invalid("body", "a CSV body is one line a row", "remove body, or send JSON")
+
+
+class DefaultTierSpec(_Spec, frozen=True, tag="default", tag_field="kind"):
+    name: Name = "default"
+    value: Any = None
+    source: str | None = None
+    item_column: str = "item"
+    count_column: str | None = None
+    top_n: PositiveInt = 10
+    refresh_s: PositiveFloat = 300.0
+
+    def __post_init__(self) -> None:
+        if self.value is None and self.source is None:
+            raise Invalid("", "a default needs a value or a source", "set value = ... or source = FILE")
+
+
+TierSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | SageMakerTierSpec | DefaultTierSpec
+CandidateSpec = PythonTierSpec | OipTierSpec | HttpTierSpec | SageMakerTierSpec
+# the tier kinds, from their one definition (each Struct's tag)
+TIER_KINDS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in get_args(TierSpec))
+
+Metric = Literal["auc", "accuracy", "log_loss", "brier", "mae", "rmse", "hit_rate"]
+METRICS: tuple[str, ...] = get_args(Metric)
+
+
+class PromotionSpec(_Spec, frozen=True):
+    """When a shadow candidate has proved itself (every rule must pass for ``failsoft promote``)."""
+
+    min_shadow_s: Annotated[float, Meta(ge=0)] = 7 * 86400.0
+    min_labelled: Annotated[int, Meta(ge=0)] = 500
+    metric: Metric = "auc"
+    # hit_rate: was the label among the first k items served
+    k: PositiveInt = 10
+    # non-inferiority: the 95% interval's lower bound of the improvement must be >= -margin
+    margin: Annotated[float, Meta(ge=0)] = 0.0
+    max_error_rate: Annotated[float, Meta(ge=0, le=1)] = 0.01
+    max_timeout_rate: Annotated[float, Meta(ge=0, le=1)] = 0.01
+    max_p99_ms: PositiveFloat | None = None
+    require_approval: bool = False
+
+
+Share = Annotated[float, Meta(ge=0, le=1)]
+
+
+class DriftSpec(_Spec, frozen=True):
+    """What counts as drift in one window (or offline chunk). A feature drifts when one of its ``tests``
+    rejects "same distribution as the reference" at family-wise level ``alpha`` (Holm's correction over
+    every test of every feature and the predictions, so 50 features do not alarm on noise) and its PSI
+    also reaches ``min_psi`` (a significant but immaterial shift in a big window is not an alarm). Data
+    quality: the missing share rising by more than ``max_missing`` over the reference's, values outside
+    the reference's range, categories it never saw, requests rejected as invalid."""
+
+    tests: list[Literal["psi", "ks", "chi2"]] = msgspec.field(default_factory=lambda: ["psi", "ks", "chi2"])
+    alpha: Annotated[float, Meta(gt=0, lt=1)] = 0.01
+    min_psi: Annotated[float, Meta(ge=0)] = 0.1
+    min_rows: PositiveInt = 30
+    max_missing: Share = 0.1
+    max_out_of_range: Share = 0.05
+    max_unseen: Share = 0.05
+    max_invalid: Share = 0.1
+    prediction: bool = True
+
+
+class MonitorSpec(DriftSpec, frozen=True):
+    """The online monitor of one model. The reference is a ``profile`` file (``failsoft profile``), or
+    learned from the model's first ``learn_rows`` live requests. A window closes after ``window_rows``
+    requests, or after ``window_s`` once it holds ``min_rows``. ``warn_after`` drifted windows in a row make
+    the model ``warning``, ``quarantine_after`` make it ``quarantined`` (with ``action = "quarantine"``);
+    ``recover_after`` clean windows in a row bring it back, unless ``recovery = "manual"`` (then a person
+    restores it from the audit queue). Rows alone are cheap to send, so a quarantine also needs evidence over
+    time: the drifted windows in a row must span ``min_span_s`` seconds (before that, ``warning``).
+
+    Drift is told from a window's rows, not from the share of traffic they are, so a busy model is watched
+    from a sample: past ``max_rows_per_s`` rows a second, requests are kept at random (each with the same
+    chance, set once a second from the rate seen), and a window of ``window_rows`` takes
+    ``window_rows / max_rows_per_s`` seconds or more to fill however busy the model is. 0 keeps every
+    request."""
+
+    profile: str | None = None
+    learn_rows: Annotated[int, Meta(ge=0)] = 0
+    window_rows: PositiveInt = 5000
+    window_s: PositiveFloat = 60.0
+    max_rows_per_s: Annotated[float, Meta(ge=0)] = 1000.0
+    warn_after: PositiveInt = 1
+    quarantine_after: PositiveInt = 3
+    min_span_s: Annotated[float, Meta(ge=0)] = 60.0
+    recover_after: PositiveInt = 3
+    recovery: Literal["auto", "manual"] = "auto"
+    action: Literal["quarantine", "warn"] = "quarantine"
+    # binary: scores are P(positive); the others are read from the output type when "auto"
+    task: Literal["auto", "binary", "multiclass", "regression", "ranking"] = "auto"
+    k: PositiveInt = 10
+    threshold: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    keep_windows: PositiveInt = 100
+
+
+class AuditSpec(_Spec, frozen=True):
+    """When a person is asked to look: a fallback episode longer than ``after_s``, or a default older
+    than ``default_max_age_s`` (0: never)."""
+
+    after_s: PositiveFloat = 1800.0
+    degraded_share: Annotated[float, Meta(ge=0, lt=1)] = 0.5
+    window_s: PositiveFloat = 60.0
+    min_answers: Annotated[int, Meta(ge=0)] = 5
+    default_max_age_s: Annotated[float, Meta(ge=0)] = 0.0
+    webhook: str | None = None
+    # the environment variable holding the webhook's signing secret (unset: deliveries are not signed)
+    webhook_secret_env: str = WEBHOOK_SECRET
+    remind_after_s: PositiveFloat = 3600.0
+
+
+class FeatureUseSpec(_Spec, frozen=True):
+    """Values a model reads from the online feature store, keyed by the table's entity fields in the
+    request; older than ``max_age_s`` (on ``event_time``) means stale: the primary tier is skipped."""
+
+    table: Name
+    columns: list[str] | None = None
+    max_age_s: PositiveFloat | None = None
+
+
+class FeaturesSpec(_Spec, frozen=True):
+    """Where feature tables are kept (default: ``<data_dir>/features``) and how often the online lookup
+    looks for new rows."""
+
+    dir: str | None = None
+    refresh_s: PositiveFloat = 10.0
+
+
+class ModelSpec(_Spec, frozen=True):
+    version: str = "1"
+    deadline_ms: PositiveInt = 100
+    inputs: list[FeatureSpec] = msgspec.field(default_factory=list)
+    output: OutputSpec = msgspec.field(default_factory=OutputSpec)
+    tiers: list[TierSpec] = msgspec.field(default_factory=list)
+    # None: the portfolio's [audit] table
+    audit: AuditSpec | None = None
+    features: list[FeatureUseSpec] = msgspec.field(default_factory=list)
+    candidates: list[CandidateSpec] = msgspec.field(default_factory=list)
+    promotion: PromotionSpec = msgspec.field(default_factory=PromotionSpec)
+    monitor: MonitorSpec | None = None
+
+
+class ShadowSpec(_Spec, frozen=True):
+    """Mirroring: copies waiting per candidate (more are dropped and counted, never waited on), the
+    most copies sent to a candidate in one call when they pile up, and how long copies pile up before
+    the candidates get them (longer: fewer, bigger calls; the answers are logged, never waited on)."""
+
+    queue: PositiveInt = 10_000
+    max_batch: PositiveInt = 256
+    linger_ms: PositiveFloat = 5.0
+
+
+class StoreSpec(_Spec, frozen=True):
+    # sqlite:///PATH or postgresql://...; default: SQLite in data_dir. FAILSOFT_STORE_URL overrides it.
+    url: str | None = None
+    log_predictions: bool = True
+    log_inputs: bool = False
+    batch_size: PositiveInt = 1000
+    flush_ms: PositiveInt = 200
+    max_buffer: PositiveInt = 200_000
+    spill_max_mb: PositiveInt = 1024
+    retention_days: Annotated[float, Meta(ge=0)] = 30.0
+    poll_ms: PositiveInt = 500
+    # Each answer's record also written to a local journal before the answer is sent, so a crash of the
+    # serving process (kill -9) loses none (store/journal.py); costs a write call per answer.
+    journal: bool = False
+
+
+class ServerSpec(_Spec, frozen=True):
+    max_body_bytes: PositiveInt = 1 << 20
+    max_batch: PositiveInt = 1024
+    # A client's request line and headers: at most this many bytes and headers (431 past either).
+    max_header_bytes: PositiveInt = 65536
+    max_headers: PositiveInt = 100
+    # Seconds a client has to send a request's headers, and then its body (408 past either).
+    header_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 30.0
+    # Seconds an idle keep-alive connection stays open.
+    keep_alive_s: PositiveFloat = 5.0
+    # Open connections at most; more are refused at once with a 503 (the descriptor limit is raised to fit).
+    max_connections: PositiveInt = 10000
+    # TOML, one line per owner: alice = "TOKEN". FAILSOFT_TOKENS_FILE overrides it.
+    tokens_file: str | None = None
+
+
+class PortfolioSpec(_Spec, frozen=True):
+    models: dict[Name, ModelSpec]
+    data_dir: str = "failsoft-data"
+    trusted_model_dirs: list[str] = msgspec.field(default_factory=list)
+    server: ServerSpec = msgspec.field(default_factory=ServerSpec)
+    store: StoreSpec = msgspec.field(default_factory=StoreSpec)
+    audit: AuditSpec = msgspec.field(default_factory=AuditSpec)
+    features: FeaturesSpec = msgspec.field(default_factory=FeaturesSpec)
+    shadow: ShadowSpec = msgspec.field(default_factory=ShadowSpec)
+    # Where the file lives; relative paths inside it are resolved against this folder.
+    base_dir: str = "."
+    file: str = "portfolio.toml"
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def store_url(self) -> str:
+        """The store's URL: [store].url (relative SQLite paths against the file), else SQLite in data_dir."""
+        url = self.store.url
+        if url is None:
+            return f"sqlite:///{self.resolve(self.data_dir) / 'failsoft.db'}"
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            return f"sqlite:///{self.resolve(url.removeprefix('sqlite:///'))}"
+        return url
