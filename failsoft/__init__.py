@@ -13,78 +13,48 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from failsoft.client import Client, NoDefault
-    from failsoft.config import PortfolioSpec
-    from failsoft.errors import (
-        CircuitOpen,
-        ConfigError,
-        FailsoftError,
-        InvalidOutput,
-        InvalidRequest,
-        TierError,
-        TierTimeout,
-        TierUnavailable,
-        UnknownModel,
-    )
-    from failsoft.portfolio import Portfolio
-    from failsoft.resilience import Breaker, BreakerPolicy, BreakerState, Bulkhead, Deadline
-    from failsoft.types import Health, Outcome, Reason, Skip, TierKind
+if TYPE_CHECKING:  # for type checkers: the same names as _HOMES (tests/test_public.py holds them equal)
+    from failsoft.client import Client as Client
+    from failsoft.client import NoDefault as NoDefault
+    from failsoft.config import PortfolioSpec as PortfolioSpec
+    from failsoft.errors import CircuitOpen as CircuitOpen
+    from failsoft.errors import ConfigError as ConfigError
+    from failsoft.errors import FailsoftError as FailsoftError
+    from failsoft.errors import InvalidOutput as InvalidOutput
+    from failsoft.errors import InvalidRequest as InvalidRequest
+    from failsoft.errors import TierError as TierError
+    from failsoft.errors import TierTimeout as TierTimeout
+    from failsoft.errors import TierUnavailable as TierUnavailable
+    from failsoft.errors import UnknownModel as UnknownModel
+    from failsoft.portfolio import Portfolio as Portfolio
+    from failsoft.resilience import Breaker as Breaker
+    from failsoft.resilience import BreakerPolicy as BreakerPolicy
+    from failsoft.resilience import BreakerState as BreakerState
+    from failsoft.resilience import Bulkhead as Bulkhead
+    from failsoft.resilience import Deadline as Deadline
+    from failsoft.types import Health as Health
+    from failsoft.types import Outcome as Outcome
+    from failsoft.types import Reason as Reason
+    from failsoft.types import Skip as Skip
+    from failsoft.types import TierKind as TierKind
 
-__all__ = [
-    "Breaker",
-    "BreakerPolicy",
-    "BreakerState",
-    "Bulkhead",
-    "CircuitOpen",
-    "Client",
-    "ConfigError",
-    "Deadline",
-    "FailsoftError",
-    "Health",
-    "InvalidOutput",
-    "InvalidRequest",
-    "NoDefault",
-    "Outcome",
-    "Portfolio",
-    "PortfolioSpec",
-    "Reason",
-    "Skip",
-    "TierError",
-    "TierKind",
-    "TierTimeout",
-    "TierUnavailable",
-    "UnknownModel",
-]
-
+# The public names, each with the module it is imported from when first used: the one list (``__all__``
+# is made from it).
 _HOMES = {
-    "Client": "failsoft.client",
-    "NoDefault": "failsoft.client",
-    "PortfolioSpec": "failsoft.config",
-    "Portfolio": "failsoft.portfolio",
-    **dict.fromkeys(
-        (
-            "CircuitOpen",
-            "ConfigError",
-            "FailsoftError",
-            "InvalidOutput",
-            "InvalidRequest",
-            "TierError",
-            "TierTimeout",
-            "TierUnavailable",
-            "UnknownModel",
-        ),
-        "failsoft.errors",
-    ),
-    **dict.fromkeys(
-        ("Breaker", "BreakerPolicy", "BreakerState", "Bulkhead", "Deadline"), "failsoft.resilience"
-    ),
-    **dict.fromkeys(("Health", "Outcome", "Reason", "Skip", "TierKind"), "failsoft.types"),
-}
+    "failsoft.client": ("Client", "NoDefault"),
+    "failsoft.config": ("PortfolioSpec",),
+    "failsoft.errors": ("CircuitOpen", "ConfigError", "FailsoftError", "InvalidOutput", "InvalidRequest",
+                        "TierError", "TierTimeout", "TierUnavailable", "UnknownModel"),
+    "failsoft.portfolio": ("Portfolio",),
+    "failsoft.resilience": ("Breaker", "BreakerPolicy", "BreakerState", "Bulkhead", "Deadline"),
+    "failsoft.types": ("Health", "Outcome", "Reason", "Skip", "TierKind"),
+}  # fmt: skip
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_HOME)
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
+    home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'failsoft' has no attribute {name!r}")
     value = getattr(importlib.import_module(home), name)

@@ -65,21 +65,20 @@ class Builder:
             self.tier(c, model, types, f"models.{name}.candidates[{i}]")
             for i, c in enumerate(model.candidates)
         )
-        chain = Chain(
+        return Chain(
             name,
-            model.version,
-            model.deadline_ms / 1000.0,
-            InputSchema(model.inputs),
-            check,
-            tiers,
-            default,
-            self.metrics,
-            self.skip_log,
-            self.clock,
-            candidates,
+            version=model.version,
+            deadline_s=model.deadline_ms / 1000.0,
+            schema=InputSchema(model.inputs),
+            check=check,
+            tiers=tiers,
+            default=default,
+            metrics=self.metrics,
+            skip_log=self.skip_log,
+            clock=self.clock,
+            candidates=candidates,
+            lookups=tuple(self.lookup(name, i, use) for i, use in enumerate(model.features)),
         )
-        chain.lookups = tuple(self.lookup(name, i, use) for i, use in enumerate(model.features))
-        return chain
 
     def tier(self, t: CandidateSpec, model: ModelSpec, types: dict[str, str], key: str) -> Tier:
         spec = self.spec

@@ -175,9 +175,14 @@ async def guarded_call(
 
 
 class Chain:
+    """One model's tiers, walked per request. Its state has one writer each: ``layout`` through
+    ``make_primary``, health through ``set_health`` (the health service), listeners through ``listen``
+    (the portfolio, at start and close)."""
+
     def __init__(
         self,
         model: str,
+        *,
         version: str,
         deadline_s: float,
         schema: InputSchema,
@@ -188,6 +193,7 @@ class Chain:
         skip_log: SkipLog,
         clock: Clock = time.monotonic,
         candidates: tuple[Tier, ...] = (),
+        lookups: tuple[Any, ...] = (),
     ) -> None:
         self.model = model
         self.version = version
@@ -210,10 +216,19 @@ class Chain:
         self.health = Health.LIVE
         self.health_reason = ""
         # Values filled in from the online feature store (failsoft.features.online), if the model uses any.
-        self.lookups: tuple[Any, ...] = ()
+        self.lookups = lookups
         # Given every answer (the prediction log, the monitor, the mirror).
         self.listeners: tuple[Listener, ...] = ()
         self._listener_errors = 0
+
+    def set_health(self, health: Health, reason: str) -> None:
+        """The model's health as the health service applied it (quarantined: the primary is skipped)."""
+        self.health, self.health_reason = health, reason
+
+    def listen(self, listeners: tuple[Listener, ...]) -> None:
+        """Who is given every answer from now on (the prediction log, the monitor, the mirror, the
+        console's history); the portfolio sets them when it starts and clears them when it closes."""
+        self.listeners = listeners
 
     def all_tiers(self) -> list[Tier]:
         """Every tier this chain may call, whatever the layout: the eligible primaries and the fallbacks."""
@@ -288,7 +303,7 @@ class Chain:
             self._skip(skips, first, Reason.INVALID_INPUT, request_id, "; ".join((str(err), *noted)))
             outputs = self.default.answer(len(rows))
             return self._finish(
-                deadline, request_id, self.default.name, outputs, skips, single, rows, None, noted
+                deadline, request_id, self.default.name, outputs, skips, single, rows, None, warnings=noted
             )
         warnings: tuple[str, ...] = ()
         if batch.unknown:
@@ -305,12 +320,20 @@ class Chain:
             if out is not None:
                 primary = out if tier is layout.tiers[0] else None
                 return self._finish(
-                    deadline, request_id, tier.name, out, skips, single, batch.rows, batch, warnings, primary,
-                    layout.candidates,
+                    deadline, request_id, tier.name, out, skips, single, batch.rows, batch, warnings=warnings,
+                    primary=primary, candidates=layout.candidates,
                 )  # fmt: skip
         outputs = self.default.answer(len(batch))
         return self._finish(
-            deadline, request_id, self.default.name, outputs, skips, single, batch.rows, batch, warnings
+            deadline,
+            request_id,
+            self.default.name,
+            outputs,
+            skips,
+            single,
+            batch.rows,
+            batch,
+            warnings=warnings,
         )
 
     async def _call(
@@ -342,10 +365,12 @@ class Chain:
         single: bool,
         rows: list[Any],
         batch: Batch | None,
+        *,
         warnings: tuple[str, ...] = (),
         primary: list[Any] | None = None,
         candidates: tuple[Tier, ...] = (),
     ) -> Outcome:
+        """The outcome of a request (what it answered, and why), handed to every listener."""
         latency = deadline.elapsed()
         degraded = bool(skips)
         reason = skips[0].reason if skips else None

@@ -1,15 +1,23 @@
-"""The errors failsoft raises. None of them carries an HTTP status: the server maps them at its edge.
+"""The errors failsoft raises. None of them carries an HTTP status: the server maps them at its edge. Most
+live here; those that belong to one part live beside it (the module is named), and the tree lists them all
+(tests/test_public.py holds it to the code).
 
 FailsoftError
 ├── ConfigError            portfolio.toml (or a file it names) is wrong; says file, key and fix
 ├── UnknownModel           a prediction for a model the portfolio does not serve
 ├── InvalidRequest         the envelope of a request is malformed (not the values inside it)
-├── AuditError             an audit action that cannot be taken (NoSuchAudit: the item does not exist)
+├── AuditError             an audit action that cannot be taken
+│   └── NoSuchAudit        the audit item does not exist
 ├── PromotionError         a promotion or rollback that cannot be made as asked
 │   ├── UnknownCandidate   not a tier that may be the model's primary
 │   ├── AlreadyPrimary     the candidate already answers
 │   ├── PolicyNotMet       the promotion policy fails (carries the failing rules)
 │   └── NothingToUndo      no flip to roll back, or rolling back again would skip the policy
+├── StoreError             the store (store/base.py) could not do what was asked
+│   ├── StoreUnavailable   it cannot be reached now (writes spill and are replayed)
+│   └── StoreRejected      it refused the values themselves
+├── ProfileError           a reference profile (monitor/profile.py) that cannot be built or read
+├── NoDefault              the Client (client.py): the gateway could not answer and it has no default
 └── TierError              one tier could not answer; the chain turns it into a Reason
     ├── TierTimeout
     ├── TierUnavailable    connection failure, 5xx, exception in the model

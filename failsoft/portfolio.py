@@ -33,7 +33,7 @@ from failsoft.monitor.health import HealthService
 from failsoft.monitor.online import Monitors
 from failsoft.resilience import Clock
 from failsoft.shadow.mirror import Mirror, Shadowed
-from failsoft.store import ModelState, Store, open_store
+from failsoft.store import ModelState, PredictionRow, Store, open_store
 from failsoft.store.audits import AuditQueue
 from failsoft.store.labels import Labels
 from failsoft.store.log_client import ProcessLog, log_options
@@ -78,6 +78,7 @@ class Portfolio:
         self.started = False
         self._refresher: asyncio.Task[None] | None = None
         self._sync: LoopThread | None = None  # the synchronous face's own event loop
+        self._subscribers: list[Listener] = []  # given every answer too (subscribe)
         self.metrics.gauges += [lambda: gauges(self.chains, self.online, self.notifier), self.lag.metrics]
         if self.monitors.models:
             self.metrics.gauges.append(self.monitors.gauges)
@@ -85,6 +86,11 @@ class Portfolio:
     @classmethod
     def from_toml(cls, path: str | Path) -> Portfolio:
         return cls(config.load(path))
+
+    def subscribe(self, listener: Listener) -> None:
+        """Give ``listener`` every answer of every model from the next start on (after the log, the
+        monitor and the mirror); it runs on the request path, so it copies what it keeps and returns."""
+        self._subscribers.append(listener)
 
     # ---- life cycle -------------------------------------------------------------------------------------
 
@@ -142,7 +148,7 @@ class Portfolio:
             for c in self.chains.values()
         ]
         if any(len(s.eligible) > 1 for s in shadowed):
-            write = self.log.records.append_many if self.log is not None else None
+            write = self.log.records.append if self.log is not None else None
             shadow = self.spec.shadow
             records = ShadowRecords(self.state_store)
             self.mirror = Mirror(
@@ -158,7 +164,7 @@ class Portfolio:
             for name, intake in self.mirror.intakes.items():
                 listeners[name].append(intake.listen)
         for name, chain in self.chains.items():
-            chain.listeners = tuple(listeners[name])
+            chain.listen((*listeners[name], *self._subscribers))
         await self.notifier.start()
         await self.watch.start()
         await self.monitors.start()
@@ -174,7 +180,7 @@ class Portfolio:
         await stop(self._refresher)
         self._refresher = None
         for chain in self.chains.values():
-            chain.listeners = ()
+            chain.listen(())
         if self.mirror is not None:
             mirror, self.mirror = self.mirror, None
             await mirror.close()
@@ -247,11 +253,12 @@ class Portfolio:
 
 def _logged(records: RecordQueue) -> Listener:
     """The prediction log as a listener: one record per answer, queued for the writer."""
-    append = records.append
+    append, keep_inputs, now = records.append, records.log_inputs, time.time
 
     def log_answer(a: Answer) -> None:
         o = a.outcome
-        reason = o.reason.value if o.reason is not None else None
-        append(o.id, o.model, o.version, o.tier, "live", o.degraded, reason, a.outputs, a.rows, o.latency_ms)
+        inputs = a.rows if keep_inputs else None
+        append(PredictionRow(None, o.id, o.model, o.version, o.tier, "live", o.degraded, o.reason, a.outputs,
+                             inputs, o.latency_ms, now()))  # fmt: skip
 
     return log_answer

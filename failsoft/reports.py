@@ -153,8 +153,10 @@ def leakage_page(report: dict[str, Any]) -> str:
              f"<th>would leak</th><th>why</th></tr>{rows}</table>")  # fmt: skip
     power = [(f["feature"], [f["power"].get("naive_value"), f["power"].get("pit_value"),
                              f["power"].get("naive_null"), f["power"].get("pit_null")]) for f in feats]  # fmt: skip
-    words = ("ROC AUC on the label of each feature's value and of its null indicator, naive join against "
-             "point-in-time (0.5 is chance; no bar: nothing to score, a constant)")
+    words = (
+        "ROC AUC on the label of each feature's value and of its null indicator, naive join against "
+        "point-in-time (0.5 is chance; no bar: nothing to score, a constant)"
+    )
     figs = [figure(bars(power, ["value, naive", "value, point-in-time", "null, naive", "null, point-in-time"],
                         words, top=1.0, width=max(420, 90 * len(feats))), words)]  # fmt: skip
     for table_name, hist in (report.get("latency_hist") or {}).items():

@@ -83,3 +83,25 @@ async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < end, "timed out"
         await asyncio.sleep(0.05)
+
+
+def queued(
+    queue: Any,
+    request_id: Any,
+    model: str,
+    version: str,
+    tier: str,
+    role: str,
+    degraded: bool,
+    reason: str | None,
+    outputs: Any,
+    inputs: Any,
+    latency_ms: float,
+) -> None:
+    """Queue a record as the serving process does for an answer (its inputs only when the queue keeps
+    them), or for a shadow call's answers to several requests (``request_id`` a list)."""
+    from failsoft.store.base import PredictionRow
+
+    kept = inputs if queue.log_inputs else None
+    queue.append(PredictionRow(None, request_id, model, version, tier, role, degraded, reason, outputs, kept,
+                               latency_ms, time.time()))  # type: ignore[arg-type]  # fmt: skip

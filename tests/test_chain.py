@@ -174,7 +174,7 @@ async def test_bulkhead_full_skips_at_once_and_hung_threads_keep_their_slot(make
 
 async def test_quarantined_model_skips_its_primary(make: Make) -> None:
     p = await make("score", "score")
-    p.chains["m"].health = Health.QUARANTINED
+    p.chains["m"].set_health(Health.QUARANTINED, "")
     o = await p.predict("m", {"x": 3})
     assert (o.tier, o.reason) == ("t1", Reason.QUARANTINED)
 
@@ -378,8 +378,9 @@ def fake_chain(clock: FakeClock, deadline_s: float, *tiers: tuple[Spends, float]
     default.value = 0.25
     schema = InputSchema((FeatureSpec(name="x"),))
     return Chain(
-        "m", "1", deadline_s, schema, check, built, default, Metrics(), helpers_skip_log(clock), clock
-    )
+        "m", version="1", deadline_s=deadline_s, schema=schema, check=check, tiers=built, default=default,
+        metrics=Metrics(), skip_log=helpers_skip_log(clock), clock=clock,
+    )  # fmt: skip
 
 
 def helpers_skip_log(clock: FakeClock) -> Any:

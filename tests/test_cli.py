@@ -9,19 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from failsoft import __all__ as exported
 from failsoft.cli import main
 
 REASONS = {"invalid_input", "circuit_open", "overloaded", "timeout", "error", "invalid_output"}
-
-
-def test_exported_names() -> None:
-    assert set(exported) == {
-        "Breaker", "BreakerPolicy", "BreakerState", "Bulkhead", "CircuitOpen", "Client", "ConfigError",
-        "Deadline", "FailsoftError", "Health", "InvalidOutput", "InvalidRequest", "NoDefault", "Outcome",
-        "Portfolio", "PortfolioSpec", "Reason", "Skip", "TierError", "TierKind", "TierTimeout",
-        "TierUnavailable", "UnknownModel",
-    }  # fmt: skip
 
 
 def test_check_good_and_bad(write_toml: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import pytest
+from msgspec import Meta
 
 from failsoft import config
 from failsoft.errors import ConfigError
@@ -145,6 +148,38 @@ def test_a_misspelt_key_or_kind_gets_a_suggestion(
 def test_a_value_of_the_wrong_type_gets_the_fix(
     write_toml: Callable[[str], Path], old: str, new: str, key: str, says: str, fix: str
 ) -> None:
-    """"Expected `int`, got `str`" left a person guessing what to write."""
+    """ "Expected `int`, got `str`" left a person guessing what to write."""
     err = error_of(write_toml, GOOD.replace(old, new))
     assert err.key == key and says in err.problem and err.fix == fix, str(err)
+
+
+class _WordingA(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="a"):
+    n: Annotated[int, Meta(ge=1)]
+    s: Annotated[str, Meta(pattern="^[a-z]+$")] = "x"
+
+
+class _WordingB(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="b"):
+    n: int = 1
+
+
+class _WordingTop(msgspec.Struct):
+    t: list[_WordingA | _WordingB]
+
+
+def test_the_msgspec_wording_config_messages_reads() -> None:
+    """config/messages.py reads msgspec's error text (the problem, then `` - at `$.path` ``): a msgspec
+    release that words these otherwise fails here first, not in a person's error message."""
+    said = []
+    for tier in ({"kind": "a", "n": "2"}, {"kind": "a", "n": 0}, {"kind": "a", "n": 1, "x": 1}, {"kind": "a"},
+                 {"kind": "c"}, {"kind": "a", "n": 1, "s": "A"}):  # fmt: skip
+        with pytest.raises(msgspec.ValidationError) as info:
+            msgspec.convert({"t": [tier]}, _WordingTop, strict=True)
+        said.append(str(info.value))
+    assert said == [
+        "Expected `int`, got `str` - at `$.t[0].n`",
+        "Expected `int` >= 1 - at `$.t[0].n`",
+        "Object contains unknown field `x` - at `$.t[0]`",
+        "Object missing required field `n` - at `$.t[0]`",
+        "Invalid value 'c' - at `$.t[0].kind`",
+        "Expected `str` matching regex '^[a-z]+$' - at `$.t[0].s`",
+    ]

@@ -18,7 +18,7 @@ _FIXES = [
     (re.compile(r"missing required field"), "add the key"),
     (re.compile(r">= 1|> 0"), "use a positive number"),
     (re.compile(r"Invalid value .* kind|tag"), f"kind must be one of: {', '.join(TIER_KINDS)}"),
-    (re.compile(r"does not match regex"), "use letters, digits, '_', '-' or '.', at most 64 characters"),
+    (re.compile(r"matching regex"), "use letters, digits, '_', '-' or '.', at most 64 characters"),
 ]
 
 

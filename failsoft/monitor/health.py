@@ -157,15 +157,14 @@ class HealthService:
                 self._wake.set()  # a new end may come before the poll's next turn: it waits for it
         new = Health(state.health)
         if chain.health is new:
-            chain.health_reason = state.reason
+            chain.set_health(new, state.reason)
             return
         if new is Health.LIVE:
             for tier in chain.tiers:
                 tier.breaker.reset()
         log.warning(json.dumps({"event": "health_changed", "model": state.model, "from": str(chain.health),
                                 "to": str(new), "reason": state.reason, "by": state.changed_by}))  # fmt: skip
-        chain.health = new
-        chain.health_reason = state.reason
+        chain.set_health(new, state.reason)
 
     # ---- changes ----------------------------------------------------------------------------------------
 

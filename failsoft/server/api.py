@@ -96,8 +96,9 @@ class ControlPlane:
         self.portfolio = portfolio
         self.tokens = tokens
         self.max_body = portfolio.spec.server.max_body_bytes
-        # the console's last ten minutes of answers (attached to the chains once they are started)
+        # the console's last ten minutes of answers: every answer is given to it once the portfolio starts
         self.recent = console.Recent(list(portfolio.chains))
+        portfolio.subscribe(self.recent.observe)
 
     async def handle(self, req: Request) -> tuple[int, bytes, Headers]:
         allowed: list[str] = []

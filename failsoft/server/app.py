@@ -82,7 +82,6 @@ class App:
                 except Exception as err:
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
                     return
-                self.control.recent.attach(self.portfolio.chains)
                 refused = await self._prove()
                 if refused:
                     await self.portfolio.close()

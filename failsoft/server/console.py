@@ -14,7 +14,7 @@ from collections import Counter, deque
 from importlib import resources
 from typing import Any
 
-from failsoft.chain import Answer, Chain
+from failsoft.chain import Answer
 
 BUCKET_S = 5.0
 BUCKETS = 120  # ten minutes
@@ -52,10 +52,6 @@ class Recent:
     def __init__(self, models: list[str], clock: Any = time.time) -> None:
         self.clock = clock
         self.buckets: dict[str, deque[Bucket]] = {m: deque(maxlen=BUCKETS) for m in models}
-
-    def attach(self, chains: dict[str, Chain]) -> None:
-        for chain in chains.values():
-            chain.listeners = (*chain.listeners, self.observe)
 
     def observe(self, answer: Answer) -> None:
         o = answer.outcome

@@ -26,6 +26,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -34,7 +35,7 @@ from failsoft.config import ServerSpec
 from failsoft.server.http import JSON, Headers, Request, Response, TooLarge, error_response
 from failsoft.server.protocol import Refusals, Refusing
 
-__all__ = ["edge_protocol"]
+__all__ = ["EdgeProtocol", "Limits", "edge_protocol"]
 
 log = logging.getLogger("failsoft.server")
 
@@ -68,236 +69,272 @@ class _Date:
 Answer = Callable[[Request], Awaitable[Response | None]]
 
 
-def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[asyncio.Protocol]:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may hold and how long it may take, from ``[server]``; made once per server."""
+
+    max_head: int
+    max_headers: int
+    max_body: int
+    header_timeout: float
+    body_timeout: float
+    keep_alive: float
+    max_connections: int
+    sweep_s: float  # how often the sweeper looks at every connection
+    too_large: bytes  # the 413, made once
+
+    @classmethod
+    def of(cls, spec: ServerSpec) -> Limits:
+        header_timeout, body_timeout = spec.header_timeout_s, spec.body_timeout_s
+        keep_alive = spec.keep_alive_s
+        status, body, headers = error_response(TooLarge(), "", "", spec.max_body_bytes)
+        too_large = b"%s%scontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
+            STATUS_LINES[status],
+            _head(headers),
+            len(body),
+            body,
+        )
+        return cls(
+            max_head=spec.max_header_bytes,
+            max_headers=spec.max_headers,
+            max_body=spec.max_body_bytes,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            keep_alive=keep_alive,
+            max_connections=spec.max_connections,
+            sweep_s=min(1.0, max(0.05, min(header_timeout, body_timeout, keep_alive) / 4)),
+            too_large=too_large,
+        )
+
+
+def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[EdgeProtocol]:
     """The protocol class answering with ``answer`` (``App.answer``) under ``spec``'s limits; uvicorn
     makes one per connection."""
-    max_head, max_headers, max_body = spec.max_header_bytes, spec.max_headers, spec.max_body_bytes
-    header_timeout, body_timeout, keep_alive = spec.header_timeout_s, spec.body_timeout_s, spec.keep_alive_s
-    max_connections = spec.max_connections
-    sweep_s = min(1.0, max(0.05, min(header_timeout, body_timeout, keep_alive) / 4))
-    status, body, headers = error_response(TooLarge(), "", "", max_body)
-    too_large = b"%s%scontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
-        STATUS_LINES[status],
-        _head(headers),
-        len(body),
-        body,
-    )  # the 413, made once
+    bound = {"limits": Limits.of(spec), "answer": staticmethod(answer), "refusals": refusals}
+    return type("BoundEdgeProtocol", (EdgeProtocol,), bound)
 
-    class EdgeProtocol(Refusing, asyncio.Protocol):
-        sweeper = None
 
-        def __init__(self, config: Any, server_state: Any, app_state: Any = None, _loop: Any = None) -> None:
-            self.loop = _loop or asyncio.get_event_loop()
-            self.state = server_state
-            self.connections: set[Any] = server_state.connections
-            self.refusals = refusals
-            self.parser = httptools.HttpRequestParser(self)
-            self.transport: asyncio.Transport = None  # type: ignore[assignment]
-            self._draining = False  # refused: the answer is written, what still comes is dropped
-            self._in_head = True  # a request's head is awaited (the connection's first, or the next one's)
-            self._idle = False  # answered, nothing of a next request yet: the keep-alive limit applies
-            self._head_bytes = 0
-            self._since = 0.0  # loop time the current state began
-            self._busy = False  # an answer is being made
-            self._closing = False  # close once the answer in the making is written
-            self._eof = False  # the client half-closed: close once every request it sent is answered
-            self._pipeline: collections.deque[tuple[Request, bool]] = collections.deque()
-            self._url = b""
-            self._headers: list[tuple[bytes, bytes]] = []
-            self._length: bytes | None = None  # the content-length header's value
-            self._expect = False  # Expect: 100-continue
-            self._body: list[bytes] = []
-            self._size = 0
+class EdgeProtocol(Refusing, asyncio.Protocol):
+    """One connection. Its server's limits, answer and refusal counts are bound to a subclass of it by
+    ``edge_protocol`` (uvicorn makes an instance per connection from the class it is given); the limits
+    read on every request are copied to the connection when it is made."""
 
-        # asyncio's side
+    limits: Limits
+    answer: Answer
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport  # type: ignore[assignment]
-            if len(self.connections) >= max_connections:
-                self.refuse(503, f"the server holds its limit of {max_connections} connections; retry")
-                return
-            self.connections.add(self)
-            self._since = self.loop.time()
-            self.start_sweeper(self.connections, sweep_s)
+    def __init__(self, config: Any, server_state: Any, app_state: Any = None, _loop: Any = None) -> None:
+        self.loop = _loop or asyncio.get_event_loop()
+        self.state = server_state
+        self.connections: set[Any] = server_state.connections
+        limits = self.limits
+        self.max_head, self.max_headers, self.max_body = limits.max_head, limits.max_headers, limits.max_body
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self._draining = False  # refused: the answer is written, what still comes is dropped
+        self._in_head = True  # a request's head is awaited (the connection's first, or the next one's)
+        self._idle = False  # answered, nothing of a next request yet: the keep-alive limit applies
+        self._head_bytes = 0
+        self._since = 0.0  # loop time the current state began
+        self._busy = False  # an answer is being made
+        self._closing = False  # close once the answer in the making is written
+        self._eof = False  # the client half-closed: close once every request it sent is answered
+        self._pipeline: collections.deque[tuple[Request, bool]] = collections.deque()
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._length: bytes | None = None  # the content-length header's value
+        self._expect = False  # Expect: 100-continue
+        self._body: list[bytes] = []
+        self._size = 0
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self.connections.discard(self)
-            self._pipeline.clear()
+    # asyncio's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        most = self.limits.max_connections
+        if len(self.connections) >= most:
+            self.refuse(503, f"the server holds its limit of {most} connections; retry")
+            return
+        self.connections.add(self)
+        self._since = self.loop.time()
+        self.start_sweeper(self.connections, self.limits.sweep_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self._pipeline.clear()
+        self._closing = True
+
+    def eof_received(self) -> bool:
+        # the client will send nothing more: what it asked is still answered, in order, then it closes
+        if self._busy or self._pipeline:
+            self._eof = True
+            return True
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._closing = True  # answered as a plain request; nothing after it is HTTP/1.1
+        except httptools.HttpParserError as err:
+            self.refuse(400, f"malformed HTTP request: {err}")
+            return
+        if self._in_head and self._head_bytes > self.max_head and not self._draining:
+            self.refuse(431, f"request line and headers over {self.max_head} bytes")
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()  # a client that does not read gets nothing more answered
+
+    def resume_writing(self) -> None:
+        if not self._pipeline:
+            self.transport.resume_reading()
+
+    def shutdown(self) -> None:
+        """A graceful stop (uvicorn calls it): idle connections close, busy ones after their answer."""
+        if self._busy:
             self._closing = True
+        else:
+            self.transport.close()
 
-        def eof_received(self) -> bool:
-            # the client will send nothing more: what it asked is still answered, in order, then it closes
-            if self._busy or self._pipeline:
-                self._eof = True
-                return True
-            return False
+    # httptools' side
 
-        def data_received(self, data: bytes) -> None:
-            if self._draining:
-                return
-            if self._in_head:
-                self._head_bytes += len(data)
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade:
-                self._closing = True  # answered as a plain request; nothing after it is HTTP/1.1
-            except httptools.HttpParserError as err:
-                self.refuse(400, f"malformed HTTP request: {err}")
-                return
-            if self._in_head and self._head_bytes > max_head and not self._draining:
-                self.refuse(431, f"request line and headers over {max_head} bytes")
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._length = None
+        self._expect = False
+        self._body = []
+        self._size = 0
+        self._in_head = True
+        self._idle = False
+        self._since = self.loop.time()
 
-        def pause_writing(self) -> None:
-            self.transport.pause_reading()  # a client that does not read gets nothing more answered
+    def on_url(self, url: bytes) -> None:
+        self._url += url
 
-        def resume_writing(self) -> None:
-            if not self._pipeline:
-                self.transport.resume_reading()
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        self._headers.append((name, value))
+        if name == b"content-length":
+            self._length = value
+        elif name == b"expect":
+            self._expect = value.lower() == b"100-continue"
 
-        def shutdown(self) -> None:
-            """A graceful stop (uvicorn calls it): idle connections close, busy ones after their answer."""
-            if self._busy:
-                self._closing = True
-            else:
-                self.transport.close()
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self.head_refused(self._url, self._headers, self.max_head, self.max_headers):
+            return
+        length = self._length
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            self._refuse_body()
+            return
+        if self._expect and not self._busy:
+            self.transport.write(CONTINUE)
+        self._since = self.loop.time()
 
-        # httptools' side
+    def on_body(self, body: bytes) -> None:
+        if self._draining:
+            return
+        self._size += len(body)
+        if self._size > self.max_body:
+            self._refuse_body()
+            return
+        self._body.append(body)
 
-        def on_message_begin(self) -> None:
-            self._url = b""
-            self._headers = []
-            self._length = None
-            self._expect = False
-            self._body = []
-            self._size = 0
-            self._in_head = True
-            self._idle = False
-            self._since = self.loop.time()
+    def on_message_complete(self) -> None:
+        if self._draining:
+            return
+        parser = self.parser
+        raw_path = self._url
+        query = b""
+        if b"?" in raw_path or not raw_path.startswith(b"/"):  # a query, or an absolute URL
+            url = httptools.parse_url(raw_path)
+            raw_path, query = url.path or b"/", url.query or b""
+        path = raw_path.decode("ascii", "replace")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        method = parser.get_method().decode("ascii")
+        req = Request(method, path, raw_path, query, self._headers, body=body)
+        keep = parser.should_keep_alive()
+        self._in_head = True
+        self._since = self.loop.time()
+        if self._busy:  # pipelined: answered in order, and nothing more is read until it is
+            self._pipeline.append((req, keep))
+            self.transport.pause_reading()
+            return
+        self._start(req, keep)
 
-        def on_url(self, url: bytes) -> None:
-            self._url += url
+    # answering
 
-        def on_header(self, name: bytes, value: bytes) -> None:
-            name = name.lower()
-            self._headers.append((name, value))
-            if name == b"content-length":
-                self._length = value
-            elif name == b"expect":
-                self._expect = value.lower() == b"100-continue"
+    def _start(self, req: Request, keep: bool) -> None:
+        self._busy = True
+        task = self.loop.create_task(self._serve(req, keep))
+        tasks = self.state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
-        def on_headers_complete(self) -> None:
-            self._in_head = False
-            if self.head_refused(self._url, self._headers, max_head, max_headers):
-                return
-            length = self._length
-            if length is not None and length.isdigit() and int(length) > max_body:
-                self._refuse_body()
-                return
-            if self._expect and not self._busy:
-                self.transport.write(CONTINUE)
-            self._since = self.loop.time()
-
-        def on_body(self, body: bytes) -> None:
-            if self._draining:
-                return
-            self._size += len(body)
-            if self._size > max_body:
-                self._refuse_body()
-                return
-            self._body.append(body)
-
-        def on_message_complete(self) -> None:
-            if self._draining:
-                return
-            parser = self.parser
-            raw_path = self._url
-            query = b""
-            if b"?" in raw_path or not raw_path.startswith(b"/"):  # a query, or an absolute URL
-                url = httptools.parse_url(raw_path)
-                raw_path, query = url.path or b"/", url.query or b""
-            path = raw_path.decode("ascii", "replace")
-            if "%" in path:
-                path = urllib.parse.unquote(path)
-            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            method = parser.get_method().decode("ascii")
-            req = Request(method, path, raw_path, query, self._headers, body=body)
-            keep = parser.should_keep_alive()
-            self._in_head = True
-            self._since = self.loop.time()
-            if self._busy:  # pipelined: answered in order, and nothing more is read until it is
-                self._pipeline.append((req, keep))
-                self.transport.pause_reading()
-                return
-            self._start(req, keep)
-
-        # answering
-
-        def _start(self, req: Request, keep: bool) -> None:
-            self._busy = True
-            task = self.loop.create_task(self._serve(req, keep))
-            tasks = self.state.tasks
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        async def _serve(self, req: Request, keep: bool) -> None:
-            try:
-                reply = await answer(req)
-            except BaseException:
-                self.transport.close()
-                self._busy = False
-                raise
-            self._write(req, reply, keep)
-
-        def _write(self, req: Request, reply: Response | None, keep: bool) -> None:
+    async def _serve(self, req: Request, keep: bool) -> None:
+        try:
+            reply = await self.answer(req)
+        except BaseException:
+            self.transport.close()
             self._busy = False
-            transport = self.transport
-            if transport.is_closing():
-                return
-            if reply is None:  # cannot happen with the body read here; closing is the safe answer
-                transport.close()
-                return
-            status, body, headers = reply
-            keep = keep and not self._closing and not (self._eof and not self._pipeline)
-            head = JSON_HEAD if headers is JSON else _head(headers)
-            transport.write(
-                b"%s%s%scontent-length: %d\r\n%s\r\n%s"
-                % (
-                    STATUS_LINES[status],
-                    _Date.now(),
-                    head,
-                    len(body),
-                    b"" if keep else b"connection: close\r\n",
-                    b"" if req.method == "HEAD" else body,
-                )
+            raise
+        self._write(req, reply, keep)
+
+    def _write(self, req: Request, reply: Response | None, keep: bool) -> None:
+        self._busy = False
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if reply is None:  # cannot happen with the body read here; closing is the safe answer
+            transport.close()
+            return
+        status, body, headers = reply
+        keep = keep and not self._closing and not (self._eof and not self._pipeline)
+        head = JSON_HEAD if headers is JSON else _head(headers)
+        transport.write(
+            b"%s%s%scontent-length: %d\r\n%s\r\n%s"
+            % (
+                STATUS_LINES[status],
+                _Date.now(),
+                head,
+                len(body),
+                b"" if keep else b"connection: close\r\n",
+                b"" if req.method == "HEAD" else body,
             )
-            self.state.total_requests += 1
-            if not keep:
-                transport.close()
-                return
-            if self._pipeline:
-                self._start(*self._pipeline.popleft())
-                if not self._pipeline:
-                    transport.resume_reading()
-            elif self._in_head and not self._head_bytes:
-                self._idle = True
-                self._since = self.loop.time()
+        )
+        self.state.total_requests += 1
+        if not keep:
+            transport.close()
+            return
+        if self._pipeline:
+            self._start(*self._pipeline.popleft())
+            if not self._pipeline:
+                transport.resume_reading()
+        elif self._in_head and not self._head_bytes:
+            self._idle = True
+            self._since = self.loop.time()
 
-        def _refuse_body(self) -> None:
-            self.linger(too_large)
+    def _refuse_body(self) -> None:
+        self.linger(self.limits.too_large)
 
-        def overdue(self, now: float) -> None:
-            """Close the connection if it idled past the keep-alive limit; refuse it if its head, or its
-            body, is later than the limits allow. Never while an answer is being made."""
-            if self._draining or self._busy or self.transport.is_closing():
-                return
-            waited = now - self._since
-            if self._idle:
-                if waited > keep_alive:
-                    self.transport.close()
-            elif self._in_head:
-                if waited > header_timeout:
-                    self.refuse(408, f"request headers not received within {header_timeout:g} s")
-            elif waited > body_timeout:
-                self.refuse(408, f"request body not received within {body_timeout:g} s")
-
-    return EdgeProtocol
+    def overdue(self, now: float) -> None:
+        """Close the connection if it idled past the keep-alive limit; refuse it if its head, or its
+        body, is later than the limits allow. Never while an answer is being made."""
+        if self._draining or self._busy or self.transport.is_closing():
+            return
+        waited = now - self._since
+        limits = self.limits
+        if self._idle:
+            if waited > limits.keep_alive:
+                self.transport.close()
+        elif self._in_head:
+            if waited > limits.header_timeout:
+                self.refuse(408, f"request headers not received within {limits.header_timeout:g} s")
+        elif waited > limits.body_timeout:
+            self.refuse(408, f"request body not received within {limits.body_timeout:g} s")

@@ -35,6 +35,7 @@ import numpy as np
 from failsoft.chain import Tier, guarded_call
 from failsoft.shadow.intake import Copy, Intake, Pile
 from failsoft.store import StoreUnavailable
+from failsoft.store.base import PredictionRow
 from failsoft.store.records import one_each
 from failsoft.store.shadow import ShadowRecords
 from failsoft.tasks import stop
@@ -45,9 +46,8 @@ log = logging.getLogger("failsoft.shadow")
 
 # The most loop turns a candidate takes for one pile (see Mirror._pump)
 SLICES = 4
-# Writes a shadow call to the prediction log: (request ids, model, version, tier, role, reason, answers,
-# latency_ms), as ``RecordQueue.append_many`` takes it.
-Write = Callable[[list[str], str, str, str, str, str | None, list[Any], float], None]
+# Writes a shadow call to the prediction log (``RecordQueue.append``).
+Write = Callable[[PredictionRow], None]
 
 
 class Shadowed(NamedTuple):
@@ -225,8 +225,8 @@ class Mirror:
             for n in sizes:
                 answers.append(out[at : at + n])
                 at += n
-        why = reason.value if reason is not None else None
-        self.write(ids, model.model, model.version, tier.name, "shadow", why, answers, latency_ms)
+        self.write(PredictionRow(None, ids, model.model, model.version, tier.name, "shadow", False, reason,
+                                 answers, None, latency_ms, time.time()))  # fmt: skip
 
     async def persist(self) -> None:
         """This replica's copy counts, for reports read from the store."""

@@ -12,23 +12,42 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from failsoft.errors import FailsoftError
+from failsoft.types import Reason
 
-# One logged answer: (record_id, request_id, model, version, tier, role, degraded, reason, outputs, inputs,
-# latency_ms, ts). role is "live" or "shadow"; outputs and inputs are any JSON value (inputs may be None);
-# the database keeps them as JSON text. A batch travels as one JSON document, {"prefix": P, "base": B,
-# "rows": [...]}, which PostgreSQL parses itself and the SQLite store decodes in the writer process (either
-# way off the request path's CPU); a row whose record_id is null gets "P-(B + its position)", stable across
-# replays.
-PredictionRow = tuple[str, str, str, str, str, str, bool, str | None, Any, Any, float, float]
-PREDICTION_COLUMNS = (
-    "record_id", "request_id", "model", "version", "tier", "role", "degraded", "reason", "outputs", "inputs",
-    "latency_ms", "ts",
-)  # fmt: skip
+# who gave an answer: the model's live chain, or a shadow candidate (logged, never shown)
+Role = Literal["live", "shadow"]
+
+# A logged answer's outputs and inputs are any JSON value; the database keeps them as JSON text. A batch of
+# PredictionRows travels as one JSON document, {"prefix": P, "base": B, "rows": [...]}, which PostgreSQL
+# parses itself and the SQLite store decodes in the writer process (either way off the request path's
+# CPU); a row whose record_id is null gets "P-(B + its position)", stable across replays.
+
+
+class PredictionRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One record of the prediction log: an answer, or a shadow candidate's call answering several requests
+    (``request_id`` and ``outputs`` then lists, item i answering request i). It travels as a JSON array in
+    its fields' order (batches, spill files, journals), which are the table's columns."""
+
+    record_id: str | None  # None: the database names it from its batch (prefix and position)
+    request_id: str | list[str]
+    model: str
+    version: str
+    tier: str
+    role: Role
+    degraded: bool
+    reason: Reason | None
+    outputs: Any
+    inputs: Any  # None unless [store] log_inputs
+    latency_ms: float
+    ts: float
+
+
+PREDICTION_COLUMNS: tuple[str, ...] = PredictionRow.__struct_fields__
 # A shadow candidate's call answers many requests: it is kept as one row (request ids and outputs as JSON
 # arrays, item i answering request i), and read a row per request through the view shadow_predictions,
 # whose columns are PREDICTION_COLUMNS. Writing one row per call instead of one per request is what keeps

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import collections
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from failsoft.store.base import PredictionRow
 from failsoft.store.journal import Journal
 from failsoft.text import scrub
 
@@ -49,7 +49,7 @@ class RecordQueue:
         self.dropped = 0
         # Batches in which some value had to be made safe to encode (see ``_safe``).
         self.normalised = 0
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._queue: collections.deque[PredictionRow] = collections.deque()
         self.prefix = os.urandom(6).hex()
         self._next_id = 1  # the number of the next record taken
         self._appended = 0  # records queued so far (the last one's number)
@@ -61,10 +61,10 @@ class RecordQueue:
         """The number of the oldest record still queued here (every record below it has been taken)."""
         return self._next_id
 
-    def _journal(self, journal: Journal, record: tuple[Any, ...]) -> None:
+    def _journal(self, journal: Journal, record: PredictionRow) -> None:
         n = self._appended
         try:
-            line = _encode([n, *record])
+            line = _encode([n, *msgspec.structs.astuple(record)])
         except Exception:
             line = _encode([n, *_safe(record)])
         journal.write(line + b"\n")
@@ -72,64 +72,14 @@ class RecordQueue:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def append(
-        self,
-        request_id: str,
-        model: str,
-        version: str,
-        tier: str,
-        role: str,
-        degraded: bool,
-        reason: str | None,
-        outputs: Any,
-        inputs: Any,
-        latency_ms: float,
-    ) -> None:
-        """Queue one answer. O(1), never blocks, never raises."""
+    def append(self, record: PredictionRow) -> None:
+        """Queue one record: an answer, or a shadow call's answers to several requests (counted as that
+        many when dropped). O(1), never blocks, never raises."""
         queue = self._queue
         if len(queue) + self.held_elsewhere >= self.max_buffer:
-            self.dropped += 1
+            ids = record.request_id
+            self.dropped += len(ids) if isinstance(ids, list) else 1
             return
-        record = (
-            None,
-            request_id,
-            model,
-            version,
-            tier,
-            role,
-            degraded,
-            reason,
-            outputs,
-            inputs if self.log_inputs else None,
-            latency_ms,
-            time.time(),
-        )
-        queue.append(record)
-        self._appended += 1
-        if self.journal is not None:
-            self._journal(self.journal, record)
-        if len(queue) == self.batch_size and self.on_batch_ready is not None:
-            self.on_batch_ready()
-
-    def append_many(
-        self,
-        request_ids: list[str],
-        model: str,
-        version: str,
-        tier: str,
-        role: str,
-        reason: str | None,
-        outputs: list[Any],
-        latency_ms: float,
-    ) -> None:
-        """Queue the answers to several requests given by one call (``outputs[i]`` answers
-        ``request_ids[i]``) as one record. O(1), never blocks, never raises."""
-        queue = self._queue
-        if len(queue) + self.held_elsewhere >= self.max_buffer:
-            self.dropped += len(request_ids)
-            return
-        t = time.time()
-        record = (None, request_ids, model, version, tier, role, False, reason, outputs, None, latency_ms, t)
         queue.append(record)
         self._appended += 1
         if self.journal is not None:
@@ -169,7 +119,7 @@ def one_each(outputs: list[Any]) -> Any:
     return [[v] for v in outputs]
 
 
-def _safe(record: tuple[Any, ...]) -> Any:
+def _safe(record: PredictionRow) -> Any:
     """A record as it can be logged: strings scrubbed of what no encoder or store takes (a lone surrogate,
     NUL), and a value no JSON can hold at all (too deep, circular) kept as its text."""
     try:
@@ -178,7 +128,7 @@ def _safe(record: tuple[Any, ...]) -> Any:
     except Exception:
         pass
     out = []
-    for value in record:
+    for value in msgspec.structs.astuple(record):
         if isinstance(value, msgspec.Raw):  # JSON already (see one_each)
             out.append(value)
             continue

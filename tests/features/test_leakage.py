@@ -105,4 +105,4 @@ def test_command_line_gates_on_a_leak(tmp_path: Path) -> None:
     page = (tmp_path / "report.html").read_text()
     assert "last_login" in page and "<script" not in page and "src=" not in page
     assert page.count("<svg") == 2 and "ROC AUC on the label" in page and "how late its rows landed" in page
-    assert "1 leak" in page and 'class=leak' in page
+    assert "1 leak" in page and "class=leak" in page

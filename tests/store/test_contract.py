@@ -10,6 +10,7 @@ from failsoft.shadow.evaluate import candidate_report
 from failsoft.store import Store, open_store
 from failsoft.store.base import PredictionRow
 from failsoft.store.records import RecordQueue
+from tests.helpers import queued
 
 
 def rows(n: int, start: int = 0, model: str = "m", ts: float | None = None) -> list[PredictionRow]:
@@ -70,9 +71,11 @@ def test_a_record_for_several_requests_becomes_a_row_each(store: Store) -> None:
     """A shadow candidate's batch is queued as one record (request ids and answers as lists) and kept as
     one shadow call; each engine reads it back as a row per request, and a batch sent twice adds nothing."""
     queue = RecordQueue(1000, log_inputs=False)
-    queue.append("q0", "m", "1", "cpu", "live", False, None, [0.5], None, 0.3)
-    queue.append_many(["q0", "q1", "q2"], "m", "1", "cand", "shadow", None, [[0.1], [0.2], [0.3]], 1.5)
-    queue.append_many(["q3"], "m", "1", "cand", "shadow", "timeout", [None], 20.0)
+    queued(queue, "q0", "m", "1", "cpu", "live", False, None, [0.5], None, 0.3)
+    queued(
+        queue, ["q0", "q1", "q2"], "m", "1", "cand", "shadow", False, None, [[0.1], [0.2], [0.3]], None, 1.5
+    )
+    queued(queue, ["q3"], "m", "1", "cand", "shadow", False, "timeout", [None], None, 20.0)
     payload, n = queue.take()
     assert n == 3, "three records on the request path"
     assert store.insert_json(payload) == 3, "a live row and two shadow calls"

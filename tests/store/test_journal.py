@@ -12,6 +12,7 @@ from failsoft.demo.procs import Proc
 from failsoft.store import open_store
 from failsoft.store.journal import Journal, orphans
 from failsoft.store.records import RecordQueue
+from tests.helpers import queued
 from tests.portfolios import default_tier, model, python_tier, write
 
 
@@ -20,7 +21,7 @@ def test_segments_are_dropped_once_safe_and_orphans_come_back_as_batches(tmp_pat
     queue = RecordQueue(1000, False, batch_size=10)
     queue.journal = Journal(folder, queue.prefix)
     for i in range(25):
-        queue.append(f"r{i}", "m", "1", "t", "live", False, None, [i], None, 0.1)
+        queued(queue, f"r{i}", "m", "1", "t", "live", False, None, [i], None, 0.1)
     assert list(orphans(folder)) == [], "a live process's open segment is not anyone else's"
     queue.take()  # records 1-10 taken; say they are safe
     queue.journal.release(queue.next_taken)
@@ -109,7 +110,7 @@ def test_the_log_writer_writes_out_what_it_was_sent_when_the_serving_process_die
     writer.stdout.close()  # the serving process is gone: nobody reads the acknowledgements
     queue = RecordQueue(100_000, False, batch_size=100)
     for i in range(2000):
-        queue.append(f"w{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
+        queued(queue, f"w{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
     seq = 0
     while queue:
         payload, n = queue.take()

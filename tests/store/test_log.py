@@ -19,6 +19,7 @@ from failsoft.store.base import PredictionRow
 from failsoft.store.log import PredictionLog
 from failsoft.store.records import RecordQueue, one_each
 from failsoft.store.spill import SpillFile
+from tests.helpers import queued
 from tests.store.conftest import PrivatePostgres
 
 # As the serving process does: records queued in a RecordQueue, sent to the engine as encoded batches.
@@ -36,7 +37,7 @@ def make_log(url: str, tmp_path: Path, log_inputs: bool = False, **kw: object) -
 def feed(log: PredictionLog, n: int, start: int = 0) -> None:
     queue = QUEUES[id(log)]
     for i in range(start, start + n):
-        queue.append(f"q{i}", "m", "1", "cpu", "live", False, None, [0.1 * (i % 10)], {"x": i}, 0.2)
+        queued(queue, f"q{i}", "m", "1", "cpu", "live", False, None, [0.1 * (i % 10)], {"x": i}, 0.2)
     while queue:
         payload, count = queue.take()
         log.append_batch(payload, count, lambda _: None)
@@ -103,11 +104,11 @@ def test_replay_after_a_crash_mid_replay_writes_nothing_twice(tmp_path: Path) ->
 def test_bounded_buffer_drops_instead_of_blocking() -> None:
     queue = RecordQueue(max_buffer=100, log_inputs=False)  # nothing drains it
     for i in range(1000):
-        queue.append(f"q{i}", "m", "1", "cpu", "live", False, None, 0.5, None, 0.2)
+        queued(queue, f"q{i}", "m", "1", "cpu", "live", False, None, 0.5, None, 0.2)
     assert len(queue) == 100 and queue.dropped == 900
     queue.held_elsewhere = 100  # sent to a writer, not yet acknowledged: still counts
     queue.take()
-    queue.append("late", "m", "1", "cpu", "live", False, None, 0.5, None, 0.2)
+    queued(queue, "late", "m", "1", "cpu", "live", False, None, 0.5, None, 0.2)
     assert queue.dropped == 901
 
 
@@ -193,7 +194,7 @@ def feed_ids(log: PredictionLog, ids: list[str], **values: object) -> None:
     queue = QUEUES[id(log)]
     for request_id in ids:
         outputs = values.get("outputs", [0.5])
-        queue.append(request_id, "m", "1", "cpu", "live", False, None, outputs, {"x": 1}, 0.2)
+        queued(queue, request_id, "m", "1", "cpu", "live", False, None, outputs, {"x": 1}, 0.2)
     while queue:
         payload, count = queue.take()
         log.append_batch(payload, count, lambda _: None)
@@ -241,7 +242,7 @@ def test_a_poisoned_spill_is_replayed_around_the_bad_record(tmp_path: Path, pg_u
     clean_pg(pg_url)
     queue = RecordQueue(1000, False, batch_size=1000)
     for request_id in ("s1", "s\x002", "s3"):
-        queue.append(request_id, "m", "1", "cpu", "live", False, None, [0.5], None, 0.2)
+        queued(queue, request_id, "m", "1", "cpu", "live", False, None, [0.5], None, 0.2)
     spill = SpillFile.claim(tmp_path / "spill", 1 << 30)
     spill.append(queue.take()[0])  # what an earlier process left after taking it for an outage
     spill.release()
@@ -290,7 +291,7 @@ def test_a_shadow_call_made_safe_keeps_its_answers(tmp_path: Path) -> None:
     log = make_log(url, tmp_path)
     queue = QUEUES[id(log)]
     ids = ["a", "sur\ud800rogate", "c"]
-    queue.append_many(ids, "m", "1", "cand", "shadow", None, one_each([0.25, 0.5, 0.75]), 1.0)
+    queued(queue, ids, "m", "1", "cand", "shadow", False, None, one_each([0.25, 0.5, 0.75]), None, 1.0)
     payload, count = queue.take()
     log.append_batch(payload, count, lambda _: None)
     assert log.flush()
@@ -310,11 +311,13 @@ def test_a_batch_the_typed_reading_refuses_is_read_the_generic_way(tmp_path: Pat
     log = make_log(url, tmp_path, log_inputs=True)
     queue = QUEUES[id(log)]
     for tag in ("typed", "generic"):
-        queue.append(f"{tag}-live", "m", "1", "cpu", "live", False, None, [0.5], {"x": 1}, 0.3)
-        queue.append(f"{tag}-none", "m", "1", "cpu", "live", False, None, [0.25], None, 0.3)
-        queue.append_many([f"{tag}-c", f"{tag}-d"], "m", "1", "cand", "shadow", None, [[1], [2]], 0.1)
+        queued(queue, f"{tag}-live", "m", "1", "cpu", "live", False, None, [0.5], {"x": 1}, 0.3)
+        queued(queue, f"{tag}-none", "m", "1", "cpu", "live", False, None, [0.25], None, 0.3)
+        queued(
+            queue, [f"{tag}-c", f"{tag}-d"], "m", "1", "cand", "shadow", False, None, [[1], [2]], None, 0.1
+        )
         if tag == "generic":
-            queue.append(7, "m", "1", "cpu", "live", False, None, [0.75], None, 0.3)  # type: ignore[arg-type]
+            queued(queue, 7, "m", "1", "cpu", "live", False, None, [0.75], None, 0.3)
         payload, count = queue.take()
         log.append_batch(payload, count, lambda _: None)
     assert log.flush()
@@ -349,11 +352,11 @@ async def test_the_flusher_survives_a_failure_and_keeps_logging(tmp_path: Path) 
 
     plog.records.take = flaky  # type: ignore[method-assign]
     for i in range(10):
-        plog.append(f"f{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
+        queued(plog.records, f"f{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
     while plog.flusher_errors == 0:
         await asyncio.sleep(0.01)
     for i in range(10, 20):
-        plog.append(f"f{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
+        queued(plog.records, f"f{i}", "m", "1", "t", "live", False, None, [0.5], None, 0.1)
     assert await plog.flush()
     await plog.stop()
     ids = stored_ids(url)
