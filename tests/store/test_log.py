@@ -361,3 +361,12 @@ async def test_the_flusher_survives_a_failure_and_keeps_logging(tmp_path: Path) 
     await plog.stop()
     ids = stored_ids(url)
     assert {f"f{i}" for i in range(10, 20)} <= ids and plog.flusher_errors == 1
+
+
+def test_the_writers_reading_has_the_records_columns() -> None:
+    """The writer reads a batch typed (outputs and inputs as the JSON they came as): the same fields, in
+    the same order, as the record the request path queues."""
+    from failsoft.store.base import PREDICTION_COLUMNS, PredictionRow
+    from failsoft.store.records import _Record
+
+    assert _Record.__struct_fields__ == PREDICTION_COLUMNS == PredictionRow.__struct_fields__
