@@ -20,6 +20,7 @@ import os
 import ssl
 import threading
 import time
+import weakref
 from typing import Any
 
 import aiohttp
@@ -67,6 +68,7 @@ class Client:
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         # the synchronous face runs the same calls on an event loop of its own, in a thread
         self._sync: LoopThread | None = None
+        self._finalizer: weakref.finalize[Any, Any]
         self._lock = threading.Lock()
 
     def _client(self) -> aiohttp.ClientSession:
@@ -82,6 +84,9 @@ class Client:
         with self._lock:
             if self._sync is None:
                 self._sync = LoopThread("failsoft-client")
+                # a client never closed (a script's ``client.predict``) closes its connections when it is
+                # collected or the interpreter exits, rather than leaving aiohttp to warn at exit
+                self._finalizer = weakref.finalize(self, _stop_sync, self._sync, self._sessions)
             return self._sync
 
     # ---- the two faces ----------------------------------------------------------------------------------
@@ -113,6 +118,7 @@ class Client:
         with self._lock:
             sync, self._sync = self._sync, None
         if sync is not None:
+            self._finalizer.detach()
             sync.stop(self.aclose())
 
     async def aclose(self) -> None:
@@ -192,6 +198,16 @@ class Client:
             latency_ms=(time.perf_counter() - started) * 1000.0,
             skips=(Skip("gateway", reason, detail[:300]),),
         )
+
+
+def _stop_sync(sync: LoopThread, sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession]) -> None:
+    """The synchronous face's connections closed on its own loop, then the loop stopped (from
+    ``weakref.finalize``: it holds these, never the client)."""
+    session = sessions.pop(sync.loop, None)
+    if threading.current_thread() is sync.thread:  # collected on its own loop: nothing may wait there
+        sync.loop.call_soon(sync.loop.stop)
+        return
+    sync.stop(session.close() if session is not None else None)
 
 
 def _unreachable(err: BaseException) -> str:

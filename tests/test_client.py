@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -111,3 +113,28 @@ def test_no_default_says_which_gateway_and_why_in_plain_words() -> None:
         f"127.0.0.1:{url.rsplit(':', 1)[1]}: connection refused) and the client has no default for it: "
         "pass default= or defaults={model: ...}"
     )
+
+
+@pytest.mark.parametrize("where", ["up", "stopped"])
+def test_a_client_never_closed_leaves_nothing_behind(where: str, stack: tuple[Proc, Proc]) -> None:
+    """A script's ``Client(...).predict(...)`` without ``with`` or ``close()``: aiohttp printed "Unclosed
+    client session" at exit. Collected, or at exit, the client closes its connections and its loop."""
+    url = stack[1].url if where == "up" else f"http://127.0.0.1:{free_port()}"
+    script = (
+        "import gc, threading\n"
+        "from failsoft import Client\n"
+        f"c = Client({url!r}, timeout_ms=2000, default=0.2)\n"
+        f"print(c.predict('churn', {ROW!r}).tier)\n"
+        "del c\n"
+        "gc.collect()\n"
+        "print(sorted(t.name for t in threading.enumerate()))\n"
+        f"kept = Client({url!r}, timeout_ms=2000, default=0.2)\n"
+        f"kept.predict('churn', {ROW!r})\n"  # still open at exit
+    )
+    done = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    tier, threads = done.stdout.splitlines()[:2]
+    assert tier in ({"client-default"} if where == "stopped" else {"heavy", "json", "cpu"}), tier
+    assert "failsoft-client" not in threads, "a collected client's loop thread ended"
+    assert "Unclosed" not in done.stderr and "ResourceWarning" not in done.stderr, done.stderr[-2000:]
