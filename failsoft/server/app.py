@@ -121,7 +121,8 @@ class App:
         if answer is None:
             return
         status, body, headers = answer
-        headers = [*headers, (b"content-length", b"%d" % len(body))]
+        if status != 304:  # a 304 has no content, and no Content-Length (it would have to be the 200's)
+            headers = [*headers, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -297,17 +297,21 @@ class EdgeProtocol(Refusing, asyncio.Protocol):
         status, body, headers = reply
         keep = keep and not self._closing and not (self._eof and not self._pipeline)
         head = JSON_HEAD if headers is JSON else _head(headers)
-        transport.write(
-            b"%s%s%scontent-length: %d\r\n%s\r\n%s"
-            % (
-                STATUS_LINES[status],
-                _Date.now(),
-                head,
-                len(body),
-                b"" if keep else b"connection: close\r\n",
-                b"" if req.method == "HEAD" else body,
+        close = b"" if keep else b"connection: close\r\n"
+        if status == 304:  # no content, and no Content-Length: it would have to be the 200's (RFC 9110)
+            transport.write(b"%s%s%s%s\r\n" % (STATUS_LINES[status], _Date.now(), head, close))
+        else:
+            transport.write(
+                b"%s%s%scontent-length: %d\r\n%s\r\n%s"
+                % (
+                    STATUS_LINES[status],
+                    _Date.now(),
+                    head,
+                    len(body),
+                    close,
+                    b"" if req.method == "HEAD" else body,
+                )
             )
-        )
         self.state.total_requests += 1
         if not keep:
             transport.close()

@@ -327,3 +327,28 @@ def test_triton_extension_routes_say_they_are_not_offered(gw: str, method: str, 
     """They answered "unknown model 'models/churn/config'"."""
     status, doc = call(method, gw + path, b"{}" if method == "POST" else None)
     assert status == 501 and "does not offer" in doc["error"] and "GET /v2/models" in doc["error"]
+
+
+def test_a_models_safe_default_for_clients_to_keep(gw: str) -> None:
+    """What a client keeps as its own last resort: the gateway's safe default, with an ETag; asked again
+    with it, a 304 without content (and without a Content-Length that would not be the 200's)."""
+    import http.client
+
+    host, port = gw.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn.request("GET", "/v1/models/churn/default")
+    r = conn.getresponse()
+    doc, etag = json.loads(r.read()), r.getheader("etag")
+    assert r.status == 200 and etag and etag.startswith('"') and r.getheader("cache-control") == "no-cache"
+    assert (doc["model"], doc["version"], doc["tier"], doc["value"]) == ("churn", "7", "base-rate", 0.2)
+    assert {"origin", "pinned", "refreshed_at", "age_s"} <= set(doc)
+    for given in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        conn.request("GET", "/v1/models/churn/default", headers={"if-none-match": given})
+        r = conn.getresponse()
+        assert (r.status, r.read(), r.getheader("etag")) == (304, b"", etag), given
+        assert r.getheader("content-length") is None
+    conn.request("GET", "/v1/models/churn/default", headers={"if-none-match": '"other"'})
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["value"] == 0.2
+    conn.close()
+    assert call("GET", gw + "/v1/models/nope/default")[0] == 404
