@@ -351,6 +351,9 @@ class ServerSpec(_Spec, frozen=True):
     max_connections: PositiveInt = 10000
     # TOML, one line per owner: alice = "TOKEN". FAILSOFT_TOKENS_FILE overrides it.
     tokens_file: str | None = None
+    # Seconds a SIGTERM'd process keeps answering while /v2/health/ready says 503 (the time a load balancer
+    # needs to take it out), before it stops; 0: it stops at once. 5-10 behind a load balancer.
+    drain_s: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class PortfolioSpec(_Spec, frozen=True):

@@ -36,6 +36,7 @@ from failsoft.server.http import (
     error_response,
     need,
 )
+from failsoft.server.lifecycle import Lifecycle
 from failsoft.types import Outcome
 
 log = logging.getLogger("failsoft.server")
@@ -57,8 +58,16 @@ _decode_infer = msgspec.json.Decoder(oip.InferRequest).decode
 
 
 class App:
-    def __init__(self, portfolio: Portfolio, tokens: Tokens | None = None, unproven_ok: bool = False) -> None:
+    def __init__(
+        self,
+        portfolio: Portfolio,
+        tokens: Tokens | None = None,
+        unproven_ok: bool = False,
+        life: Lifecycle | None = None,
+    ) -> None:
         self.portfolio = portfolio
+        # draining (server/lifecycle.py): not ready, and every answer says Connection: close
+        self.life = life or Lifecycle()
         # start even when a tier cannot answer a sample row (otherwise start-up fails, naming it)
         self.unproven_ok = unproven_ok
         self.max_body = portfolio.spec.server.max_body_bytes
@@ -123,6 +132,8 @@ class App:
         status, body, headers = answer
         if status != 304:  # a 304 has no content, and no Content-Length (it would have to be the 200's)
             headers = [*headers, (b"content-length", b"%d" % len(body))]
+        if self.life.draining:  # uvicorn's protocol closes the connection after this answer
+            headers = [*headers, (b"connection", b"close")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -165,6 +176,10 @@ class App:
                 need(method, "POST")
                 return await self._infer(parts[2], await req.body(self.max_body), req)
             need(method, "GET")
+            ready = n == 3 and parts[1] == "health" and parts[2] == "ready"
+            if ready and (self.life.draining or not self.portfolio.started):
+                doc = {"ready": False, "draining": self.life.draining}  # a load balancer takes it out
+                return 503, encode(doc), JSON
             return 200, self._v2_get(parts), JSON
         return await self.control.handle(req)
 

@@ -134,10 +134,13 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from failsoft.store.log_client import log_options, writer_argv
 
-    if args.workers < 1:
-        print(f"error: --workers {args.workers}: give 1 or more (this machine has {cores()} cores)",
-              file=sys.stderr)  # fmt: skip
+    if args.workers == "auto":
+        args.workers = cores()
+    elif not args.workers.isdigit() or int(args.workers) < 1:
+        print(f"error: --workers {args.workers}: give 1 or more, or auto (this machine lets failsoft use "
+              f"{cores()} cores)", file=sys.stderr)  # fmt: skip
         return 2
+    args.workers = int(args.workers)
     # The port first: one in use is said at once, not after every model has loaded.
     if args.socket_fd is not None:  # a worker: the supervisor bound it
         sock = socket.socket(fileno=args.socket_fd)
@@ -163,7 +166,9 @@ def _serve(args: argparse.Namespace) -> int:
             if spec.store.log_predictions and one_log_writer(args.log_writer, url):
                 spill, options = spec.resolve(spec.data_dir) / "spill", log_options(spec.store)
                 writer = functools.partial(writer_argv, url, spill, options)
-            return supervise(sock, args.workers, worker_command(worker), args.log_level, writer)
+            return supervise(
+                sock, args.workers, worker_command(worker), args.log_level, writer, spec.server.drain_s
+            )
         portfolio = Portfolio(spec, log_socket=args.log_socket)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -213,10 +218,10 @@ def add_commands(sub: Any) -> None:
     )
     s.add_argument(
         "--workers",
-        type=int,
-        default=1,
+        default="1",
         help="serving processes on the one port, each with its own event loop and models (default 1; "
-        "one per core uses the machine); a worker that dies is replaced",
+        "auto: one per core this process may use, within its container's CPU quota); a worker that dies "
+        "is replaced",
     )
     s.add_argument(
         "--http",

@@ -33,6 +33,7 @@ import httptools
 
 from failsoft.config import ServerSpec
 from failsoft.server.http import JSON, Headers, Request, Response, TooLarge, error_response
+from failsoft.server.lifecycle import Lifecycle
 from failsoft.server.protocol import Refusals, Refusing
 
 __all__ = ["EdgeProtocol", "Limits", "edge_protocol"]
@@ -107,10 +108,13 @@ class Limits:
         )
 
 
-def edge_protocol(answer: Answer, spec: ServerSpec, refusals: Refusals) -> type[EdgeProtocol]:
-    """The protocol class answering with ``answer`` (``App.answer``) under ``spec``'s limits; uvicorn
-    makes one per connection."""
-    bound = {"limits": Limits.of(spec), "answer": staticmethod(answer), "refusals": refusals}
+def edge_protocol(
+    answer: Answer, spec: ServerSpec, refusals: Refusals, life: Lifecycle | None = None
+) -> type[EdgeProtocol]:
+    """The protocol class answering with ``answer`` (``App.answer``) under ``spec``'s limits, in ``life``
+    (draining: every connection closes after its next answer); uvicorn makes one per connection."""
+    bound = {"limits": Limits.of(spec), "answer": staticmethod(answer), "refusals": refusals,
+             "life": life or Lifecycle()}  # fmt: skip
     return type("BoundEdgeProtocol", (EdgeProtocol,), bound)
 
 
@@ -121,6 +125,7 @@ class EdgeProtocol(Refusing, asyncio.Protocol):
 
     limits: Limits
     answer: Answer
+    life: Lifecycle
 
     def __init__(self, config: Any, server_state: Any, app_state: Any = None, _loop: Any = None) -> None:
         self.loop = _loop or asyncio.get_event_loop()
@@ -156,6 +161,8 @@ class EdgeProtocol(Refusing, asyncio.Protocol):
             return
         self.connections.add(self)
         self._since = self.loop.time()
+        if self.life.draining:  # answered, then closed: its client comes back through the balancer
+            self._closing = True
         self.start_sweeper(self.connections, self.limits.sweep_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -191,6 +198,11 @@ class EdgeProtocol(Refusing, asyncio.Protocol):
     def resume_writing(self) -> None:
         if not self._pipeline:
             self.transport.resume_reading()
+
+    def drain(self) -> None:
+        """The process drains (server/lifecycle.py): this connection closes after its next answer, which
+        says ``Connection: close``; its client's next request goes through the load balancer again."""
+        self._closing = True
 
     def shutdown(self) -> None:
         """A graceful stop (uvicorn calls it): idle connections close, busy ones after their answer."""

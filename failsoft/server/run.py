@@ -18,6 +18,7 @@ from failsoft.portfolio import Portfolio
 from failsoft.server.app import App
 from failsoft.server.auth import Tokens
 from failsoft.server.edge import edge_protocol
+from failsoft.server.lifecycle import Lifecycle, Server
 from failsoft.server.protocol import Refusals, guarded_protocol
 
 log = logging.getLogger("failsoft.server")
@@ -35,6 +36,7 @@ def uvicorn_config(
     tokens: Tokens | None = None,
     unproven_ok: bool = False,
     http: str = "failsoft",
+    life: Lifecycle | None = None,
 ) -> uvicorn.Config:
     """The server for ``portfolio``: ``http`` "failsoft" is failsoft's own HTTP edge (server/edge.py),
     "uvicorn" uvicorn's protocol behind the connection guard (server/protocol.py)."""
@@ -42,13 +44,14 @@ def uvicorn_config(
     spec = portfolio.spec.server
     refusals = Refusals()
     portfolio.metrics.gauges.append(refusals.metrics)
-    app = App(portfolio, tokens, unproven_ok)
+    life = life or Lifecycle()
+    app = App(portfolio, tokens, unproven_ok, life)
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop=loop,
-        http=edge_protocol(app.answer, spec, refusals)
+        http=edge_protocol(app.answer, spec, refusals, life)
         if http == "failsoft"
         else guarded_protocol(spec, refusals),
         lifespan="on",
@@ -103,7 +106,8 @@ def serve(
     raise_fd_limit(portfolio.spec.server.max_connections)
     if worker:
         threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    server = uvicorn.Server(uvicorn_config(portfolio, host, port, log_level, tokens, unproven_ok, http))
+    life = Lifecycle(portfolio.spec.server.drain_s)
+    server = Server(uvicorn_config(portfolio, host, port, log_level, tokens, unproven_ok, http, life), life)
     server.run(sockets=None if sock is None else [sock])
     return 0 if server.started else 3
 

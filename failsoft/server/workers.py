@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("failsoft.server")
@@ -51,12 +53,23 @@ WRITER_RESTART_S = 1.0
 WRITER_STOP_S = 30.0
 
 
-def cores() -> int:
-    """The cores this process may run on."""
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cores(cpu_max: Path = CPU_MAX) -> int:
+    """The cores this process may use: those it may run on, and no more than its container's CPU quota
+    (cgroup v2 ``cpu.max``, "QUOTA PERIOD" or "max PERIOD"), rounded up."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here, or no quota
+        pass
+    return n
 
 
 def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -147,8 +160,12 @@ class Supervisor:
         command: Callable[[int], list[str]],
         clock: Callable[[], float],
         writer: SharedWriter | None = None,
+        drain_s: float = 0.0,
     ) -> None:
         self.sock = sock
+        # a worker's drain ([server] drain_s), then its graceful stop, before it is killed
+        self.grace_s = drain_s + STOP_GRACE_S
+        self.signal = signal.SIGTERM  # the one that stops the supervisor
         self.n = n
         self.command = command
         self.clock = clock
@@ -210,15 +227,19 @@ class Supervisor:
         return 0
 
     def _stop_signal(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum)
         self.stopping = True
 
     def stop(self) -> None:
-        """SIGTERM to every worker still running, then their exits (killed after STOP_GRACE_S); then the
+        """SIGTERM to every worker still running (each drains, then stops), then their exits (killed after
+        ``grace_s``: their drain and STOP_GRACE_S); then the
         shared log writer, once every worker has handed it its last records."""
         live = [p for p in self.procs.values() if p.poll() is None]
         for p in live:
-            p.send_signal(signal.SIGTERM)
-        end = time.monotonic() + STOP_GRACE_S
+            p.send_signal(signal.SIGTERM)  # each worker drains (server/lifecycle.py), then stops
+            if self.signal == signal.SIGINT:  # Ctrl-C: a second SIGTERM ends the drain at once
+                p.send_signal(signal.SIGTERM)
+        end = time.monotonic() + self.grace_s
         for p in live:
             try:
                 p.wait(max(0.1, end - time.monotonic()))
@@ -236,6 +257,7 @@ def supervise(
     command: Callable[[int], list[str]],
     log_level: str = "info",
     writer: Callable[[int], list[str]] | None = None,
+    drain_s: float = 0.0,
 ) -> int:
     """Serve from ``n`` workers on ``sock`` (bound by ``listen``) until stopped; the exit code. ``writer``:
     the argv of the shared log writer on a listening descriptor (None: each worker starts its own)."""
@@ -243,7 +265,7 @@ def supervise(
     host, port = sock.getsockname()[:2]
     _event(event="workers", workers=n, cores=cores(), host=host, port=port)
     shared = SharedWriter(writer, time.monotonic) if writer is not None else None
-    return Supervisor(sock, n, command, time.monotonic, shared).run()
+    return Supervisor(sock, n, command, time.monotonic, shared, drain_s).run()
 
 
 def one_log_writer(choice: str, store_url: str) -> bool:

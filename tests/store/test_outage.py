@@ -371,8 +371,8 @@ async def test_a_signal_to_the_whole_group_stops_gateway_and_writer_cleanly(tmp_
     said = (tmp_path / "gw.log").read_text()
     assert statuses == {200} and answers > 0
     assert "log_writer_restarted" not in said and "Traceback" not in said, said[-2000:]
-    # stopped cleanly, then ended the way the signal says (uvicorn raises it again): 143 or 130 in a shell
-    assert proc.returncode == {"SIGTERM": -signal.SIGTERM, "SIGINT": 130}[sig], said[-2000:]
+    # stopped cleanly: SIGTERM's is an orderly end (0); Ctrl-C's is said the way a shell expects (130)
+    assert proc.returncode == {"SIGTERM": 0, "SIGINT": 130}[sig], said[-2000:]
     assert "Application shutdown complete" in said
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):  # nothing of the group is left: the writer ended with it
