@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,6 +34,7 @@ from failsoft.server.http import (
     Request,
     Unauthorized,
     Unavailable,
+    conditional,
     encode,
 )
 from failsoft.shadow import deploy
@@ -182,16 +182,11 @@ class ControlPlane:
         model = self.model(req)
         chain = self.portfolio.chains[model]
         d = chain.default.describe()
-        same = encode([model, chain.version, d["name"], d["value"], d["pinned"]])
-        etag = b'"%s"' % hashlib.blake2b(same, digest_size=8).hexdigest().encode()
-        headers: Headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
-        if _etag_matches(req.header(b"if-none-match"), etag):
-            return 304, b"", headers
         at = d["refreshed_at"]
         doc = {"model": model, "version": chain.version, "tier": d["name"], "value": d["value"],
                "origin": d["origin"], "pinned": d["pinned"], "refreshed_at": at,
                "age_s": round(time.time() - at, 3) if at is not None else None}  # fmt: skip
-        return 200, encode(doc), [*JSON, *headers]
+        return conditional(req, encode([model, chain.version, d["name"], d["value"], d["pinned"]]), doc)
 
     @route("GET", "/v1/models/{model}/events")
     async def events(self, req: Request) -> Any:
@@ -385,14 +380,6 @@ class ControlPlane:
         states, audits, shadows = await self._stored(asyncio.to_thread(stored))
         defaults = {name: chain.default.describe() for name, chain in p.chains.items()}
         return console.console(self.recent, models, states, audits, shadows, defaults)
-
-
-def _etag_matches(given: bytes | None, etag: bytes) -> bool:
-    """Whether an If-None-Match header names ``etag`` (weak or strong), or is ``*``."""
-    if not given:
-        return False
-    tags = [t.strip().removeprefix(b"W/") for t in given.split(b",")]
-    return etag in tags or b"*" in tags
 
 
 def _audit_id(req: Request) -> int:

@@ -3,6 +3,7 @@ map from errors to statuses (domain errors carry no status; this is where they g
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -203,6 +204,18 @@ def segments(path: str, raw: bytes | None) -> list[str]:
     if raw is None or b"%" not in raw:
         return path.strip("/").split("/")
     return [urllib.parse.unquote(p) for p in raw.decode("ascii", "replace").strip("/").split("/")]
+
+
+def conditional(req: Request, identity: bytes, doc: Any) -> Response:
+    """``doc`` as JSON with an ETag made from ``identity`` (what the answer says, not when it was asked);
+    a 304 without content to an ``If-None-Match`` naming that ETag (weak or strong) or ``*``."""
+    etag = b'"%s"' % hashlib.blake2b(identity, digest_size=8).hexdigest().encode()
+    headers: Headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
+    given = req.header(b"if-none-match")
+    tags = [t.strip().removeprefix(b"W/") for t in given.split(b",")] if given else []
+    if etag in tags or b"*" in tags:
+        return 304, b"", headers
+    return 200, encode(doc), [*JSON, *headers]
 
 
 def need(method: str, allowed: str) -> None:
