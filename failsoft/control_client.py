@@ -71,8 +71,9 @@ def target(args: argparse.Namespace) -> tuple[str, str]:
     """The gateway a command talks to, and where that came from."""
     if args.url:
         return args.url, "--url"
-    if env.get(env.URL):
-        return env.get(env.URL) or "", env.URL
+    url = env.get(env.URL)
+    if url:
+        return url, env.URL
     return env.DEFAULT_URL, f"the default: {env.URL} is not set"
 
 

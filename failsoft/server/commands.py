@@ -134,13 +134,12 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from failsoft.store.log_client import log_options, writer_argv
 
-    if args.workers == "auto":
-        args.workers = cores()
-    elif not args.workers.isdigit() or int(args.workers) < 1:
+    usable = cores()  # within the container's CPU quota: a file read, done once
+    if args.workers != "auto" and (not args.workers.isdigit() or int(args.workers) < 1):
         print(f"error: --workers {args.workers}: give 1 or more, or auto (this machine lets failsoft use "
-              f"{cores()} cores)", file=sys.stderr)  # fmt: skip
+              f"{usable} cores)", file=sys.stderr)  # fmt: skip
         return 2
-    args.workers = int(args.workers)
+    workers = usable if args.workers == "auto" else int(args.workers)
     # The port first: one in use is said at once, not after every model has loaded.
     if args.socket_fd is not None:  # a worker: the supervisor bound it
         sock = socket.socket(fileno=args.socket_fd)
@@ -157,7 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
         tokens = load_tokens(
             env.environ(), spec.resolve(tokens_file) if tokens_file else None, spec.resolve(spec.data_dir)
         )
-        if args.workers > 1 and args.socket_fd is None:  # the supervisor: the workers load the rest
+        if workers > 1 and args.socket_fd is None:  # the supervisor: the workers load the rest
             worker = [args.portfolio, "--log-level", args.log_level, "--http", args.http]
             if args.allow_unproven:
                 worker.append("--allow-unproven")
@@ -167,14 +166,14 @@ def _serve(args: argparse.Namespace) -> int:
                 spill, options = spec.resolve(spec.data_dir) / "spill", log_options(spec.store)
                 writer = functools.partial(writer_argv, url, spill, options)
             return supervise(
-                sock, args.workers, worker_command(worker), args.log_level, writer, spec.server.drain_s
+                sock, workers, worker_command(worker), args.log_level, writer, spec.server.drain_s
             )
         portfolio = Portfolio(spec, log_socket=args.log_socket)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.socket_fd is None and args.workers == 1 and cores() > 1:
-        print(f"failsoft: serving from 1 process on a machine with {cores()} cores; --workers {cores()} "
+    if args.socket_fd is None and workers == 1 and usable > 1:
+        print(f"failsoft: serving from 1 process on a machine with {usable} cores; --workers {usable} "
               "serves from all of them", file=sys.stderr)  # fmt: skip
     how = {"http": args.http, "sock": sock, "worker": args.socket_fd is not None}
     return serve(portfolio, args.host, args.port, args.log_level, tokens, args.allow_unproven, **how)

@@ -232,8 +232,8 @@ class Supervisor:
 
     def stop(self) -> None:
         """SIGTERM to every worker still running (each drains, then stops), then their exits (killed after
-        ``grace_s``: their drain and STOP_GRACE_S); then the
-        shared log writer, once every worker has handed it its last records."""
+        ``grace_s``: their drain and STOP_GRACE_S); then the shared log writer, once every worker has
+        handed it its last records."""
         live = [p for p in self.procs.values() if p.poll() is None]
         for p in live:
             p.send_signal(signal.SIGTERM)  # each worker drains (server/lifecycle.py), then stops

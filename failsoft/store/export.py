@@ -31,10 +31,6 @@ _decode = msgspec.json.decode
 _encode = msgspec.json.encode
 
 
-class ParquetNeeded(ValueError):
-    """A Parquet file was asked for and pyarrow is not installed."""
-
-
 def _value(text: Any) -> Any:
     if text is None or not isinstance(text, str | bytes):
         return text
@@ -117,7 +113,7 @@ def export_predictions(
     if suffix not in FORMATS:
         raise ValueError(f"{out}: write to a {', '.join(FORMATS)} file (the name says which)")
     if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:  # said before the log is read
-        raise ParquetNeeded(
+        raise ValueError(
             f"{out}: export to Parquet needs pyarrow: pip install 'failsoft[parquet]' (or name a .csv or "
             ".jsonl file, which need nothing more)"
         )

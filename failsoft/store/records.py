@@ -40,6 +40,7 @@ class RecordQueue:
         batch_size: int = 1000,
     ) -> None:
         self.max_buffer = max_buffer
+        # whether the records made for this queue carry their inputs (the listener that makes them reads it)
         self.log_inputs = log_inputs
         self.batch_size = batch_size
         # Called (from the request path) once a full batch is waiting; must be cheap.
