@@ -1,15 +1,19 @@
-"""The application-side safety net: a small client whose own last-resort default answers when the
-gateway itself cannot (unreachable, slower than the client's timeout, or a 5xx).
+"""The application-side safety net: a small client whose own last-resort answer serves when the gateway
+itself cannot (unreachable, slower than the client's timeout, a 5xx, or an answer that is not failsoft's).
 
 >>> client = Client("http://failsoft:8000", timeout_ms=80, defaults={"recs": TOP10})   # doctest: +SKIP
 >>> outcome = client.predict("recs", {"segment": 3, "hour": 18})                        # doctest: +SKIP
 >>> outcome.tier, outcome.degraded                                                       # doctest: +SKIP
 ('hourly-remote', False)
 
-When the gateway answers, its outcome is returned as it is. When it cannot, the answer comes from the
-default given in code for that model (``defaults``, else ``default``), else from the last good answer the
-client saw for that model; the outcome says ``tier="client-default"`` (or ``"client-cache"``),
-``degraded=True`` and why. A 4xx is the caller's mistake and raises (InvalidRequest, UnknownModel).
+When the gateway answers, its outcome is returned as it is. When it cannot, the client answers with, in
+this order: the gateway's own safe default for that model as the client last saw it (``GET
+/v1/models/{m}/default``, fetched in the background after the model's first answer and refreshed every
+``refresh_s`` with its ETag; ``tier="client-cache"``), else the default given in code (``defaults``, else
+``default``; ``tier="client-default"``). The outcome says ``degraded=True`` and why: ``unreachable``,
+``timeout``, ``gateway_error`` (a 5xx) or ``bad_answer``. A 4xx is the caller's mistake: with
+``strict=True`` it raises (InvalidRequest, UnknownModel); by default it is answered like the rest, reason
+``rejected``, with the gateway's message. The PHP client (clients/php) keeps the same contract.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ _encode = msgspec.json.Encoder().encode
 
 
 class NoDefault(FailsoftError):
-    """The gateway could not answer and the client has no default and no cached answer for the model."""
+    """The gateway could not answer and a strict client has no default for the model (neither the
+    gateway's, kept, nor one given in code); a client that is not strict answers None, degraded."""
 
 
 class Client:
@@ -51,13 +56,17 @@ class Client:
         defaults: dict[str, Any] | None = None,
         cache: bool = True,
         headers: dict[str, str] | None = None,
+        strict: bool = False,
+        refresh_s: float = 300.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_ms / 1000.0
         self.default = default
         self.defaults = dict(defaults or {})
         self.cache = cache
-        self._last_good: dict[str, Any] = {}
+        self.strict = strict
+        self.refresh_s = refresh_s
+        self._kept = _Kept()
         self._ids = itertools.count(1)
         self._prefix = f"c{os.urandom(3).hex()}"
         self._headers = {"content-type": "application/json", **(headers or {})}
@@ -86,7 +95,9 @@ class Client:
                 self._sync = LoopThread("failsoft-client")
                 # a client never closed (a script's ``client.predict``) closes its connections when it is
                 # collected or the interpreter exits, rather than leaving aiohttp to warn at exit
-                self._finalizer = weakref.finalize(self, _stop_sync, self._sync, self._sessions)
+                self._finalizer = weakref.finalize(
+                    self, _stop_sync, self._sync, self._sessions, self._kept.tasks
+                )
             return self._sync
 
     # ---- the two faces ----------------------------------------------------------------------------------
@@ -103,15 +114,26 @@ class Client:
         body = _encode({"inputs": inputs, "id": request_id})
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with session.post(self._url(model), data=body) as resp:
+                async with session.post(
+                    self._url(model), data=body, headers={"x-request-id": request_id}
+                ) as resp:
                     status, content = resp.status, await resp.read()
         except TimeoutError:
             said = f"no answer within {self.timeout_s * 1000:g} ms"
             return self._fallback(model, request_id, Reason.TIMEOUT, said, started)
         except (aiohttp.ClientError, OSError) as err:
-            said = f"unreachable: {_unreachable(err)}"
-            return self._fallback(model, request_id, Reason.ERROR, said, started)
+            return self._fallback(model, request_id, Reason.UNREACHABLE, _unreachable(err), started)
         return self._read(model, request_id, status, content, started)
+
+    def fetch_default(self, model: str) -> dict[str, Any] | None:
+        """Fetch and keep ``model``'s safe default from the gateway now (at start-up, say, so that a
+        gateway lost before the model's first answer still leaves the client the gateway's default).
+        Returns the gateway's document, or None when it could not be had within ``timeout_ms``."""
+        return self._sync_loop().run(self.afetch_default(model))
+
+    async def afetch_default(self, model: str) -> dict[str, Any] | None:
+        """``fetch_default`` for asyncio code."""
+        return await self._kept.fetch(self._client(), self._url(model, "default"), model, self.timeout_s)
 
     def close(self) -> None:
         """Close the synchronous face's connections and its event loop."""
@@ -122,10 +144,8 @@ class Client:
             sync.stop(self.aclose())
 
     async def aclose(self) -> None:
-        """Close this event loop's connections."""
-        session = self._sessions.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
+        """Close this event loop's connections (and end its background fetches of defaults)."""
+        await _close(self._sessions.pop(asyncio.get_running_loop(), None), self._kept.tasks)
 
     def __enter__(self) -> Client:
         return self
@@ -145,52 +165,66 @@ class Client:
     def _next_id(self) -> str:
         return f"{self._prefix}-{next(self._ids)}"
 
-    def _url(self, model: str) -> str:
-        return f"{self.base_url}/v1/models/{model}/predict"
+    def _url(self, model: str, what: str = "predict") -> str:
+        return f"{self.base_url}/v1/models/{model}/{what}"
 
     def _read(self, model: str, request_id: str, status: int, body: bytes, started: float) -> Outcome:
         if status >= 500:
-            return self._fallback(model, request_id, Reason.ERROR, f"gateway answered HTTP {status}", started)
-        if status == 404:
+            said = f"gateway answered HTTP {status}"
+            return self._fallback(model, request_id, Reason.GATEWAY_ERROR, said, started)
+        if status >= 400:
             try:
-                said = str(msgspec.json.decode(body).get("error", ""))
-            except (msgspec.DecodeError, AttributeError):
-                said = ""
-            if said.startswith("unknown model"):
-                known = said.partition("serves ")[2]
-                raise UnknownModel(model, [] if known == "none" else known.split(", "))
+                self._refused(model, status, body)
+            except (InvalidRequest, UnknownModel) as err:
+                if self.strict:
+                    raise
+                return self._fallback(model, request_id, Reason.REJECTED, str(err), started)
+        try:
+            outcome = _decode(body)
+        except msgspec.DecodeError as err:
+            said = f"not a failsoft answer (HTTP {status}): {err}"
+            return self._fallback(model, request_id, Reason.BAD_ANSWER, said, started)
+        if self.cache:
+            self._kept.keep_fresh(self._client(), self._url(model, "default"), model, self.refresh_s)
+        return outcome
+
+    def _refused(self, model: str, status: int, body: bytes) -> None:
+        """The typed error of a 4xx."""
+        try:
+            said = str(msgspec.json.decode(body).get("error", ""))
+        except (msgspec.DecodeError, AttributeError):
+            said = ""
+        if status == 404 and said.startswith("unknown model"):
+            known = said.partition("serves ")[2]
+            raise UnknownModel(model, [] if known == "none" else known.split(", "))
+        if status == 404:
             raise InvalidRequest(
                 f"{self.base_url}/v1/models/{model}/predict answered 404 ({said or body[:80]!r}): "
                 "base_url must be the gateway's root, e.g. http://host:8000"
             )
-        if status >= 400:
-            raise InvalidRequest(f"gateway refused the request (HTTP {status}): {body[:300]!r}")
-        try:
-            outcome = _decode(body)
-        except msgspec.DecodeError as err:
-            return self._fallback(
-                model, request_id, Reason.INVALID_OUTPUT, f"unreadable answer: {err}", started
-            )
-        if self.cache:
-            self._last_good[model] = outcome.outputs
-        return outcome
+        raise InvalidRequest(f"gateway refused the request (HTTP {status}): {said or body[:300]!r}")
 
     def _fallback(self, model: str, request_id: str, reason: Reason, detail: str, started: float) -> Outcome:
-        if model in self.defaults:
+        version = ""
+        kept = self._kept.docs.get(model) if self.cache else None
+        if kept is not None:
+            tier, value, version = "client-cache", kept[0]["value"], str(kept[0].get("version") or "")
+        elif model in self.defaults:
             tier, value = "client-default", self.defaults[model]
         elif self.default is not _MISSING:
             tier, value = "client-default", self.default
-        elif model in self._last_good:
-            tier, value = "client-cache", self._last_good[model]
-        else:
+        elif self.strict:
             raise NoDefault(
                 f"the gateway at {self.base_url} could not answer for {model!r} ({detail}) and the client "
                 "has no default for it: pass default= or defaults={model: ...}"
             )
+        else:
+            tier, value = "client-none", None
+            detail += "; the client has no default for this model (pass default= or defaults={model: ...})"
         return Outcome(
             id=request_id,
             model=model,
-            version="",
+            version=version,
             tier=tier,
             degraded=True,
             reason=reason,
@@ -200,14 +234,81 @@ class Client:
         )
 
 
-def _stop_sync(sync: LoopThread, sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession]) -> None:
+class _Kept:
+    """The gateway's safe defaults as the client last saw them: model -> (document, ETag, monotonic time
+    fetched). What a background fetch holds (never the client, which may be collected meanwhile)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, tuple[dict[str, Any], str, float]] = {}
+        self.fetching: set[str] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def fetch(
+        self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float
+    ) -> dict[str, Any] | None:
+        kept = self.docs.get(model)
+        headers = {"if-none-match": kept[1]} if kept else {}
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with session.get(url, headers=headers) as resp:
+                    status, content, etag = resp.status, await resp.read(), resp.headers.get("etag", "")
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None
+        if status == 304 and kept:
+            self.docs[model] = (kept[0], kept[1], time.monotonic())
+            return kept[0]
+        if status != 200:
+            return None
+        try:
+            doc = msgspec.json.decode(content)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(doc, dict) or "value" not in doc:
+            return None
+        self.docs[model] = (doc, etag, time.monotonic())
+        return doc
+
+    def keep_fresh(self, session: aiohttp.ClientSession, url: str, model: str, refresh_s: float) -> None:
+        """After an answer: fetch the model's safe default in the background when there is none or it is
+        older than ``refresh_s`` (its ETag makes an unchanged one a 304)."""
+        kept = self.docs.get(model)
+        if model in self.fetching or (kept and time.monotonic() - kept[2] < refresh_s):
+            return
+        self.fetching.add(model)
+        task = asyncio.get_running_loop().create_task(self._refresh(session, url, model))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _refresh(self, session: aiohttp.ClientSession, url: str, model: str) -> None:
+        try:
+            await self.fetch(session, url, model, timeout_s=2.0)
+        finally:
+            self.fetching.discard(model)
+
+
+def _stop_sync(
+    sync: LoopThread,
+    sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession],
+    tasks: set[asyncio.Task[Any]],
+) -> None:
     """The synchronous face's connections closed on its own loop, then the loop stopped (from
     ``weakref.finalize``: it holds these, never the client)."""
     session = sessions.pop(sync.loop, None)
     if threading.current_thread() is sync.thread:  # collected on its own loop: nothing may wait there
         sync.loop.call_soon(sync.loop.stop)
         return
-    sync.stop(session.close() if session is not None else None)
+    sync.stop(_close(session, tasks))
+
+
+async def _close(session: aiohttp.ClientSession | None, tasks: set[asyncio.Task[Any]]) -> None:
+    """This loop's background fetches ended, then its connections closed."""
+    loop = asyncio.get_running_loop()
+    mine = [t for t in tasks if t.get_loop() is loop]
+    for task in mine:
+        task.cancel()
+    await asyncio.gather(*mine, return_exceptions=True)
+    if session is not None:
+        await session.close()
 
 
 def _unreachable(err: BaseException) -> str:

@@ -23,6 +23,11 @@ class Reason(enum.StrEnum):
     STALE_FEATURES = "stale_features"
     # the backend refused the request as wrong for it (a 4xx): a configuration fault, not a flaky backend
     REJECTED = "rejected"
+    # why a client (Python's failsoft.Client, the PHP client) answered itself: the gateway could not be
+    # reached, answered 5xx, or answered something that is not a failsoft answer (and "timeout" above)
+    UNREACHABLE = "unreachable"
+    GATEWAY_ERROR = "gateway_error"
+    BAD_ANSWER = "bad_answer"
 
 
 class Health(enum.StrEnum):

@@ -159,7 +159,7 @@ class App:
         head = parts[0]
         if head == "v1" and n == 4 and parts[1] == "models" and parts[3] == "predict":
             need(method, "POST")
-            return 200, await self._predict_v1(parts[2], await req.body(self.max_body)), JSON
+            return 200, await self._predict_v1(parts[2], await req.body(self.max_body), req), JSON
         if head == "v2":
             if _not_offered(parts):
                 raise NotOffered(
@@ -211,14 +211,18 @@ class App:
             raise InvalidRequest("inputs is an empty list")
         return await chain.run(rows, request_id or self.portfolio.ids.next(), single)
 
-    async def _predict_v1(self, model: str, body: bytes) -> bytes:
+    async def _predict_v1(self, model: str, body: bytes, http: Request) -> bytes:
+        """``id`` in the body, else the ``X-Request-Id`` header, else one of the gateway's own."""
         chain = self.portfolio.chain(model)
         req = decode(body, PredictRequest, _decode_predict)
-        check_id(req.id)
+        request_id = req.id
+        if request_id is None and (header_id := http.header(b"x-request-id")) is not None:
+            request_id = header_id.decode("latin-1")
+        check_id(request_id)
         single = isinstance(req.inputs, dict)
         rows = [req.inputs] if single else req.inputs
         assert isinstance(rows, list)
-        return encode(await self._answer(chain, rows, req.id, single))
+        return encode(await self._answer(chain, rows, request_id, single))
 
     async def _infer(self, model: str, body: bytes, http: Request) -> Response:
         chain = self.portfolio.chain(model)

@@ -69,6 +69,12 @@ def test_v1_predict_single_and_batch(gw: str) -> None:
     assert 0 <= out["outputs"] <= 1 and out["latency_ms"] > 0
     status, out = post(gw + "/v1/models/churn/predict", {"inputs": [ROW, ROW, ROW]})
     assert status == 200 and len(out["outputs"]) == 3 and heavy_or_late(out)
+    # a client's X-Request-Id names the request when the body has no id (the body's id wins)
+    for doc, said in (({"inputs": ROW}, "from-header"), ({"inputs": ROW, "id": "from-body"}, "from-body")):
+        headers = {"content-type": "application/json", "x-request-id": "from-header"}
+        req = urllib.request.Request(gw + "/v1/models/churn/predict", json.dumps(doc).encode(), headers)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert json.loads(r.read())["id"] == said
 
 
 def heavy_or_late(out: dict[str, Any]) -> bool:
