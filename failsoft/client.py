@@ -107,7 +107,14 @@ class Client:
         return self._sync_loop().run(self.apredict(model, inputs, id))
 
     async def apredict(self, model: str, inputs: Any, id: str | None = None) -> Outcome:
-        """``predict`` for asyncio code; the whole call is bounded by ``timeout_ms``."""
+        """``predict`` for asyncio code; the whole call is bounded by ``timeout_ms``. ``inputs``: one row
+        (a dict), or a list of rows, whose answer is a list (the client's default once per row)."""
+        outcome = await self._call(model, inputs, id)
+        if isinstance(inputs, list) and outcome.tier.startswith("client-"):
+            return msgspec.structs.replace(outcome, outputs=[outcome.outputs] * len(inputs))
+        return outcome
+
+    async def _call(self, model: str, inputs: Any, id: str | None) -> Outcome:
         session = self._client()
         request_id = id or self._next_id()
         started = time.perf_counter()

@@ -105,3 +105,9 @@ def queued(
     kept = inputs if queue.log_inputs else None
     queue.append(PredictionRow(None, request_id, model, version, tier, role, degraded, reason, outputs, kept,
                                latency_ms, time.time()))  # type: ignore[arg-type]  # fmt: skip
+
+
+def recommend(row: dict[str, Any]) -> list[str]:
+    """Ten items for a user, the same every time."""
+    start = int(row["user_id"]) % 50
+    return [f"item-{start + i:03d}" for i in range(10)]

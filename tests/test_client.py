@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from failsoft import Client, NoDefault, Reason
 from failsoft.demo.procs import Proc, free_port
 from failsoft.errors import InvalidRequest, UnknownModel
+from tests import misbehaving
 from tests.stack import FEATURES
 
 ROW = {f: 0.1 for f in FEATURES}
@@ -24,41 +22,20 @@ TIMEOUT_MS = 150
 
 @pytest.fixture(scope="module")
 def hanging() -> Iterator[str]:
-    """Accepts connections (the kernel does, from the backlog) and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
-
-
-def answering(status: int, body: bytes) -> Iterator[str]:
-    class Answer(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            self.send_response(status)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with misbehaving.hanging() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def failing() -> Iterator[str]:
-    yield from answering(503, b'{"error": "overloaded"}')
+    with misbehaving.answering(*misbehaving.FAILING) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def garbage() -> Iterator[str]:
-    """A 200 that is not a failsoft answer (a proxy's page, say)."""
-    yield from answering(200, b"<html>It works!</html>")
+    with misbehaving.answering(*misbehaving.GARBAGE) as url:
+        yield url
 
 
 URLS = ["stopped", "hanging", "failing", "garbage"]
@@ -130,8 +107,9 @@ async def test_the_gateways_own_default_is_kept_and_served(stack: tuple[Proc, Pr
     cached = await client.apredict("churn", ROW)
     assert (cached.tier, cached.outputs, cached.version, cached.reason) == ("client-cache", 0.2, "7",
                                                                            Reason.TIMEOUT)  # fmt: skip
-    # a model the gateway never answered for: the default in code
+    # a model the gateway never answered for: the default in code; for a batch, once per row
     assert (await client.apredict("recs", {"segment": 1})).tier == "client-default"
+    assert (await client.apredict("churn", [ROW, ROW])).outputs == [0.2, 0.2]
     await client.aclose()
     # no default at all: None, degraded, saying so; a strict client raises
     async with Client(hanging, timeout_ms=TIMEOUT_MS) as client:
