@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 # Real processes on loopback (a trained backend and a gateway in front of it), for every test package.
+from tests.browser import browser  # noqa: F401 (fixture)
 from tests.stack import models_dir, stack  # noqa: F401 (fixtures)
 
 

@@ -9,12 +9,10 @@ import json
 import os
 import random
 import re
-import shutil
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,11 +21,11 @@ from failsoft.chain import Answer
 from failsoft.demo.procs import Proc, free_port
 from failsoft.server.console import BUCKET_S, BUCKETS, MIN_SPAN, Recent
 from failsoft.types import Outcome
+from tests.browser import shot as browser_shot
 from tests.http import get, post
 from tests.portfolios import default_tier, model, oip_tier, python_tier, write
 
 ALICE = "alice-token-0123456789abcdef"
-ARTIFACTS = Path(os.environ.get("FAILSOFT_ARTIFACTS", "test-artifacts"))
 
 
 class Clock:
@@ -62,16 +60,6 @@ def test_recent_history_in_five_second_buckets() -> None:
     clock.t = 1000.0 + BUCKET_S * (BUCKETS + 40)  # long after: the span is at most ten minutes
     assert len(recent.series("m")["n"]) == BUCKETS
     assert recent.window("m")["answered"] == 0
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        why = "Debian's chromium is not installed (apt-get install chromium; .ci/browser does it)"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -111,20 +99,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     gw.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    path = chromium()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
+    browser_shot(page, f"console-{name}")
 
 
 def test_quarantine_audit_and_shadow_from_the_page(gateway: Proc, browser: Any) -> None:

@@ -64,7 +64,7 @@ final class CurlTransport implements Transport
                 throw new TransportFailed("no connection within {$this->ms(min($connectTimeout, $timeout))} ms",
                     min($connectTimeout, $timeout) < $timeout ? Reason::UNREACHABLE : Reason::TIMEOUT);
             }
-            $refused = $errno === CURLE_COULDNT_CONNECT && stripos($said, 'refused') !== false;
+            $refused = $errno === CURLE_COULDNT_CONNECT;  // refused, or no route: nothing listens there now
             throw new TransportFailed($said !== '' ? $said : "curl error $errno", Reason::UNREACHABLE, $refused);
         }
         return new Response((int) curl_getinfo($h, CURLINFO_RESPONSE_CODE), $received, $content);
