@@ -20,10 +20,12 @@ PHP_CLIENT = ROOT / "clients" / "php"
 TOP10 = [f"top-{i:02d}" for i in range(1, 11)]
 
 
-def need(*commands: str) -> None:
-    missing = [c for c in commands if shutil.which(c) is None]
+def need(*commands: str, paths: tuple[Path, ...] = ()) -> None:
+    """The commands (and paths) these tests need: a skip that says how to get them, a failure under CI."""
+    missing = [c for c in commands if shutil.which(c) is None] + [str(p) for p in paths if not p.exists()]
     if missing:
-        why = f"{', '.join(missing)} not found (Debian: php-cli php-curl phpunit; .ci/php installs them)"
+        packages = "php-cli, php-curl, phpunit, wordpress, mariadb-server"
+        why = f"{', '.join(missing)} not found (Debian's {packages}: .ci/php installs them)"
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)

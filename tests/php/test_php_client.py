@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -56,7 +57,14 @@ def test_phpunit(php_gateway: Proc, tmp_path: Path) -> None:
             "FAILSOFT_TEST_FAILING": failing,
             "FAILSOFT_TEST_GARBAGE": garbage,
         }
-        cmd = ["phpunit", "-c", "phpunit.xml.dist"]
+        cmd = [
+            "php",
+            "-d",
+            "apc.enable_cli=1",
+            shutil.which("phpunit") or "phpunit",
+            "-c",
+            "phpunit.xml.dist",
+        ]
         done = subprocess.run(cmd, cwd=PHP_CLIENT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "OK (" in done.stdout and "Skipped" not in done.stdout, done.stdout[-3000:]

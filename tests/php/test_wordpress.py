@@ -5,7 +5,6 @@ kept on the site, within the deadline, and the PHP error log gets one line, not 
 from __future__ import annotations
 
 import re
-import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +24,7 @@ SHORTCODE = '[failsoft model="recs" user_id="7" title="Picked for you"]'
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Site, Proc]]:
-    need("php", "mariadb")
-    if not WORDPRESS.is_dir() or shutil.which("php") is None:
-        need("wordpress")  # names the missing package the same way
+    need("php", "mariadb", paths=(WORDPRESS,))
     gateway = start_gateway(tmp_path / "gateway")
     wp = Site(tmp_path / "wordpress", gateway.url, SHORTCODE, deadline_s=DEADLINE_S)
     try:

@@ -3,6 +3,7 @@ declare(strict_types=1);
 
 namespace Failsoft\Tests\Unit;
 
+use Failsoft\Store\ApcuStore;
 use Failsoft\Store\FileStore;
 use Failsoft\Store\MemoryStore;
 use Failsoft\Store\Psr16Store;
@@ -63,6 +64,21 @@ final class StoreTest extends TestCase
         $cache->broken = true;
         $store->set('failsoft_default_abc', self::entry(0.3));
         self::assertNull($store->get('failsoft_default_abc'));
+    }
+
+    public function testApcuWhereItIsOn(): void
+    {
+        if (!ApcuStore::available()) {
+            self::markTestSkipped('APCu is not on (php-apcu, and apc.enable_cli=1 on the command line)');
+        }
+        $store = new ApcuStore();
+        $key = 'failsoft_test_' . bin2hex(random_bytes(4));
+        self::assertNull($store->get($key));
+        $store->set($key, self::entry(['top-1']));
+        self::assertSame(self::entry(['top-1']), $store->get($key));
+        apcu_store($key, ['doc' => 'not an entry']);
+        self::assertNull($store->get($key));
+        apcu_delete($key);
     }
 
     public function testMemory(): void
