@@ -3,6 +3,8 @@
 | variable | read by | meaning |
 |---|---|---|
 | ``FAILSOFT_STORE_URL`` | config | the store's URL, over ``[store] url`` (keeps a password out of the file) |
+| ``FAILSOFT_DATA_DIR`` | config | the state folder, over ``data_dir`` (a container's volume) |
+| ``FAILSOFT_DRAIN_S`` | config | seconds of drain after SIGTERM, over ``[server] drain_s`` |
 | ``FAILSOFT_ADMIN_TOKEN`` | serve, the CLI | a control-plane token (owner ``admin``); the CLI sends it |
 | ``FAILSOFT_TOKENS_FILE`` | serve | a TOML file of ``owner = "token"`` lines, over ``[server] tokens_file`` |
 | ``FAILSOFT_URL`` | the CLI | the gateway the CLI talks to (default ``http://127.0.0.1:8000``) |
@@ -17,6 +19,8 @@ import os
 from collections.abc import Mapping
 
 STORE_URL = "FAILSOFT_STORE_URL"
+DATA_DIR = "FAILSOFT_DATA_DIR"
+DRAIN_S = "FAILSOFT_DRAIN_S"
 ADMIN_TOKEN = "FAILSOFT_ADMIN_TOKEN"
 TOKENS_FILE = "FAILSOFT_TOKENS_FILE"
 URL = "FAILSOFT_URL"

@@ -45,6 +45,24 @@ def test_good_file_parses_with_defaults(write_toml: Callable[[str], Path]) -> No
     assert tier.timeout_ms == 100 and tier.max_concurrency == 32 and tier.breaker.window == 20
 
 
+def test_the_environment_names_the_store_and_the_state_folder(write_toml: Callable[[str], Path]) -> None:
+    """A container mounts portfolio.toml read-only and its state on a volume: no edit of the file."""
+    env = {"FAILSOFT_DATA_DIR": "/var/lib/failsoft", "FAILSOFT_STORE_URL": "postgresql://db/failsoft",
+           "FAILSOFT_DRAIN_S": "7.5"}  # fmt: skip
+    spec = config.load(write_toml(GOOD), environ=env)
+    assert (spec.data_dir, spec.store_url(), spec.server.drain_s) == (
+        "/var/lib/failsoft",
+        "postgresql://db/failsoft",
+        7.5,
+    )
+    plain = config.load(write_toml(GOOD), environ={})
+    assert (plain.data_dir, plain.server.drain_s) == ("failsoft-data", 0.0)
+    with pytest.raises(ConfigError, match=r"FAILSOFT_DRAIN_S.*not a number of seconds: 'soon'"):
+        config.load(write_toml(GOOD), environ={"FAILSOFT_DRAIN_S": "soon"})
+    with pytest.raises(ConfigError, match="drain_s"):
+        config.load(write_toml(GOOD), environ={"FAILSOFT_DRAIN_S": "-1"})
+
+
 def test_negative_timeout_names_key_and_fix(write_toml: Callable[[str], Path]) -> None:
     err = error_of(write_toml, GOOD.replace('model_name = "churn"', 'model_name = "churn"\ntimeout_ms = -5'))
     assert err.key == "models.churn.tiers[0].timeout_ms"

@@ -12,7 +12,7 @@ import msgspec
 from failsoft.config.messages import from_msgspec
 from failsoft.config.rules import check
 from failsoft.config.spec import NAME_RE, ModelSpec, PortfolioSpec
-from failsoft.env import STORE_URL
+from failsoft.env import DATA_DIR, DRAIN_S, STORE_URL
 from failsoft.env import environ as environment
 from failsoft.errors import ConfigError
 
@@ -48,7 +48,9 @@ def parse(raw: dict[str, Any], file: str = "portfolio.toml", base_dir: str = "."
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> PortfolioSpec:
     """Read and validate a portfolio.toml file. ``FAILSOFT_STORE_URL`` in the environment (the one place
-    failsoft reads it) overrides [store].url, so replicas can share a database without editing the file."""
+    failsoft reads it) overrides [store].url, so replicas can share a database without editing the file;
+    ``FAILSOFT_DATA_DIR`` overrides ``data_dir`` (a container's volume, the file itself read-only) and
+    ``FAILSOFT_DRAIN_S`` ``[server] drain_s`` (a deployment's grace period and its drain set together)."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -59,4 +61,13 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Portfoli
     env = environment() if environ is None else environ
     if env.get(STORE_URL):
         raw.setdefault("store", {})["url"] = env[STORE_URL]
+    if env.get(DATA_DIR):
+        raw["data_dir"] = env[DATA_DIR]
+    if env.get(DRAIN_S):
+        try:
+            raw.setdefault("server", {})["drain_s"] = float(env[DRAIN_S])
+        except ValueError:
+            raise ConfigError(
+                DRAIN_S, "", f"not a number of seconds: {env[DRAIN_S]!r}", "set it to e.g. 5"
+            ) from None
     return parse(raw, file=str(p), base_dir=str(p.parent.resolve()))
