@@ -11,7 +11,8 @@ What a server facing clients needs is here too, as in the guard of uvicorn's pro
   first byte, its body within ``body_timeout_s`` of its head (408), an idle keep-alive connection is closed
   after ``keep_alive_s``: one sweeper task per process looks at every connection a few times a second, so
   no timer is armed per request;
-- connections past ``max_connections`` are refused at once with a 503;
+- the connection cap is taken from the descriptor limit; near it the timeouts shrink, and at it the
+  connection making the least progress is closed for a new one (server/overload.py);
 - a request the parser cannot read gets a 400; pipelined requests are answered in order;
 - a graceful stop closes idle connections and lets requests in flight finish.
 """
@@ -34,6 +35,7 @@ import httptools
 from failsoft.config import ServerSpec
 from failsoft.server.http import JSON, Headers, Request, Response, TooLarge, error_response
 from failsoft.server.lifecycle import Lifecycle
+from failsoft.server.overload import least_progress, timeout_scale
 from failsoft.server.protocol import Refusals, Refusing
 
 __all__ = ["EdgeProtocol", "Limits", "edge_protocol"]
@@ -157,8 +159,13 @@ class EdgeProtocol(Refusing, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         most = self.limits.max_connections
         if len(self.connections) >= most:
-            self.refuse(503, f"the server holds its limit of {most} connections; retry")
-            return
+            # the one making the least progress makes room (server/overload.py); if every one is busy
+            # answering, the newcomer is refused
+            victim = least_progress(self.connections, self.loop.time())
+            if victim is None:
+                self.refuse(503, f"the server holds its limit of {most} connections; retry")
+                return
+            victim.shed()
         self.connections.add(self)
         self._since = self.loop.time()
         if self.life.draining:  # answered, then closed: its client comes back through the balancer
@@ -336,6 +343,20 @@ class EdgeProtocol(Refusing, asyncio.Protocol):
             self._idle = True
             self._since = self.loop.time()
 
+    def progress(self) -> int:
+        """Bytes received in the current state (an idle connection has none)."""
+        if self._idle:
+            return 0
+        return self._head_bytes if self._in_head else self._size
+
+    def shed(self) -> None:
+        """Closed to make room for a new connection (the cap is reached and this one made the least
+        progress): at once, nothing more read or answered."""
+        self.connections.discard(self)
+        self._draining = True
+        self.refusals.counts["shed"] += 1
+        self.transport.abort()
+
     def _refuse_body(self) -> None:
         self.linger(self.limits.too_large)
 
@@ -344,13 +365,15 @@ class EdgeProtocol(Refusing, asyncio.Protocol):
         body, is later than the limits allow. Never while an answer is being made."""
         if self._draining or self._busy or self.transport.is_closing():
             return
-        waited = now - self._since
         limits = self.limits
+        waited = now - self._since
+        # near the connection cap every timeout shrinks (server/overload.py)
+        scale = timeout_scale(len(self.connections), limits.max_connections)
         if self._idle:
-            if waited > limits.keep_alive:
+            if waited > limits.keep_alive * scale:
                 self.transport.close()
         elif self._in_head:
-            if waited > limits.header_timeout:
-                self.refuse(408, f"request headers not received within {limits.header_timeout:g} s")
-        elif waited > limits.body_timeout:
-            self.refuse(408, f"request body not received within {limits.body_timeout:g} s")
+            if waited > (most := limits.header_timeout * scale):
+                self.refuse(408, f"request headers not received within {most:.3g} s")
+        elif waited > (most := limits.body_timeout * scale):
+            self.refuse(408, f"request body not received within {most:.3g} s")

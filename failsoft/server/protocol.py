@@ -44,7 +44,8 @@ class Refusals:
     def metrics(self) -> Iterator[Metric]:
         c = CounterMetricFamily(
             "failsoft_connections_refused",
-            "Connections refused by the HTTP guard (400 malformed, 408 slow, 431 head too big, 503 full)",
+            "Connections refused by the HTTP guard (400 malformed, 408 slow, 431 head too big, 503 full, "
+            "shed: closed at the connection cap for a newer one, having made the least progress)",
             labels=["status"],
         )
         for status, n in sorted(self.counts.items()):

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 
+import msgspec
 import uvicorn
 
 from failsoft.portfolio import Portfolio
@@ -19,11 +20,10 @@ from failsoft.server.app import App
 from failsoft.server.auth import Tokens
 from failsoft.server.edge import edge_protocol
 from failsoft.server.lifecycle import Lifecycle, Server
+from failsoft.server.overload import FD_RESERVE, effective_cap
 from failsoft.server.protocol import Refusals, guarded_protocol
 
 log = logging.getLogger("failsoft.server")
-# Descriptors kept for files, the store and backends beyond the connections' own.
-FD_RESERVE = 64
 # Seconds between a worker's looks at whether its supervisor is still there.
 ORPHAN_CHECK_S = 1.0
 
@@ -41,7 +41,10 @@ def uvicorn_config(
     """The server for ``portfolio``: ``http`` "failsoft" is failsoft's own HTTP edge (server/edge.py),
     "uvicorn" uvicorn's protocol behind the connection guard (server/protocol.py)."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    spec = portfolio.spec.server
+    # no more connections than the descriptors allow, less a reserve (server/overload.py)
+    spec = msgspec.structs.replace(
+        portfolio.spec.server, max_connections=effective_cap(portfolio.spec.server.max_connections)
+    )
     refusals = Refusals()
     portfolio.metrics.gauges.append(refusals.metrics)
     life = life or Lifecycle()
@@ -64,7 +67,7 @@ def uvicorn_config(
 
 def raise_fd_limit(connections: int) -> int:
     """Raise this process's open-file limit to its hard limit (no privilege needed); returns the soft limit.
-    Logs when it cannot hold ``connections`` connections."""
+    A limit that still cannot hold ``connections`` caps them (server/overload.py, which says so)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, connections + FD_RESERVE)
@@ -73,18 +76,6 @@ def raise_fd_limit(connections: int) -> int:
             soft = target
         except (ValueError, OSError):
             pass
-    if soft < connections + FD_RESERVE:
-        log.warning(
-            json.dumps(
-                {
-                    "event": "fd_limit_low",
-                    "open_files": soft,
-                    "max_connections": connections,
-                    "fix": f"raise the hard limit (ulimit -Hn) to {connections + FD_RESERVE} or lower "
-                    "[server] max_connections",
-                }
-            )
-        )
     return soft
 
 

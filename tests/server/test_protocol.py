@@ -122,8 +122,33 @@ async def test_a_slow_body_is_cut_off_with_408(server: tuple[Conns, Refusals]) -
     assert status == 408 and "body not received" in doc["error"]
 
 
-async def test_connections_past_the_cap_are_refused_at_once(server: tuple[Conns, Refusals]) -> None:
-    conns, refusals = server
+async def test_at_the_cap_the_edge_sheds_the_least_progress_for_a_newcomer(
+    edge: tuple[Conns, Refusals],
+) -> None:
+    """failsoft's edge (server/overload.py): connections that sent nothing make room for one that asks."""
+    conns, refusals = edge
+    held = [await conns.open() for _ in range(SPEC.max_connections)]
+    await asyncio.sleep(0.05)
+    busy_reader, busy = held[0]
+    busy.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # one of them is served, kept alive, then idles
+    assert (await read_answer(busy_reader))[0].startswith(b"HTTP/1.1 200")
+    for _ in range(3):  # each stays open (kept alive) after its answer
+        reader, writer = await conns.open()
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200")
+    assert refusals.counts["shed"] == 3 and refusals.counts["503"] == 0
+    await asyncio.sleep(0.05)
+    alive = [r for r, _ in held if not r.at_eof()]
+    assert alive == [busy_reader], "the three that never sent a byte were shed, not the one served"
+
+
+async def test_the_guard_refuses_connections_past_the_cap_at_once(unused_tcp_port: int) -> None:
+    """uvicorn's protocol behind the guard (``--http uvicorn``) refuses the newcomer with a 503."""
+    async with serving(unused_tcp_port, "uvicorn") as (conns, refusals):
+        await past_the_cap(conns, refusals)
+
+
+async def past_the_cap(conns: Conns, refusals: Refusals) -> None:
     held = [await conns.open() for _ in range(SPEC.max_connections)]
     await asyncio.sleep(0.05)
     reader, _ = await conns.open()
