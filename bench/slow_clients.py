@@ -72,20 +72,10 @@ def main() -> None:
                       inputs=({"name": "x", "min": 0, "max": 10},))  # fmt: skip
         path = write(Path(tmp), {"churn": churn})
         port = free_port()
-        gw = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "failsoft.cli",
-                "serve",
-                str(path),
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)),
-        )
+        cmd = [sys.executable, "-m", "failsoft.cli", "serve", str(path), "--port", str(port),
+               "--log-level", "warning"]  # fmt: skip
+        limit = (1024, 1024)  # the gateway may hold 1,024 descriptors and cannot raise it
+        gw = subprocess.Popen(cmd, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit))
         try:
             wait_http(f"http://127.0.0.1:{port}/v2/health/ready", gw)
             out = asyncio.run(run(port, args.slow, args.requests))
