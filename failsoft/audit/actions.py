@@ -28,7 +28,7 @@ ACTIONS = (
     "reject_promotion",
 )
 
-MISSING: Any = object()
+MISSING: Any = msgspec.UNSET  # no value given (UNSET: left out of JSON, and of the OpenAPI schema's required)
 
 
 async def act(

@@ -73,9 +73,13 @@ _decode_flip = msgspec.json.Decoder(Flip).decode
 ROUTES: list[tuple[str, tuple[str, ...], Handler]] = []
 
 
-def route(method: str, path: str) -> Callable[[Handler], Handler]:
+def route(method: str, path: str, body: Any = None, auth: bool = False) -> Callable[[Handler], Handler]:
+    """A handler of ``method path``; ``body``: the type its request body decodes to, ``auth``: it needs a
+    bearer token (both read by the OpenAPI document, server/openapi.py)."""
+
     def add(handler: Handler) -> Handler:
         ROUTES.append((method, tuple(path.strip("/").split("/")), handler))
+        handler.body, handler.auth = body, auth  # type: ignore[attr-defined]
         return handler
 
     return add
@@ -145,7 +149,7 @@ class ControlPlane:
 
     # ---- who is asking -----------------------------------------------------------------------------------
 
-    @route("GET", "/v1/whoami")
+    @route("GET", "/v1/whoami", auth=True)
     async def whoami(self, req: Request) -> Any:
         """The owner of the request's token (401 for a token the gateway does not know): the console and
         the command line check a token here before they act with it."""
@@ -162,7 +166,7 @@ class ControlPlane:
         name = self.model(req)
         return next(m for m in self.models(req) if m.name == name)
 
-    @route("POST", "/v1/models/{model}/health")
+    @route("POST", "/v1/models/{model}/health", body=HealthChange, auth=True)
     async def set_health(self, req: Request) -> Any:
         actor = self.authorize(req)
         model = self.model(req)
@@ -225,7 +229,7 @@ class ControlPlane:
             )
         }
 
-    @route("POST", "/v1/models/{model}/promote")
+    @route("POST", "/v1/models/{model}/promote", body=Flip, auth=True)
     async def promote(self, req: Request) -> Any:
         actor = self.authorize(req)
         model = self.model(req)
@@ -238,7 +242,7 @@ class ControlPlane:
         )
         return self._applied(model, await self._stored(call))
 
-    @route("POST", "/v1/models/{model}/rollback")
+    @route("POST", "/v1/models/{model}/rollback", body=Flip, auth=True)
     async def rollback(self, req: Request) -> Any:
         actor = self.authorize(req)
         model = self.model(req)
@@ -283,11 +287,11 @@ class ControlPlane:
         trail = await asyncio.to_thread(audits.log, None, item_id)
         return {**item.to_dict(), "actions": trail}
 
-    @route("POST", "/v1/audits/{id}/ack")
+    @route("POST", "/v1/audits/{id}/ack", body=AuditActionBody, auth=True)
     async def ack(self, req: Request) -> Any:
         return await self._act(req, "ack")
 
-    @route("POST", "/v1/audits/{id}/resolve")
+    @route("POST", "/v1/audits/{id}/resolve", body=AuditActionBody, auth=True)
     async def resolve(self, req: Request) -> Any:
         return await self._act(req, "")
 
@@ -311,7 +315,7 @@ class ControlPlane:
 
     # ---- labels, metrics, the console ---------------------------------------------------------------------
 
-    @route("POST", "/v1/labels")
+    @route("POST", "/v1/labels", body=LabelsRequest, auth=True)
     async def labels(self, req: Request) -> Any:
         self.authorize(req)  # labels steer promotions: only known senders
         sent: Any = decode(await req.body(self.max_body), LabelsRequest)  # type: ignore[arg-type]

@@ -20,9 +20,10 @@ from failsoft.errors import InvalidRequest, UnknownModel
 from failsoft.portfolio import Portfolio
 from failsoft.probe import prove
 from failsoft.server import oip
+from failsoft.server import openapi as _openapi  # noqa: F401 (registers GET /openapi.json)
 from failsoft.server.api import ControlPlane
 from failsoft.server.auth import Tokens
-from failsoft.server.body import check_id, decode
+from failsoft.server.body import PredictRequest, check_id, decode
 from failsoft.server.http import (
     JSON,
     ClientGone,
@@ -46,11 +47,6 @@ SWITCH_INTERVAL_S = 0.001
 GZIP_MIN_BYTES = 1000
 # Triton's per-model extension routes (/v2/models/{m}/config, /stats): not offered
 TRITON = {"config", "stats"}
-
-
-class PredictRequest(msgspec.Struct):
-    inputs: dict[str, Any] | list[Any]
-    id: str | None = None
 
 
 _decode_predict = msgspec.json.Decoder(PredictRequest).decode

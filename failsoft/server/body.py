@@ -84,6 +84,15 @@ def inflate(body: bytes, encoding: bytes, limit: int) -> bytes:
     return out
 
 
+class PredictRequest(msgspec.Struct):
+    """A prediction request: ``inputs`` one row (an object, by input name) or a batch (a list of rows);
+    ``id`` names the request in the log and in labels (else the ``X-Request-Id`` header, else the
+    gateway's own)."""
+
+    inputs: dict[str, Any] | list[Any]
+    id: str | None = None
+
+
 class BodyTooLarge(Exception):
     """A body over the limit, as sent or once decompressed."""
 
