@@ -1,4 +1,4 @@
-"""Every environment variable failsoft reads, named in one place (README, "Environment").
+"""Every environment variable failsoft reads, named in one place (docs/reference/environment.md).
 
 | variable | read by | meaning |
 |---|---|---|

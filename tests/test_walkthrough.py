@@ -1,6 +1,7 @@
-"""The README's set-up command and its "first hour" walkthrough, run as written (a free port instead of
-8000, a shorter demo), in a fresh folder and in a virtualenv made by the README's own install command, not
-the test environment: a runtime dependency the package does not declare fails here."""
+"""The README's set-up command and the docs' "first hour" walkthrough (docs/guides/first-hour.md), run as
+written (a free port instead of 8000, a shorter demo), in a fresh folder and in a virtualenv made by the
+README's own install command, not the test environment: a runtime dependency the package does not declare
+fails here."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from failsoft.demo.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+FIRST_HOUR = ROOT / "docs" / "guides" / "first-hour.md"
 # what a fresh clone does not hold (and what would make the copy slow or stale)
 NOT_IN_A_CLONE = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".mypy_cache", ".ruff_cache",
                   ".pytest_cache", ".hypothesis", "failsoft-data", "failsoft-demo",
@@ -26,15 +28,15 @@ def section(title: str) -> str:
     return README.read_text().split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-def blocks(title: str) -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", section(title), re.S)
+def blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, re.S)
 
 
 def install_command() -> str:
     """The set-up's first command, its demo shortened to a few seconds. Its verdict is
     tests/test_cli.py's to judge (a loaded machine may make it say "late", exit 1): here it must run to its
     summary on a plain install, and the summary is read below."""
-    command = blocks("Set-up: two commands")[0].strip()
+    command = blocks(section("Set-up: two commands"))[0].strip()
     assert command.startswith("python3 -m venv .venv") and command.endswith("&& failsoft demo"), command
     return command + " --duration 4 --json --data-dir demo-state > demo.out || test $? -eq 1"
 
@@ -43,7 +45,7 @@ def test_the_first_hour_runs_as_written(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(*NOT_IN_A_CLONE))
     (tmp_path / "walk").mkdir()
-    walkthrough = "\n".join(blocks("The first hour")).replace("8000", str(free_port()))
+    walkthrough = "\n".join(blocks(FIRST_HOUR.read_text())).replace("8000", str(free_port()))
     assert "failsoft serve" in walkthrough and "audits list" in walkthrough
     script = "\n".join([
         "set -e",

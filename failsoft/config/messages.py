@@ -14,7 +14,7 @@ from failsoft.config.spec import TIER_KINDS, Invalid
 from failsoft.errors import ConfigError
 
 _FIXES = [
-    (re.compile(r"unknown field"), "remove the key or correct its spelling (see README: portfolio.toml)"),
+    (re.compile(r"unknown field"), "remove the key or correct its spelling (docs/reference/config.md)"),
     (re.compile(r"missing required field"), "add the key"),
     (re.compile(r">= 1|> 0"), "use a positive number"),
     (re.compile(r"Invalid value .* kind|tag"), f"kind must be one of: {', '.join(TIER_KINDS)}"),

@@ -39,11 +39,12 @@ def _http_url(field: str, url: str | None, example: str = "http://host:port") ->
 
 
 class BreakerSpec(_Spec, frozen=True):
-    window: PositiveInt = 20
-    min_calls: PositiveInt = 10
+    window: PositiveInt = 20  # the last calls the breaker judges
+    min_calls: PositiveInt = 10  # calls in the window before it may open
+    # the share of failures (errors, timeouts) that opens it
     failure_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5
-    open_ms: PositiveInt = 5000
-    half_open_probes: PositiveInt = 1
+    open_ms: PositiveInt = 5000  # how long it stays open (calls skip the tier, reason circuit_open)
+    half_open_probes: PositiveInt = 1  # calls let through to test the tier before it closes again
 
     def __post_init__(self) -> None:
         if self.min_calls > self.window:
@@ -51,13 +52,14 @@ class BreakerSpec(_Spec, frozen=True):
 
 
 class FeatureSpec(_Spec, frozen=True):
-    name: Name
+    name: Name  # the input's name in a request
+    # what a value must be (a corrupt one gets the default path, reason invalid_input)
     type: Literal["float", "int", "bool", "string"] = "float"
-    required: bool = True
-    min: float | None = None
-    max: float | None = None
-    categories: list[str] | None = None
-    default: float | int | bool | str | None = None
+    required: bool = True  # a request without it is invalid (unless a default is given)
+    min: float | None = None  # values below are invalid
+    max: float | None = None  # values above are invalid
+    categories: list[str] | None = None  # string inputs: the values allowed
+    default: float | int | bool | str | None = None  # used when the input is missing and not required
 
     def __post_init__(self) -> None:
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -68,18 +70,19 @@ class FeatureSpec(_Spec, frozen=True):
 
 
 class OutputSpec(_Spec, frozen=True):
+    # what an answer must be; any other is invalid_output and the next tier answers
     type: Literal["float", "int", "string", "list", "vector", "any"] = "any"
-    min: float | None = None
-    max: float | None = None
-    length: PositiveInt | None = None
-    min_length: Annotated[int, Meta(ge=0)] = 1
-    max_length: PositiveInt | None = None
+    min: float | None = None  # numbers: the least valid answer
+    max: float | None = None  # numbers: the most valid answer
+    length: PositiveInt | None = None  # vectors: their exact length
+    min_length: Annotated[int, Meta(ge=0)] = 1  # lists: the fewest items
+    max_length: PositiveInt | None = None  # lists: the most items
 
 
 class _CallTier(_Spec, frozen=True, kw_only=True):
-    name: Name
-    timeout_ms: PositiveInt = 100
-    max_concurrency: PositiveInt = 32
+    name: Name  # the tier's name in answers, metrics and the log
+    timeout_ms: PositiveInt = 100  # one call's limit (then reason timeout and the next tier)
+    max_concurrency: PositiveInt = 32  # calls in flight at once (more: reason overloaded)
     breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
     # The share of live requests copied to it while it is a shadow candidate (or after a promotion
     # makes the tier a candidate).
@@ -93,12 +96,13 @@ class _CallTier(_Spec, frozen=True, kw_only=True):
 
 
 class PythonTierSpec(_CallTier, frozen=True, tag="python", tag_field="kind"):
-    target: str | None = None
-    path: str | None = None
+    target: str | None = None  # a callable or model object: "package.module:name"
+    path: str | None = None  # a model file: .onnx, .joblib/.pkl, LightGBM .txt (in trusted_model_dirs)
+    # how the model is called (auto: predict_proba, else predict, else the call)
     method: Literal["auto", "predict_proba", "predict", "call"] = "auto"
-    column: int | None = None
-    call: Literal["row", "batch"] = "row"
-    compile: bool = True
+    column: int | None = None  # predict_proba's column that is the answer (default 1 for two classes)
+    call: Literal["row", "batch"] = "row"  # row: one call a row; batch: one call with every row
+    compile: bool = True  # linear models and trees as numpy arithmetic (answers checked equal at load)
     # "process": in worker processes of its own (a call past its timeout kills and replaces its worker)
     run: Literal["auto", "thread", "inline", "process"] = "auto"
     # run = "process": how many worker processes (the tier's concurrency limit then)
@@ -113,30 +117,32 @@ class PythonTierSpec(_CallTier, frozen=True, tag="python", tag_field="kind"):
 
 
 class OipTierSpec(_CallTier, frozen=True, tag="oip", tag_field="kind"):
-    url: str
-    model_name: str
-    model_version: str | None = None
+    url: str  # the engine's root, e.g. http://gpu-box:8000
+    model_name: str  # the model's name on the engine
+    model_version: str | None = None  # a version in the path (/versions/V/infer)
+    # tensor: one [rows, features] tensor; features: one tensor per input
     input_mode: Literal["tensor", "features"] = "tensor"
-    input_name: str = "input"
-    datatype: Literal["FP64", "FP32", "INT64", "INT32"] = "FP64"
-    output_name: str | None = None
+    input_name: str = "input"  # the tensor's name (input_mode tensor)
+    datatype: Literal["FP64", "FP32", "INT64", "INT32"] = "FP64"  # the tensor's datatype
+    output_name: str | None = None  # the output to read (default: the first)
     # a model answering a row per class (predict_proba's [n, 2]): which column is the answer (1: P(class 1))
     column: int | None = None
     # request-level parameters sent with every call (MLServer's features mode needs content_type = "pd")
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
-    pool_size: PositiveInt = 100
+    pool_size: PositiveInt = 100  # keep-alive connections to the engine
 
     def __post_init__(self) -> None:
         _http_url("url", self.url)
 
 
 class HttpTierSpec(_CallTier, frozen=True, tag="http", tag_field="kind"):
-    url: str
+    url: str  # the endpoint to POST to
+    # the JSON sent: "$inputs", "$row", "$rows" and "$id" are filled in
     body: Any = msgspec.field(default_factory=lambda: {"inputs": "$inputs"})
-    output_path: str = "outputs"
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    batch: bool = False
-    pool_size: PositiveInt = 100
+    output_path: str = "outputs"  # where the answer is in the reply (dotted, e.g. result.score)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)  # sent with every call
+    batch: bool = False  # one call with every row ($rows) rather than one per row
+    pool_size: PositiveInt = 100  # keep-alive connections to the endpoint
 
     def __post_init__(self) -> None:
         _http_url("url", self.url)
@@ -150,9 +156,10 @@ class SageMakerTierSpec(_CallTier, frozen=True, tag="sagemaker", tag_field="kind
     """An Amazon SageMaker real-time endpoint, called with boto3's sagemaker-runtime InvokeEndpoint
     (credentials from the usual chain: environment, shared files, the instance's role)."""
 
-    endpoint: str
+    endpoint: str  # the endpoint's name
     region: str | None = None  # else AWS_REGION / AWS_DEFAULT_REGION / the shared config
     variant: str | None = None  # TargetVariant: one production variant rather than the traffic split
+    # how rows are sent (text/csv: one line a row)
     content_type: Literal["application/json", "text/csv"] = "application/json"
     accept: str | None = None  # default: content_type
     # JSON: the body, where "$matrix" is the rows as lists of values in input order and "$rows" the rows
@@ -171,13 +178,13 @@ class SageMakerTierSpec(_CallTier, frozen=True, tag="sagemaker", tag_field="kind
 
 
 class DefaultTierSpec(_Spec, frozen=True, tag="default", tag_field="kind"):
-    name: Name = "default"
-    value: Any = None
-    source: str | None = None
-    item_column: str = "item"
-    count_column: str | None = None
-    top_n: PositiveInt = 10
-    refresh_s: PositiveFloat = 300.0
+    name: Name = "default"  # the tier's name in answers
+    value: Any = None  # the safe default itself (a number, a list such as a Top-10)
+    source: str | None = None  # or a CSV/Parquet file of events: its most frequent items (refreshed)
+    item_column: str = "item"  # source: the column of items
+    count_column: str | None = None  # source: a column of counts (default: one per row)
+    top_n: PositiveInt = 10  # source: how many items
+    refresh_s: PositiveFloat = 300.0  # source: how often it is read again
 
     def __post_init__(self) -> None:
         if self.value is None and self.source is None:
@@ -196,17 +203,17 @@ METRICS: tuple[str, ...] = get_args(Metric)
 class PromotionSpec(_Spec, frozen=True):
     """When a shadow candidate has proved itself (every rule must pass for ``failsoft promote``)."""
 
-    min_shadow_s: Annotated[float, Meta(ge=0)] = 7 * 86400.0
-    min_labelled: Annotated[int, Meta(ge=0)] = 500
-    metric: Metric = "auc"
+    min_shadow_s: Annotated[float, Meta(ge=0)] = 7 * 86400.0  # at least this long in shadow (a week)
+    min_labelled: Annotated[int, Meta(ge=0)] = 500  # at least this many of its answers with labels
+    metric: Metric = "auc"  # what it is judged on against the primary
     # hit_rate: was the label among the first k items served
     k: PositiveInt = 10
     # non-inferiority: the 95% interval's lower bound of the improvement must be >= -margin
     margin: Annotated[float, Meta(ge=0)] = 0.0
-    max_error_rate: Annotated[float, Meta(ge=0, le=1)] = 0.01
-    max_timeout_rate: Annotated[float, Meta(ge=0, le=1)] = 0.01
-    max_p99_ms: PositiveFloat | None = None
-    require_approval: bool = False
+    max_error_rate: Annotated[float, Meta(ge=0, le=1)] = 0.01  # its share of errors at most
+    max_timeout_rate: Annotated[float, Meta(ge=0, le=1)] = 0.01  # its share of timeouts at most
+    max_p99_ms: PositiveFloat | None = None  # its p99 latency at most
+    require_approval: bool = False  # a person approves in the audit queue
 
 
 Share = Annotated[float, Meta(ge=0, le=1)]
@@ -220,15 +227,16 @@ class DriftSpec(_Spec, frozen=True):
     quality: the missing share rising by more than ``max_missing`` over the reference's, values outside
     the reference's range, categories it never saw, requests rejected as invalid."""
 
+    # the tests run on each feature
     tests: list[Literal["psi", "ks", "chi2"]] = msgspec.field(default_factory=lambda: ["psi", "ks", "chi2"])
-    alpha: Annotated[float, Meta(gt=0, lt=1)] = 0.01
-    min_psi: Annotated[float, Meta(ge=0)] = 0.1
-    min_rows: PositiveInt = 30
-    max_missing: Share = 0.1
-    max_out_of_range: Share = 0.05
-    max_unseen: Share = 0.05
-    max_invalid: Share = 0.1
-    prediction: bool = True
+    alpha: Annotated[float, Meta(gt=0, lt=1)] = 0.01  # the family-wise level, over every test (Holm)
+    min_psi: Annotated[float, Meta(ge=0)] = 0.1  # a significant shift must also reach this PSI
+    min_rows: PositiveInt = 30  # the fewest rows a window is judged on
+    max_missing: Share = 0.1  # the missing share may rise by this over the reference's
+    max_out_of_range: Share = 0.05  # values outside the reference's range: at most this share
+    max_unseen: Share = 0.05  # categories the reference never saw: at most this share
+    max_invalid: Share = 0.1  # requests rejected as invalid: at most this share
+    prediction: bool = True  # also test the predictions' distribution
 
 
 class MonitorSpec(DriftSpec, frozen=True):
@@ -246,59 +254,62 @@ class MonitorSpec(DriftSpec, frozen=True):
     ``window_rows / max_rows_per_s`` seconds or more to fill however busy the model is. 0 keeps every
     request."""
 
-    profile: str | None = None
+    profile: str | None = None  # the reference: a file made by failsoft profile
+    # or learned from the first live requests (0: a profile is needed)
     learn_rows: Annotated[int, Meta(ge=0)] = 0
-    window_rows: PositiveInt = 5000
-    window_s: PositiveFloat = 60.0
-    max_rows_per_s: Annotated[float, Meta(ge=0)] = 1000.0
-    warn_after: PositiveInt = 1
-    quarantine_after: PositiveInt = 3
-    min_span_s: Annotated[float, Meta(ge=0)] = 60.0
-    recover_after: PositiveInt = 3
-    recovery: Literal["auto", "manual"] = "auto"
-    action: Literal["quarantine", "warn"] = "quarantine"
+    window_rows: PositiveInt = 5000  # a window closes after this many requests
+    window_s: PositiveFloat = 60.0  # or after this long, once it holds min_rows
+    max_rows_per_s: Annotated[float, Meta(ge=0)] = 1000.0  # past this rate requests are sampled (0: keep all)
+    warn_after: PositiveInt = 1  # drifted windows in a row before warning
+    quarantine_after: PositiveInt = 3  # drifted windows in a row before quarantine
+    min_span_s: Annotated[float, Meta(ge=0)] = 60.0  # a quarantine's drifted windows must span this long
+    recover_after: PositiveInt = 3  # clean windows in a row that bring it back
+    recovery: Literal["auto", "manual"] = "auto"  # auto, or manual: a person restores it
+    action: Literal["quarantine", "warn"] = "quarantine"  # what drift does: quarantine, or warn only
     # binary: scores are P(positive); the others are read from the output type when "auto"
     task: Literal["auto", "binary", "multiclass", "regression", "ranking"] = "auto"
-    k: PositiveInt = 10
-    threshold: Annotated[float, Meta(ge=0, le=1)] = 0.5
-    keep_windows: PositiveInt = 100
+    k: PositiveInt = 10  # ranking: the first k items count
+    threshold: Annotated[float, Meta(ge=0, le=1)] = 0.5  # binary: a score above it is positive
+    keep_windows: PositiveInt = 100  # windows kept for the console and /monitor
 
 
 class AuditSpec(_Spec, frozen=True):
     """When a person is asked to look: a fallback episode longer than ``after_s``, or a default older
     than ``default_max_age_s`` (0: never)."""
 
-    after_s: PositiveFloat = 1800.0
+    after_s: PositiveFloat = 1800.0  # a fallback episode longer than this opens an audit item
+    # a model is in an episode above this degraded share
     degraded_share: Annotated[float, Meta(ge=0, lt=1)] = 0.5
-    window_s: PositiveFloat = 60.0
-    min_answers: Annotated[int, Meta(ge=0)] = 5
+    window_s: PositiveFloat = 60.0  # the share is measured over this window
+    min_answers: Annotated[int, Meta(ge=0)] = 5  # answers in the window before it is judged
+    # a safe default older than this opens an item (0: never)
     default_max_age_s: Annotated[float, Meta(ge=0)] = 0.0
-    webhook: str | None = None
+    webhook: str | None = None  # an URL told of every item opened (Standard Webhooks)
     # the environment variable holding the webhook's signing secret (unset: deliveries are not signed)
     webhook_secret_env: str = WEBHOOK_SECRET
-    remind_after_s: PositiveFloat = 3600.0
+    remind_after_s: PositiveFloat = 3600.0  # an open item is announced again after this
 
 
 class FeatureUseSpec(_Spec, frozen=True):
     """Values a model reads from the online feature store, keyed by the table's entity fields in the
     request; older than ``max_age_s`` (on ``event_time``) means stale: the primary tier is skipped."""
 
-    table: Name
-    columns: list[str] | None = None
-    max_age_s: PositiveFloat | None = None
+    table: Name  # the feature table
+    columns: list[str] | None = None  # the columns read (default: all)
+    max_age_s: PositiveFloat | None = None  # older values are stale
 
 
 class FeaturesSpec(_Spec, frozen=True):
     """Where feature tables are kept (default: ``<data_dir>/features``) and how often the online lookup
     looks for new rows."""
 
-    dir: str | None = None
-    refresh_s: PositiveFloat = 10.0
+    dir: str | None = None  # where feature tables are kept
+    refresh_s: PositiveFloat = 10.0  # how often the online lookup reads new rows
 
 
 class ModelSpec(_Spec, frozen=True):
-    version: str = "1"
-    deadline_ms: PositiveInt = 100
+    version: str = "1"  # the model's version in answers and the log
+    deadline_ms: PositiveInt = 100  # the whole request, every tier included
     inputs: list[FeatureSpec] = msgspec.field(default_factory=list)
     output: OutputSpec = msgspec.field(default_factory=OutputSpec)
     tiers: list[TierSpec] = msgspec.field(default_factory=list)
@@ -315,36 +326,36 @@ class ShadowSpec(_Spec, frozen=True):
     most copies sent to a candidate in one call when they pile up, and how long copies pile up before
     the candidates get them (longer: fewer, bigger calls; the answers are logged, never waited on)."""
 
-    queue: PositiveInt = 10_000
-    max_batch: PositiveInt = 256
-    linger_ms: PositiveFloat = 5.0
+    queue: PositiveInt = 10_000  # copies waiting per candidate (more are dropped, counted)
+    max_batch: PositiveInt = 256  # the most copies in one call
+    linger_ms: PositiveFloat = 5.0  # how long copies pile up before they are sent
 
 
 class StoreSpec(_Spec, frozen=True):
     # sqlite:///PATH or postgresql://...; default: SQLite in data_dir. FAILSOFT_STORE_URL overrides it.
     url: str | None = None
-    log_predictions: bool = True
-    log_inputs: bool = False
-    batch_size: PositiveInt = 1000
-    flush_ms: PositiveInt = 200
-    max_buffer: PositiveInt = 200_000
-    spill_max_mb: PositiveInt = 1024
-    retention_days: Annotated[float, Meta(ge=0)] = 30.0
-    poll_ms: PositiveInt = 500
+    log_predictions: bool = True  # log every answer (the prediction log)
+    log_inputs: bool = False  # log each request's inputs too
+    batch_size: PositiveInt = 1000  # rows written in one batch
+    flush_ms: PositiveInt = 200  # the longest a row waits to be written
+    max_buffer: PositiveInt = 200_000  # rows held while the store is away (then spilled to disk)
+    spill_max_mb: PositiveInt = 1024  # the spill file's most size
+    retention_days: Annotated[float, Meta(ge=0)] = 30.0  # older rows are deleted (0: kept)
+    poll_ms: PositiveInt = 500  # how often replicas look for state changes
     # Each answer's record also written to a local journal before the answer is sent, so a crash of the
     # serving process (kill -9) loses none (store/journal.py); costs a write call per answer.
     journal: bool = False
 
 
 class ServerSpec(_Spec, frozen=True):
-    max_body_bytes: PositiveInt = 1 << 20
-    max_batch: PositiveInt = 1024
+    max_body_bytes: PositiveInt = 1 << 20  # a request's body at most (413 past it)
+    max_batch: PositiveInt = 1024  # rows in one request (OIP: checked from the tensors' shapes)
     # A client's request line and headers: at most this many bytes and headers (431 past either).
     max_header_bytes: PositiveInt = 65536
-    max_headers: PositiveInt = 100
+    max_headers: PositiveInt = 100  # and at most this many headers (431)
     # Seconds a client has to send a request's headers, and then its body (408 past either).
     header_timeout_s: PositiveFloat = 10.0
-    body_timeout_s: PositiveFloat = 30.0
+    body_timeout_s: PositiveFloat = 30.0  # then its body within this (408)
     # Seconds an idle keep-alive connection stays open.
     keep_alive_s: PositiveFloat = 5.0
     # Open connections at most; more are refused at once with a 503 (the descriptor limit is raised to fit).
@@ -358,7 +369,8 @@ class ServerSpec(_Spec, frozen=True):
 
 class PortfolioSpec(_Spec, frozen=True):
     models: dict[Name, ModelSpec]
-    data_dir: str = "failsoft-data"
+    data_dir: str = "failsoft-data"  # the state folder: SQLite, spill, journal, last good defaults
+    # pickles (joblib) load only from these: unpickling runs code
     trusted_model_dirs: list[str] = msgspec.field(default_factory=list)
     server: ServerSpec = msgspec.field(default_factory=ServerSpec)
     store: StoreSpec = msgspec.field(default_factory=StoreSpec)
