@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from failsoft.demo.procs import free_port, wait_http  # noqa: E402
+from failsoft.demo.procs import free_port, serve_command, wait_http  # noqa: E402
 from tests.portfolios import default_tier, model, python_tier, write  # noqa: E402
 from tests.server.test_overload import healthy, slow  # noqa: E402
 
@@ -72,8 +72,7 @@ def main() -> None:
                       inputs=({"name": "x", "min": 0, "max": 10},))  # fmt: skip
         path = write(Path(tmp), {"churn": churn})
         port = free_port()
-        cmd = [sys.executable, "-m", "failsoft.cli", "serve", str(path), "--port", str(port),
-               "--log-level", "warning"]  # fmt: skip
+        cmd = serve_command(path, port)
         limit = (1024, 1024)  # the gateway may hold 1,024 descriptors and cannot raise it
         gw = subprocess.Popen(cmd, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit))
         try:

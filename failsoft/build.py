@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from failsoft.chain import Chain, SkipLog, Tier
+from failsoft.chain import Chain, Tier
 from failsoft.config import (
     CandidateSpec,
     DefaultTierSpec,
@@ -24,6 +24,7 @@ from failsoft.features.online import FeatureLookup, OnlineTable
 from failsoft.features.store import FeatureStore
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, Bulkhead, Clock
+from failsoft.skips import SkipLog
 from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend, SageMakerBackend
 from failsoft.validation import InputSchema, OutputCheck
 

@@ -19,10 +19,12 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from failsoft import tracing
 from failsoft.errors import InvalidOutput, TierError
 from failsoft.features.online import fill
 from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, Bulkhead, Clock, Deadline
+from failsoft.skips import SkipLog
 from failsoft.tiers.base import Backend
 from failsoft.tiers.defaults import DefaultBackend
 from failsoft.types import Health, Outcome, Reason, Skip
@@ -42,42 +44,6 @@ class RequestIds:
 
     def next(self) -> str:
         return f"{self._prefix}-{next(self._counter):x}"
-
-
-class SkipLog:
-    """One structured line per skip, folded to at most one line a second per (model, tier, reason)."""
-
-    def __init__(self, clock: Clock = time.monotonic, interval_s: float = 1.0) -> None:
-        self._clock = clock
-        self._interval = interval_s
-        self._last: dict[tuple[str, str, str], list[float]] = {}
-
-    def skip(self, model: str, tier: str, reason: Reason, request_id: str, detail: str) -> None:
-        key = (model, tier, reason)
-        now = self._clock()
-        entry = self._last.get(key)
-        if entry is not None and now - entry[0] < self._interval:
-            entry[1] += 1
-            return
-        folded = int(entry[1]) if entry else 0
-        self._last[key] = [now, 0]
-        # a rejection is a configuration fault a person must fix: said louder than a passing failure
-        level = logging.WARNING if reason is Reason.REJECTED else logging.INFO
-        if log.isEnabledFor(level):
-            log.log(
-                level,
-                json.dumps(
-                    {
-                        "event": "tier_skipped",
-                        "model": model,
-                        "tier": tier,
-                        "reason": str(reason),
-                        "request_id": request_id,
-                        "detail": detail[:300],
-                        "folded": folded,
-                    }
-                ),
-            )
 
 
 class Tier:
@@ -256,6 +222,8 @@ class Chain:
         skips.append(Skip(tier, reason, detail))
         self.metrics.skip(self.model, tier, reason)
         self.skip_log.skip(self.model, tier, reason, request_id, detail)
+        if tracing.TRACER is not None:
+            tracing.skipped(self.model, tier, reason, detail)
 
     def bad_output(self, out: Any, n: int) -> str | None:
         """Why ``out`` is not an answer to ``n`` rows by the model's output check; None when it is."""
@@ -324,16 +292,9 @@ class Chain:
                     primary=primary, candidates=layout.candidates,
                 )  # fmt: skip
         outputs = self.default.answer(len(batch))
+        name = self.default.name
         return self._finish(
-            deadline,
-            request_id,
-            self.default.name,
-            outputs,
-            skips,
-            single,
-            batch.rows,
-            batch,
-            warnings=warnings,
+            deadline, request_id, name, outputs, skips, single, batch.rows, batch, warnings=warnings
         )
 
     async def _call(
@@ -350,7 +311,12 @@ class Chain:
         if budget <= 0.0 and not (inline and not deadline.expired()):
             self._skip(skips, tier.name, Reason.TIMEOUT, request_id, "no time left in the deadline")
             return None
-        out, reason, detail = await guarded_call(tier, batch, request_id, budget, self.bad_output)
+        if tracing.TRACER is None:  # traces off: nothing more than this check
+            out, reason, detail = await guarded_call(tier, batch, request_id, budget, self.bad_output)
+        else:
+            out, reason, detail = await tracing.attempt(
+                guarded_call, tier, batch, request_id, budget, self.bad_output
+            )
         if reason is not None:
             self._skip(skips, tier.name, reason, request_id, detail)
         return out

@@ -9,6 +9,7 @@
 | ``FAILSOFT_TOKENS_FILE`` | serve | a TOML file of ``owner = "token"`` lines, over ``[server] tokens_file`` |
 | ``FAILSOFT_URL`` | the CLI | the gateway the CLI talks to (default ``http://127.0.0.1:8000``) |
 | ``FAILSOFT_WEBHOOK_SECRET`` | serve | the default variable holding the audit webhooks' signing secret |
+| ``OTEL_*`` | serve | OpenTelemetry's own variables: traces on, exporter, sampler (failsoft/tracing.py) |
 | ``USER`` | the CLI | who flips a model when ``--by`` is not given |
 | ``CI`` | demo, tests | no live terminal display; tests that need PostgreSQL fail rather than skip |
 """

@@ -7,27 +7,55 @@ Prometheus families when ``/metrics`` is read. Each portfolio has its own regist
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Exemplar
+
+from failsoft import tracing
 
 # Seconds. Fine at the bottom: the safe default answers in microseconds, a healthy tier in a millisecond.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Histogram:
-    __slots__ = ("buckets", "counts", "total")
+    __slots__ = ("buckets", "counts", "exemplars", "total")
 
     def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
         self.buckets = buckets
         self.counts = [0] * (len(buckets) + 1)
         self.total = 0.0
+        # while traces are on: per bucket, the last (trace id, value, time) that fell in it
+        self.exemplars: list[tuple[str, float, float] | None] | None = None
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
+
+    def exemplar(self, value: float, trace_id: str | None) -> None:
+        """A slow bucket links to a trace (OpenMetrics exemplars, on ``/metrics`` to a scraper that asks for
+        OpenMetrics)."""
+        if trace_id is None:
+            return
+        if self.exemplars is None:
+            self.exemplars = [None] * (len(self.buckets) + 1)
+        self.exemplars[bisect.bisect_left(self.buckets, value)] = (trace_id, value, time.time())
+
+    def with_exemplars(self) -> list[Any]:
+        """``cumulative()``, each bucket with its exemplar where it has one."""
+        out: list[Any] = []
+        for (edge, count), kept in zip(
+            self.cumulative(), self.exemplars or [None] * len(self.counts), strict=True
+        ):
+            out.append(
+                (edge, count)
+                if kept is None
+                else (edge, count, Exemplar({"trace_id": kept[0]}, kept[1], kept[2]))
+            )
+        return out
 
     def cumulative(self) -> list[tuple[str, int]]:
         """(upper edge, count at or under it) per bucket, as Prometheus histograms are written."""
@@ -72,6 +100,8 @@ class Metrics:
         if hist is None:
             hist = self.latency[model] = Histogram()
         hist.observe(latency_s)
+        if tracing.TRACER is not None:  # traces off: nothing more than this check
+            hist.exemplar(latency_s, tracing.trace_id())
 
     def skip(self, model: str, tier: str, reason: str) -> None:
         key = (model, tier, reason)
@@ -122,7 +152,7 @@ class Metrics:
             "failsoft_degraded_ratio", "Share of answers not from the primary tier", labels=["model"]
         )
         for m, h in list(self.latency.items()):
-            buckets = h.cumulative()
+            buckets = h.cumulative() if h.exemplars is None else h.with_exemplars()
             lat.add_metric([m], buckets, h.total)
             n = buckets[-1][1]
             ratio.add_metric([m], self.degraded.get(m, 0) / n if n else 0.0)

@@ -72,3 +72,5 @@ class Outcome(msgspec.Struct, frozen=True):
     # What in the request was not used, e.g. ["unknown input 'tenure' (did you mean 'tenure_months'?)"];
     # left out of the JSON answer when there is nothing to say.
     warnings: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
+    # the trace this answer belongs to, while traces are on (failsoft/tracing.py); else left out
+    trace_id: str | msgspec.UnsetType = msgspec.UNSET

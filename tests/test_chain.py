@@ -384,7 +384,7 @@ def fake_chain(clock: FakeClock, deadline_s: float, *tiers: tuple[Spends, float]
 
 
 def helpers_skip_log(clock: FakeClock) -> Any:
-    from failsoft.chain import SkipLog
+    from failsoft.skips import SkipLog
 
     return SkipLog(clock)
 

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +18,12 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def serve_command(portfolio: Path | str, port: int, *extra: str) -> list[str]:
+    """``failsoft serve`` of ``portfolio`` on ``port`` (warnings and worse logged), with this interpreter."""
+    return [sys.executable, "-m", "failsoft.cli", "serve", str(portfolio), "--port", str(port),
+            "--log-level", "warning", *extra]  # fmt: skip
 
 
 def niced(args: list[str], level: int = 10) -> list[str]:

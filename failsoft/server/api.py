@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import exposition as prometheus_text
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from failsoft.audit.actions import ACTIONS, act
 from failsoft.audit.actions import MISSING as MISSING_VALUE
@@ -74,8 +75,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler]] = []
 
 
 def route(method: str, path: str, body: Any = None, auth: bool = False) -> Callable[[Handler], Handler]:
-    """A handler of ``method path``; ``body``: the type its request body decodes to, ``auth``: it needs a
-    bearer token (both read by the OpenAPI document, server/openapi.py)."""
+    """``body``: the type the request's body decodes to; ``auth``: a token needed (for server/openapi.py)"""
 
     def add(handler: Handler) -> Handler:
         ROUTES.append((method, tuple(path.strip("/").split("/")), handler))
@@ -328,8 +328,10 @@ class ControlPlane:
 
     @route("GET", "/metrics")
     async def metrics(self, req: Request) -> Any:
-        text = generate_latest(self.portfolio.metrics.registry)
-        return 200, text, [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+        """Prometheus' text format; OpenMetrics (exemplars while traces are on) to a scraper asking for it"""
+        om = openmetrics if b"openmetrics" in (req.header(b"accept") or b"") else prometheus_text
+        text = om.generate_latest(self.portfolio.metrics.registry)
+        return 200, text, [(b"content-type", om.CONTENT_TYPE_LATEST.encode())]
 
     @route("GET", "/")
     async def page(self, req: Request) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from failsoft import tracing
 from failsoft.chain import Chain
 from failsoft.errors import InvalidRequest, UnknownModel
 from failsoft.portfolio import Portfolio
@@ -198,14 +199,22 @@ class App:
                 return encode({"name": chain.model, "ready": self.portfolio.started})
         raise UnknownModel("/".join(parts[1:]), list(self.portfolio.chains))
 
-    async def _answer(self, chain: Chain, rows: list[Any], request_id: str | None, single: bool) -> Outcome:
+    async def _answer(
+        self, chain: Chain, rows: list[Any], request_id: str | None, single: bool, http: Request
+    ) -> Outcome:
         model = chain.model
         if len(rows) > self.max_batch:
             self.portfolio.metrics.reject(model, "batch_too_large")
             raise InvalidRequest(f"batch of {len(rows)} rows is over the limit of {self.max_batch}")
         if not rows:
             raise InvalidRequest("inputs is an empty list")
-        return await chain.run(rows, request_id or self.portfolio.ids.next(), single)
+        request_id = request_id or self.portfolio.ids.next()
+        if tracing.TRACER is None:  # traces off: nothing more than this check
+            return await chain.run(rows, request_id, single)
+        route = "/v1/models/{model}/predict" if http.parts[0] == "v1" else "/v2/models/{model}/infer"
+        return await tracing.serve(
+            f"POST {route}", model, http.headers, lambda: chain.run(rows, request_id, single)
+        )
 
     async def _predict_v1(self, model: str, body: bytes, http: Request) -> bytes:
         """``id`` in the body, else the ``X-Request-Id`` header, else one of the gateway's own."""
@@ -218,7 +227,7 @@ class App:
         single = isinstance(req.inputs, dict)
         rows = [req.inputs] if single else req.inputs
         assert isinstance(rows, list)
-        return encode(await self._answer(chain, rows, request_id, single))
+        return encode(await self._answer(chain, rows, request_id, single, http))
 
     async def _infer(self, model: str, body: bytes, http: Request) -> Response:
         chain = self.portfolio.chain(model)
@@ -242,7 +251,7 @@ class App:
             raise
         oip.attach_binary(req, binary)
         rows = oip.to_rows(req, chain)
-        outcome = await self._answer(chain, rows, req.id, single=False)
+        outcome = await self._answer(chain, rows, req.id, False, http)
         doc = oip.to_response(outcome, len(rows), single=False)
         if not oip.wants_binary(req):
             return 200, encode(doc), JSON

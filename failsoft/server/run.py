@@ -15,6 +15,7 @@ import time
 import msgspec
 import uvicorn
 
+from failsoft import tracing
 from failsoft.portfolio import Portfolio
 from failsoft.server.app import App
 from failsoft.server.auth import Tokens
@@ -99,7 +100,11 @@ def serve(
         threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
     life = Lifecycle(portfolio.spec.server.drain_s)
     server = Server(uvicorn_config(portfolio, host, port, log_level, tokens, unproven_ok, http, life), life)
-    server.run(sockets=None if sock is None else [sock])
+    tracing.start()  # when the OTEL_* variables ask for traces (failsoft/tracing.py)
+    try:
+        server.run(sockets=None if sock is None else [sock])
+    finally:
+        tracing.stop()
     return 0 if server.started else 3
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from failsoft import tracing
 from failsoft.errors import InvalidOutput, TierRejected, TierUnavailable
 from failsoft.tiers.base import Backend
 
@@ -76,7 +77,8 @@ class RemoteBackend(Backend):
     async def _post(self, url: str, data: bytes) -> Any:
         assert self._session is not None, "backend not started"
         try:
-            async with self._session.post(url, data=data) as resp:
+            # while traces are on, the tier attempt's traceparent (failsoft/tracing.py); else None
+            async with self._session.post(url, data=data, headers=tracing.outgoing()) as resp:
                 raw = await resp.read()
                 if resp.status >= 300:
                     said = gist(raw)
