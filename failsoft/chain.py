@@ -222,7 +222,7 @@ class Chain:
         skips.append(Skip(tier, reason, detail))
         self.metrics.skip(self.model, tier, reason)
         self.skip_log.skip(self.model, tier, reason, request_id, detail)
-        if tracing.TRACER is not None:
+        if tracing.TRACER is not None and tracing.active():
             tracing.skipped(self.model, tier, reason, detail)
 
     def bad_output(self, out: Any, n: int) -> str | None:
@@ -311,7 +311,7 @@ class Chain:
         if budget <= 0.0 and not (inline and not deadline.expired()):
             self._skip(skips, tier.name, Reason.TIMEOUT, request_id, "no time left in the deadline")
             return None
-        if tracing.TRACER is None:  # traces off: nothing more than this check
+        if tracing.TRACER is None or not tracing.active():  # not traced: nothing more than this check
             out, reason, detail = await guarded_call(tier, batch, request_id, budget, self.bad_output)
         else:
             out, reason, detail = await tracing.attempt(

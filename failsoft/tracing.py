@@ -8,30 +8,38 @@ When on: a server span per data-plane request (none for probes, metrics or the c
 incoming ``traceparent``; a child span per tier attempt (``failsoft.model``, ``failsoft.tier``,
 ``failsoft.reason``, ``failsoft.degraded``) whose context goes to remote tiers in their own
 ``traceparent`` header, and a span per tier passed by without a call; the trace id in the answer
-(``trace_id``) and in the skip log lines. Spans leave through a batch processor: a bounded queue and a
-thread of its own, so an exporter that fails or a collector that is down costs an answer nothing (spans
-are dropped when the queue is full). When off, every function here is a check of one global and nothing
-else: ``TRACER is None``.
+(``trace_id``) and in the skip log lines. Finished spans leave in batches, every
+``OTEL_BSP_SCHEDULE_DELAY`` ms (default 1000), through a bounded queue and a thread of their own to a
+helper process that exports them with the SDK's exporter (failsoft/tracing_export.py), so an exporter
+that fails or a collector that is down costs an answer nothing (spans are dropped when the queue is
+full). When off, every function here is a check of one global and nothing else: ``TRACER is None``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import logging
 import os
 import random
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from failsoft.types import Outcome
 
 log = logging.getLogger("failsoft.tracing")
 
-TRACER: Any = None  # the tracer while traces are on; None: off (the one check on the request path)
-_PROPAGATOR: Any = None
-_SPAN_KIND: Any = None
-_PROVIDER: Any = None
+TRACER: Any = None  # True while traces are on; None: off (the one check on the request path)
+_SHIPPER: Any = None
+_RESOURCE: Any = None
+DELAY_S = float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "1000")) / 1000.0  # how often spans leave
 _RATIO = 1.0  # the share of requests without a caller's decision that are sampled
 _PARENT_BASED = True  # a caller's sampled flag decides (OTEL_TRACES_SAMPLER parentbased_*, the default)
 # the tier the last attempt in this request called: its skip has the attempt's span already
@@ -54,33 +62,20 @@ def wanted(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
 
 def start(exporter: Any = None) -> bool:
     """Turn traces on when the variables ask for them (or with ``exporter``, a span exporter of one's
-    own: tests give the SDK's in-memory one). False when off; a missing SDK is said once, not fatal."""
-    global TRACER, _PROPAGATOR, _SPAN_KIND, _PROVIDER
+    own, used in this process: tests give the SDK's in-memory one). False when off; a missing SDK is said
+    once, not fatal."""
+    global TRACER, _SHIPPER, _RESOURCE
     if exporter is None and not wanted():
         return False
     try:
-        from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
         log.warning('{"event": "tracing_unavailable", "fix": "pip install \'failsoft[otel]\'"}')
         return False
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-
     _sampling()
-    # every decision is made before a span is made (serve, below): the SDK samples what it is given
-    name = os.environ.get("OTEL_SERVICE_NAME", "failsoft")
-    provider = TracerProvider(resource=Resource.create({"service.name": name}), sampler=ALWAYS_ON)
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        provider.add_span_processor(BatchSpanProcessor(_exporter()))
-    _PROVIDER = provider
-    TRACER = provider.get_tracer("failsoft")
-    _PROPAGATOR = TraceContextTextMapPropagator()
-    _SPAN_KIND = trace.SpanKind
+    _RESOURCE = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "failsoft")})
+    _SHIPPER = Shipper(exporter)
+    TRACER = True
     return True
 
 
@@ -101,52 +96,83 @@ def _sampling() -> None:
         _RATIO = 1.0
 
 
-def _exporter() -> Any:
-    kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")[0].strip().lower() or "otlp"
-    if kind == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        return ConsoleSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()  # its endpoint, headers and timeout from OTEL_EXPORTER_OTLP_*
-
-
 def stop() -> None:
-    """Flush what is queued (bounded by the processor's own timeout) and turn traces off."""
-    global TRACER, _PROVIDER
-    provider, _PROVIDER, TRACER = _PROVIDER, None, None
-    if provider is not None:
-        provider.shutdown()
+    """Ship what is queued (the helper exports it, bounded by its exporter's timeout) and turn traces off."""
+    global TRACER, _SHIPPER
+    shipper, _SHIPPER, TRACER = _SHIPPER, None, None
+    if shipper is not None:
+        shipper.stop()
 
 
 # ---- the request path (each function is only called while TRACER is not None) -------------------------
 #
-# The sampling decision is made here, before the SDK is touched: the OpenTelemetry SDK costs tens of
-# microseconds a span even for a span it drops, so an unsampled request makes no span at all. It still
-# passes the caller's trace on (flags 00: "not sampled"), so the tiers behind decide as the caller did.
+# The OpenTelemetry SDK costs tens of microseconds a span to make and hundreds to encode and send, in the
+# process that makes it: more than a whole request costs failsoft. So the request path makes spans of its
+# own here (a few fields, ids from a fast generator), decides sampling before it makes any (a request not
+# sampled makes none; a caller's trace not sampled is passed on flagged 00), and ships finished spans in
+# batches to a helper process (failsoft/tracing_export.py) that turns them into the SDK's spans and
+# exports them with the SDK's OTLP exporter. The serving process never encodes OTLP.
+
+_rand = random.Random()
+
+
+class Span:
+    """A span as the request path makes it (failsoft/tracing_export.py turns it into the SDK's)."""
+
+    __slots__ = (
+        "attributes",
+        "end_ns",
+        "error",
+        "kind",
+        "name",
+        "parent_id",
+        "span_id",
+        "start_ns",
+        "trace_id",
+    )
+
+    def __init__(self, name: str, kind: int, trace_id: int, parent_id: int) -> None:
+        self.name, self.kind, self.trace_id, self.parent_id = name, kind, trace_id, parent_id
+        self.span_id = _rand.getrandbits(64) or 1
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+        self.attributes: dict[str, Any] = {}
+        self.error: str | None = None
+
+    def end(self) -> None:
+        self.end_ns = time.time_ns()
+        _SHIPPER.put(self)
+
+    def record(self) -> tuple[Any, ...]:
+        # the trace id as hex: 128 bits are more than msgpack's integers hold
+        return (self.name, self.kind, f"{self.trace_id:032x}", self.span_id, self.parent_id, self.start_ns,
+                self.end_ns, self.attributes, self.error)  # fmt: skip
+
+
+SERVER, CLIENT, INTERNAL = 1, 2, 0
 
 
 class _Request:
-    """This request's trace: whether it is sampled, and the caller's ids (or none)."""
+    """This request's trace: whether it is sampled, its trace id (the caller's, or a new one when sampled)
+    and the span now current."""
 
-    __slots__ = ("parent", "sampled", "trace_id")
+    __slots__ = ("current", "parent", "sampled", "trace_id")
 
     def __init__(self, trace_id: str | None, parent: str | None, sampled: bool) -> None:
         self.trace_id, self.parent, self.sampled = trace_id, parent, sampled
+        self.current: Span | None = None
 
 
 _REQUEST: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("failsoft_trace", default=None)
 
 
-def _incoming(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, bool, str | None] | None:
-    """The caller's (trace id, span id, sampled, tracestate) from W3C trace context headers."""
-    parent = state = None
+def _incoming(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, bool] | None:
+    """The caller's (trace id, span id, sampled) from a W3C ``traceparent`` header."""
+    parent = None
     for key, value in headers:
         if key == b"traceparent":
             parent = value.decode("latin-1").strip()
-        elif key == b"tracestate":
-            state = value.decode("latin-1")
+            break
     if parent is None:
         return None
     parts = parent.split("-")
@@ -154,51 +180,58 @@ def _incoming(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str, bool, s
         return None
     try:
         flags = int(parts[3][:2], 16)
+        int(parts[1], 16), int(parts[2], 16)
     except ValueError:
         return None
-    return parts[1], parts[2], bool(flags & 1), state
+    return parts[1], parts[2], bool(flags & 1)
+
+
+def traced(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request has a trace: the caller sent one (sampled or not: its id is passed on), or the
+    ratio samples it. A request without is answered as if traces were off."""
+    for key, _value in headers:
+        if key == b"traceparent":
+            return True
+    return _rand.random() < _RATIO
 
 
 async def serve(
     name: str, model: str, headers: Iterable[tuple[bytes, bytes]], answer: Callable[[], Awaitable[Outcome]]
 ) -> Outcome:
     """``answer()`` inside a server span joined to the caller's trace when sampled (the caller's flag when
-    it sent one, else ``OTEL_TRACES_SAMPLER_ARG``'s ratio); the outcome gets the trace's id."""
-    import msgspec
-
+    it sent one, else ``OTEL_TRACES_SAMPLER_ARG``'s ratio); the outcome gets the trace's id. Only for a
+    request that ``traced`` says has a trace."""
     incoming = _incoming(headers)
-    sampled = incoming[2] if incoming is not None and _PARENT_BASED else random.random() < _RATIO
-    if not sampled:
-        token = _REQUEST.set(
-            _Request(incoming[0] if incoming else None, incoming[1] if incoming else None, False)
-        )
+    if incoming is None:
+        pass  # sampled by the ratio (``traced``): a trace of our own
+    elif not (incoming[2] if _PARENT_BASED else _rand.random() < _RATIO):
+        # the caller's trace, not sampled: its id in the answer, and passed on flagged 00
+        token = _REQUEST.set(_Request(incoming[0], incoming[1], False))
         try:
             outcome = await answer()
         finally:
             _REQUEST.reset(token)
-        return outcome if incoming is None else msgspec.structs.replace(outcome, trace_id=incoming[0])
-    carrier = {}
-    if incoming is not None:
-        carrier["traceparent"] = f"00-{incoming[0]}-{incoming[1]}-01"
-        if incoming[3]:
-            carrier["tracestate"] = incoming[3]
-    context = _PROPAGATOR.extract(carrier) if carrier else None
-    token = _REQUEST.set(_Request(None, None, True))
+        return msgspec.structs.replace(outcome, trace_id=incoming[0])
+    trace = incoming[0] if incoming else format(_rand.getrandbits(128) or 1, "032x")
+    span = Span(name, SERVER, int(trace, 16), int(incoming[1], 16) if incoming else 0)
+    span.attributes["failsoft.model"] = model
+    request = _Request(trace, incoming[1] if incoming else None, True)
+    request.current = span
+    token = _REQUEST.set(request)
     try:
-        with TRACER.start_as_current_span(name, context=context, kind=_SPAN_KIND.SERVER,
-                                          attributes={"failsoft.model": model}) as span:  # fmt: skip
-            outcome = await answer()
-            span.set_attribute("failsoft.tier", outcome.tier)
-            span.set_attribute("failsoft.degraded", outcome.degraded)
-            if outcome.reason is not None:
-                span.set_attribute("failsoft.reason", str(outcome.reason))
-            trace_id = format(span.get_span_context().trace_id, "032x")
+        outcome = await answer()
+        span.attributes["failsoft.tier"] = outcome.tier
+        span.attributes["failsoft.degraded"] = outcome.degraded
+        if outcome.reason is not None:
+            span.attributes["failsoft.reason"] = str(outcome.reason)
     finally:
         _REQUEST.reset(token)
-    return msgspec.structs.replace(outcome, trace_id=trace_id)
+        span.end()
+    return msgspec.structs.replace(outcome, trace_id=trace)
 
 
-def _sampled() -> bool:
+def active() -> bool:
+    """Whether this request is sampled (its tier attempts get spans)."""
     request = _REQUEST.get()
     return request is not None and request.sampled
 
@@ -213,47 +246,55 @@ async def attempt(
 ) -> tuple[Any, Any, str]:
     """A tier's guarded call inside a client span of its own, current while it runs so that a remote
     tier's ``traceparent`` names it (a request not sampled: the call alone)."""
-    if not _sampled():
+    request = _REQUEST.get()
+    if request is None or not request.sampled or request.current is None:
         return await call(tier, batch, request_id, budget_s, bad_output)
-    with TRACER.start_as_current_span(f"tier {tier.name}", kind=_SPAN_KIND.CLIENT) as span:
-        span.set_attribute("failsoft.tier", tier.name)
-        span.set_attribute("failsoft.rows", len(batch))
+    parent = request.current
+    span = Span(f"tier {tier.name}", CLIENT, parent.trace_id, parent.span_id)
+    span.attributes["failsoft.tier"] = tier.name
+    span.attributes["failsoft.rows"] = len(batch)
+    request.current = span
+    try:
         out, reason, detail = await call(tier, batch, request_id, budget_s, bad_output)
+    finally:
+        request.current = parent
         _ATTEMPTED.set(tier.name)
-        span.set_attribute("failsoft.degraded", reason is not None)
-        if reason is not None:
-            span.set_attribute("failsoft.reason", str(reason))
-            span.set_status(_error(detail or str(reason)))
-        return out, reason, detail
+    span.attributes["failsoft.degraded"] = reason is not None
+    if reason is not None:
+        span.attributes["failsoft.reason"] = str(reason)
+        span.error = (detail or str(reason))[:300]
+    span.end()
+    return out, reason, detail
 
 
 def skipped(model: str, tier: str, reason: Any, detail: str) -> None:
     """A tier passed by without a call (quarantined, stale features, no time left): a span that says so.
     A tier that was called has its attempt's span already."""
-    if not _sampled():
+    request = _REQUEST.get()
+    if request is None or not request.sampled or request.current is None:
         return
     if _ATTEMPTED.get() == tier:
         _ATTEMPTED.set(None)
         return  # the attempt's own span says it
-    with TRACER.start_as_current_span(f"skip {tier}") as span:
-        span.set_attributes({"failsoft.model": model, "failsoft.tier": tier, "failsoft.reason": str(reason),
-                             "failsoft.degraded": True, "failsoft.detail": detail[:300]})  # fmt: skip
+    parent = request.current
+    span = Span(f"skip {tier}", INTERNAL, parent.trace_id, parent.span_id)
+    span.attributes.update({"failsoft.model": model, "failsoft.tier": tier, "failsoft.reason": str(reason),
+                            "failsoft.degraded": True, "failsoft.detail": detail[:300]})  # fmt: skip
+    span.end()
 
 
 def outgoing() -> dict[str, str] | None:
-    """The ``traceparent`` (and ``tracestate``) a remote tier's request carries; None while off."""
+    """The ``traceparent`` a remote tier's request carries; None while off or outside a request."""
     if TRACER is None:
         return None
     request = _REQUEST.get()
     if request is None:
         return None  # outside a request (the start-up proof of the tiers)
-    if request.sampled:
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier)
-        return carrier or None
-    # not sampled: the caller's trace (or a new one) goes on flagged 00, so what is behind does not sample
-    trace = request.trace_id or os.urandom(16).hex()
-    return {"traceparent": f"00-{trace}-{os.urandom(8).hex()}-00"}
+    if request.sampled and request.current is not None:
+        current = request.current
+        return {"traceparent": f"00-{current.trace_id:032x}-{current.span_id:016x}-01"}
+    # the caller's trace, not sampled: it goes on flagged 00, so what is behind does not sample it either
+    return {"traceparent": f"00-{request.trace_id}-{_rand.getrandbits(64) or 1:016x}-00"}
 
 
 def trace_id() -> str | None:
@@ -262,17 +303,74 @@ def trace_id() -> str | None:
     if TRACER is None:
         return None
     request = _REQUEST.get()
-    if request is None:
-        return None
-    if not request.sampled:
-        return request.trace_id
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+    return None if request is None else request.trace_id
 
 
-def _error(detail: str) -> Any:
-    from opentelemetry.trace import Status, StatusCode
+# ---- shipping finished spans out of the serving process ---------------------------------------------------
 
-    return Status(StatusCode.ERROR, detail[:300])
+
+class Shipper:
+    """Finished spans, batched by a thread of its own: sent to the export helper's stdin (length-prefixed
+    msgspec frames), or given to an in-process exporter (tests). At most ``MAX_QUEUED`` wait: more are
+    dropped and counted, never waited on."""
+
+    MAX_QUEUED = 20_000
+    BATCH = 512
+
+    def __init__(self, exporter: Any = None) -> None:
+        self.exporter = exporter
+        self.queue: collections.deque[Span] = collections.deque()  # appended and taken thread-safely
+        self.dropped = 0
+        self.wake = threading.Event()
+        self.stopping = False
+        self.helper: subprocess.Popen[bytes] | None = None
+        if exporter is None:
+            cmd = [sys.executable, "-m", "failsoft.tracing_export"]
+            self.helper = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        self.thread = threading.Thread(target=self._run, name="failsoft-traces", daemon=True)
+        self.thread.start()
+
+    def put(self, span: Span) -> None:
+        queue = self.queue
+        if len(queue) >= self.MAX_QUEUED:
+            self.dropped += 1
+            return
+        queue.append(span)
+        if len(queue) >= self.BATCH:
+            self.wake.set()
+
+    def _run(self) -> None:
+        import msgspec
+
+        encode = msgspec.msgpack.Encoder().encode
+        while True:
+            self.wake.wait(DELAY_S)
+            self.wake.clear()
+            queue = self.queue
+            while queue:
+                records = [queue.popleft().record() for _ in range(min(self.BATCH, len(queue)))]
+                if self.exporter is not None:
+                    from failsoft.tracing_export import readable
+
+                    self.exporter.export(readable(records, _RESOURCE))
+                elif self.helper is not None and self.helper.stdin is not None:
+                    frame = encode(records)
+                    try:
+                        self.helper.stdin.write(len(frame).to_bytes(4, "big") + frame)
+                        self.helper.stdin.flush()
+                    except OSError:
+                        self.helper = None  # the helper is gone: spans are dropped from now on
+            if self.stopping:
+                return
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(10)
+        helper, self.helper = self.helper, None
+        if helper is not None and helper.stdin is not None:
+            try:
+                helper.stdin.close()
+                helper.wait(10)  # the helper flushes what it holds, within its exporter's timeout
+            except (OSError, subprocess.TimeoutExpired):
+                helper.kill()

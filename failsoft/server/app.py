@@ -209,7 +209,7 @@ class App:
         if not rows:
             raise InvalidRequest("inputs is an empty list")
         request_id = request_id or self.portfolio.ids.next()
-        if tracing.TRACER is None:  # traces off: nothing more than this check
+        if tracing.TRACER is None or not tracing.traced(http.headers):  # not traced: nothing more
             return await chain.run(rows, request_id, single)
         route = "/v1/models/{model}/predict" if http.parts[0] == "v1" else "/v2/models/{model}/infer"
         return await tracing.serve(
