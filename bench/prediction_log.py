@@ -34,7 +34,7 @@ from overhead import portfolio, wrk
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
-from failsoft.demo.procs import free_port, wait_http
+from failsoft.demo.procs import free_port, serve_command, wait_http
 from failsoft.store import open_store
 
 
@@ -165,17 +165,7 @@ def main() -> None:
             port = free_port()
             path = portfolio(work, "", names, store)
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "failsoft.cli",
-                    "serve",
-                    str(path),
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
+                serve_command(path, port),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -191,8 +191,8 @@ class Client:
         except msgspec.DecodeError as err:
             said = f"not a failsoft answer (HTTP {status}): {err}"
             return self._fallback(model, request_id, Reason.BAD_ANSWER, said, started)
-        if self.cache:
-            self._kept.keep_fresh(self._client(), self._url(model, "default"), model, self.refresh_s)
+        if self.cache and self._kept.stale(model, self.refresh_s):
+            self._kept.refresh(self._client(), self._url(model, "default"), model)
         return outcome
 
     def _refused(self, model: str, status: int, body: bytes) -> None:
@@ -275,12 +275,13 @@ class _Kept:
         self.docs[model] = (doc, etag, time.monotonic())
         return doc
 
-    def keep_fresh(self, session: aiohttp.ClientSession, url: str, model: str, refresh_s: float) -> None:
-        """After an answer: fetch the model's safe default in the background when there is none or it is
-        older than ``refresh_s`` (its ETag makes an unchanged one a 304)."""
+    def stale(self, model: str, refresh_s: float) -> bool:
+        """No copy of the model's default, or one older than ``refresh_s``, and no fetch under way."""
         kept = self.docs.get(model)
-        if model in self.fetching or (kept and time.monotonic() - kept[2] < refresh_s):
-            return
+        return model not in self.fetching and not (kept and time.monotonic() - kept[2] < refresh_s)
+
+    def refresh(self, session: aiohttp.ClientSession, url: str, model: str) -> None:
+        """Fetch the model's safe default in the background (its ETag makes an unchanged one a 304)."""
         self.fetching.add(model)
         task = asyncio.get_running_loop().create_task(self._refresh(session, url, model))
         self.tasks.add(task)

@@ -47,9 +47,8 @@ class Histogram:
     def with_exemplars(self) -> list[Any]:
         """``cumulative()``, each bucket with its exemplar where it has one."""
         out: list[Any] = []
-        for (edge, count), kept in zip(
-            self.cumulative(), self.exemplars or [None] * len(self.counts), strict=True
-        ):
+        assert self.exemplars is not None
+        for (edge, count), kept in zip(self.cumulative(), self.exemplars, strict=True):
             out.append(
                 (edge, count)
                 if kept is None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import json
 import logging
 import os
 import random
@@ -102,6 +103,9 @@ def stop() -> None:
     shipper, _SHIPPER, TRACER = _SHIPPER, None, None
     if shipper is not None:
         shipper.stop()
+        if shipper.dropped:
+            log.warning(json.dumps({"event": "spans_dropped", "count": shipper.dropped,
+                                    "why": "more were waiting than the queue holds"}))  # fmt: skip
 
 
 # ---- the request path (each function is only called while TRACER is not None) -------------------------
@@ -156,10 +160,10 @@ class _Request:
     """This request's trace: whether it is sampled, its trace id (the caller's, or a new one when sampled)
     and the span now current."""
 
-    __slots__ = ("current", "parent", "sampled", "trace_id")
+    __slots__ = ("current", "sampled", "trace_id")
 
-    def __init__(self, trace_id: str | None, parent: str | None, sampled: bool) -> None:
-        self.trace_id, self.parent, self.sampled = trace_id, parent, sampled
+    def __init__(self, trace_id: str | None, sampled: bool) -> None:
+        self.trace_id, self.sampled = trace_id, sampled
         self.current: Span | None = None
 
 
@@ -206,7 +210,7 @@ async def serve(
         pass  # sampled by the ratio (``traced``): a trace of our own
     elif not (incoming[2] if _PARENT_BASED else _rand.random() < _RATIO):
         # the caller's trace, not sampled: its id in the answer, and passed on flagged 00
-        token = _REQUEST.set(_Request(incoming[0], incoming[1], False))
+        token = _REQUEST.set(_Request(incoming[0], False))
         try:
             outcome = await answer()
         finally:
@@ -215,7 +219,7 @@ async def serve(
     trace = incoming[0] if incoming else format(_rand.getrandbits(128) or 1, "032x")
     span = Span(name, SERVER, int(trace, 16), int(incoming[1], 16) if incoming else 0)
     span.attributes["failsoft.model"] = model
-    request = _Request(trace, incoming[1] if incoming else None, True)
+    request = _Request(trace, True)
     request.current = span
     token = _REQUEST.set(request)
     try:

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from failsoft import tracing
-from failsoft.demo.procs import free_port, wait_http
+from failsoft.demo.procs import free_port, serve_command, wait_http
 from tests.http import get, post
 from tests.portfolios import default_tier, model, write
 
@@ -114,7 +113,7 @@ def traced(tmp_path: Path) -> Iterator[tuple[str, Receiver, Backend, subprocess.
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
            "OTEL_SERVICE_NAME": "failsoft-test"}  # fmt: skip
     with (tmp_path / "gw.log").open("wb") as log:
-        cmd = [sys.executable, "-m", "failsoft.cli", "serve", str(path), "--port", str(port)]
+        cmd = serve_command(path, port, log_level="info")
         gw = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready", gw)
@@ -189,7 +188,7 @@ def test_a_collector_that_is_down_costs_no_answer(tmp_path: Path) -> None:
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
            "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}  # fmt: skip
     with (tmp_path / "gw.log").open("wb") as log:
-        cmd = [sys.executable, "-m", "failsoft.cli", "serve", str(path), "--port", str(port)]
+        cmd = serve_command(path, port, log_level="info")
         gw = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready", gw)

@@ -20,10 +20,10 @@ def free_port() -> int:
         return port
 
 
-def serve_command(portfolio: Path | str, port: int, *extra: str) -> list[str]:
-    """``failsoft serve`` of ``portfolio`` on ``port`` (warnings and worse logged), with this interpreter."""
+def serve_command(portfolio: Path | str, port: int, *extra: str, log_level: str = "warning") -> list[str]:
+    """``failsoft serve`` of ``portfolio`` on ``port``, with this interpreter."""
     return [sys.executable, "-m", "failsoft.cli", "serve", str(portfolio), "--port", str(port),
-            "--log-level", "warning", *extra]  # fmt: skip
+            "--log-level", log_level, *extra]  # fmt: skip
 
 
 def niced(args: list[str], level: int = 10) -> list[str]:

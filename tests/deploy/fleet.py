@@ -11,7 +11,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from failsoft.demo.procs import free_port, wait_http
+from failsoft.demo.procs import free_port, serve_command, wait_http
 from tests.portfolios import default_tier, model, python_tier, write
 
 DRAIN_S = 1.5  # more than the balancer's check interval x fall (2 x 200 ms), with room on a busy machine
@@ -97,8 +96,7 @@ class Fleet:
     # ---- the replicas and the balancer -------------------------------------------------------------------
 
     def start_replica(self, i: int) -> None:
-        cmd = [sys.executable, "-m", "failsoft.cli", "serve", str(self.portfolio),
-               "--port", str(self.ports[i]), "--log-level", "warning"]  # fmt: skip
+        cmd = serve_command(self.portfolio, self.ports[i])
         with (self.folder / f"replica-{i}.log").open("ab") as log:
             self.procs[i] = proc = subprocess.Popen(cmd, stdout=log, stderr=log)
         wait_http(f"http://127.0.0.1:{self.ports[i]}/v2/health/ready", proc)

@@ -11,14 +11,13 @@ import http.client
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from failsoft.demo.procs import free_port, wait_http
+from failsoft.demo.procs import free_port, serve_command, wait_http
 from failsoft.server.lifecycle import Lifecycle
 from failsoft.server.workers import cores
 from failsoft.store import open_store
@@ -100,17 +99,7 @@ async def test_sigterm_drains_then_stops_with_every_answer_logged(tmp_path: Path
     m = model(python_tier("cpu", "tests.helpers:score"), default_tier(0.5), inputs=(x,), deadline_ms=50)
     path = write(tmp_path, {"m": m}, server={"drain_s": DRAIN_S}, store={"flush_ms": 50})
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "failsoft.cli",
-        "serve",
-        str(path),
-        "--port",
-        str(port),
-        "--workers",
-        workers,
-    ]
+    argv = serve_command(path, port, "--workers", workers, log_level="info")
     with (tmp_path / "gw.log").open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
     try:

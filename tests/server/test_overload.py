@@ -9,13 +9,12 @@ import asyncio
 import contextlib
 import resource
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from failsoft.demo.procs import free_port, wait_http
+from failsoft.demo.procs import free_port, serve_command, wait_http
 from failsoft.server import overload
 from failsoft.server.overload import effective_cap, least_progress, timeout_scale
 from tests.portfolios import default_tier, model, python_tier, write
@@ -116,8 +115,8 @@ async def test_slow_connections_past_the_descriptor_limit_shut_no_healthy_client
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
     with (tmp_path / "gw.log").open("wb") as log:
-        gw = subprocess.Popen([sys.executable, "-m", "failsoft.cli", "serve", str(path), "--port", str(port)],
-                              stdout=log, stderr=log, preexec_fn=limit)  # fmt: skip
+        cmd = serve_command(path, port, log_level="info")
+        gw = subprocess.Popen(cmd, stdout=log, stderr=log, preexec_fn=limit)
     stop = asyncio.Event()
     opened = [0]
     attackers: list[asyncio.Task[Any]] = []
