@@ -1,7 +1,8 @@
 """What tracing costs, side by side in one run: the same gateway (an in-process model, compiled, and its
 default) with traces off, on with nothing sampled, and sampling 1%, 10% and every request, each
-exporting over OTLP/HTTP to a receiver on loopback that reads and drops the spans. Rounds interleave the
-cases so the machine's drift falls on all of them; medians of the rounds. Load from wrk (c=32) over
+exporting over OTLP/HTTP to a receiver on loopback that counts the spans (``spans_a_request``: 2 for a
+sampled request, so 0.2 at 10% says none was dropped). Rounds interleave the cases, each round starting
+with another, so the machine's drift falls on all of them; medians of the rounds. Load from wrk (c=32) over
 loopback; the gateway's CPU per request beside the wall-clock figures. The last line is one JSON object.
 
     python bench/tracing.py [--seconds 5] [--rounds 3]
@@ -25,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 from overhead import Served, wrk_cpu  # noqa: E402
 
 from failsoft.demo.procs import free_port, serve_command, wait_http  # noqa: E402
@@ -35,11 +37,15 @@ CASES = {"off": None, "0%": "0", "1%": "0.01", "10%": "0.1", "100%": "1.0"}
 
 
 def receiver() -> tuple[ThreadingHTTPServer, list[int]]:
-    got = [0]
+    """An OTLP/HTTP receiver on loopback that counts what it is sent: [bytes, spans]."""
+    got = [0, 0]
 
     class Drop(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            got[0] += len(self.rfile.read(int(self.headers.get("content-length", 0))))
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            got[0] += len(body)
+            request = ExportTraceServiceRequest.FromString(body)
+            got[1] += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
             self.send_response(200)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -77,17 +83,20 @@ def main() -> None:
         churn = model(python_tier("cpu", "tests.helpers:score"), default_tier(0.2),
                       inputs=({"name": "x", "min": 0, "max": 10},), deadline_ms=100)  # fmt: skip
         path = write(Path(tmp), {"churn": churn}, store={"log_predictions": False})
-        for _ in range(args.rounds):
-            for case, ratio in CASES.items():
-                proc, gw = serve(path, ratio, collector)
+        for r in range(args.rounds):
+            order = list(CASES)
+            for case in order[r % len(order) :] + order[: r % len(order)]:  # each round starts elsewhere
+                before = got[1]
+                proc, gw = serve(path, CASES[case], collector)
                 try:
-                    wrk_cpu(gw, gw.url + "/v1/models/churn/predict", body, 32, 1)  # warm
-                    runs[case].append(
-                        wrk_cpu(gw, gw.url + "/v1/models/churn/predict", body, 32, args.seconds)
-                    )
+                    warm = wrk_cpu(gw, gw.url + "/v1/models/churn/predict", body, 32, 1)
+                    point = wrk_cpu(gw, gw.url + "/v1/models/churn/predict", body, 32, args.seconds)
                 finally:
                     proc.send_signal(signal.SIGTERM)
-                    proc.wait(60)
+                    proc.wait(60)  # the helper has sent what it held when the gateway has exited
+                # spans that reached the receiver a request (2 a sampled one: the server's, the tier's)
+                point["spans_a_request"] = (got[1] - before) / max(warm["requests"] + point["requests"], 1)
+                runs[case].append(point)
     server.shutdown()
     out: dict[str, object] = {}
     for case, points in runs.items():
@@ -99,7 +108,7 @@ def main() -> None:
         assert isinstance(figures, dict)
         figures["rps_vs_off"] = round(figures["rps"] / base["rps"], 3)
         figures["p99_vs_off"] = round(figures["p99_ms"] / base["p99_ms"], 3)
-    out["span_bytes_received"] = got[0]
+    out["span_bytes_received"], out["spans_received"] = got[0], got[1]
     for case in CASES:
         print(f"{case:>5}: {out[case]}")
     print(json.dumps(out))

@@ -238,3 +238,32 @@ async def test_a_request_not_sampled_makes_no_span_and_passes_the_decision_on(
         assert format(span.context.trace_id, "032x") == caller and seen[1]["traceparent"].endswith("-01")  # type: ignore[index]
     finally:
         tracing.stop()
+
+
+def test_the_helpers_encoding_is_the_sdks() -> None:
+    """The export helper writes OTLP itself (six times cheaper than the SDK's spans and encoder); for
+    the same records its request is the SDK's, field for field: a server span under a caller's trace, a
+    client span under it, a failed one with its error, attributes of every type."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+
+    from failsoft.tracing_export import Encoder, readable
+
+    trace = f"{0x5B8AA5A2D2C872E8321CF37308D69DF2:032x}"
+    records = [
+        ("POST /v1/models/{model}/predict", 1, trace, 11, 0xB7AD6B7169203331, 100, 900,
+         {"failsoft.model": "churn", "failsoft.tier": "cpu", "failsoft.degraded": False}, None),
+        ("tier gbm", 2, trace, 12, 11, 200, 400,
+         {"failsoft.tier": "gbm", "failsoft.rows": 3, "failsoft.degraded": True,
+          "failsoft.reason": "timeout", "failsoft.share": 0.5}, "no answer within 1.0 ms"),
+        ("skip gbm", 0, trace, 13, 11, 400, 400, {"failsoft.tier": "gbm"}, None),
+        ("POST /v2/models/{model}/infer", 1, f"{7:032x}", 14, 0, 1, 2, {}, None),
+    ]  # fmt: skip
+    resource = Resource.create({"service.name": "failsoft-test"})
+    encoder = Encoder(resource)
+    for _ in range(2):  # the second time from the attribute pairs kept
+        ours = ExportTraceServiceRequest.FromString(encoder.encode(records))
+        sdks = ExportTraceServiceRequest.FromString(
+            encode_spans(readable(records, resource)).SerializeToString()
+        )
+        assert ours == sdks
