@@ -26,6 +26,7 @@ from failsoft.metrics import Metrics
 from failsoft.resilience import Breaker, BreakerPolicy, Bulkhead, Clock
 from failsoft.skips import SkipLog
 from failsoft.tiers import Backend, DefaultBackend, HttpBackend, OipBackend, PythonBackend, SageMakerBackend
+from failsoft.tiers.loader import Loader
 from failsoft.validation import InputSchema, OutputCheck
 
 __all__ = ["Builder", "refresh_features"]
@@ -43,6 +44,8 @@ class Builder:
         self.clock = clock
         self.skip_log = SkipLog(clock)
         self.online: dict[str, OnlineTable] = {}
+        # in-process tiers loaded on first use, under the memory budget ([server] load, memory_budget_mb)
+        self.loader = Loader(spec.server.memory_budget_mb * 2**20, clock)
 
     def chains(self) -> dict[str, Chain]:
         return {name: self.chain(name, m) for name, m in self.spec.models.items()}
@@ -53,6 +56,7 @@ class Builder:
         types: dict[str, str] = {f.name: f.type for f in model.inputs}
         tiers: list[Tier] = []
         default: DefaultBackend | None = None
+        lazy = spec.server.load == "first_use" and not model.preload and not model.candidates
         for i, t in enumerate(model.tiers):
             key = f"models.{name}.tiers[{i}]"
             if isinstance(t, DefaultTierSpec):
@@ -60,7 +64,13 @@ class Builder:
                 cache = spec.resolve(spec.data_dir) / "defaults" / f"{name}.{t.name}.json"
                 default = DefaultBackend(t, name, check, source, cache, spec.file, key)
                 continue
-            tiers.append(self.tier(t, model, types, key))
+            tier = self.tier(t, model, types, key)
+            # loaded on first use: a serving tier of a model that is not preloaded and has no shadow
+            # candidates (a candidate, or a tier that may become one, is called by the mirror)
+            if lazy and isinstance(t, PythonTierSpec) and t.run != "process":
+                assert isinstance(tier.backend, PythonBackend)
+                tier.backend.make_lazy(name, self.loader)
+            tiers.append(tier)
         assert default is not None  # config guarantees the chain ends with a default
         candidates = tuple(
             self.tier(c, model, types, f"models.{name}.candidates[{i}]")

@@ -302,6 +302,9 @@ class Chain:
     ) -> list[Any] | None:
         # Keep a reserve for the fallback and the response itself; an inline tier costs microseconds and
         # may use what is left of the deadline down to zero.
+        if tier.backend.lazy and (why := tier.backend.use()) is not None:  # not loaded: never waited for
+            self._skip(skips, tier.name, why[0], request_id, why[1])
+            return None
         if len(batch) > tier.max_rows:  # the request's size, not the tier's health: no call, no charge
             detail = f"batch of {len(batch)} rows is over this tier's max_rows ({tier.max_rows})"
             self._skip(skips, tier.name, Reason.OVERLOADED, request_id, detail)

@@ -53,6 +53,8 @@ class TierInfo(msgspec.Struct, frozen=True):
     run: str | UnsetType = UNSET
     processes: int | UnsetType | None = UNSET
     can_hold_interpreter: bool | UnsetType = UNSET
+    load: str | UnsetType = UNSET  # "start", or "first_use" (tiers/loader.py)
+    loaded: bool | UnsetType = UNSET  # whether its model is loaded now
     # the safe default
     origin: str | UnsetType | None = UNSET
     refreshed_at: float | UnsetType | None = UNSET
@@ -85,8 +87,13 @@ def describe(chains: Mapping[str, Chain], metrics: Metrics) -> list[ModelInfo]:
     answered: dict[tuple[str, str], int] = {}
     for (m, tn, _), c in list(metrics.answers.items()):
         answered[(m, tn)] = answered.get((m, tn), 0) + c
+    # each tier's skips by reason, in one pass (a pass per tier is quadratic at a thousand models)
+    skipped: dict[tuple[str, str], dict[str, int]] = {}
+    for (m, tn, r), c in list(metrics.skips.items()):
+        skipped.setdefault((m, tn), {})[r] = c
     out = []
-    for name, chain in chains.items():
+    # a snapshot: this may run in a thread (the console, /metrics) while a reload changes the table
+    for name, chain in list(chains.items()):
         tiers = []
         for t in chain.tiers:
             b = t.breaker
@@ -99,9 +106,7 @@ def describe(chains: Mapping[str, Chain], metrics: Metrics) -> list[ModelInfo]:
                     breaker=breaker,
                     in_flight=t.bulkhead.in_flight,
                     max_concurrency=t.bulkhead.limit,
-                    skipped={
-                        r: c for (m, tn, r), c in list(metrics.skips.items()) if m == name and tn == t.name
-                    },
+                    skipped=skipped.get((name, t.name), {}),
                 )
             )
         d = chain.default
@@ -140,7 +145,8 @@ def gauges(
     flight = GaugeMetricFamily(
         "failsoft_tier_in_flight", "Calls in flight per tier", labels=["model", "tier"]
     )
-    for name, chain in chains.items():
+    chain_list = list(chains.items())  # a snapshot: /metrics is made in a thread
+    for name, chain in chain_list:
         for t in chain.tiers:
             state.add_metric([name, t.name], _STATE_VALUE[t.breaker.state])
             flight.add_metric([name, t.name], t.bulkhead.in_flight)
@@ -154,7 +160,7 @@ def gauges(
         labels=["model", "tier"],
     )  # fmt: skip
     now = time.time()
-    for name, chain in chains.items():
+    for name, chain in chain_list:
         d = chain.default
         if d.refreshed_at is not None:
             default_age.add_metric([name, d.name], max(0.0, now - d.refreshed_at))

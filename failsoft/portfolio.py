@@ -13,7 +13,7 @@ its own event loop in a background thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -31,6 +31,7 @@ from failsoft.lag import LoopLag
 from failsoft.metrics import Metrics
 from failsoft.monitor.health import HealthService
 from failsoft.monitor.online import Monitors
+from failsoft.reload import Change, build_started, files, plan, record, retire, start_chains
 from failsoft.resilience import Clock
 from failsoft.shadow.mirror import Mirror, Shadowed
 from failsoft.store import ModelState, PredictionRow, Store, open_store
@@ -43,6 +44,8 @@ from failsoft.tasks import LoopThread, stop
 from failsoft.types import Health, Outcome
 
 __all__ = ["Portfolio"]
+
+log = logging.getLogger("failsoft.portfolio")
 
 
 class Portfolio:
@@ -59,8 +62,13 @@ class Portfolio:
         self.ids = RequestIds()
         # this process, as episodes and shadow counters name it
         self.replica = f"{os.uname().nodename}-{os.getpid()}"
+        self.clock = clock
         builder = Builder(spec, self.metrics, clock)
+        self.skip_log = builder.skip_log
         self.chains: dict[str, Chain] = builder.chains()
+        # the model files each model was built from (a file written again makes a reload replace it)
+        self.files = {name: files(spec, m) for name, m in spec.models.items()}
+        self.loader = builder.loader  # in-process tiers loaded on first use
         # feature table -> its online lookup (only tables some model reads)
         self.online = builder.online
         self.store_url = spec.store_url()
@@ -79,7 +87,14 @@ class Portfolio:
         self._refresher: asyncio.Task[None] | None = None
         self._sync: LoopThread | None = None  # the synchronous face's own event loop
         self._subscribers: list[Listener] = []  # given every answer too (subscribe)
-        self.metrics.gauges += [lambda: gauges(self.chains, self.online, self.notifier), self.lag.metrics]
+        self._listeners: dict[str, tuple[Listener, ...]] = {}  # each model's own (the log, its monitor...)
+        self._reloading = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.metrics.gauges += [
+            lambda: gauges(self.chains, self.online, self.notifier),
+            self.lag.metrics,
+            self.loader.metrics,
+        ]
         if self.monitors.models:
             self.metrics.gauges.append(self.monitors.gauges)
 
@@ -100,23 +115,8 @@ class Portfolio:
         file or model."""
         if self.started:
             return
-        shared = await self.health.pinned_defaults()
-        started: list[Any] = []
-        try:
-            for name, chain in self.chains.items():
-                for tier in chain.all_tiers():
-                    await tier.backend.start()
-                    started.append(tier.backend)
-                if (pinned := shared.get((name, chain.default.name))) is not None:
-                    chain.default.adopt(pinned)
-                await chain.default.start()
-                started.append(chain.default)
-        except BaseException:
-            # a model that fails to load: what was opened before it (sessions, threads) is closed, not leaked
-            for backend in reversed(started):
-                with contextlib.suppress(Exception):
-                    await backend.close()
-            raise
+        # every tier started, its model loaded in a thread (unless on first use); a person's pinned defaults
+        await start_chains(self.chains.values(), await self.health.pinned_defaults())
         for online in self.online.values():
             await asyncio.to_thread(online.load)
         if self.online:
@@ -143,28 +143,19 @@ class Portfolio:
             self.metrics.gauges.append(self.log.metrics)
         for name, mon in self.monitors.models.items():
             listeners[name].append(mon.observe)
-        shadowed = [
-            Shadowed(c.model, c.version, c.schema.names, c.bad_output, tuple(c.eligible.values()))
-            for c in self.chains.values()
-        ]
+        shadowed = [Shadowed(c.model, c.version, c.schema.names, c.bad_output, tuple(c.eligible.values()))
+                    for c in self.chains.values()]  # fmt: skip
         if any(len(s.eligible) > 1 for s in shadowed):
             write = self.log.records.append if self.log is not None else None
-            shadow = self.spec.shadow
-            records = ShadowRecords(self.state_store)
-            self.mirror = Mirror(
-                shadowed,
-                write,
-                records,
-                self.replica,
-                shadow.queue,
-                shadow.max_batch,
-                shadow.linger_ms / 1000,
-            )
+            sh = self.spec.shadow
+            self.mirror = Mirror(shadowed, write, ShadowRecords(self.state_store), self.replica, sh.queue,
+                                 sh.max_batch, sh.linger_ms / 1000)  # fmt: skip
             await self.mirror.start()
             for name, intake in self.mirror.intakes.items():
                 listeners[name].append(intake.listen)
         for name, chain in self.chains.items():
             chain.listen((*listeners[name], *self._subscribers))
+        self._listeners = {name: tuple(ls) for name, ls in listeners.items()}
         await self.notifier.start()
         await self.watch.start()
         await self.monitors.start()
@@ -172,6 +163,8 @@ class Portfolio:
         self.started = True
 
     async def close(self) -> None:
+        for task in list(self._retiring):
+            await stop(task)
         await self.lag.close()
         await self.monitors.close()
         await self.watch.close()
@@ -184,6 +177,7 @@ class Portfolio:
         if self.mirror is not None:
             mirror, self.mirror = self.mirror, None
             await mirror.close()
+        self.loader.close()
         for chain in self.chains.values():
             for tier in chain.all_tiers():
                 await tier.backend.close()
@@ -194,6 +188,35 @@ class Portfolio:
             self.metrics.gauges.remove(log.metrics)
         await asyncio.to_thread(self.state_store.close)
         self.started = False
+
+    async def reload(self, spec: PortfolioSpec | None = None, actor: str = "api") -> Change:
+        """Change the models to those of ``spec`` (default: this portfolio's file read again) while
+        serving; see failsoft/reload.py. Raises ConfigError, changing nothing, for a file that is wrong or
+        a change that needs a restart. One reload at a time."""
+        async with self._reloading:
+            if spec is None:
+                spec = await asyncio.to_thread(config.load, Path(self.spec.base_dir) / self.spec.file)
+            change = plan(self.spec, spec, self.files)
+            fresh, online = await build_started(spec, change, self.metrics, self.clock, self.loader,
+                                                self.skip_log, self.online)  # fmt: skip
+            for name, chain in fresh.items():
+                self._listeners[name] = (_logged(self.log.records),) if self.log is not None else ()
+                chain.listen((*self._listeners[name], *self._subscribers))
+            old = [self.chains[name] for name in [*change.removed, *change.replaced]]
+            # the one step every request sees whole: a request already running keeps its chain
+            for name in change.removed:
+                del self.chains[name]
+                self._listeners.pop(name, None)
+            self.chains.update(fresh)
+            self.spec, self.online = spec, online
+            self.files = {name: files(spec, m) for name, m in spec.models.items()}
+            self.watch.follow(spec)
+            self.health.revision = -1  # the store's health, deployments and defaults for the new chains
+            await self.health.sync()
+            if old:
+                self._retiring.add(asyncio.create_task(retire(old, self.loader), name="failsoft-retire"))
+        await record(self.audits, change, actor, spec.file)
+        return change
 
     async def set_health(
         self, model: str, health: Health | str, reason: str = "", actor: str = "api"

@@ -154,6 +154,8 @@ async def prove(chains: dict[str, Chain], timeout_s: float = 2.0) -> list[Findin
         serving = {id(t) for t in chain.tiers}
         others = [t for t in chain.all_tiers() if id(t) not in serving]
         for tier in (*chain.tiers, *others):
+            if tier.backend.lazy and not getattr(tier.backend, "loaded", True):
+                continue  # loaded on first use: its model is not here to prove yet
             jobs.append((id(tier) not in serving, prove_tier(chain, tier, row, timeout_s)))
     results = await asyncio.gather(*(job for _, job in jobs))
     findings: list[Finding] = []

@@ -23,6 +23,8 @@ class Reason(enum.StrEnum):
     STALE_FEATURES = "stale_features"
     # the backend refused the request as wrong for it (a 4xx): a configuration fault, not a flaky backend
     REJECTED = "rejected"
+    # the tier's model is not loaded yet (loading on first use, or unloaded for the memory budget)
+    LOADING = "loading"
     # why a client (Python's failsoft.Client, the PHP client) answered itself: the gateway could not be
     # reached, answered 5xx, or answered something that is not a failsoft answer (and "timeout" above)
     UNREACHABLE = "unreachable"

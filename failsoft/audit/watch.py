@@ -56,11 +56,18 @@ class Watch:
         self.tick_s = tick_s
         self.replica = replica
         self.models = {name: _Model() for name in chains}
+        self._totals: dict[str, int] = {}
+        self._reasons: dict[str, dict[str, int]] = {}
         self.started = time.time()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="failsoft-audit-watch")
+
+    def follow(self, spec: PortfolioSpec) -> None:
+        """The portfolio after a reload: new models watched from now on, removed ones forgotten."""
+        self.spec = spec
+        self.models = {name: self.models.get(name) or _Model() for name in spec.models}
 
     async def close(self) -> None:
         await stop(self._task)
@@ -78,14 +85,21 @@ class Watch:
     def audit_spec(self, model: str) -> AuditSpec:
         return self.spec.models[model].audit or self.spec.audit
 
+    def _tally(self) -> None:
+        """Every model's answers and skip reasons so far, in one pass over the counters (a pass per model
+        would cost the loop models x counters each tick: seconds at a thousand models)."""
+        totals: dict[str, int] = {}
+        reasons: dict[str, dict[str, int]] = {}
+        for (m, _, _), c in list(self.metrics.answers.items()):
+            totals[m] = totals.get(m, 0) + c
+        for (m, _, r), c in list(self.metrics.skips.items()):
+            mine = reasons.setdefault(m, {})
+            mine[r] = mine.get(r, 0) + c
+        self._totals, self._reasons = totals, reasons
+
     def _counts(self, model: str) -> tuple[int, int, dict[str, int]]:
-        metrics = self.metrics
-        total = sum(c for (m, _, _), c in list(metrics.answers.items()) if m == model)
-        reasons: dict[str, int] = {}
-        for (m, _, r), c in list(metrics.skips.items()):
-            if m == model:
-                reasons[r] = reasons.get(r, 0) + c
-        return total, metrics.degraded.get(model, 0), reasons
+        """A model's answers, degraded answers and skip reasons, as of the tick's tally."""
+        return self._totals.get(model, 0), self.metrics.degraded.get(model, 0), self._reasons.get(model, {})
 
     def degraded_now(self, model: str, now: float) -> tuple[bool, float | None]:
         """Whether the model is in fallback now, and the degraded share over the window."""
@@ -110,7 +124,10 @@ class Watch:
     async def tick(self) -> None:
         now = time.time()
         audits = self.audits
-        for model, state in self.models.items():
+        self._tally()
+        for model, state in list(self.models.items()):
+            if model not in self.chains:
+                continue  # removed by a reload meanwhile
             degraded, share = self.degraded_now(model, now)
             total, deg, reasons = self._counts(model)
             if degraded and state.episode is None:

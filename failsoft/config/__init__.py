@@ -10,6 +10,7 @@ person's words), ``rules`` (what spans tables), ``load`` (TOML and the environme
 
 from failsoft.config.load import load, parse
 from failsoft.config.messages import suggest
+from failsoft.config.process import ServerSpec, ShadowSpec, StoreSpec
 from failsoft.config.spec import (
     METRICS,
     TIER_KINDS,
@@ -30,9 +31,6 @@ from failsoft.config.spec import (
     PromotionSpec,
     PythonTierSpec,
     SageMakerTierSpec,
-    ServerSpec,
-    ShadowSpec,
-    StoreSpec,
     TierSpec,
 )
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import msgspec
 
+from failsoft.config.base import NAME_RE
 from failsoft.config.messages import from_msgspec
 from failsoft.config.rules import check
-from failsoft.config.spec import NAME_RE, ModelSpec, PortfolioSpec
+from failsoft.config.spec import ModelSpec, PortfolioSpec
 from failsoft.env import DATA_DIR, DRAIN_S, STORE_URL
 from failsoft.env import environ as environment
 from failsoft.errors import ConfigError

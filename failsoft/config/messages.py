@@ -10,7 +10,8 @@ from typing import Any
 
 import msgspec
 
-from failsoft.config.spec import TIER_KINDS, Invalid
+from failsoft.config.base import Invalid
+from failsoft.config.spec import TIER_KINDS
 from failsoft.errors import ConfigError
 
 _FIXES = [

@@ -3,7 +3,6 @@ one table in that table's ``__post_init__`` (rules that span tables are in confi
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -11,31 +10,9 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import Meta
 
+from failsoft.config.base import Invalid, Name, PositiveFloat, PositiveInt, _http_url, _Spec
+from failsoft.config.process import ServerSpec, ShadowSpec, StoreSpec
 from failsoft.env import WEBHOOK_SECRET
-
-PositiveInt = Annotated[int, Meta(ge=1)]
-PositiveFloat = Annotated[float, Meta(gt=0)]
-_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
-NAME_RE = re.compile(_NAME_PATTERN)
-Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
-
-
-class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class Invalid(ValueError):
-    """A rule about one table, broken: raised in its Struct's ``__post_init__`` (msgspec turns it into a
-    validation error with the table's location; config/messages.py reads ``field`` and ``fix`` from it)."""
-
-    def __init__(self, field: str, problem: str, fix: str) -> None:
-        super().__init__(problem)
-        self.field, self.problem, self.fix = field, problem, fix
-
-
-def _http_url(field: str, url: str | None, example: str = "http://host:port") -> None:
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise Invalid(field, f"{url!r} is not an http(s) URL", f"write it as {example}")
 
 
 class BreakerSpec(_Spec, frozen=True):
@@ -319,52 +296,9 @@ class ModelSpec(_Spec, frozen=True):
     candidates: list[CandidateSpec] = msgspec.field(default_factory=list)
     promotion: PromotionSpec = msgspec.field(default_factory=PromotionSpec)
     monitor: MonitorSpec | None = None
-
-
-class ShadowSpec(_Spec, frozen=True):
-    """Mirroring: copies waiting per candidate (more are dropped and counted, never waited on), the
-    most copies sent to a candidate in one call when they pile up, and how long copies pile up before
-    the candidates get them (longer: fewer, bigger calls; the answers are logged, never waited on)."""
-
-    queue: PositiveInt = 10_000  # copies waiting per candidate (more are dropped, counted)
-    max_batch: PositiveInt = 256  # the most copies in one call
-    linger_ms: PositiveFloat = 5.0  # how long copies pile up before they are sent
-
-
-class StoreSpec(_Spec, frozen=True):
-    # sqlite:///PATH or postgresql://...; default: SQLite in data_dir. FAILSOFT_STORE_URL overrides it.
-    url: str | None = None
-    log_predictions: bool = True  # log every answer (the prediction log)
-    log_inputs: bool = False  # log each request's inputs too
-    batch_size: PositiveInt = 1000  # rows written in one batch
-    flush_ms: PositiveInt = 200  # the longest a row waits to be written
-    max_buffer: PositiveInt = 200_000  # rows held while the store is away (then spilled to disk)
-    spill_max_mb: PositiveInt = 1024  # the spill file's most size
-    retention_days: Annotated[float, Meta(ge=0)] = 30.0  # older rows are deleted (0: kept)
-    poll_ms: PositiveInt = 500  # how often replicas look for state changes
-    # Each answer's record also written to a local journal before the answer is sent, so a crash of the
-    # serving process (kill -9) loses none (store/journal.py); costs a write call per answer.
-    journal: bool = False
-
-
-class ServerSpec(_Spec, frozen=True):
-    max_body_bytes: PositiveInt = 1 << 20  # a request's body at most (413 past it)
-    max_batch: PositiveInt = 1024  # rows in one request (OIP: checked from the tensors' shapes)
-    # A client's request line and headers: at most this many bytes and headers (431 past either).
-    max_header_bytes: PositiveInt = 65536
-    max_headers: PositiveInt = 100  # and at most this many headers (431)
-    # Seconds a client has to send a request's headers, and then its body (408 past either).
-    header_timeout_s: PositiveFloat = 10.0
-    body_timeout_s: PositiveFloat = 30.0  # then its body within this (408)
-    # Seconds an idle keep-alive connection stays open.
-    keep_alive_s: PositiveFloat = 5.0
-    # Open connections at most; more are refused at once with a 503 (the descriptor limit is raised to fit).
-    max_connections: PositiveInt = 10000
-    # TOML, one line per owner: alice = "TOKEN". FAILSOFT_TOKENS_FILE overrides it.
-    tokens_file: str | None = None
-    # Seconds a SIGTERM'd process keeps answering while /v2/health/ready says 503 (the time a load balancer
-    # needs to take it out), before it stops; 0: it stops at once. 5-10 behind a load balancer.
-    drain_s: Annotated[float, Meta(ge=0)] = 0.0
+    # With [server] load = "first_use": load this model's in-process tiers at start anyway (a model that
+    # must answer from its own tier from the first request), never unloaded for the memory budget.
+    preload: bool = False
 
 
 class PortfolioSpec(_Spec, frozen=True):

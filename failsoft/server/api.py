@@ -330,62 +330,9 @@ class ControlPlane:
     async def metrics(self, req: Request) -> Any:
         """Prometheus' text format; OpenMetrics (exemplars while traces are on) to a scraper asking for it"""
         om = openmetrics if b"openmetrics" in (req.header(b"accept") or b"") else prometheus_text
-        text = om.generate_latest(self.portfolio.metrics.registry)
+        # in a thread: at a thousand models it takes a while, and the loop answers meanwhile
+        text = await asyncio.to_thread(om.generate_latest, self.portfolio.metrics.registry)
         return 200, text, [(b"content-type", om.CONTENT_TYPE_LATEST.encode())]
-
-    @route("GET", "/")
-    async def page(self, req: Request) -> Any:
-        return 200, console.page(), [(b"content-type", b"text/html; charset=utf-8")]
-
-    @route("GET", "/static/{name}")
-    async def static(self, req: Request) -> Any:
-        kind = console.ASSETS.get(req.params["name"])
-        if kind is None:
-            raise NoRoute
-        return 200, console.asset(req.params["name"]), [(b"content-type", kind)]
-
-    def _shadow_report(self, model: str) -> Any:
-        """The shadow report of a model with candidates, as builtins; None for one without (blocking: the
-        store's)."""
-        p = self.portfolio
-        if len(p.chains[model].eligible) < 2:
-            return None
-        return msgspec.to_builtins(deploy.report(p.state_store, p.spec, model))
-
-    @route("GET", "/v1/console/models/{model}")
-    async def console_model(self, req: Request) -> Any:
-        """What a model's page draws, in one document."""
-        model = self.model(req)
-        p = self.portfolio
-        chains = {model: p.chains[model]}
-        info = msgspec.to_builtins(without_urls(describe(chains, p.metrics)))[0]
-
-        def stored() -> tuple[Any, Any, Any]:
-            events = [dataclasses.asdict(e) for e in p.state_store.state_events(model, limit=30)]
-            flips = msgspec.to_builtins(deploy.history(p.state_store, model, limit=30))
-            return events, flips, self._shadow_report(model)
-
-        events, flips, shadow = await self._stored(asyncio.to_thread(stored))
-        report = p.monitors.report(model)
-        monitor = msgspec.to_builtins(report) if report is not None else None
-        reason = p.chains[model].health_reason
-        return console.model_page(self.recent, info, reason, monitor, events, flips, shadow)
-
-    @route("GET", "/v1/console")
-    async def console_doc(self, req: Request) -> Any:
-        """Everything the console page draws, in one document (one poll a few seconds apart)."""
-        p = self.portfolio
-        models = msgspec.to_builtins(without_urls(describe(p.chains, p.metrics)))
-
-        def stored() -> tuple[Any, Any, Any]:
-            states = p.state_store.load_states()
-            audits = [a.to_dict() for a in p.audits.items(None, None) if a.status != "resolved"]
-            shadows = {m: self._shadow_report(m) for m in p.chains}
-            return states, audits, {m: r for m, r in shadows.items() if r is not None}
-
-        states, audits, shadows = await self._stored(asyncio.to_thread(stored))
-        defaults = {name: chain.default.describe() for name, chain in p.chains.items()}
-        return console.console(self.recent, models, states, audits, shadows, defaults)
 
 
 def _audit_id(req: Request) -> int:

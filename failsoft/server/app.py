@@ -20,7 +20,8 @@ from failsoft.chain import Chain
 from failsoft.errors import InvalidRequest, UnknownModel
 from failsoft.portfolio import Portfolio
 from failsoft.probe import prove
-from failsoft.server import oip
+from failsoft.server import console_api as _console_api  # noqa: F401 (registers the console's routes)
+from failsoft.server import oip, reloads
 from failsoft.server import openapi as _openapi  # noqa: F401 (registers GET /openapi.json)
 from failsoft.server.api import ControlPlane
 from failsoft.server.auth import Tokens
@@ -101,6 +102,7 @@ class App:
                 # keeps the interpreter lock up to this long each time the loop asks for it back; 5 ms
                 # (the default) a few times over eats a 50 ms deadline.
                 sys.setswitchinterval(SWITCH_INTERVAL_S)
+                reloads.on_sighup(self.portfolio)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.portfolio.close()

@@ -56,8 +56,8 @@ class Recent:
     def observe(self, answer: Answer) -> None:
         o = answer.outcome
         ring = self.buckets.get(o.model)
-        if ring is None:
-            return
+        if ring is None:  # a model a reload added
+            ring = self.buckets[o.model] = deque(maxlen=BUCKETS)
         now = self.clock()
         start = now - now % BUCKET_S
         if not ring or ring[-1].start != start:

@@ -14,6 +14,7 @@ import msgspec
 from failsoft.errors import (
     AlreadyPrimary,
     AuditError,
+    ConfigError,
     InvalidRequest,
     NoSuchAudit,
     NothingToUndo,
@@ -93,6 +94,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (Forbidden, 403),
     (Unavailable, 503),
     (NotOffered, 501),
+    (ConfigError, 422),  # the gateway's own file is wrong (a reload): nothing was changed
 )
 
 

@@ -184,10 +184,17 @@ class Supervisor:
         self.started[i] = self.clock()
         _event(event="worker_started", worker=i, pid=self.procs[i].pid)
 
+    def _reload_signal(self, signum: int, frame: object) -> None:
+        """SIGHUP: every worker reads portfolio.toml again (server/reloads.py)."""
+        for proc in list(self.procs.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
+
     def run(self) -> int:
         """Serve until a signal; the exit code (3 when the workers could not start)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop_signal)
+        signal.signal(signal.SIGHUP, self._reload_signal)
         if self.writer is not None:
             self.writer.start()
         for i in range(self.n):

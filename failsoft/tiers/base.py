@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, ClassVar, TypeVar
 
-from failsoft.types import TierKind
+from failsoft.types import Reason, TierKind
 from failsoft.validation import Batch
 
 Done = Callable[[], None]
@@ -55,6 +55,13 @@ class Backend:
     inline_rows: int = sys.maxsize
     # Reads only a batch's matrix, never its rows (a shadow copy for it keeps just the numbers).
     reads_matrix: bool = False
+    # Loaded on first use (tiers/loader.py): the chain asks ``use`` before each call.
+    lazy: bool = False
+
+    def use(self) -> tuple[Reason, str] | None:
+        """None when the tier can be called now (a lazy one: its model is loaded, and now recently used);
+        else why it is passed by (its model is loading, or failed to load)."""
+        return None
 
     async def start(self) -> None:
         """Open connections, load files. Called once before traffic."""

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,12 +25,14 @@ from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, InvalidOutput
 from failsoft.tiers.base import Backend, Done, in_thread
 from failsoft.tiers.compile import RowFn, cheapest, compile_model, compile_row, cost_us, sample_rows
+from failsoft.tiers.loader import Loader
 from failsoft.tiers.pool import WorkerPool
 from failsoft.tiers.trees import Array
-from failsoft.types import TierKind
+from failsoft.types import Reason, TierKind
 from failsoft.validation import Batch
 
 log = logging.getLogger("failsoft.tiers.python")
+_now = time.monotonic
 
 
 def import_target(target: str) -> Any:
@@ -159,6 +162,10 @@ class PythonBackend(Backend):
         self._pool: WorkerPool | None = None
         # why the declared inputs cannot feed the model (a count or names that differ), found at load
         self.input_problem: str | None = None
+        self.loaded = False
+        self.model = ""  # the model it serves (named in the loader's log lines)
+        self.loader: Loader | None = None  # set when it loads on first use (make_lazy)
+        self.last_use = 0.0
 
     def build_function(self) -> Callable[[Batch], list[Any]]:
         """Load the model and make the function that answers a batch (compiled where it can be)."""
@@ -172,13 +179,49 @@ class PythonBackend(Backend):
             self._pool = WorkerPool(spec, self._features, self._file, self._key, spec.processes)
             await self._pool.start()
             return
-        self._fn = self.build_function()
+        if not self.lazy:
+            self._install(self.build_function())
+
+    def _install(self, fn: Callable[[Batch], list[Any]]) -> None:
+        self._fn = fn
         self.inline = self.spec.run == "inline" or (
             self.spec.run == "auto" and self.compiled and self.single_row_us < INLINE_BUDGET_US
         )
         # Threads for a model that runs off the loop, or for the batches too big to answer on it (a pool
         # starts its threads only when first used).
         self._executor = ThreadPoolExecutor(self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}")
+        self.loaded = True
+
+    # ---- loaded on first use (tiers/loader.py) ----------------------------------------------------------
+
+    def make_lazy(self, model: str, loader: Loader) -> None:
+        """Load on first use, through ``loader``, rather than at start."""
+        self.lazy, self.model, self.loader = True, model, loader
+
+    def use(self) -> tuple[Reason, str] | None:
+        if self._fn is not None:
+            self.last_use = _now()
+            return None
+        assert self.loader is not None
+        return self.loader.want(self)
+
+    def load(self) -> Callable[[], None]:
+        fn = self.build_function()  # in the loader's thread
+        return lambda: self._install(fn)
+
+    def unload(self) -> None:
+        self._fn, self.loaded, self.inline = None, False, False
+        if self._executor is not None:  # its calls in flight finish on the model they hold
+            self._executor.shutdown(wait=False)
+            self._executor = None
+        self.compiled, self.own_from_rows, self.single_row_us = False, None, float("inf")
+        self.__dict__.pop("inline_rows", None)
+
+    def file_bytes(self) -> int:
+        try:
+            return self._resolve(self.spec.path).stat().st_size if self.spec.path else 0
+        except OSError:
+            return 0
 
     def _load(self) -> Any:
         spec = self.spec
@@ -323,4 +366,6 @@ class PythonBackend(Backend):
             # pure Python in a thread shares the interpreter lock with the server: a model stuck in a loop
             # slows every request (compiled numpy arithmetic on the loop cannot spin)
             "can_hold_interpreter": self._pool is None and not self.compiled,
+            "load": "first_use" if self.lazy else "start",
+            "loaded": self.loaded or self._pool is not None,
         }

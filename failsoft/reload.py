@@ -1,0 +1,191 @@
+"""Changing a serving portfolio without a restart (``failsoft reload``, SIGHUP, ``POST /v1/reload``).
+
+The new file is read and checked whole first, as ``failsoft check`` does: a bad file changes nothing and
+says what is wrong. Then the models that differ are built beside the old ones (their tiers started and,
+unless loaded on first use, their models loaded off the event loop), and the portfolio's table of chains
+changes in one step on the event loop: a request keeps the chain it started on, so requests in flight
+finish on the old model; unchanged models keep their chain, with its breakers and health. The old chains
+are closed once every request that could hold one has ended (their deadlines are the bound). Every
+model added, removed or replaced is recorded in the audit log (who, when, what changed).
+
+Some things are set up once at start and are not changed by a reload: a model's shadow candidates and its
+monitor (a reload that would add, change or remove them is refused, with the fix: restart), and the
+tables outside ``[models]`` (the store, the server, the audit and feature settings): a change there is
+said in the answer (``restart_needed``) and applies at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from failsoft.build import Builder
+from failsoft.chain import Chain
+from failsoft.config import ModelSpec, PortfolioSpec
+from failsoft.errors import ConfigError
+from failsoft.features.online import OnlineTable
+from failsoft.metrics import Metrics
+from failsoft.resilience import Clock
+from failsoft.skips import SkipLog
+from failsoft.store import StoreUnavailable
+from failsoft.store.audits import AuditQueue
+from failsoft.store.base import DefaultState
+from failsoft.tiers.loader import Loader
+from failsoft.tiers.python import PythonBackend
+
+__all__ = ["Change", "build_started", "files", "plan", "record", "retire", "start_chains"]
+
+log = logging.getLogger("failsoft.reload")
+
+# the tables outside [models] whose change needs a restart (data_dir, trusted_model_dirs: ours to read)
+_PROCESS_TABLES = ("data_dir", "trusted_model_dirs", "server", "store", "audit", "features", "shadow")
+
+
+class Change(msgspec.Struct, frozen=True):
+    """What a reload changed (or, from ``plan``, will change)."""
+
+    added: list[str] = msgspec.field(default_factory=list)
+    removed: list[str] = msgspec.field(default_factory=list)
+    replaced: list[str] = msgspec.field(default_factory=list)
+    unchanged: int = 0
+    # tables outside [models] that differ: they apply at the next start
+    restart_needed: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.replaced)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.added)} added", f"{len(self.removed)} removed", f"{len(self.replaced)} replaced",
+                 f"{self.unchanged} unchanged"]  # fmt: skip
+        if self.restart_needed:
+            parts.append(f"at the next start: {', '.join(self.restart_needed)}")
+        return ", ".join(parts)
+
+
+def _set_up_at_start(model: ModelSpec) -> str | None:
+    """The key of a model's part a reload cannot change (candidates, monitor), or None."""
+    if model.candidates:
+        return "candidates"
+    if model.monitor is not None:
+        return "monitor"
+    return None
+
+
+def files(spec: PortfolioSpec, model: ModelSpec) -> tuple[tuple[str, int, int], ...]:
+    """The model files a model's tiers load, each with its size and modification time: a file written
+    again in place (a model retrained) makes the model differ though its table does not."""
+    out = []
+    for tier in [*model.tiers, *model.candidates]:
+        path = getattr(tier, "path", None)
+        if isinstance(path, str):
+            try:
+                st = spec.resolve(path).stat()
+                out.append((path, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((path, -1, -1))
+    return tuple(out)
+
+
+def plan(
+    old: PortfolioSpec, new: PortfolioSpec, old_files: dict[str, tuple[tuple[str, int, int], ...]]
+) -> Change:
+    """What going from ``old`` (whose models were built from ``old_files``) to ``new`` changes; raises
+    ConfigError (naming the key and the fix) for a change a reload cannot make."""
+    added = [m for m in new.models if m not in old.models]
+    removed = [m for m in old.models if m not in new.models]
+    replaced = [
+        m
+        for m in new.models
+        if m in old.models
+        and (new.models[m] != old.models[m] or files(new, new.models[m]) != old_files.get(m))
+    ]
+    for name in [*added, *removed, *replaced]:
+        for spec in (old.models.get(name), new.models.get(name)):
+            key = _set_up_at_start(spec) if spec is not None else None
+            if key is not None:
+                raise ConfigError(
+                    new.file,
+                    f"models.{name}.{key}",
+                    f"a model with {key} is set up at start; a reload cannot add, change or remove it",
+                    "restart failsoft serve to apply this change",
+                )
+    restart = [t for t in _PROCESS_TABLES if getattr(old, t) != getattr(new, t)]
+    unchanged = len(new.models) - len(added) - len(replaced)
+    return Change(added, removed, replaced, unchanged, restart)
+
+
+async def build_started(
+    spec: PortfolioSpec,
+    change: Change,
+    metrics: Metrics,
+    clock: Clock,
+    loader: Loader,
+    skip_log: SkipLog,
+    online: dict[str, OnlineTable],
+) -> tuple[dict[str, Chain], dict[str, OnlineTable]]:
+    """The chains of the models ``change`` adds or replaces, built from ``spec`` and started (sharing the
+    portfolio's loader, skip log and online tables), and the online tables then (new ones loaded)."""
+    builder = Builder(spec, metrics, clock)
+    builder.loader, builder.skip_log, builder.online = loader, skip_log, dict(online)
+    fresh = {name: builder.chain(name, spec.models[name]) for name in [*change.added, *change.replaced]}
+    await start_chains(fresh.values())
+    for name, table in builder.online.items():
+        if name not in online:
+            await asyncio.to_thread(table.load)
+    return fresh, builder.online
+
+
+async def start_chains(chains: Iterable[Chain], pinned: Mapping[tuple[str, str], DefaultState] = {}) -> None:
+    """Start chains' tiers and defaults (at start, or new ones while serving): an in-process model loads
+    in a thread, not on the event loop; a default a person pinned (``pinned``, by model and tier) is
+    adopted first. What started is closed again if one fails (a model that would not load)."""
+    started: list[Any] = []
+    try:
+        for chain in chains:
+            for tier in chain.all_tiers():
+                backend = tier.backend
+                if isinstance(backend, PythonBackend) and not backend.lazy and backend.spec.run != "process":
+                    install = await asyncio.to_thread(backend.load)
+                    install()
+                else:
+                    await backend.start()
+                started.append(backend)
+            if (kept := pinned.get((chain.model, chain.default.name))) is not None:
+                chain.default.adopt(kept)
+            await chain.default.start()
+            started.append(chain.default)
+    except BaseException:
+        for backend in reversed(started):
+            with contextlib.suppress(Exception):
+                await backend.close()
+        raise
+
+
+async def record(audits: AuditQueue, change: Change, actor: str, file: str) -> None:
+    """Each model added, removed or replaced, in the audit log (as every action is)."""
+    for action, names in (("model_added", change.added), ("model_removed", change.removed),
+                          ("model_replaced", change.replaced)):  # fmt: skip
+        for name in names:
+            try:
+                await asyncio.to_thread(audits.record, None, name, action, actor, "", {"file": file})
+            except StoreUnavailable:
+                log.warning(json.dumps({"event": "reload_not_recorded", "model": name, "action": action}))
+
+
+async def retire(chains: list[Chain], loader: Loader) -> None:
+    """Close replaced and removed chains once no request can still hold one (a deadline's time)."""
+    await asyncio.sleep(max(c.deadline_s for c in chains) + 1.0)
+    for chain in chains:
+        chain.listen(())
+        for tier in chain.all_tiers():
+            if isinstance(tier.backend, PythonBackend) and tier.backend.lazy:
+                loader.forget(tier.backend)
+            await tier.backend.close()
+        await chain.default.close()
