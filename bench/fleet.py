@@ -52,7 +52,7 @@ def zipf_weights(n: int, s: float = 1.1) -> list[float]:
 def data(seed: int, rows: int = 3000) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 1, size=(rows, len(FEATURES)))
-    y = (x @ rng.normal(size=len(FEATURES)) + rng.normal(scale=0.5, size=rows) > 0).astype(int)
+    y = ((x - 0.5) @ rng.normal(size=len(FEATURES)) + rng.normal(scale=0.3, size=rows) > 0).astype(int)
     return x, y
 
 

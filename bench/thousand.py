@@ -1,23 +1,25 @@
 """A portfolio of 1,000 models on one box (bench/fleet.py's mix), served with ``[server] load =
-"first_use"`` and a memory budget that holds 20% of the models' bytes, measured from outside in one run:
+"first_use"`` and a memory budget that holds 20% of the models' bytes, measured from outside in one run
+of two fresh gateways.
 
-1. start: seconds from the process's start until every model is routable (``/v2/health/ready``), and the
-   resident size then;
-2. the first second: requests at the Zipf mix from the moment it is ready: every one answered (200) within
-   its deadline, the share answered by a fallback because the model was loading;
-3. cold loads: 100 small models never used, one after another: from a model's first request until its own
-   tier answers (polled every millisecond), p50/p99; the resident size with them loaded;
-4. hot models' latency (the 10 hottest, open loop at 300 requests a second) quiet, then with 20 cold
-   models a second asked for the first time; the gateway's own latency and the client's, p99;
-5. traffic cycling through all 1,000 (uniform) for ``--seconds``: answered, non-2xx, the degraded share,
-   loads and unloads a second (the budget at work);
-6. ``/metrics`` at 1,000 models: its size, series and the time a scrape takes, and the longest a hot
-   request waited while it was read.
+The first: (1) seconds from the process's start until every model is routable (``/v2/health/ready``),
+and its resident size then; (2) the first second: requests at the Zipf mix from the moment it is ready,
+every one answered (200) within its deadline, the share answered by a fallback because the model was
+loading; then every model asked once, and (3) ``/metrics`` with a latency histogram for each model (the
+default): its size, series, the time a scrape takes and the longest a hot request waited meanwhile.
 
-Prints each phase, then one JSON object. Generating the fleet takes a minute or two; ``--keep DIR`` keeps
+The second (``latency_histograms = 100``): (4) cold loads: the first model asked right after the start
+(it waits for the libraries' import), then 100 small models never used, one after another, from a
+model's first request until its own tier answers (polled every millisecond), p50/p99, and the resident
+size with them loaded; (5) the 10 hottest models' latency (open loop, 300 requests a
+second) quiet, then with 20 small cold models a second asked for the first time, the gateway's own p99
+and the client's; (6) traffic cycling through all 1,000 (uniform) for ``--cycle-seconds``: answered, non-2xx,
+the degraded share, loads and unloads a second (the budget at work); (7) ``/metrics`` again.
+
+Prints each phase, then one JSON object. Generating the fleet takes a minute or so; ``--keep DIR`` keeps
 it for the next run.
 
-    python bench/thousand.py [--models 1000] [--seconds 10] [--keep /tmp/fleet]
+    python bench/thousand.py [--models 1000] [--seconds 10] [--cycle-seconds 30] [--keep /tmp/fleet]
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import argparse
 import asyncio
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -117,42 +118,78 @@ def summary(results: list[tuple[int, dict[str, Any], float]], deadline_ms: float
     }
 
 
-async def phases(
-    gw: Proc, fleet: dict[str, Any], started: float, ready_s: float, seconds: float
-) -> dict[str, Any]:
+def start(served: Path, log: Path) -> tuple[Proc, float]:
+    gw = Proc([sys.executable, "-m", "failsoft.cli", "serve", str(served), "--log-level", "warning"],
+              "/v2/health/ready", log)  # fmt: skip
+    started = time.monotonic()
+    gw.start()
+    return gw, time.monotonic() - started
+
+
+async def idle(client: Client) -> None:
+    """Until the loader has nothing queued."""
+    while (await client.metrics()).get("failsoft_models_loading", 0) > 0:
+        await asyncio.sleep(0.05)
+
+
+async def first_run(gw: Proc, fleet: dict[str, Any], ready_s: float) -> dict[str, Any]:
+    """A fresh gateway: how soon it routes, its size then, the first second at the Zipf mix; then every
+    model asked once, and /metrics with a latency histogram for each of the 1,000 (the default)."""
     assert gw.proc is not None
     out: dict[str, Any] = {"ready_s": round(ready_s, 2), "rss_ready_mb": round(rss_mb(gw.proc.pid), 1)}
     print(f"start: routable after {out['ready_s']} s, {out['rss_ready_mb']} MB")
     client = Client(gw.url)
-    names, weights, kinds = fleet["models"], fleet["weights"], fleet["kinds"]
-    zipf = lambda: random.choices(names, weights)[0]  # noqa: E731
+    names, weights = fleet["models"], fleet["weights"]
     try:
-        first = await open_loop(client, zipf, 500, 1.0)
+        first = await open_loop(client, lambda: random.choices(names, weights)[0], 500, 1.0)
         out["first_second"] = summary(first, 100)
         print(f"first second: {out['first_second']}")
-        used = {n for n in names[:50]}
-        used |= {b["model"] for s, b, _ in first if s == 200}
-        small = [n for n in names if kinds[n] == "small" and n not in used][:100]
-        cold_ms = []
-        for name in small:
-            t0 = time.perf_counter()
-            while True:
-                status, body, _ = await client.predict(name)
-                if status == 200 and body["tier"] == "cpu":
-                    break
-                await asyncio.sleep(0.001)
-            cold_ms.append((time.perf_counter() - t0) * 1000)
-        used |= set(small)
+        await asyncio.gather(*(client.predict(n) for n in names))
+        await idle(client)  # the scrape alone, not beside a thousand loads
+        out["metrics_all_histograms"] = await scrape(client, names[:10])
+        print(f"/metrics, every model's histogram: {out['metrics_all_histograms']}")
+    finally:
+        await client.close()
+    return out
+
+
+async def second_run(gw: Proc, fleet: dict[str, Any], seconds: float, cycle_s: float) -> dict[str, Any]:
+    """A fresh gateway: cold loads of small models one at a time, its size with 100 of them loaded, hot
+    models quiet and with cold loads going on, traffic cycling through all, /metrics (histograms for the
+    100 busiest)."""
+    assert gw.proc is not None
+    out: dict[str, Any] = {}
+    client = Client(gw.url)
+    names, kinds = fleet["models"], fleet["kinds"]
+    small = [n for n in names[10:] if kinds[n] == "small"]
+
+    async def own_tier_ms(name: str) -> float:
+        """From a model's first request until its own tier answers."""
+        t0 = time.perf_counter()
+        while True:
+            status, body, _ = await client.predict(name)
+            if status == 200 and body["tier"] == "cpu":
+                return (time.perf_counter() - t0) * 1000
+            await asyncio.sleep(0.001)
+
+    try:
+        # the first model asked right after the start waits for the libraries' import (in the background)
+        out["first_load_after_start_ms"] = round(await own_tier_ms(small[0]), 1)
+        await idle(client)
+        cold_ms = [await own_tier_ms(name) for name in small[1:101]]
         out["cold_load_ms"] = {"models": len(cold_ms), "p50": pct(cold_ms, 0.5), "p99": pct(cold_ms, 0.99)}
         out["rss_100_small_loaded_mb"] = round(rss_mb(gw.proc.pid), 1)
-        print(f"cold loads: {out['cold_load_ms']}; resident {out['rss_100_small_loaded_mb']} MB")
+        print(
+            f"cold loads of small models: {out['cold_load_ms']}; resident {out['rss_100_small_loaded_mb']} MB"
+        )
         hot = names[:10]
         for name in hot:  # loaded before the comparison
             while (await client.predict(name))[1].get("tier") != "cpu":
                 await asyncio.sleep(0.01)
+        await idle(client)
         pick_hot = lambda: random.choice(hot)  # noqa: E731
         quiet = summary(await open_loop(client, pick_hot, 300, seconds), 100)
-        cold = iter([n for n in names if n not in used])
+        cold = iter(small[100:])
 
         async def cold_loads() -> None:
             while True:
@@ -170,8 +207,9 @@ async def phases(
             "client_p99_ratio": round(busy["client_p99_ms"] / max(quiet["client_p99_ms"], 1e-9), 2),
         }
         print(f"hot models: {out['hot']}")
+        await idle(client)
         before, t0 = await client.metrics(), time.perf_counter()
-        cycling = summary(await open_loop(client, lambda: random.choice(names), 300, seconds), 100)
+        cycling = summary(await open_loop(client, lambda: random.choice(names), 300, cycle_s), 100)
         after, took = await client.metrics(), time.perf_counter() - t0
         for key in ("failsoft_model_loads_total", "failsoft_model_unloads_total"):
             cycling[key.removeprefix("failsoft_model_").removesuffix("_total") + "_a_s"] = round(
@@ -183,8 +221,9 @@ async def phases(
         cycling["rss_mb"] = round(rss_mb(gw.proc.pid), 1)
         out["cycling_all"] = cycling
         print(f"cycling through all: {cycling}")
-        out["metrics"] = await scrape(client, hot)
-        print(f"/metrics: {out['metrics']}")
+        await idle(client)
+        out["metrics_100_histograms"] = await scrape(client, hot)
+        print(f"/metrics, histograms for the 100 busiest: {out['metrics_100_histograms']}")
     finally:
         await client.close()
     return out
@@ -225,7 +264,8 @@ async def scrape(client: Client, hot: list[str]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=1000)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=10.0, help="each hot-model phase")
+    ap.add_argument("--cycle-seconds", type=float, default=30.0, help="traffic cycling through all")
     ap.add_argument("--keep", type=Path, help="a folder for the fleet (reused when it has one)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="failsoft-thousand-"))
@@ -241,24 +281,21 @@ def main() -> None:
     doc = tomllib.loads(Path(fleet["file"]).read_text())
     total = sum(p.stat().st_size for p in (work / "models").iterdir())
     budget_mb = max(1, int(total * 0.2 / 2**20))
-    doc["server"] = {"load": "first_use", "memory_budget_mb": budget_mb}
-    served = work / "served.toml"
-    served.write_text(tomli_w.dumps(doc))
-    args_ = [sys.executable, "-m", "failsoft.cli", "serve", str(served), "--log-level", "warning"]
-    gw = Proc(args_, "/v2/health/ready", work / "gateway.log")
-    started = time.monotonic()
-    gw.start()
-    ready_s = time.monotonic() - started
-    try:
-        out = asyncio.run(phases(gw, fleet, started, ready_s, args.seconds))
-    finally:
-        gw.stop()
-    out["models"] = len(fleet["models"])
-    out["model_files_mb"] = round(total / 2**20, 1)
-    out["budget_mb"] = budget_mb
+    out: dict[str, Any] = {"models": len(fleet["models"]), "model_files_mb": round(total / 2**20, 1),
+                           "budget_mb": budget_mb}  # fmt: skip
+    for run, histograms in ((first_run, "all"), (second_run, 100)):
+        doc["server"] = {"load": "first_use", "memory_budget_mb": budget_mb, "latency_histograms": histograms}
+        served = work / "served.toml"
+        served.write_text(tomli_w.dumps(doc))
+        gw, ready_s = start(served, work / "gateway.log")
+        try:
+            if run is first_run:
+                out |= asyncio.run(first_run(gw, fleet, ready_s))
+            else:
+                out |= asyncio.run(second_run(gw, fleet, args.seconds, args.cycle_seconds))
+        finally:
+            gw.stop()
     print(json.dumps(out))
-    if gw.proc is not None and gw.proc.returncode not in (0, -15, None):
-        subprocess.run(["tail", "-20", str(work / "gateway.log")], check=False)
 
 
 if __name__ == "__main__":

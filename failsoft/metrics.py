@@ -78,7 +78,11 @@ class Histogram:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """``latency_histograms``: which models get a latency histogram on /metrics (18 series each): "all",
+    "none", or the N with the most answers (the others summed into one, ``model="_other"``)."""
+
+    def __init__(self, latency_histograms: str | int = "all") -> None:
+        self.latency_histograms = latency_histograms
         self.answers: dict[tuple[str, str, str], int] = {}
         self.skips: dict[tuple[str, str, str], int] = {}
         self.degraded: dict[str, int] = {}
@@ -150,12 +154,23 @@ class Metrics:
         ratio = GaugeMetricFamily(
             "failsoft_degraded_ratio", "Share of answers not from the primary tier", labels=["model"]
         )
-        for m, h in list(self.latency.items()):
-            buckets = h.cumulative() if h.exemplars is None else h.with_exemplars()
-            lat.add_metric([m], buckets, h.total)
-            n = buckets[-1][1]
+        kept = list(self.latency.items())
+        for m, h in kept:
+            n = sum(h.counts)
             ratio.add_metric([m], self.degraded.get(m, 0) / n if n else 0.0)
-        yield lat
+        limit = self.latency_histograms
+        if limit != "none":
+            if isinstance(limit, int) and len(kept) > limit:
+                kept.sort(key=lambda item: -sum(item[1].counts))
+                other = Histogram()
+                for _, h in kept[limit:]:
+                    other.counts = [a + b for a, b in zip(other.counts, h.counts, strict=True)]
+                    other.total += h.total
+                kept = [*kept[:limit], ("_other", other)]
+            for m, h in kept:
+                buckets = h.cumulative() if h.exemplars is None else h.with_exemplars()
+                lat.add_metric([m], buckets, h.total)
+            yield lat
         yield ratio
         for gauge in self.gauges:
             yield from gauge()

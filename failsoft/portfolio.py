@@ -58,7 +58,7 @@ class Portfolio:
         self.spec = spec
         # the shared log writer of ``failsoft serve --workers N`` (None: a writer of this process's own)
         self.log_socket = log_socket
-        self.metrics = Metrics()
+        self.metrics = Metrics(spec.server.latency_histograms)
         self.ids = RequestIds()
         # this process, as episodes and shadow counters name it
         self.replica = f"{os.uname().nodename}-{os.getpid()}"
@@ -117,6 +117,7 @@ class Portfolio:
             return
         # every tier started, its model loaded in a thread (unless on first use); a person's pinned defaults
         await start_chains(self.chains.values(), await self.health.pinned_defaults())
+        self.loader.warm()
         for online in self.online.values():
             await asyncio.to_thread(online.load)
         if self.online:

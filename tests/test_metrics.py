@@ -51,3 +51,24 @@ def test_gauges_are_read_at_scrape_time_and_each_metrics_has_its_own_registry() 
     level["now"] = 7.0
     assert samples(a)[("failsoft_test_level", ())] == 7.0
     assert ("failsoft_test_level", ()) not in samples(b), "nothing is global"
+
+
+def test_latency_histograms_can_be_limited_to_the_busiest_models_or_turned_off() -> None:
+    """At a thousand models the per-model histograms are most of a scrape: the N busiest keep theirs, the
+    rest are summed into one labelled _other (nothing is lost from the total), or there are none."""
+    answers = {"hot": 5, "warm": 3, "cold": 1, "colder": 1}
+
+    def fed(limit: str | int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        m = Metrics(latency_histograms=limit)
+        for model, n in answers.items():
+            for _ in range(n):
+                m.answer(model, "cpu", None, 0.001, False)
+        return samples(m)
+
+    def counts(got: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+        name = "failsoft_request_latency_seconds_count"
+        return {labels[0][1]: v for (n, labels), v in got.items() if n == name}
+
+    assert counts(fed("all")) == answers
+    assert counts(fed(2)) == {"hot": 5, "warm": 3, "_other": 2}
+    assert counts(fed("none")) == {} and ("failsoft_degraded_ratio", (("model", "cold"),)) in fed("none")

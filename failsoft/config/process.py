@@ -63,3 +63,7 @@ class ServerSpec(_Spec, frozen=True):
     # measured as it loads (what the process's resident size grew by, at least its file's size); past
     # it the least recently used is unloaded and its memory given back. 0: no limit.
     memory_budget_mb: Annotated[int, Meta(ge=0)] = 0
+    # Which models get a latency histogram on /metrics (18 series each; at a thousand models most of a
+    # scrape): "all", "none", or a number N: the N models with the most answers, the others summed into
+    # one histogram labelled model="_other".
+    latency_histograms: Literal["all", "none"] | PositiveInt = "all"

@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import kolmogorov
-from scipy.stats import chi2 as chi2_dist
 
 from failsoft.config import DriftSpec
 from failsoft.monitor.profile import (
@@ -85,6 +83,8 @@ def ks_pvalue(d: Array, en: Array) -> Array:
     """Two-sample KS p-value for effective size en = n*m/(n+m): the Kolmogorov limit with Stephens'
     small-sample correction (a ufunc: thousands of windows at once, where the exact distribution costs
     milliseconds each)."""
+    from scipy.special import kolmogorov  # scipy when a monitor judges: importing it costs a second
+
     root = np.sqrt(en)
     return np.asarray(kolmogorov((root + 0.12 + 0.11 / root) * d), dtype=np.float64)
 
@@ -198,6 +198,8 @@ def contingency(window: Ints, ref_counts: Array) -> tuple[Array, Array]:
         terms = np.where(col > 0, (window - ew) ** 2 / ew + (r - er) ** 2 / er, 0.0)
     stat = terms.sum(axis=1)
     dof = np.maximum((col > 0).sum(axis=1) - 1, 1)
+    from scipy.stats import chi2 as chi2_dist
+
     return stat, np.asarray(chi2_dist.sf(stat, dof), dtype=np.float64)
 
 
@@ -268,6 +270,8 @@ def _psi_tests(refs: dict[str, Any], stats: dict[str, dict[str, Array]], level: 
     every feature and window in one scipy call each: with no drift PSI ~ (1/n + 1/m) chi2(B - 1)."""
     if not stats:
         return
+    from scipy.stats import chi2 as chi2_dist
+
     names = list(stats)
     scale = np.concatenate([1 / np.maximum(stats[n]["n"], 1) + 1 / refs[n].n for n in names])
     dof = np.concatenate([np.maximum(stats[n]["bins"] - 1, 1) for n in names])

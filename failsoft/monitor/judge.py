@@ -113,8 +113,12 @@ def profile_key(profile: Profile) -> str:
 
 
 def ready() -> int:
-    """The judging process's first call: unpickling it imports this module, so numpy and scipy are loaded
-    at start (a second or two of CPU), not when the first window closes in the middle of traffic."""
+    """The judging process's first call: unpickling it imports this module, and it imports scipy's
+    statistics (which the judging functions import where they use them), so both are loaded at start (a
+    second or two of CPU), not when the first window closes in the middle of traffic."""
+    import scipy.special
+    import scipy.stats  # noqa: F401
+
     return os.getpid()
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 
 from failsoft.shadow.evaluate import per_request
 
@@ -105,6 +104,8 @@ def auc(y: Array, s: Array) -> float:
     m, n = int(pos.sum()), int((~pos).sum())
     if m == 0 or n == 0:
         return math.nan
+    from scipy.stats import rankdata  # imported when first judged: scipy.stats takes a second to import
+
     r = rankdata(s)
     return float((r[pos].sum() - m * (m + 1) / 2) / (m * n))
 

@@ -16,7 +16,6 @@ from typing import Any
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 
 from failsoft.config import PromotionSpec
 from failsoft.durations import format_duration
@@ -40,6 +39,8 @@ def delong(labels: Array, a: Array, b: Array) -> tuple[float, float, float]:
     m, n = int(pos.sum()), int((~pos).sum())
     if m < 2 or n < 2:
         return math.nan, math.nan, math.nan
+    from scipy.stats import rankdata  # imported when first judged: scipy.stats takes a second to import
+
     v10, v01, aucs = [], [], []
     for s in (a, b):
         x, y = s[pos], s[~pos]

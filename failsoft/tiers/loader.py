@@ -4,12 +4,12 @@
 A lazy tier stays cold (a few hundred bytes: its spec and counters) until a request needs it. That
 request is not kept waiting: the chain passes the tier by with the reason ``loading`` (its next ready
 tier answers, the safe default at least) and asks the loader for it. The loader loads one model at a time
-in a thread of its own, off the event loop, and measures what it cost: what the process's resident size
-grew by while it loaded, at least the size of its file. Loaded lazy tiers are kept while their sum fits the
-budget (models loaded at start, ``preload = true``, are not counted); past it, the least recently
-used is unloaded (its calls in flight finish on the model they
-started with) and the memory is given back to the system (a collection, then ``malloc_trim``). A model
-that fails to load is retried after ``RETRY_S``; until then its tier is passed by with the error.
+(the smallest file first) in a thread of its own, off the event loop, and measures what it cost: what the
+process's resident size grew by while it loaded, at least the size of its file. Loaded lazy tiers are kept
+while their sum fits the budget (models loaded at start, ``preload = true``, are not counted); past it,
+the least recently used is unloaded (its calls in flight finish on the model they started with) and the
+memory is given back to the system (``malloc_trim``). A model that fails to load is retried after
+``RETRY_S``; until then its tier is passed by with the error.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import heapq
+import importlib
+import itertools
 import json
 import logging
 import os
@@ -50,9 +53,9 @@ def resident_bytes() -> int:
 
 
 def _trim() -> None:
-    """Give freed memory back to the system: a collection (a model's objects in a cycle), then glibc's
-    ``malloc_trim`` (free pages at the top of the heap stay the process's otherwise)."""
-    gc.collect()
+    """Give freed memory back to the system: glibc's ``malloc_trim`` (free pages inside the heap stay the
+    process's otherwise). No collection: a model's objects go when their last reference does, and a full
+    collection holds the interpreter lock for as long as it takes (tens of ms with many models loaded)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -84,8 +87,12 @@ class Loader:
         self.budget = budget_bytes
         self.clock = clock
         self.cost: dict[Lazy, int] = {}  # loaded lazy tiers -> the bytes each was measured to hold
-        self._pending: set[Lazy] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.libraries: set[str] = set()  # modules the lazy tiers' models need (imported by ``warm``)
+        self.warming = False
+        self._pending: set[Lazy] = set()  # asked for, not loaded yet
+        self._queue: list[tuple[int, int, Lazy]] = []  # (file bytes, order asked, tier): a heap
+        self._order = itertools.count()
+        self._worker: asyncio.Task[None] | None = None  # loads what is queued, one at a time
         self._failed: dict[Lazy, tuple[float, str]] = {}  # -> (when it may be tried again, why it failed)
         self._executor: ThreadPoolExecutor | None = None
         self.loads = 0
@@ -108,10 +115,16 @@ class Loader:
                 return Reason.ERROR, f"its model failed to load: {failed[1]}"
             del self._failed[tier]
         self._pending.add(tier)
-        task = asyncio.get_running_loop().create_task(self._load(tier), name=f"failsoft-load-{tier.model}")
-        self._tasks.add(task)  # the loop keeps tasks weakly
-        task.add_done_callback(self._tasks.discard)
+        # the smallest first: a small model does not wait behind a big one asked for before it
+        heapq.heappush(self._queue, (tier.file_bytes(), next(self._order), tier))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._drain(), name="failsoft-loader")
         return Reason.LOADING, "its model is loading (first use)"
+
+    async def _drain(self) -> None:
+        while self._queue:
+            _, _, tier = heapq.heappop(self._queue)
+            await self._load(tier)
 
     async def _load(self, tier: Lazy) -> None:
         asked = self.clock()
@@ -132,6 +145,9 @@ class Loader:
             return
         self._pending.discard(tier)
         install()
+        # what the model is made of lives until it is unloaded: out of the collector's sight (as the server
+        # does at start), so full collections do not grow with the models loaded
+        gc.freeze()
         tier.last_use = self.clock()
         self.cost[tier] = cost
         self.loads += 1
@@ -139,6 +155,16 @@ class Loader:
         log.info(json.dumps({"event": "model_loaded", "model": tier.model, "tier": tier.name,
                              "bytes": cost, "load_ms": round(took * 1000, 1)}))  # fmt: skip
         self._keep_to_budget(tier)
+
+    def warm(self) -> None:
+        """Import ``libraries`` (what the lazy models' files will need) in the loader's thread as the server
+        starts, ahead of the loads, which queue behind it: a library's import (scikit-learn's takes a second
+        or two) is the process's once, not a model's. One that is missing is left to the load that needs it
+        to say. Counted in ``failsoft_models_loading`` while it runs."""
+        if self.libraries:
+            self.warming = True
+            done = self._thread().submit(_import, sorted(self.libraries))
+            done.add_done_callback(lambda _: setattr(self, "warming", False))
 
     def _keep_to_budget(self, newest: Lazy) -> None:
         if not self.budget or self.held <= self.budget:
@@ -169,8 +195,8 @@ class Loader:
         return self._executor
 
     def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -183,6 +209,11 @@ class Loader:
     def metrics(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "failsoft_models_loaded", "Models loaded on first use, held now", len(self.cost)
+        )
+        yield GaugeMetricFamily(
+            "failsoft_models_loading",
+            "Models asked for, not loaded yet (and 1 while the libraries they need are imported at start)",
+            len(self._pending) + self.warming,
         )
         yield GaugeMetricFamily(
             "failsoft_models_loaded_bytes",
@@ -204,6 +235,12 @@ class Loader:
         )
         hist.add_metric([], self.seconds.cumulative(), self.seconds.total)
         yield hist
+
+
+def _import(modules: list[str]) -> None:
+    for name in modules:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
 
 
 def _measure(tier: Lazy) -> tuple[Callable[[], None], int, float]:

@@ -43,6 +43,17 @@ def import_target(target: str) -> Any:
     return obj
 
 
+# The libraries a model file of each kind needs to load, imported ahead of the first load on first use
+# (tiers/loader.py ``warm``): importing scikit-learn takes about half a second, which the first model to
+# load would otherwise pay. Pickles name their classes; these are the families failsoft compiles.
+LIBRARIES = {
+    ".onnx": ("onnxruntime",),
+    ".txt": ("lightgbm",),
+    ".lgb": ("lightgbm",),
+    "": ("joblib", "sklearn.linear_model", "sklearn.ensemble", "sklearn.tree", "sklearn.pipeline"),
+}
+
+
 def load_model_file(path: Path) -> Any:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -197,6 +208,7 @@ class PythonBackend(Backend):
     def make_lazy(self, model: str, loader: Loader) -> None:
         """Load on first use, through ``loader``, rather than at start."""
         self.lazy, self.model, self.loader = True, model, loader
+        loader.libraries.update(self.libraries())
 
     def use(self) -> tuple[Reason, str] | None:
         if self._fn is not None:
@@ -216,6 +228,13 @@ class PythonBackend(Backend):
             self._executor = None
         self.compiled, self.own_from_rows, self.single_row_us = False, None, float("inf")
         self.__dict__.pop("inline_rows", None)
+
+    def libraries(self) -> tuple[str, ...]:
+        """What loading its model will import (see LIBRARIES)."""
+        if self.spec.path is None:
+            return (self.spec.target or "").partition(":")[0:1]
+        suffix = Path(self.spec.path).suffix.lower()
+        return LIBRARIES.get(suffix, LIBRARIES[""])
 
     def file_bytes(self) -> int:
         try:
