@@ -6,7 +6,8 @@ The first: (1) seconds from the process's start until every model is routable (`
 and its resident size then; (2) the first second: requests at the Zipf mix from the moment it is ready,
 every one answered (200) within its deadline, the share answered by a fallback because the model was
 loading; then every model asked once, and (3) ``/metrics`` with a latency histogram for each model (the
-default): its size, series, the time a scrape takes and the longest a hot request waited meanwhile.
+default) and the console's document, read in turns: their sizes, the series, the time each takes and the
+longest a hot request waited meanwhile.
 
 The second (``latency_histograms = 100``): (4) cold loads: the first model asked right after the start
 (it waits for the libraries' import), then 100 small models never used, one after another, from a
@@ -14,7 +15,8 @@ model's first request until its own tier answers (polled every millisecond), p50
 size with them loaded; (5) the 10 hottest models' latency (open loop, 300 requests a
 second) quiet, then with 20 small cold models a second asked for the first time, the gateway's own p99
 and the client's; (6) traffic cycling through all 1,000 (uniform) for ``--cycle-seconds``: answered, non-2xx,
-the degraded share, loads and unloads a second (the budget at work); (7) ``/metrics`` again.
+the degraded share, loads and unloads a second (the budget at work); (7) ``/metrics`` again; (8) a reload
+under load (300 requests a second): 100 models added, 100 removed, 100 replaced, then a broken file.
 
 Prints each phase, then one JSON object. Generating the fleet takes a minute or so; ``--keep DIR`` keeps
 it for the next run.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
@@ -47,6 +50,7 @@ from fleet import generate  # noqa: E402
 from failsoft.demo.procs import Proc  # noqa: E402
 
 ROW = {f"f{i}": 0.5 for i in range(8)}
+TOKEN = "thousand-bench-token-0123456789"
 
 
 def rss_mb(pid: int) -> float:
@@ -153,7 +157,51 @@ async def first_run(gw: Proc, fleet: dict[str, Any], ready_s: float) -> dict[str
     return out
 
 
-async def second_run(gw: Proc, fleet: dict[str, Any], seconds: float, cycle_s: float) -> dict[str, Any]:
+async def reload_under_load(client: Client, served: Path, names: list[str]) -> dict[str, Any]:
+    """The file changed under load (300 requests a second to models in both files): 100 models added,
+    100 removed, 100 replaced, applied by ``POST /v1/reload``; then a broken file, refused."""
+    doc = tomllib.loads(served.read_text())
+    removed, replaced, kept = names[-100:], names[-200:-100], names[10:-200]
+    template = doc["models"][next(n for n in kept if n in doc["models"])]
+    for name in removed:
+        del doc["models"][name]
+    for name in replaced:
+        doc["models"][name]["tiers"][-1]["value"] = 0.4
+    added = [f"new{i:03d}" for i in range(100)]
+    for name in added:
+        doc["models"][name] = template
+    original = served.read_text()
+    served.write_text(tomli_w.dumps(doc))
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    load = asyncio.create_task(open_loop(client, lambda: random.choice(kept), 300, 6.0))
+    await asyncio.sleep(2.0)
+    t0 = time.perf_counter()
+    async with client.session.post(f"{client.base}/v1/reload", headers=auth) as r:
+        change = await r.json()
+        assert r.status == 200, change
+    took = (time.perf_counter() - t0) * 1000
+    while (await client.predict(added[0]))[0] != 200:
+        await asyncio.sleep(0.001)
+    answering = (time.perf_counter() - t0) * 1000
+    results = await load
+    served.write_text("[models.broken\n")
+    async with client.session.post(f"{client.base}/v1/reload", headers=auth) as r:
+        refused = r.status, (await r.json()).get("error", "")
+    still = (await client.predict(added[0]))[0], (await client.predict(removed[0]))[0]
+    served.write_text(original)
+    return {
+        "added": len(change["added"]), "removed": len(change["removed"]), "replaced": len(change["replaced"]),
+        "reload_ms": round(took, 1), "new_model_answering_ms": round(answering, 1),
+        "requests_during": len(results), "non_2xx_during": sum(1 for s, _, _ in results if s != 200),
+        "client_p99_during_ms": pct([c for _, _, c in results], 0.99),
+        "broken_file": refused[0], "broken_file_error": refused[1][:120],
+        "after_broken_file": {"added_model": still[0], "removed_model": still[1]},
+    }  # fmt: skip
+
+
+async def second_run(
+    gw: Proc, fleet: dict[str, Any], seconds: float, cycle_s: float, served: Path
+) -> dict[str, Any]:
     """A fresh gateway: cold loads of small models one at a time, its size with 100 of them loaded, hot
     models quiet and with cold loads going on, traffic cycling through all, /metrics (histograms for the
     100 busiest)."""
@@ -224,14 +272,16 @@ async def second_run(gw: Proc, fleet: dict[str, Any], seconds: float, cycle_s: f
         await idle(client)
         out["metrics_100_histograms"] = await scrape(client, hot)
         print(f"/metrics, histograms for the 100 busiest: {out['metrics_100_histograms']}")
+        out["reload"] = await reload_under_load(client, served, names)
+        print(f"reload under load: {out['reload']}")
     finally:
         await client.close()
     return out
 
 
 async def scrape(client: Client, hot: list[str]) -> dict[str, Any]:
-    """``/metrics`` read ten times, while a hot model is asked every 2 ms: the scrape's time and size,
-    and the longest a request waited meanwhile."""
+    """``/metrics`` and the console's document read ten times each, while a hot model is asked every
+    2 ms: a scrape's time and size, the document's, and the longest a request waited meanwhile."""
     waits: list[float] = []
     done = asyncio.Event()
 
@@ -241,7 +291,7 @@ async def scrape(client: Client, hot: list[str]) -> dict[str, Any]:
             await asyncio.sleep(0.002)
 
     prober = asyncio.create_task(probe())
-    took, size, series = [], 0, 0
+    took, size, series, console_ms, console_bytes = [], 0, 0, [], 0
     for _ in range(10):
         t0 = time.perf_counter()
         async with client.session.get(f"{client.base}/metrics") as r:
@@ -249,6 +299,10 @@ async def scrape(client: Client, hot: list[str]) -> dict[str, Any]:
         took.append((time.perf_counter() - t0) * 1000)
         size = len(text)
         series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+        t0 = time.perf_counter()
+        async with client.session.get(f"{client.base}/v1/console") as r:
+            console_bytes = len(await r.read())
+        console_ms.append((time.perf_counter() - t0) * 1000)
     done.set()
     await prober
     return {
@@ -256,6 +310,8 @@ async def scrape(client: Client, hot: list[str]) -> dict[str, Any]:
         "series": series,
         "scrape_ms_p50": pct(took, 0.5),
         "scrape_ms_max": round(max(took), 1),
+        "console_bytes": console_bytes,
+        "console_ms_p50": pct(console_ms, 0.5),
         "request_waited_max_ms": round(max(waits), 1),
         "requests_during": len(waits),
     }
@@ -283,6 +339,7 @@ def main() -> None:
     budget_mb = max(1, int(total * 0.2 / 2**20))
     out: dict[str, Any] = {"models": len(fleet["models"]), "model_files_mb": round(total / 2**20, 1),
                            "budget_mb": budget_mb}  # fmt: skip
+    os.environ["FAILSOFT_ADMIN_TOKEN"] = TOKEN  # the gateways' control plane (reload)
     for run, histograms in ((first_run, "all"), (second_run, 100)):
         doc["server"] = {"load": "first_use", "memory_budget_mb": budget_mb, "latency_histograms": histograms}
         served = work / "served.toml"
@@ -292,7 +349,7 @@ def main() -> None:
             if run is first_run:
                 out |= asyncio.run(first_run(gw, fleet, ready_s))
             else:
-                out |= asyncio.run(second_run(gw, fleet, args.seconds, args.cycle_seconds))
+                out |= asyncio.run(second_run(gw, fleet, args.seconds, args.cycle_seconds, served))
         finally:
             gw.stop()
     print(json.dumps(out))

@@ -197,7 +197,7 @@ class Portfolio:
         async with self._reloading:
             if spec is None:
                 spec = await asyncio.to_thread(config.load, Path(self.spec.base_dir) / self.spec.file)
-            change = plan(self.spec, spec, self.files)
+            change = await asyncio.to_thread(plan, self.spec, spec, self.files)  # a stat a model file
             fresh, online = await build_started(spec, change, self.metrics, self.clock, self.loader,
                                                 self.skip_log, self.online)  # fmt: skip
             for name, chain in fresh.items():
@@ -210,7 +210,9 @@ class Portfolio:
                 self._listeners.pop(name, None)
             self.chains.update(fresh)
             self.spec, self.online = spec, online
-            self.files = {name: files(spec, m) for name, m in spec.models.items()}
+            self.files = {**self.files, **{name: files(spec, spec.models[name]) for name in fresh}}
+            for name in change.removed:
+                self.files.pop(name, None)
             self.watch.follow(spec)
             self.health.revision = -1  # the store's health, deployments and defaults for the new chains
             await self.health.sync()

@@ -170,13 +170,15 @@ async def start_chains(chains: Iterable[Chain], pinned: Mapping[tuple[str, str],
 
 async def record(audits: AuditQueue, change: Change, actor: str, file: str) -> None:
     """Each model added, removed or replaced, in the audit log (as every action is)."""
-    for action, names in (("model_added", change.added), ("model_removed", change.removed),
-                          ("model_replaced", change.replaced)):  # fmt: skip
-        for name in names:
-            try:
-                await asyncio.to_thread(audits.record, None, name, action, actor, "", {"file": file})
-            except StoreUnavailable:
-                log.warning(json.dumps({"event": "reload_not_recorded", "model": name, "action": action}))
+    kinds = [("model_added", change.added), ("model_removed", change.removed)]
+    kinds.append(("model_replaced", change.replaced))
+    actions = [(name, action) for action, names in kinds for name in names]
+    if not actions:
+        return
+    try:
+        await asyncio.to_thread(audits.record_many, actions, actor, {"file": file})
+    except StoreUnavailable:
+        log.warning(json.dumps({"event": "reload_not_recorded", "changes": len(actions), "by": actor}))
 
 
 async def retire(chains: list[Chain], loader: Loader) -> None:

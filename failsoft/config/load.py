@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import tomli as tomllib  # the standard library's parser, compiled
 
 from failsoft.config.base import NAME_RE
 from failsoft.config.messages import from_msgspec

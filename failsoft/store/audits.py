@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from failsoft.store.base import Store
+from failsoft.store.base import Execute, Store
 
 __all__ = ["AuditAction", "AuditItem", "AuditQueue", "Episode"]
 
@@ -135,6 +136,20 @@ class AuditQueue:
             (audit_id, model, action, actor, comment, json.dumps(details, default=str), now),
         )
         return AuditAction(int(rows[0][0]), audit_id, model, action, actor, comment, details, now)
+
+    def record_many(self, actions: Sequence[tuple[str, str]], actor: str, details: dict[str, Any]) -> None:
+        """(model, action) pairs by one actor, in one transaction (a reload changing hundreds of models)."""
+        now, text = time.time(), json.dumps(details, default=str)
+
+        def write(execute: Execute) -> None:
+            for model, action in actions:
+                execute(
+                    "INSERT INTO audit_actions (audit_id, model, action, actor, comment, details, ts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (None, model, action, actor, "", text, now),
+                )
+
+        self.store.transaction(write)
 
     def log(
         self, model: str | None = None, audit_id: int | None = None, limit: int = 200

@@ -103,6 +103,17 @@ def shot(page: Any, name: str) -> None:
     browser_shot(page, f"console-{name}")
 
 
+def page_showing(browser: Any, gateway: Proc, doc: Any) -> Any:
+    """The console, every ``/v1/console`` it asks for answered with ``doc``."""
+    body = json.dumps(doc)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.route(
+        "**/v1/console", lambda route: route.fulfill(status=200, content_type="application/json", body=body)
+    )
+    page.goto(gateway.url + "/")
+    return page
+
+
 def test_quarantine_audit_and_shadow_from_the_page(gateway: Proc, browser: Any) -> None:
     from playwright.sync_api import expect
 
@@ -194,7 +205,7 @@ def test_quarantine_audit_and_shadow_from_the_page(gateway: Proc, browser: Any) 
 
 def test_a_young_gateway_shows_no_trend_yet(gateway: Proc, browser: Any) -> None:
     """With answers in fewer than three buckets a trend would be a dot: the cell says when it will show."""
-    from playwright.sync_api import Route, expect
+    from playwright.sync_api import expect
 
     doc = get(f"{gateway.url}/v1/console").json()
     for m in doc["models"]:
@@ -203,14 +214,49 @@ def test_a_young_gateway_shows_no_trend_yet(gateway: Proc, browser: Any) -> None
         m["series"] = {**m["series"], "n": [0] * quiet + [7], "degraded": [0] * quiet + [7],
                        "p99": [None] * quiet + [3.0], "tiers": {last: [0] * quiet + [7]}}  # fmt: skip
 
-    def young(route: Route) -> None:
-        route.fulfill(status=200, content_type="application/json", body=json.dumps(doc))
-
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    page.route("**/v1/console", young)
-    page.goto(gateway.url + "/")
+    page = page_showing(browser, gateway, doc)
     row = page.locator("#models tr[data-model=good]")
     expect(row).to_contain_text("trend after 15 s of answers", timeout=6_000)
     assert row.locator("svg").count() == 0, "no line drawn from a single bucket"
+    page.unroute("**/v1/console")
+    page.close()
+
+
+def test_a_thousand_models_problems_first_and_a_person_finds_one(gateway: Proc, browser: Any) -> None:
+    """At a thousand models the table draws the first 200, problems first, says so, and the find box and
+    "problems only" narrow it to the model a person wants."""
+    import copy
+
+    from playwright.sync_api import expect
+
+    doc = get(f"{gateway.url}/v1/console").json()
+    good = next(m for m in doc["models"] if m["name"] == "good")
+    many = []
+    for i in range(1000):
+        m = copy.deepcopy(good)
+        m["name"] = f"m{i:04d}"
+        m["health"] = "quarantined" if i == 777 else "live"
+        m["reason"] = "drift on tenure" if i == 777 else ""
+        m["recent"]["degraded_share"], m["audits_open"] = 0.0, 0  # no trouble but the one quarantine
+        for tier in m["chain"]:
+            if tier.get("breaker"):
+                tier["breaker"] = "closed"
+        many.append(m)
+    doc["models"] = many
+
+    page = page_showing(browser, gateway, doc)
+    rows = page.locator("#models tbody tr")
+    expect(rows).to_have_count(200, timeout=10_000)
+    assert rows.first.get_attribute("data-model") == "m0777", "problems first"
+    expect(page.locator("#shown")).to_contain_text("the first 200 shown (problems first)")
+    page.fill("#find", "m0512")
+    expect(rows).to_have_count(1)
+    expect(page.locator("#models tr[data-model=m0512]")).to_be_visible()
+    expect(page.locator("#shown")).to_contain_text("1 of 1000 models match")
+    page.fill("#find", "")
+    page.check("#troubled")
+    expect(rows).to_have_count(1)
+    expect(page.locator("#models tr[data-model=m0777]")).to_contain_text("quarantined")
+    shot(page, "thousand-find")
     page.unroute("**/v1/console")
     page.close()

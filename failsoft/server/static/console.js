@@ -101,8 +101,24 @@ function trouble(m) {
   return s;
 }
 
+// At most this many rows are drawn (problems first); the find box narrows them to the one a person wants.
+const MAX_ROWS = 200;
+
+// A model matches when every word typed is in its name, its health or one of its tiers' names.
+function matches(m, words) {
+  const text = `${m.name} ${m.health} ${servingFallbacks(m) ? "fallbacks" : ""} ${m.chain.map((t) => t.name).join(" ")}`.toLowerCase();
+  return words.every((w) => text.includes(w));
+}
+
 function drawModels(doc) {
-  const rows = [...doc.models].sort((a, b) => trouble(b) - trouble(a) || a.name.localeCompare(b.name));
+  const words = $("find").value.toLowerCase().split(/\s+/).filter(Boolean);
+  const only = $("troubled").checked;
+  const found = doc.models.filter((m) => (!only || trouble(m) > 0) && matches(m, words));
+  const rows = found.sort((a, b) => trouble(b) - trouble(a) || a.name.localeCompare(b.name)).slice(0, MAX_ROWS);
+  const said = [];
+  if (words.length || only) said.push(`${found.length} of ${plural(doc.models.length, "model")} match`);
+  if (found.length > rows.length) said.push(`the first ${rows.length} shown (problems first); type to find one`);
+  $("shown").textContent = said.join(" · ");
   $("models").tBodies[0].innerHTML = rows.map((m) => {
     const r = m.recent, s = m.series;
     const degraded = s.n.map((n, i) => (n ? s.degraded[i] / n : null));
@@ -378,6 +394,7 @@ $("model-view").addEventListener("click", (e) => {
   if (b) { chosenFeature = b.dataset.feature; poll(); }
 });
 window.addEventListener("hashchange", () => { window.scrollTo(0, 0); poll(); });
+for (const id of ["find", "troubled"]) $(id).addEventListener("input", () => { if (last) drawModels(last); });
 if (token()) signIn(token()); else showWho();  // a token kept from before may no longer be valid
 poll();
 setInterval(poll, POLL_MS);
