@@ -24,21 +24,32 @@ from failsoft import config
 from failsoft.audit.notify import Notifier
 from failsoft.audit.watch import Watch
 from failsoft.build import Builder, refresh_features
-from failsoft.chain import Answer, Chain, Listener, RequestIds
+from failsoft.chain import Chain, Listener, RequestIds
 from failsoft.config import PortfolioSpec
 from failsoft.introspect import ModelInfo, describe, gauges
 from failsoft.lag import LoopLag
+from failsoft.listeners import logged
 from failsoft.metrics import Metrics
 from failsoft.monitor.health import HealthService
 from failsoft.monitor.online import Monitors
-from failsoft.reload import Change, build_started, files, plan, record, retire, start_chains
+from failsoft.reload import (
+    Change,
+    Follower,
+    build_started,
+    file_digest,
+    files,
+    plan,
+    read,
+    record,
+    retire,
+    start_chains,
+)
 from failsoft.resilience import Clock
 from failsoft.shadow.mirror import Mirror, Shadowed
-from failsoft.store import ModelState, PredictionRow, Store, open_store
+from failsoft.store import ModelState, Store, open_store
 from failsoft.store.audits import AuditQueue
 from failsoft.store.labels import Labels
 from failsoft.store.log_client import ProcessLog, log_options
-from failsoft.store.records import RecordQueue
 from failsoft.store.shadow import ShadowRecords
 from failsoft.tasks import LoopThread, stop
 from failsoft.types import Health, Outcome
@@ -66,6 +77,8 @@ class Portfolio:
         builder = Builder(spec, self.metrics, clock)
         self.skip_log = builder.skip_log
         self.chains: dict[str, Chain] = builder.chains()
+        self.path = Path(spec.base_dir) / spec.file
+        self.digest = file_digest(self.path)  # the file's SHA-256 (None: built from no file)
         # the model files each model was built from (a file written again makes a reload replace it)
         self.files = {name: files(spec, m) for name, m in spec.models.items()}
         self.loader = builder.loader  # in-process tiers loaded on first use
@@ -75,6 +88,8 @@ class Portfolio:
         self.state_store: Store = open_store(self.store_url)
         self.audits = AuditQueue(self.state_store)
         self.health = HealthService(self.chains, self.state_store, self.audits, spec.store.poll_ms / 1000)
+        # a reload another replica made: this one reloads its own file when it is the same
+        self.health.after_sync = Follower(self.state_store, self.path, self.reload, lambda: self.digest)
         self.notifier = Notifier()
         audit_tables = {f"models.{m}.audit": ms.audit for m, ms in spec.models.items() if ms.audit}
         self.notifier.check(spec.file, {"audit": spec.audit, **audit_tables})
@@ -140,7 +155,7 @@ class Portfolio:
             )
             await self.log.start()
             for name in self.chains:
-                listeners[name].append(_logged(self.log.records))
+                listeners[name].append(logged(self.log.records))
             self.metrics.gauges.append(self.log.metrics)
         for name, mon in self.monitors.models.items():
             listeners[name].append(mon.observe)
@@ -195,13 +210,15 @@ class Portfolio:
         serving; see failsoft/reload.py. Raises ConfigError, changing nothing, for a file that is wrong or
         a change that needs a restart. One reload at a time."""
         async with self._reloading:
+            digest = None
             if spec is None:
-                spec = await asyncio.to_thread(config.load, Path(self.spec.base_dir) / self.spec.file)
+                spec, digest = await asyncio.to_thread(read, self.path)
+            assert spec is not None
             change = await asyncio.to_thread(plan, self.spec, spec, self.files)  # a stat a model file
             fresh, online = await build_started(spec, change, self.metrics, self.clock, self.loader,
                                                 self.skip_log, self.online)  # fmt: skip
             for name, chain in fresh.items():
-                self._listeners[name] = (_logged(self.log.records),) if self.log is not None else ()
+                self._listeners[name] = (logged(self.log.records),) if self.log is not None else ()
                 chain.listen((*self._listeners[name], *self._subscribers))
             old = [self.chains[name] for name in [*change.removed, *change.replaced]]
             # the one step every request sees whole: a request already running keeps its chain
@@ -218,7 +235,10 @@ class Portfolio:
             await self.health.sync()
             if old:
                 self._retiring.add(asyncio.create_task(retire(old, self.loader), name="failsoft-retire"))
-        await record(self.audits, change, actor, spec.file)
+        # recorded, and a file other than the last announced to the other replicas (they follow it)
+        announce = None if digest == self.digest else digest
+        await record(self.audits, self.state_store, change, actor, spec.file, announce)
+        self.digest = digest or self.digest
         return change
 
     async def set_health(
@@ -275,16 +295,3 @@ class Portfolio:
         if self._sync is None:
             raise RuntimeError("use `with Portfolio.from_toml(...) as p:` before predict_sync")
         return self._sync.run(self.predict(model, inputs, id))
-
-
-def _logged(records: RecordQueue) -> Listener:
-    """The prediction log as a listener: one record per answer, queued for the writer."""
-    append, keep_inputs, now = records.append, records.log_inputs, time.time
-
-    def log_answer(a: Answer) -> None:
-        o = a.outcome
-        inputs = a.rows if keep_inputs else None
-        append(PredictionRow(None, o.id, o.model, o.version, o.tier, "live", o.degraded, o.reason, a.outputs,
-                             inputs, o.latency_ms, now()))  # fmt: skip
-
-    return log_answer

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from failsoft import config
 from failsoft.build import Builder
 from failsoft.chain import Chain
 from failsoft.config import ModelSpec, PortfolioSpec
@@ -33,9 +36,9 @@ from failsoft.features.online import OnlineTable
 from failsoft.metrics import Metrics
 from failsoft.resilience import Clock
 from failsoft.skips import SkipLog
-from failsoft.store import StoreUnavailable
+from failsoft.store import Store, StoreUnavailable
 from failsoft.store.audits import AuditQueue
-from failsoft.store.base import DefaultState
+from failsoft.store.base import DefaultState, StateEvent
 from failsoft.tiers.loader import Loader
 from failsoft.tiers.python import PythonBackend
 
@@ -168,15 +171,82 @@ async def start_chains(chains: Iterable[Chain], pinned: Mapping[tuple[str, str],
         raise
 
 
-async def record(audits: AuditQueue, change: Change, actor: str, file: str) -> None:
-    """Each model added, removed or replaced, in the audit log (as every action is)."""
+def file_digest(path: Path) -> str | None:
+    """The SHA-256 of a portfolio file (None when it cannot be read)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def read(path: Path) -> tuple[PortfolioSpec, str | None]:
+    """A portfolio file read and checked whole (ConfigError when it is wrong), and its SHA-256."""
+    digest = file_digest(path)
+    return config.load(path), digest
+
+
+class Follower:
+    """A replica's side of a reload another replica made (a state event naming the file's SHA-256, on
+    PostgreSQL a notification): it reloads its own portfolio.toml when that file is the same, at once. A
+    file that differs (a ConfigMap not updated here yet) is said once and looked at again at every poll
+    until it is the same, or a newer reload is announced."""
+
+    def __init__(
+        self,
+        store: Store,
+        path: Path,
+        reload: Callable[..., Awaitable[Change]],
+        digest: Callable[[], str | None],
+    ) -> None:
+        self.store, self.path, self.reload, self.digest = store, path, reload, digest
+        self.revision = -1  # the store's revision at the last look
+        self.said = 0  # the last announcement said not followed (once each)
+        self.seen = 0  # the last announcement applied (or found to be this replica's own)
+        self.waiting: StateEvent | None = None  # announced, and this replica's file differs
+
+    async def __call__(self) -> None:
+        revision = await asyncio.to_thread(self.store.state_revision)
+        if revision != self.revision:
+            self.revision = revision
+            event = await asyncio.to_thread(self.store.last_portfolio)
+            if event is not None and event.id > self.seen:
+                self.waiting = event
+        event = self.waiting
+        if event is None:
+            return
+        if event.value == self.digest():
+            self.seen, self.waiting = event.id, None
+            return
+        mine = await asyncio.to_thread(file_digest, self.path)
+        if mine != event.value:
+            if self.said != event.id:
+                self.said = event.id
+                why = "this replica's file differs from the one reloaded; looking again at every poll"
+                log.warning(json.dumps({"event": "reload_not_followed", "by": event.actor, "why": why}))
+            return
+        self.seen, self.waiting = event.id, None
+        try:
+            change = await self.reload(actor=f"{event.actor} (another replica)")
+        except ConfigError as err:
+            log.error(json.dumps({"event": "reload_refused", "error": str(err), "changed": "nothing"}))
+        else:
+            log.warning(json.dumps({"event": "portfolio_reloaded", "by": event.actor, "followed": True,
+                                    **msgspec.to_builtins(change)}))  # fmt: skip
+
+
+async def record(
+    audits: AuditQueue, store: Store, change: Change, actor: str, file: str, digest: str | None
+) -> None:
+    """Each model added, removed or replaced, in the audit log (as every action is); with ``digest``, the
+    new file announced to the other replicas."""
     kinds = [("model_added", change.added), ("model_removed", change.removed)]
     kinds.append(("model_replaced", change.replaced))
     actions = [(name, action) for action, names in kinds for name in names]
-    if not actions:
-        return
     try:
-        await asyncio.to_thread(audits.record_many, actions, actor, {"file": file})
+        if actions:
+            await asyncio.to_thread(audits.record_many, actions, actor, {"file": file})
+        if digest is not None:
+            await asyncio.to_thread(store.announce_portfolio, digest, change.summary(), actor)
     except StoreUnavailable:
         log.warning(json.dumps({"event": "reload_not_recorded", "changes": len(actions), "by": actor}))
 

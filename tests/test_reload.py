@@ -192,3 +192,32 @@ def test_a_real_gateway_reloads_under_load_with_nothing_but_200s(tmp_path: Path)
             t.join()
         gw.stop()
     assert set(statuses) <= {200, 404} and statuses.get(200, 0) > 100, statuses
+
+
+async def test_replicas_on_postgresql_follow_a_reload_made_on_one(tmp_path: Path, pg_url: str) -> None:
+    """Two replicas, each with its copy of the same file, share PostgreSQL: a reload through one is
+    announced (the file's SHA-256) and the other reloads its own copy; a copy not updated yet is said and
+    followed once it is."""
+    from tests.helpers import until
+
+    tables: dict[str, Any] = {"data_dir": "state", "store": {"url": pg_url, "poll_ms": 100}}
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        write(folder, models(m=0.1), **tables)
+    async with (
+        Portfolio.from_toml(a / "portfolio.toml") as one,
+        Portfolio.from_toml(b / "portfolio.toml") as two,
+    ):
+        for folder in (a, b):
+            write(folder, models(m=0.1, added=0.2), **tables)
+        assert (await one.reload(actor="alice")).added == ["added"]
+        await until(lambda: "added" in two.chains, timeout_s=10)
+        log = AuditQueue(two.state_store).log(model="added")
+        assert {a.actor for a in log} >= {"alice", "alice (another replica)"}
+        write(a, models(m=0.1, added=0.2, later=0.3), **tables)  # b's copy is not updated yet
+        await one.reload(actor="bob")
+        await asyncio.sleep(0.5)
+        assert "later" not in two.chains, "its own file differs: nothing changed"
+        write(b, models(m=0.1, added=0.2, later=0.3), **tables)
+        await until(lambda: "later" in two.chains, timeout_s=10)

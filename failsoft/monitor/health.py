@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from failsoft.chain import Chain
@@ -58,6 +58,8 @@ class HealthService:
         self._warned = False
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        # called after each look at the store (the portfolio follows a reload made by another replica)
+        self.after_sync: Callable[[], Awaitable[None]] | None = None
 
     def chain(self, model: str) -> Chain:
         chain = self.chains.get(model)
@@ -106,6 +108,8 @@ class HealthService:
                 try:
                     await self.sync()
                     await self.end_keep_outs()
+                    if self.after_sync is not None:
+                        await self.after_sync()
                 except StoreUnavailable:
                     pass  # said once by sync; the next turn tries again
                 except Exception:  # the state loop must go on; it is never in the request path

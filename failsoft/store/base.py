@@ -268,6 +268,25 @@ class Store(abc.ABC):
         (blocking: run it in a thread). False at once when this store cannot tell (replicas then poll)."""
         return False
 
+    def announce_portfolio(self, digest: str, summary: str, actor: str) -> int:
+        """A reload's new portfolio.toml (its SHA-256), as a state event every replica sees (PostgreSQL
+        notifies them): each reloads its own file when that file is the same. Returns the event's id."""
+        rows = self.execute(
+            "INSERT INTO state_events (model, kind, value, reason, actor, ts) VALUES (?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
+            ["", "portfolio", digest, summary, actor, self.now()],
+        )
+        return int(rows[0][0])
+
+    def last_portfolio(self) -> StateEvent | None:
+        """The latest portfolio.toml a replica reloaded (``announce_portfolio``), or None."""
+        rows = self.execute(
+            "SELECT id, model, kind, value, reason, actor, ts FROM state_events WHERE kind = ? "
+            "ORDER BY id DESC LIMIT 1",
+            ["portfolio"],
+        )
+        return StateEvent(*rows[0]) if rows else None
+
     def state_events(self, model: str | None = None, limit: int = 100) -> list[StateEvent]:
         where, args = (" WHERE model = ?", [model]) if model else ("", [])
         rows = self.execute(
