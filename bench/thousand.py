@@ -15,8 +15,11 @@ model's first request until its own tier answers (polled every millisecond), p50
 size with them loaded; (5) the 10 hottest models' latency (open loop, 300 requests a
 second) quiet, then with 20 small cold models a second asked for the first time, the gateway's own p99
 and the client's; (6) traffic cycling through all 1,000 (uniform) for ``--cycle-seconds``: answered, non-2xx,
-the degraded share, loads and unloads a second (the budget at work); (7) ``/metrics`` again; (8) a reload
-under load (300 requests a second): 100 models added, 100 removed, 100 replaced, then a broken file.
+the degraded share, loads and unloads a second (the budget at work); (7) ``/metrics`` again; (8) ten
+faulty models beside them (two each raising, hanging, spinning in Python in a worker process, growing
+their memory in one held to 400 MB, answering NaN), asked 20 times a second each: the hot models' p99
+alone and beside them, 100 models' answers before and during; (9) a reload under load (300 requests a
+second): 100 models added, 100 removed, 100 replaced, then a broken file.
 
 Prints each phase, then one JSON object. Generating the fleet takes a minute or so; ``--keep DIR`` keeps
 it for the next run.
@@ -73,8 +76,11 @@ class Client:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
 
     async def predict(self, model: str) -> tuple[int, dict[str, Any], float]:
+        return await self.predict_row(model, ROW)
+
+    async def predict_row(self, model: str, row: dict[str, float]) -> tuple[int, dict[str, Any], float]:
         t0 = time.perf_counter()
-        async with self.session.post(f"{self.base}/v1/models/{model}/predict", json={"inputs": ROW}) as r:
+        async with self.session.post(f"{self.base}/v1/models/{model}/predict", json={"inputs": row}) as r:
             body = await r.json() if r.status == 200 else {}
             return r.status, body, (time.perf_counter() - t0) * 1000
 
@@ -155,6 +161,59 @@ async def first_run(gw: Proc, fleet: dict[str, Any], ready_s: float) -> dict[str
     finally:
         await client.close()
     return out
+
+
+FAULTS = {  # two models of each: what their tier does, and how it runs
+    "raising": {"target": "tests.helpers:boom"},
+    "hanging": {"target": "tests.helpers:hang", "timeout_ms": 50},
+    "spinning": {"target": "tests.helpers:spin", "run": "process", "processes": 1, "timeout_ms": 50},
+    "growing": {"target": "tests.helpers:grow", "run": "process", "processes": 1, "max_memory_mb": 400},
+    "nan": {"target": "tests.helpers:nan"},
+}
+
+
+def faulty_models() -> dict[str, Any]:
+    """Ten models whose tier fails in five ways, each with its safe default (input x = 7: spin spins)."""
+    out = {}
+    for kind, tier in FAULTS.items():
+        for i in range(2):
+            tiers = [{"name": "cpu", "kind": "python", **tier}, {"kind": "default", "value": 0.5}]
+            out[f"faulty-{kind}-{i}"] = {"deadline_ms": 100, "inputs": [{"name": "x"}], "tiers": tiers}
+    return out
+
+
+async def isolation(client: Client, gw: Proc, names: list[str], seconds: float) -> dict[str, Any]:
+    """The 10 hottest models at 300 requests a second, alone and then beside the ten faulty models asked
+    20 times a second each; and 100 loaded models' answers, before and during: the same."""
+    hot, sample = names[:10], names[10:110]
+    for name in sample:
+        while (await client.predict(name))[1].get("tier") != "cpu":
+            await asyncio.sleep(0.005)
+    before = [(await client.predict(n))[1]["outputs"] for n in sample]
+    quiet = summary(await open_loop(client, lambda: random.choice(hot), 300, seconds), 100)
+    faulty = list(faulty_models())
+    asked: list[tuple[int, dict[str, Any], float]] = []
+
+    async def faults() -> None:
+        while True:
+            for name in faulty:
+                asked.append(await client.predict_row(name, {"x": 7.0}))
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(faults())
+    busy = summary(await open_loop(client, lambda: random.choice(hot), 300, seconds), 100)
+    during = [(await client.predict(n))[1]["outputs"] for n in sample]
+    task.cancel()
+    assert gw.proc is not None
+    return {
+        "quiet": quiet, "with_faults": busy,
+        "gateway_p99_ratio": round(busy["gateway_p99_ms"] / max(quiet["gateway_p99_ms"], 1e-9), 2),
+        "client_p99_ratio": round(busy["client_p99_ms"] / max(quiet["client_p99_ms"], 1e-9), 2),
+        "same_answers": before == during, "faulty_requests": len(asked),
+        "faulty_non_2xx": sum(1 for s, _, _ in asked if s != 200),
+        "faulty_answered_by": sorted({b.get("tier", "?") for _, b, _ in asked}),
+        "gateway_alive": gw.proc.poll() is None, "rss_mb": round(rss_mb(gw.proc.pid), 1),
+    }  # fmt: skip
 
 
 async def reload_under_load(client: Client, served: Path, names: list[str]) -> dict[str, Any]:
@@ -272,6 +331,8 @@ async def second_run(
         await idle(client)
         out["metrics_100_histograms"] = await scrape(client, hot)
         print(f"/metrics, histograms for the 100 busiest: {out['metrics_100_histograms']}")
+        out["isolation"] = await isolation(client, gw, names, seconds)
+        print(f"ten faulty models: {out['isolation']}")
         out["reload"] = await reload_under_load(client, served, names)
         print(f"reload under load: {out['reload']}")
     finally:
@@ -342,6 +403,9 @@ def main() -> None:
     os.environ["FAILSOFT_ADMIN_TOKEN"] = TOKEN  # the gateways' control plane (reload)
     for run, histograms in ((first_run, "all"), (second_run, 100)):
         doc["server"] = {"load": "first_use", "memory_budget_mb": budget_mb, "latency_histograms": histograms}
+        doc["data_dir"] = str(work / f"state-{run.__name__}-{os.getpid()}")  # a fresh store each run
+        if run is second_run:
+            doc["models"] |= faulty_models()
         served = work / "served.toml"
         served.write_text(tomli_w.dumps(doc))
         gw, ready_s = start(served, work / "gateway.log")

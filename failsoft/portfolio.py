@@ -235,10 +235,9 @@ class Portfolio:
             await self.health.sync()
             if old:
                 self._retiring.add(asyncio.create_task(retire(old, self.loader), name="failsoft-retire"))
-        # recorded, and a file other than the last announced to the other replicas (they follow it)
-        announce = None if digest == self.digest else digest
-        await record(self.audits, self.state_store, change, actor, spec.file, announce)
-        self.digest = digest or self.digest
+            # this replica's file now, before the announcement can be seen (it is not this one's to follow)
+            announce, self.digest = (None if digest == self.digest else digest), digest or self.digest
+        await record(self.audits, self.state_store, change, actor, spec.file, announce)  # and announced
         return change
 
     async def set_health(

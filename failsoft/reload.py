@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,8 @@ class Follower:
         self.store, self.path, self.reload, self.digest = store, path, reload, digest
         self.revision = -1  # the store's revision at the last look
         self.said = 0  # the last announcement said not followed (once each)
+        # only reloads announced while this process runs: at its start it read its file as it was then
+        self.since = time.time()
         self.seen = 0  # the last announcement applied (or found to be this replica's own)
         self.waiting: StateEvent | None = None  # announced, and this replica's file differs
 
@@ -209,7 +212,7 @@ class Follower:
         if revision != self.revision:
             self.revision = revision
             event = await asyncio.to_thread(self.store.last_portfolio)
-            if event is not None and event.id > self.seen:
+            if event is not None and event.id > self.seen and event.ts >= self.since:
                 self.waiting = event
         event = self.waiting
         if event is None:

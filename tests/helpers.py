@@ -111,3 +111,17 @@ def recommend(row: dict[str, Any]) -> list[str]:
     """Ten items for a user, the same every time."""
     start = int(row["user_id"]) % 50
     return [f"item-{start + i:03d}" for i in range(10)]
+
+
+GROWN: list[bytearray] = []
+
+
+def grow(row: dict[str, Any]) -> float:
+    """Keeps 64 MB more at every call and never lets go (a model leaking memory)."""
+    GROWN.append(bytearray(64 << 20))
+    return 0.5
+
+
+def nan(row: dict[str, Any]) -> float:
+    """Answers NaN (the output check refuses it)."""
+    return float("nan")

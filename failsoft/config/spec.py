@@ -84,10 +84,17 @@ class PythonTierSpec(_CallTier, frozen=True, tag="python", tag_field="kind"):
     run: Literal["auto", "thread", "inline", "process"] = "auto"
     # run = "process": how many worker processes (the tier's concurrency limit then)
     processes: PositiveInt = 2
+    # run = "process": the most memory each worker may hold, in MB (its data size: the model, the libraries
+    # and what a call allocates). A model that grows past it fails that call (the tier's fallback answers)
+    # and its worker is replaced by a fresh one: the limit stops it, not the kernel's OOM killer.
+    max_memory_mb: PositiveInt | None = None
 
     def __post_init__(self) -> None:
         if (self.target is None) == (self.path is None):
             raise Invalid("", "set exactly one of target and path", 'e.g. target = "pkg.mod:predict"')
+        if self.max_memory_mb is not None and self.run != "process":
+            fix = 'set run = "process" (a worker process of its own can be held to a limit; a thread cannot)'
+            raise Invalid("max_memory_mb", 'applies to run = "process" only', fix)
         if self.target is not None and ":" not in self.target:
             fix = 'write it as "package.module:name"'
             raise Invalid("target", f"{self.target!r} is not module:attribute", fix)

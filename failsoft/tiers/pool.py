@@ -3,7 +3,9 @@
 A model stuck in a pure-Python loop holds the interpreter: in a thread it slows every request of every
 model in the process. In a worker process it can only spin its own worker: a call past its timeout kills
 that worker (SIGKILL) and a new one is started in its place. The tier's bulkhead is the pool's size, and a
-killed worker's slot frees only once its replacement is ready, so spinning workers can never pile up.
+killed worker's slot frees only once its replacement is ready, so spinning workers can never pile up, and
+a worker that fails call after call is replaced after a wait that doubles each time (0.5 s up to 30 s),
+so a crash loop cannot take the machine's CPU.
 Workers run niced (tiers/worker.py), so even while one spins the serving process keeps its CPU.
 """
 
@@ -28,6 +30,12 @@ from failsoft.validation import Batch
 
 log = logging.getLogger("failsoft.tiers.pool")
 START_TIMEOUT_S = 120.0
+
+
+def backoff_s(failing: int) -> float:
+    """How long a worker replacement waits after ``failing`` replacements without an answer between them:
+    none for the first, then 0.5 s doubling up to 30 s."""
+    return 0.0 if failing <= 1 else min(30.0, 0.5 * 2 ** (failing - 2))
 
 
 class Worker:
@@ -88,6 +96,10 @@ class WorkerPool:
         self._replacing: set[asyncio.Task[None]] = set()
         self._dying: set[Worker] = set()  # killed, not yet reaped
         self.killed = 0
+        # replacements since the last call a worker answered: each waits longer before it starts (a worker
+        # that fails every call, spinning or out of memory, would otherwise be restarted at the pace of the
+        # requests, and a start costs a second of CPU)
+        self.failing = 0
         self.closed = False
 
     async def start(self) -> None:
@@ -130,6 +142,7 @@ class WorkerPool:
         worker = self._idle.popleft()
         try:
             out = await worker.call(batch)
+            self.failing = 0
         except asyncio.CancelledError:  # past its timeout: it may be spinning; kill it, start another
             self._replace(worker, done)
             raise
@@ -147,10 +160,14 @@ class WorkerPool:
         if self.killed in {1, 10, 100} or self.killed % 1000 == 0:
             log.warning(json.dumps({"event": "worker_replaced", "tier": self.name, "replaced": self.killed}))
 
+        self.failing += 1
+        wait_s = backoff_s(self.failing)
+
         async def replace() -> None:
             try:
                 await worker.proc.wait()
                 self._dying.discard(worker)
+                await asyncio.sleep(wait_s)
                 if not self.closed:
                     self._idle.append(await self._spawn())
             except Exception:

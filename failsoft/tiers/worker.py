@@ -11,6 +11,7 @@ an answer is ``{"ok": [...]}`` or ``{"error": "..."}``. The first frame the work
 from __future__ import annotations
 
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ def main() -> None:
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer
     os.nice(NICE)
+    if spec.max_memory_mb is not None:  # malloc fails past it: a MemoryError, not the OOM killer
+        limit = spec.max_memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     backend = PythonBackend(spec, features, Path, doc["file"], doc["key"])
     try:
         fn = backend.build_function()

@@ -23,8 +23,8 @@ def build(write_toml: Callable[[str], Path], tmp_path: Path, target: str) -> Por
     return Portfolio.from_toml(write(tmp_path, models, store={"log_predictions": False}))
 
 
-async def ready(p: Portfolio, timeout_s: float = 60.0) -> None:
-    pool = p.chains["stuck"].tiers[0].backend._pool  # type: ignore[attr-defined]
+async def ready(p: Portfolio, timeout_s: float = 60.0, model: str = "stuck") -> None:
+    pool = p.chains[model].tiers[0].backend._pool  # type: ignore[attr-defined]
     end = time.monotonic() + timeout_s
     while len(pool._idle) < pool.size:
         assert time.monotonic() < end, "the workers did not come back"
@@ -99,3 +99,28 @@ async def test_a_model_that_cannot_load_names_the_key(
         assert "models.stuck.tiers[0].target" in str(err) and "no_such_model" in str(err)
     finally:
         await p.close()
+
+
+async def test_a_model_growing_its_memory_is_stopped_by_its_limit_not_the_oom_killer(tmp_path: Path) -> None:
+    """max_memory_mb: past it the worker's call fails (the default answers, reason error, MemoryError said)
+    and the worker is replaced by a fresh one, which answers again; the serving process never grew."""
+    from failsoft.tiers.loader import resident_bytes
+
+    leaky = python_tier("iso", "tests.helpers:grow", run="process", processes=1, max_memory_mb=400,
+                        timeout_ms=5000, breaker={"window": 50, "min_calls": 50})  # fmt: skip
+    path = write(tmp_path, {"leaky": model(leaky, default_tier(0.1), deadline_ms=6000)},
+                 store={"log_predictions": False})  # fmt: skip
+    async with Portfolio.from_toml(path) as p:
+        before = resident_bytes()
+        answers = [await p.predict("leaky", {"x": 1.0}) for _ in range(12)]
+        failed = [a for a in answers if a.degraded]
+        assert failed and failed[0].reason == Reason.ERROR and "MemoryError" in failed[0].skips[0].detail
+        await ready(p, model="leaky")
+        assert (await p.predict("leaky", {"x": 1.0})).tier == "iso", "a fresh worker answers again"
+        assert resident_bytes() - before < 100 << 20, "the memory was the worker's, never the server's"
+
+
+def test_a_worker_failing_call_after_call_is_replaced_ever_more_slowly() -> None:
+    from failsoft.tiers.pool import backoff_s
+
+    assert [backoff_s(n) for n in range(1, 9)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
