@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 import msgspec
@@ -32,9 +33,13 @@ log = logging.getLogger("failsoft.tiers.pool")
 START_TIMEOUT_S = 120.0
 
 
+# A worker that has answered for this long has settled: the waits before replacements start over.
+SETTLED_S = 10.0
+
+
 def backoff_s(failing: int) -> float:
-    """How long a worker replacement waits after ``failing`` replacements without an answer between them:
-    none for the first, then 0.5 s doubling up to 30 s."""
+    """How long a worker replacement waits after ``failing`` replacements in a row (none of their workers
+    settled): none for the first, then 0.5 s doubling up to 30 s."""
     return 0.0 if failing <= 1 else min(30.0, 0.5 * 2 ** (failing - 2))
 
 
@@ -42,6 +47,7 @@ class Worker:
     def __init__(self, proc: asyncio.subprocess.Process, reads_matrix: bool) -> None:
         self.proc = proc
         self.reads_matrix = reads_matrix
+        self.started = time.monotonic()
 
     async def call(self, batch: Batch) -> list[Any]:
         proc = self.proc
@@ -96,9 +102,9 @@ class WorkerPool:
         self._replacing: set[asyncio.Task[None]] = set()
         self._dying: set[Worker] = set()  # killed, not yet reaped
         self.killed = 0
-        # replacements since the last call a worker answered: each waits longer before it starts (a worker
-        # that fails every call, spinning or out of memory, would otherwise be restarted at the pace of the
-        # requests, and a start costs a second of CPU)
+        # replacements in a row, none of whose workers settled: each waits longer before it starts (a
+        # worker that fails every call, or every few as a leak does, would otherwise be restarted at the
+        # pace of the requests, and a start costs a second of CPU)
         self.failing = 0
         self.closed = False
 
@@ -142,7 +148,8 @@ class WorkerPool:
         worker = self._idle.popleft()
         try:
             out = await worker.call(batch)
-            self.failing = 0
+            if self.failing and time.monotonic() - worker.started >= SETTLED_S:
+                self.failing = 0  # a worker that answers a few calls, then fails (a leak), has not settled
         except asyncio.CancelledError:  # past its timeout: it may be spinning; kill it, start another
             self._replace(worker, done)
             raise
