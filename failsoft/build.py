@@ -38,14 +38,24 @@ class Builder:
     """Builds the chains of one spec; the online tables it opened are in ``online`` (one per table, shared
     by the models that read it)."""
 
-    def __init__(self, spec: PortfolioSpec, metrics: Metrics, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        spec: PortfolioSpec,
+        metrics: Metrics,
+        clock: Clock = time.monotonic,
+        *,
+        loader: Loader | None = None,
+        skip_log: SkipLog | None = None,
+        online: dict[str, OnlineTable] | None = None,
+    ) -> None:
+        """``loader``, ``skip_log``, ``online``: a serving portfolio's own, for the chains a reload adds."""
         self.spec = spec
         self.metrics = metrics
         self.clock = clock
-        self.skip_log = SkipLog(clock)
-        self.online: dict[str, OnlineTable] = {}
+        self.skip_log = skip_log or SkipLog(clock)
+        self.online: dict[str, OnlineTable] = {} if online is None else online
         # in-process tiers loaded on first use, under the memory budget ([server] load, memory_budget_mb)
-        self.loader = Loader(spec.server.memory_budget_mb * 2**20, clock)
+        self.loader = loader or Loader(spec.server.memory_budget_mb * 2**20, clock)
 
     def chains(self) -> dict[str, Chain]:
         return {name: self.chain(name, m) for name, m in self.spec.models.items()}

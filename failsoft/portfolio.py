@@ -89,7 +89,9 @@ class Portfolio:
         self.audits = AuditQueue(self.state_store)
         self.health = HealthService(self.chains, self.state_store, self.audits, spec.store.poll_ms / 1000)
         # a reload another replica made: this one reloads its own file when it is the same
-        self.health.after_sync = Follower(self.state_store, self.path, self.reload, lambda: self.digest)
+        self.health.after_sync = Follower(
+            self.state_store, self.path, self.reload, lambda: self.digest, lambda: self.health.revision
+        )
         self.notifier = Notifier()
         audit_tables = {f"models.{m}.audit": ms.audit for m, ms in spec.models.items() if ms.audit}
         self.notifier.check(spec.file, {"audit": spec.audit, **audit_tables})

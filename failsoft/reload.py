@@ -136,8 +136,7 @@ async def build_started(
 ) -> tuple[dict[str, Chain], dict[str, OnlineTable]]:
     """The chains of the models ``change`` adds or replaces, built from ``spec`` and started (sharing the
     portfolio's loader, skip log and online tables), and the online tables then (new ones loaded)."""
-    builder = Builder(spec, metrics, clock)
-    builder.loader, builder.skip_log, builder.online = loader, skip_log, dict(online)
+    builder = Builder(spec, metrics, clock, loader=loader, skip_log=skip_log, online=dict(online))
     fresh = {name: builder.chain(name, spec.models[name]) for name in [*change.added, *change.replaced]}
     await start_chains(fresh.values())
     for name, table in builder.online.items():
@@ -147,20 +146,15 @@ async def build_started(
 
 
 async def start_chains(chains: Iterable[Chain], pinned: Mapping[tuple[str, str], DefaultState] = {}) -> None:
-    """Start chains' tiers and defaults (at start, or new ones while serving): an in-process model loads
-    in a thread, not on the event loop; a default a person pinned (``pinned``, by model and tier) is
-    adopted first. What started is closed again if one fails (a model that would not load)."""
+    """Start chains' tiers and defaults (at start, or new ones while serving; an in-process model loads in
+    a thread, not on the event loop); a default a person pinned (``pinned``, by model and tier) is adopted
+    first. What started is closed again if one fails (a model that would not load)."""
     started: list[Any] = []
     try:
         for chain in chains:
             for tier in chain.all_tiers():
-                backend = tier.backend
-                if isinstance(backend, PythonBackend) and not backend.lazy and backend.spec.run != "process":
-                    install = await asyncio.to_thread(backend.load)
-                    install()
-                else:
-                    await backend.start()
-                started.append(backend)
+                await tier.backend.start()
+                started.append(tier.backend)
             if (kept := pinned.get((chain.model, chain.default.name))) is not None:
                 chain.default.adopt(kept)
             await chain.default.start()
@@ -198,8 +192,11 @@ class Follower:
         path: Path,
         reload: Callable[..., Awaitable[Change]],
         digest: Callable[[], str | None],
+        revision: Callable[[], int],
     ) -> None:
+        """``revision``: the store's state revision as the health service's last look found it."""
         self.store, self.path, self.reload, self.digest = store, path, reload, digest
+        self.store_revision = revision
         self.revision = -1  # the store's revision at the last look
         self.said = 0  # the last announcement said not followed (once each)
         # only reloads announced while this process runs: at its start it read its file as it was then
@@ -208,7 +205,7 @@ class Follower:
         self.waiting: StateEvent | None = None  # announced, and this replica's file differs
 
     async def __call__(self) -> None:
-        revision = await asyncio.to_thread(self.store.state_revision)
+        revision = self.store_revision()
         if revision != self.revision:
             self.revision = revision
             event = await asyncio.to_thread(self.store.last_portfolio)
@@ -229,19 +226,17 @@ class Follower:
             return
         self.seen, self.waiting = event.id, None
         try:
-            change = await self.reload(actor=f"{event.actor} (another replica)")
+            await self.reload(actor=f"{event.actor} (another replica)")
         except ConfigError as err:
             log.error(json.dumps({"event": "reload_refused", "error": str(err), "changed": "nothing"}))
-        else:
-            log.warning(json.dumps({"event": "portfolio_reloaded", "by": event.actor, "followed": True,
-                                    **msgspec.to_builtins(change)}))  # fmt: skip
 
 
 async def record(
     audits: AuditQueue, store: Store, change: Change, actor: str, file: str, digest: str | None
 ) -> None:
-    """Each model added, removed or replaced, in the audit log (as every action is); with ``digest``, the
-    new file announced to the other replicas."""
+    """The reload said in the log; each model added, removed or replaced, in the audit log (as every
+    action is); with ``digest``, the new file announced to the other replicas."""
+    log.warning(json.dumps({"event": "portfolio_reloaded", "by": actor, **msgspec.to_builtins(change)}))
     kinds = [("model_added", change.added), ("model_removed", change.removed)]
     kinds.append(("model_replaced", change.replaced))
     actions = [(name, action) for action, names in kinds for name in names]

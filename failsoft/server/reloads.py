@@ -29,13 +29,7 @@ async def reload(self: ControlPlane, req: Request) -> Any:
     """Read portfolio.toml again and apply it while serving: the models added, removed and replaced (a
     file that is wrong changes nothing: 422 with the key and the fix)."""
     actor = self.authorize(req)
-    change = await self.portfolio.reload(actor=actor)
-    _said(change, actor)
-    return msgspec.to_builtins(change)
-
-
-def _said(change: Any, actor: str) -> None:
-    log.warning(json.dumps({"event": "portfolio_reloaded", "by": actor, **msgspec.to_builtins(change)}))
+    return msgspec.to_builtins(await self.portfolio.reload(actor=actor))
 
 
 def on_sighup(portfolio: Portfolio) -> None:
@@ -44,13 +38,11 @@ def on_sighup(portfolio: Portfolio) -> None:
 
     async def reload_now() -> None:
         try:
-            change = await portfolio.reload(actor="SIGHUP")
+            await portfolio.reload(actor="SIGHUP")  # said in the log where it is recorded
         except ConfigError as err:
             log.error(json.dumps({"event": "reload_refused", "error": str(err), "changed": "nothing"}))
         except Exception:  # a reload's bug must not end the server
             log.exception("reload failed; nothing was changed")
-        else:
-            _said(change, "SIGHUP")
 
     pending: set[asyncio.Task[None]] = set()  # kept until done (the loop holds tasks weakly)
 

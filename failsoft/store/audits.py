@@ -18,6 +18,11 @@ from failsoft.store.base import Execute, Store
 
 __all__ = ["AuditAction", "AuditItem", "AuditQueue", "Episode"]
 
+_INSERT_ACTION = (
+    "INSERT INTO audit_actions (audit_id, model, action, actor, comment, details, ts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 class AuditItem(msgspec.Struct, frozen=True):
     id: int
@@ -131,8 +136,7 @@ class AuditQueue:
         now = time.time()
         details = details or {}
         rows = self.store.execute(
-            "INSERT INTO audit_actions (audit_id, model, action, actor, comment, details, ts) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            f"{_INSERT_ACTION} RETURNING id",
             (audit_id, model, action, actor, comment, json.dumps(details, default=str), now),
         )
         return AuditAction(int(rows[0][0]), audit_id, model, action, actor, comment, details, now)
@@ -143,11 +147,7 @@ class AuditQueue:
 
         def write(execute: Execute) -> None:
             for model, action in actions:
-                execute(
-                    "INSERT INTO audit_actions (audit_id, model, action, actor, comment, details, ts) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (None, model, action, actor, "", text, now),
-                )
+                execute(_INSERT_ACTION, (None, model, action, actor, "", text, now))
 
         self.store.transaction(write)
 

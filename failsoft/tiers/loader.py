@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -66,7 +66,6 @@ class Lazy(Protocol):
     name: str
     model: str
     last_use: float
-    loaded: bool
 
     def load(self) -> Callable[[], None]:
         """Load in the loader's thread; returns what installs the model, called on the event loop."""
@@ -200,11 +199,6 @@ class Loader:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-
-    def describe(self) -> dict[str, Any]:
-        return {"loaded": len(self.cost), "bytes": self.held, "budget_bytes": self.budget,
-                "loads": self.loads, "unloads": self.unloads, "failures": self.failures,
-                "loading": len(self._pending)}  # fmt: skip
 
     def metrics(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(

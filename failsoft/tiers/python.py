@@ -8,6 +8,7 @@ threads than its bulkhead allows.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -190,8 +191,8 @@ class PythonBackend(Backend):
             self._pool = WorkerPool(spec, self._features, self._file, self._key, spec.processes)
             await self._pool.start()
             return
-        if not self.lazy:
-            self._install(self.build_function())
+        if not self.lazy:  # loaded in a thread: a big model does not hold the event loop (a reload serves)
+            self._install(await asyncio.to_thread(self.build_function))
 
     def _install(self, fn: Callable[[Batch], list[Any]]) -> None:
         self._fn = fn
@@ -231,8 +232,9 @@ class PythonBackend(Backend):
 
     def libraries(self) -> tuple[str, ...]:
         """What loading its model will import (see LIBRARIES)."""
-        if self.spec.path is None:
-            return (self.spec.target or "").partition(":")[0:1]
+        if self.spec.target is not None:
+            return (self.spec.target.partition(":")[0],)
+        assert self.spec.path is not None
         suffix = Path(self.spec.path).suffix.lower()
         return LIBRARIES.get(suffix, LIBRARIES[""])
 
