@@ -147,7 +147,7 @@ class Portfolio:
         if store.log_predictions:
             data = self.spec.resolve(self.spec.data_dir)
             self.log = ProcessLog(
-                self.store_url,
+                self.spec.log_url(),
                 data / "spill",
                 max_buffer=store.max_buffer,
                 log_inputs=store.log_inputs,

@@ -10,7 +10,7 @@ person's words), ``rules`` (what spans tables), ``load`` (TOML and the environme
 
 from failsoft.config.load import load, parse
 from failsoft.config.messages import suggest
-from failsoft.config.process import ServerSpec, ShadowSpec, StoreSpec
+from failsoft.config.process import ServerSpec, ShadowSpec, StoreSpec, StreamSpec
 from failsoft.config.spec import (
     METRICS,
     TIER_KINDS,
@@ -57,6 +57,7 @@ __all__ = [
     "ServerSpec",
     "ShadowSpec",
     "StoreSpec",
+    "StreamSpec",
     "TierSpec",
     "load",
     "parse",

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from msgspec import Meta
 
-from failsoft.config.base import PositiveFloat, PositiveInt, _Spec
+from failsoft.config.base import Invalid, PositiveFloat, PositiveInt, _Spec
 
 
 class ShadowSpec(_Spec, frozen=True):
@@ -20,9 +21,37 @@ class ShadowSpec(_Spec, frozen=True):
     linger_ms: PositiveFloat = 5.0  # how long copies pile up before they are sent
 
 
+class StreamSpec(_Spec, frozen=True):
+    """``[store.stream]``: the JetStream stream a ``log = "nats://..."`` publishes to (store/stream.py)."""
+
+    name: str = "FAILSOFT_PREDICTIONS"  # made at the first connection when missing
+    subject: str = "failsoft.predictions"  # messages go to SUBJECT.batch, or SUBJECT.MODEL one at a time
+    # "batch": a batch of answers a message (the CloudEvents JSON batch format); "single": an answer a
+    # message (consumers can filter by model; a few times slower)
+    events: Literal["batch", "single"] = "batch"
+    # The stream drops a message id it has seen within this many seconds: a batch replayed after an
+    # outage up to this long is kept once (the broker holds one id a batch for the window).
+    duplicate_window_s: PositiveFloat = 900.0
+    max_pending: PositiveInt = 4000  # messages published and not yet acknowledged, at most
+
+    def __post_init__(self) -> None:
+        for field in ("name", "subject"):
+            value = getattr(self, field)
+            if not value or any(c in value for c in " *>\t") or (field == "name" and "." in value):
+                fix = "use letters, digits, - and _ (and dots between a subject's tokens)"
+                raise Invalid(field, f"{value!r} is not a valid NATS {field}", fix)
+
+
 class StoreSpec(_Spec, frozen=True):
     # sqlite:///PATH or postgresql://...; default: SQLite in data_dir. FAILSOFT_STORE_URL overrides it.
     url: str | None = None
+    # Where the prediction log goes: the store (default), or a NATS JetStream stream, "nats://host:4222"
+    # (store/stream.py); `failsoft log land` lands the stream as Parquet in `lake`.
+    log: str | None = None
+    # The lake's folder (Parquet, by model and hour; relative to the file): `failsoft log land` writes it,
+    # `failsoft export`, `failsoft shadow` and the offline monitor commands read it.
+    lake: str | None = None
+    stream: StreamSpec = msgspec.field(default_factory=StreamSpec)
     log_predictions: bool = True  # log every answer (the prediction log)
     log_inputs: bool = False  # log each request's inputs too
     batch_size: PositiveInt = 1000  # rows written in one batch
@@ -34,6 +63,11 @@ class StoreSpec(_Spec, frozen=True):
     # Each answer's record also written to a local journal before the answer is sent, so a crash of the
     # serving process (kill -9) loses none (store/journal.py); costs a write call per answer.
     journal: bool = False
+
+    def __post_init__(self) -> None:
+        if self.log is not None and not self.log.startswith(("nats://", "tls://")):
+            raise Invalid("log", f"{self.log!r} is not a stream URL",
+                          'write it as nats://host:4222, or leave it out to log to the store')  # fmt: skip
 
 
 class ServerSpec(_Spec, frozen=True):

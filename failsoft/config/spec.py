@@ -326,6 +326,13 @@ class PortfolioSpec(_Spec, frozen=True):
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
 
+    def log_url(self) -> str:
+        """Where the prediction log is written: [store].log (a stream), else the store."""
+        return self.store.log or self.store_url()
+
+    def lake_dir(self) -> Path | None:
+        return self.resolve(self.store.lake) if self.store.lake else None
+
     def store_url(self) -> str:
         """The store's URL: [store].url (relative SQLite paths against the file), else SQLite in data_dir."""
         url = self.store.url

@@ -161,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
             if args.allow_unproven:
                 worker.append("--allow-unproven")
             writer = None
-            url = spec.store_url()
+            url = spec.log_url()
             if spec.store.log_predictions and one_log_writer(args.log_writer, url):
                 spill, options = spec.resolve(spec.data_dir) / "spill", log_options(spec.store)
                 writer = functools.partial(writer_argv, url, spill, options)

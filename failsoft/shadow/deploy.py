@@ -26,6 +26,7 @@ from failsoft.errors import (
 from failsoft.shadow.evaluate import CandidateReport, candidate_report
 from failsoft.store import Store
 from failsoft.store.audits import AuditQueue
+from failsoft.store.base import LogReader
 from failsoft.store.deployments import Deployments, FlipRecord
 
 APPROVAL = "approval"
@@ -56,6 +57,17 @@ class ShadowReport(msgspec.Struct, frozen=True):
     candidates: list[CandidateReport]
 
 
+def log_reader(spec: PortfolioSpec, store: Store) -> LogReader:
+    """Where the shadows' answers are read: the lake when the log goes to a stream and the lake is landed
+    (the store's labels beside it), else the store."""
+    lake = spec.lake_dir() if spec.store.log else None
+    if lake is not None and lake.is_dir():
+        from failsoft.store.lake_read import LakeLog
+
+        return LakeLog(lake, store)
+    return store
+
+
 def report(store: Store, spec: PortfolioSpec, model: str, now: float | None = None) -> ShadowReport:
     """Every shadow candidate of ``model``, judged against the live primary."""
     live = current_live(store, spec, model)
@@ -65,7 +77,7 @@ def report(store: Store, spec: PortfolioSpec, model: str, now: float | None = No
         model,
         live,
         msgspec.to_builtins(policy),
-        [candidate_report(store, model, c, live, policy, now) for c in candidates],
+        [candidate_report(store, model, c, live, policy, now, log_reader(spec, store)) for c in candidates],
     )
 
 
@@ -95,7 +107,7 @@ def promote(
     if force and not reason.strip():
         raise PromotionError("a forced promotion needs a reason (--reason TEXT); it is recorded")
     policy = spec.models[model].promotion
-    evidence = candidate_report(store, model, candidate, live, policy)
+    evidence = candidate_report(store, model, candidate, live, policy, log=log_reader(spec, store))
     if not evidence.verdict.passed and not force:
         failing = [r for r in evidence.verdict.rules if not r.passed]
         lines = "; ".join(f"{r.rule}: {r.detail}" for r in failing)
@@ -132,7 +144,9 @@ def rollback(
             f"{target!r} the primary unchecked: promote it (its policy is checked), or roll back with force "
             "and a reason"
         )
-    evidence = candidate_report(store, model, target, live, spec.models[model].promotion)
+    evidence = candidate_report(
+        store, model, target, live, spec.models[model].promotion, log=log_reader(spec, store)
+    )
     flip = deployments.flip(model, "rollback", live, target, actor, reason or "rollback", force, evidence)
     return _flipped(model, flip)
 

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from failsoft.config import PromotionSpec
 from failsoft.durations import format_duration
 from failsoft.store import Store
+from failsoft.store.base import LogReader
 from failsoft.store.shadow import ShadowRecords
 
 Array = npt.NDArray[np.float64]
@@ -226,9 +227,11 @@ def candidate_report(
     live: str,
     policy: PromotionSpec,
     now: float | None = None,
+    log: LogReader | None = None,
 ) -> CandidateReport:
+    """``log``: where the answers are read (the lake), when not from ``store``."""
     now = time.time() if now is None else now
-    ev = ShadowRecords(store).evidence(model, candidate, live)
+    ev = ShadowRecords(store, log).evidence(model, candidate, live)
     count, answered, timeouts = ev.logged, ev.answered, ev.timeouts
     errors = count - answered - timeouts
     agreed = compared = 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from failsoft.store.base import (
+    LogSink,
     ModelState,
     PredictionRow,
     StateEvent,
@@ -15,6 +17,7 @@ from failsoft.store.base import (
 )
 
 __all__ = [
+    "LogSink",
     "ModelState",
     "PredictionRow",
     "StateEvent",
@@ -22,6 +25,7 @@ __all__ = [
     "StoreError",
     "StoreRejected",
     "StoreUnavailable",
+    "open_log",
     "open_store",
 ]
 
@@ -37,3 +41,13 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(Path(url.removeprefix("sqlite:///")))
     raise StoreError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def open_log(url: str, stream: dict[str, Any] | None = None) -> LogSink:
+    """Where the log writer writes: a store, or a NATS JetStream stream for ``nats://`` and ``tls://``
+    (``stream``: the ``[store.stream]`` settings and the retention)."""
+    if url.startswith(("nats://", "tls://")):
+        from failsoft.store.stream import StreamLog
+
+        return StreamLog(url, stream)
+    return open_store(url)

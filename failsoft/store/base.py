@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -73,6 +73,16 @@ class StoreRejected(StoreError):
     """The database took the request and refused what it holds (a value it cannot store, a constraint):
     not an outage, so trying again later would fail again. The prediction log finds the records at fault
     and sets them aside (store/log.py)."""
+
+
+class LogSink(Protocol):
+    """What the log writer (store/log.py) writes to: a store, or a stream (store/stream.py)."""
+
+    dialect: str
+
+    def insert_json(self, *payloads: bytes) -> int: ...
+    def delete_predictions_before(self, ts: float) -> int: ...
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,27 +152,16 @@ def record_state(
     return rev
 
 
-class Store(abc.ABC):
-    """A database holding the prediction log and the shared model state."""
+class LogReader(abc.ABC):
+    """The prediction log as it is read: from a store's tables, or the lake's Parquet (store/lake_read.py),
+    with the same columns and ``?`` placeholders."""
 
     url: str
     dialect: str
 
     @abc.abstractmethod
-    def connect(self) -> None:
-        """Open connections and apply pending migrations. Raises StoreUnavailable."""
-
-    @abc.abstractmethod
-    def close(self) -> None: ...
-
-    @abc.abstractmethod
-    def insert_json(self, *payloads: bytes) -> int:
-        """Write batch documents of prediction rows in one transaction, skipping record ids already present.
-        Returns how many rows were new (a shadow call is one row). Raises StoreUnavailable."""
-
-    def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
-        """Rows with their own record ids (tests, imports)."""
-        return self.insert_json(msgspec.json.encode({"prefix": "", "base": 0, "rows": rows}))
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement, ``?`` placeholders on every dialect; the rows it returns."""
 
     def count_predictions(self, model: str | None = None, shadow: bool = False) -> int:
         """Answers logged (a row per request), live or with ``shadow`` the shadow candidates'."""
@@ -190,6 +189,26 @@ class Store(abc.ABC):
                 return
             yield rows
             last_ts, last_id = rows[-1][-1], rows[-1][0]
+
+
+class Store(LogReader):
+    """A database holding the prediction log and the shared model state."""
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open connections and apply pending migrations. Raises StoreUnavailable."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def insert_json(self, *payloads: bytes) -> int:
+        """Write batch documents of prediction rows in one transaction, skipping record ids already present.
+        Returns how many rows were new (a shadow call is one row). Raises StoreUnavailable."""
+
+    def insert_predictions(self, rows: Sequence[PredictionRow]) -> int:
+        """Rows with their own record ids (tests, imports)."""
+        return self.insert_json(msgspec.json.encode({"prefix": "", "base": 0, "rows": rows}))
 
     @abc.abstractmethod
     def delete_predictions_before(self, ts: float) -> int: ...

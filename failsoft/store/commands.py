@@ -14,13 +14,73 @@ from failsoft import config
 from failsoft.durations import parse_duration
 from failsoft.errors import ConfigError
 from failsoft.store import Store, StoreError, open_store
+from failsoft.store.base import LogReader
 
 
-def _store(args: argparse.Namespace) -> Store:
-    url = args.store or config.load(args.portfolio).store_url()
-    store = open_store(url)
+def _store(args: argparse.Namespace) -> LogReader:
+    """Where the log is read: ``--lake``, ``--store``, else the portfolio's (its lake when the log goes to a
+    stream)."""
+    if args.lake:
+        from failsoft.store.lake_read import LakeLog
+
+        return LakeLog(Path(args.lake))
+    if args.store:
+        store = open_store(args.store)
+        store.connect()
+        return store
+    return open_log_reader(config.load(args.portfolio))
+
+
+def open_log_reader(spec: config.PortfolioSpec, store: Store | None = None) -> LogReader:
+    """The prediction log of a portfolio as it is read: the lake when the log goes to a stream (``store``,
+    the state store, gives its labels), else the store."""
+    if spec.store.log is not None:
+        from failsoft.store.lake_read import LakeLog
+
+        lake = spec.lake_dir()
+        if lake is None:
+            raise ConfigError(spec.file, "[store] lake", "the log goes to a stream and is read from the lake",
+                              'set lake = "lake" and run `failsoft log land`')  # fmt: skip
+        return LakeLog(lake, store)
+    if store is not None:
+        return store
+    store = open_store(spec.store_url())
     store.connect()
     return store
+
+
+def _land(args: argparse.Namespace) -> int:
+    from failsoft.store.lake import Lake, run_land
+
+    try:
+        spec = config.load(args.portfolio) if (args.portfolio and not (args.nats and args.lake)) else None
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    url = args.nats or (spec.store.log if spec else None)
+    lake = Path(args.lake) if args.lake else (spec.lake_dir() if spec else None)
+    if not url or lake is None:
+        print("error: the stream and the lake are needed: [store] log and [store] lake in portfolio.toml, "
+              "or --nats URL --lake DIR", file=sys.stderr)  # fmt: skip
+        return 2
+    stream = args.stream or (spec.store.stream.name if spec else "FAILSOFT_PREDICTIONS")
+    subject = args.subject or (spec.store.stream.subject if spec else "failsoft.predictions")
+
+    def progress(state: Lake) -> None:
+        if not args.quiet:
+            print(f"landed {state.landed} rows in {state.files} files (stream sequence {state.landed_seq}; "
+                  f"{state.skipped} already landed, {state.duplicates} duplicates)", flush=True)  # fmt: skip
+
+    try:
+        state = run_land(url, lake, stream, subject, args.durable, args.flush_s, args.max_rows,
+                         args.until_idle, progress)  # fmt: skip
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # the broker's words: what is wrong is for a person to see
+        print(f"error: {url}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(f"{state.landed} rows landed in {lake}")
+    return 0
 
 
 def _since(text: str) -> float:
@@ -82,5 +142,22 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--model", default=None)
     e.add_argument("--portfolio", default="portfolio.toml", help="where the store is configured")
     e.add_argument("--store", default=None, help="a store URL instead of --portfolio")
+    e.add_argument("--lake", default=None, help="a lake's folder instead of --portfolio")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=_export)
+
+    lg = sub.add_parser("log", help="the prediction log on a stream: land it in the lake")
+    lsub = lg.add_subparsers(dest="log_command", required=True)
+    la = lsub.add_parser("land", help="land the stream as Parquet by model and hour (a durable consumer)")
+    la.add_argument("--portfolio", default="portfolio.toml", help="[store] log and lake are read from it")
+    la.add_argument("--nats", default=None, help="the stream's server, nats://host:4222 (else [store] log)")
+    la.add_argument("--lake", default=None, help="the lake's folder (else [store] lake)")
+    la.add_argument("--stream", default=None, help="the stream's name (else [store.stream] name)")
+    la.add_argument("--subject", default=None, help="the stream's subject (else [store.stream] subject)")
+    la.add_argument("--durable", default="failsoft-lander", help="the consumer's durable name")
+    la.add_argument("--flush-s", type=float, default=10.0, help="seconds between files")
+    la.add_argument("--max-rows", type=int, default=200_000, help="rows that make a flush sooner")
+    la.add_argument("--until-idle", type=float, default=None, metavar="S",
+                    help="stop once nothing came for S seconds (default: run until stopped)")  # fmt: skip
+    la.add_argument("--quiet", action="store_true")
+    la.set_defaults(fn=_land)

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from rich.progress import Progress
 
-from failsoft.store.base import PREDICTION_COLUMNS, Store
+from failsoft.store.base import PREDICTION_COLUMNS, LogReader
 
 FORMATS = (".parquet", ".csv", ".jsonl")
 # Every row: the request's record, which row of it, then the answer and the inputs.
@@ -100,7 +100,7 @@ class Columns:
 
 
 def export_predictions(
-    store: Store,
+    store: LogReader,
     out: Path,
     since: float = 0.0,
     model: str | None = None,

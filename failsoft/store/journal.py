@@ -9,7 +9,9 @@ into spill batches and deletes them, and its writer replays them. Record ids tra
 record that also reached the database before the crash is kept once.
 
 File format: a first line ``{"prefix": P}`` (the record ids' prefix), then one line per record,
-``[n, ...record]``: the record whose id is ``P-n``.
+``[n, ...record]``: the record whose id is ``P-n``, and a line ``{"b": [B, N]}`` each time a batch is taken
+(records B to B+N-1): recovered records come back in the batches they were sent in, so a stream that
+names its messages by batch (store/stream.py) recognises one it already holds.
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ class Journal:
                 log.warning(json.dumps({"event": "journal_write_failed", "error": str(err),
                                         "failures": self.failures}))  # fmt: skip
 
+    def mark(self, base: int, n: int) -> None:
+        """Records ``base`` to ``base + n - 1`` were taken as one batch (a line that numbers no record)."""
+        try:
+            self._size += os.write(self._fd, b'{"b":[%d,%d]}\n' % (base, n))
+        except OSError:
+            self.failures += 1
+
     def release(self, safe_below: int) -> None:
         """Every record numbered below ``safe_below`` is in the database or the spill: drop the segments
         that hold only such records, and begin a new segment when the open one is big, or old and safe."""
@@ -103,13 +112,15 @@ class Journal:
             self._sealed.clear()
 
 
-def orphans(folder: Path) -> Iterator[tuple[Path, list[bytes]]]:
-    """The segments no live process holds (their writer died), each as encoded batch documents, one per
-    run of consecutive record numbers. The caller deletes each file once its batches are safe. Lines torn
-    by the crash are skipped and logged."""
+def orphans(folder: Path) -> Iterator[tuple[list[Path], list[bytes]]]:
+    """The segments no live process holds (their writer died), a process's segments together, as encoded
+    batch documents: the batches it had taken as they were taken, the rest one per run of consecutive
+    record numbers. The caller deletes the files once their batches are safe. Lines torn by the crash are
+    skipped and logged."""
     if not folder.is_dir():
         return
-    for path in sorted(folder.glob("*.jsonl")):
+    found: dict[str, tuple[list[Path], list[bytes]]] = {}
+    for path in sorted(folder.glob("*.jsonl"), key=_segment_order):
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -123,29 +134,58 @@ def orphans(folder: Path) -> Iterator[tuple[Path, list[bytes]]]:
                 lines = fh.read().splitlines()
         finally:
             os.close(fd)
-        yield path, _batches(path, lines)
+        paths, content = found.setdefault(path.name.rsplit("-", 1)[0], ([], []))
+        paths.append(path)
+        content.extend(lines)
+    for paths, lines in found.values():
+        yield paths, _batches(paths[0], lines)
+
+
+def _segment_order(path: Path) -> tuple[str, int]:
+    stem, _, n = path.stem.rpartition("-")
+    return stem, int(n) if n.isdigit() else 0
 
 
 def _batches(path: Path, lines: list[bytes]) -> list[bytes]:
-    if not lines:
-        return []
-    try:
-        prefix = _decode(lines[0])["prefix"]
-    except (msgspec.DecodeError, KeyError, TypeError):
-        log.warning(json.dumps({"event": "journal_unreadable", "file": str(path)}))
-        return []
-    runs: list[dict[str, Any]] = []
+    prefix = None
+    records: dict[int, Any] = {}
+    taken: list[tuple[int, int]] = []
     torn = 0
-    for line in lines[1:]:
+    for line in lines:
         try:
-            n, *record = _decode(line)
-        except (msgspec.DecodeError, ValueError, TypeError):
+            item = _decode(line)
+            if isinstance(item, dict):
+                if "prefix" in item:
+                    prefix = item["prefix"]
+                else:
+                    taken.append((int(item["b"][0]), int(item["b"][1])))
+                continue
+            n, *record = item
+            records[int(n)] = record
+        except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError):
             torn += 1
-            continue
-        if runs and runs[-1]["base"] + len(runs[-1]["rows"]) == n:
-            runs[-1]["rows"].append(record)
-        else:
-            runs.append({"prefix": prefix, "base": n, "rows": [record]})
     if torn:
         log.warning(json.dumps({"event": "journal_torn_lines", "file": str(path), "lines": torn}))
+    if prefix is None:
+        if lines:
+            log.warning(json.dumps({"event": "journal_unreadable", "file": str(path)}))
+        return []
+    out: list[bytes] = []
+    for base, count in taken:
+        present = {n: records.pop(n) for n in range(base, base + count) if n in records}
+        if len(present) == count:
+            out.append(msgspec.json.encode({"prefix": prefix, "base": base, "rows": list(present.values())}))
+        else:  # torn inside: what is left, in runs
+            out.extend(_runs(prefix, present))
+    out.extend(_runs(prefix, records))
+    return out
+
+
+def _runs(prefix: str, records: dict[int, Any]) -> list[bytes]:
+    runs: list[dict[str, Any]] = []
+    for n in sorted(records):
+        if runs and runs[-1]["base"] + len(runs[-1]["rows"]) == n:
+            runs[-1]["rows"].append(records[n])
+        else:
+            runs.append({"prefix": prefix, "base": n, "rows": [records[n]]})
     return [msgspec.json.encode(run) for run in runs]

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from failsoft.store.base import Store, StoreRejected, StoreUnavailable
+from failsoft.store.base import LogSink, StoreRejected, StoreUnavailable
 from failsoft.store.spill import SpillFile, SpillFull
 
 log = logging.getLogger("failsoft.store.log")
@@ -35,7 +35,7 @@ ORPHAN_LOOK_S = 10.0
 class PredictionLog:
     def __init__(
         self,
-        store: Store,
+        store: LogSink,
         spill: SpillFile,
         *,
         batch_size: int = 1000,

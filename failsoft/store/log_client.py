@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from failsoft.store.frames import HEADER
@@ -64,6 +65,7 @@ def log_options(store: StoreSpec) -> dict[str, Any]:
         "flush_s": store.flush_ms / 1000,
         "retention_s": store.retention_days * 86400 or None,
         "spill_max_bytes": store.spill_max_mb << 20,
+        "stream": msgspec.structs.asdict(store.stream),
     }
 
 
@@ -81,6 +83,7 @@ class ProcessLog:
         spill_max_bytes: int = 1 << 30,
         journal_dir: Path | None = None,
         socket: str | None = None,
+        stream: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.spill_dir = spill_dir
@@ -92,6 +95,7 @@ class ProcessLog:
             "flush_s": flush_s,
             "retention_s": retention_s,
             "spill_max_bytes": spill_max_bytes,
+            "stream": stream or {},
         }
         self._argv = writer_argv(url, spill_dir, options)
         self._kick = asyncio.Event()
@@ -128,11 +132,12 @@ class ProcessLog:
     def _recover(self, folder: Path) -> None:
         """The journals of processes that died: their records into the spill file (fsynced), which the
         writer replays; the database keeps each record once, however many of them it already had."""
-        for path, batches in orphans(folder):
+        for paths, batches in orphans(folder):
             if batches:
                 SpillFile.keep(self.spill_dir, batches)
-            path.unlink()
-            done = {"event": "journal_recovered", "file": str(path), "batches": len(batches)}
+            for path in paths:
+                path.unlink()
+            done = {"event": "journal_recovered", "files": [str(p) for p in paths], "batches": len(batches)}
             log.warning(json.dumps(done))
 
     async def stop(self, timeout_s: float = 15.0) -> None:

@@ -94,6 +94,8 @@ class RecordQueue:
         popleft = self._queue.popleft
         batch = [popleft() for _ in range(min(len(self._queue), self.batch_size))]
         base, self._next_id = self._next_id, self._next_id + len(batch)
+        if self.journal is not None:
+            self.journal.mark(base, len(batch))
         doc = {"prefix": self.prefix, "base": base, "rows": batch}
         try:
             return _encode(doc), len(batch)

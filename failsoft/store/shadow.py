@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from failsoft.store.base import Execute, Store
+from failsoft.store.base import Execute, LogReader, Store
 
 __all__ = ["ShadowEvidence", "ShadowRecords"]
 
@@ -35,8 +35,10 @@ class ShadowEvidence(msgspec.Struct, frozen=True):
 
 
 class ShadowRecords:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, log: LogReader | None = None) -> None:
         self.store = store
+        # where the answers are read: the store's tables, or the lake's (flips and counters stay in the store)
+        self.log = log or store
 
     def save_counters(
         self, rows: Sequence[tuple[str, str, int, int]], replica: str, since: float, now: float
@@ -55,16 +57,16 @@ class ShadowRecords:
         self.store.transaction(write)
 
     def evidence(self, model: str, candidate: str, live: str) -> ShadowEvidence:
-        store = self.store
+        store, logged = self.store, self.log
         since = float(store.execute("SELECT max(ts) FROM flips WHERE model = ?", [model])[0][0] or 0.0)
         ok = "reason IS NULL"
         # Counted a call at a time (its requests are its array's length), not through the per-request view.
         n = (
             "jsonb_array_length(request_ids::jsonb)"
-            if store.dialect == "postgres"
+            if logged.dialect == "postgres"
             else "json_array_length(request_ids)"
         )
-        count, answered, timeouts, first = store.execute(
+        count, answered, timeouts, first = logged.execute(
             f"SELECT sum({n}), sum(CASE WHEN {ok} THEN {n} ELSE 0 END), "
             f"sum(CASE WHEN reason = 'timeout' THEN {n} ELSE 0 END), min(ts) "
             "FROM shadow_calls WHERE model = ? AND tier = ? AND ts >= ?",
@@ -72,7 +74,7 @@ class ShadowRecords:
         )[0]
         failures = {
             str(r[0]): int(r[1])
-            for r in store.execute(
+            for r in logged.execute(
                 f"SELECT reason, sum({n}) FROM shadow_calls WHERE model = ? AND tier = ? "
                 "AND ts >= ? AND reason IS NOT NULL GROUP BY reason",
                 [model, candidate, since],
@@ -83,12 +85,12 @@ class ShadowRecords:
             "WHERE model = ? AND candidate = ?",
             [model, candidate],
         )[0]
-        latency = store.execute(
+        latency = logged.execute(
             "SELECT latency_ms FROM shadow_predictions WHERE model = ? AND tier = ? "
             f"AND ts >= ? AND {ok} ORDER BY ts DESC LIMIT {LATENCY_SAMPLE}",
             [model, candidate, since],
         )
-        live_latency = store.execute(
+        live_latency = logged.execute(
             "SELECT latency_ms FROM predictions WHERE model = ? AND role = 'live' AND tier = ? "
             f"AND ts >= ? ORDER BY ts DESC LIMIT {LATENCY_SAMPLE}",
             [model, live, since],
@@ -99,11 +101,11 @@ class ShadowRecords:
             "WHERE sh.model = ? AND sh.tier = ? AND sh.reason IS NULL AND sh.ts >= ?"
         )
         args = [live, False, model, candidate, since]
-        pairs = store.execute(
+        pairs = logged.execute(
             f"SELECT lv.outputs, sh.outputs {join} ORDER BY sh.ts DESC LIMIT {AGREEMENT_SAMPLE}", args
         )
         with_labels = join.replace("WHERE", "JOIN labels l ON l.request_id = sh.request_id WHERE", 1)
-        labelled = store.execute(f"SELECT l.label, lv.outputs, sh.outputs {with_labels}", args)
+        labelled = logged.execute(f"SELECT l.label, lv.outputs, sh.outputs {with_labels}", args)
         return ShadowEvidence(
             since=since,
             logged=int(count or 0),

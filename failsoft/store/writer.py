@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from failsoft.store import open_store
+from failsoft.store import open_log
 from failsoft.store.frames import HEADER
 from failsoft.store.log import PredictionLog
 from failsoft.store.spill import SpillFile
@@ -108,7 +108,7 @@ def main() -> None:
     listen_fd = int(sys.argv[5]) if sys.argv[4:5] == ["--listen-fd"] else None
     spill = SpillFile.claim(spill_dir, raw["spill_max_bytes"])
     log = PredictionLog(
-        open_store(url),
+        open_log(url, {**raw.get("stream", {}), "retention_s": raw["retention_s"]}),
         spill,
         batch_size=raw["batch_size"],
         flush_s=raw["flush_s"],
