@@ -111,10 +111,11 @@ class Lake:
         self.last_seq = seq
         for e in _many(data) if batch else [_one(data)]:
             d = e.data
-            if d.record_id in self.seen:
+            rid = str(d.record_id)  # (always set in an event)
+            if rid in self.seen:
                 self.duplicates += 1
                 continue
-            self.seen[d.record_id] = None
+            self.seen[rid] = None
             if len(self.seen) > SEEN_IDS:
                 self.seen.popitem(last=False)
             outputs = bytes(d.outputs).decode()

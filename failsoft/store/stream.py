@@ -260,9 +260,10 @@ class StreamLog:
         """A batch as (subject, body, headers) messages, ids stable for the same batch."""
         evs = events(payload)
         if self.events_mode == "single":
-            kind = EVENT_TYPE
-            return [(f"{self.subject}.{subject_token(e.subject)}", _encode(e),
-                     {"Nats-Msg-Id": e.data.record_id, "Content-Type": kind}, 1) for e in evs]  # fmt: skip
+            return [
+                (f"{self.subject}.{subject_token(e.subject)}", _encode(e), _single(str(e.data.record_id)), 1)
+                for e in evs
+            ]
         head = msgspec.json.decode(payload, type=_Head)
         out: list[Message] = []
         self._batch_messages(f"{head.prefix}-{head.base}", evs, out)
@@ -307,6 +308,10 @@ class StreamLog:
                     new += n
         self.published += new
         return new
+
+
+def _single(record_id: str) -> dict[str, str]:
+    return {"Nats-Msg-Id": record_id, "Content-Type": EVENT_TYPE}
 
 
 class _Head(msgspec.Struct):
