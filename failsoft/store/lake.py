@@ -209,6 +209,11 @@ async def land(
                 msgs = await sub.fetch(1000, timeout=1.0)
             except (NatsTimeout, TimeoutError):  # nothing came within the second
                 msgs = []
+            except Exception as err:  # the broker is away: the client reconnects; what is read waits
+                said = {"event": "lake_fetch_failed", "error": f"{type(err).__name__}: {err}"}
+                log.warning(json.dumps(said))
+                await asyncio.sleep(0.5)
+                msgs = []
             now = time.monotonic()
             for msg in msgs:
                 batch = (msg.headers or {}).get("Content-Type", BATCH_TYPE) == BATCH_TYPE
@@ -218,7 +223,8 @@ async def land(
                 idle_since = now
             if last_msg is not None and (lake.pending >= max_rows or now - last_flush >= flush_s or not msgs):
                 if lake.flush() or lake.skipped:
-                    await last_msg.ack()  # every message up to it (AckPolicy.ALL)
+                    with contextlib.suppress(Exception):  # (a lost ack: the checkpoint already says it)
+                        await last_msg.ack()  # every message up to it (AckPolicy.ALL)
                 last_msg, last_flush = None, now
                 if progress is not None:
                     progress(lake)
