@@ -26,7 +26,7 @@ from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, TierUnavailable
 from failsoft.tasks import stop
 from failsoft.tiers.base import Done
-from failsoft.tiers.frames import LENGTH, frame
+from failsoft.tiers.frames import LENGTH, NICE, frame
 from failsoft.validation import Batch
 
 log = logging.getLogger("failsoft.tiers.pool")
@@ -35,6 +35,10 @@ START_TIMEOUT_S = 120.0
 
 # A worker that has answered for this long has settled: the waits before replacements start over.
 SETTLED_S = 10.0
+# A worker is niced before its interpreter imports anything: a replacement's start (its imports, its
+# model's load) yields the CPU to the serving process, not only its calls.
+BOOT = (f"import os, runpy; os.nice({NICE}); "
+        "runpy.run_module('failsoft.tiers.worker', run_name='__main__', alter_sys=True)")  # fmt: skip
 
 
 def backoff_s(failing: int) -> float:
@@ -114,7 +118,7 @@ class WorkerPool:
 
     async def _spawn(self) -> Worker:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "failsoft.tiers.worker", self._args,
+            sys.executable, "-c", BOOT, self._args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdout is not None

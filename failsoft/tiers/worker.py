@@ -5,12 +5,11 @@ Frames both ways: a 4-byte little-endian length, then a msgpack document. A requ
 an answer is ``{"ok": [...]}`` or ``{"error": "..."}``. The first frame the worker sends says it is ready
 (``{"ready": true, "reads_matrix": bool}``) or why it could not load (``{"error": ...}``).
 
-    python -m failsoft.tiers.worker SPEC_JSON
+    python -m failsoft.tiers.worker SPEC_JSON     (the pool starts it niced: tiers/pool.py's BOOT)
 """
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from failsoft.tiers.frames import NICE, frame, read_frame
+from failsoft.tiers.frames import frame, read_frame
 
 
 def main() -> None:
@@ -34,7 +33,6 @@ def main() -> None:
     names = tuple(f.name for f in features)
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer
-    os.nice(NICE)
     if spec.max_memory_mb is not None:  # malloc fails past it: a MemoryError, not the OOM killer
         limit = spec.max_memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
