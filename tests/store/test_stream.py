@@ -251,9 +251,11 @@ def test_a_gateway_killed_with_kill_9_puts_every_answer_in_the_stream_once(
     assert {json.loads(line)["request_id"] for line in out.read_text().splitlines()} == answered
 
 
-def test_shadow_judging_and_export_read_the_lake_as_the_database(tmp_path: Path, nats_server: Any) -> None:
+def test_shadow_judging_export_drift_and_estimate_read_the_lake_as_the_database(
+    tmp_path: Path, nats_server: Any
+) -> None:
     from failsoft.config import DriftSpec
-    from failsoft.monitor.offline import drift_file, profile_file
+    from failsoft.monitor.offline import drift_file, estimate_file, profile_file
     from failsoft.store.export import export_predictions
     from failsoft.store.labels import Labels
     from failsoft.store.shadow import ShadowRecords
@@ -287,4 +289,14 @@ def test_shadow_judging_and_export_read_the_lake_as_the_database(tmp_path: Path,
     for r in reports:
         r.pop("seconds", None)
     assert reports[0] == reports[1]
+    # estimated performance of the logged scores, against a labelled reference: the same from either
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(7)
+    scores = rng.random(2000)
+    reference = tmp_path / "reference.parquet"
+    pq.write_table(pa.table({"output": scores, "y": (rng.random(2000) < scores).astype(float)}), reference)
+    estimates = [estimate_file(reference, files[k], "output", "y", chunk_size=500) for k in ("db", "lake")]
+    assert estimates[0] == estimates[1] and len(estimates[0]["chunks"]) == 8  # live and shadow rows
     db.close()
