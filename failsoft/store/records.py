@@ -171,21 +171,26 @@ _read_batch = msgspec.json.Decoder(_Batch).decode
 _NULL = msgspec.Raw(b"null")
 
 
+def read(payload: bytes) -> tuple[str, int, list[_Record]]:
+    """An encoded batch's id prefix, base number and records (outputs and inputs as the JSON they came as).
+    A batch the typed reading refuses (a request id that is no string, from a caller of the Python API) is
+    read the generic way."""
+    try:
+        batch = _read_batch(payload)
+        return batch.prefix, int(batch.base), batch.rows
+    except msgspec.ValidationError:
+        doc = msgspec.json.decode(payload)
+        return doc["prefix"], int(doc["base"]), [_generic(r) for r in doc["rows"]]
+
+
 def split(payload: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """An encoded batch as rows to insert, record ids filled in: live prediction rows
     (``PREDICTION_COLUMNS``; outputs and inputs as ``msgspec.Raw``, the JSON they came as, inputs None when
     not logged) and shadow calls (``SHADOW_CALL_COLUMNS``; request ids and outputs as the JSON text both
     stores keep): the records standing for several requests, and any single record with role "shadow".
     Answers are never made into Python values and encoded again (reading 1,000 live records beside two
-    candidates' calls: 2.1-2.3 -> 1.1-1.2 µs a record). A batch the typed reading refuses (a request id
-    that is no string, from a caller of the Python API) is read the generic way."""
-    try:
-        batch = _read_batch(payload)
-        prefix, base, records = batch.prefix, int(batch.base), batch.rows
-    except msgspec.ValidationError:
-        doc = msgspec.json.decode(payload)
-        prefix, base = doc["prefix"], int(doc["base"])
-        records = [_generic(r) for r in doc["rows"]]
+    candidates' calls: 2.1-2.3 -> 1.1-1.2 µs a record)."""
+    prefix, base, records = read(payload)
     rows, calls = [], []
     for k, r in enumerate(records):
         record_id = r.record_id or f"{prefix}-{base + k}"
