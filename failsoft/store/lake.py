@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 import urllib.parse
 from collections import OrderedDict
@@ -31,16 +30,14 @@ from typing import Any
 
 import msgspec
 
+from failsoft.durable import fsync_dir, write_atomic
+from failsoft.store.base import PREDICTION_COLUMNS, SHADOW_CALL_COLUMNS
+from failsoft.store.records import _NULL
 from failsoft.store.stream import BATCH_TYPE, Event
 
 log = logging.getLogger("failsoft.store.lake")
-LIVE_COLUMNS = ("record_id", "request_id", "model", "version", "tier", "role", "degraded", "reason",
-                "outputs", "inputs", "latency_ms", "ts")  # fmt: skip
-CALL_COLUMNS = ("record_id", "model", "version", "tier", "reason", "request_ids", "outputs", "latency_ms",
-                "ts")  # fmt: skip
 # record ids remembered across flushes (duplicates the stream itself holds are dropped against them)
 SEEN_IDS = 2_000_000
-_NULL = msgspec.Raw(b"null")
 _one = msgspec.json.Decoder(Event).decode
 _many = msgspec.json.Decoder(list[Event]).decode
 
@@ -51,8 +48,8 @@ def _schema(table: str) -> Any:
     s, f, b = pa.string(), pa.float64(), pa.bool_()
     if table == "predictions":
         types = [s, s, s, s, s, s, b, s, s, s, f, f]
-        return pa.schema(list(zip(LIVE_COLUMNS, types, strict=True)))
-    return pa.schema(list(zip(CALL_COLUMNS, [s, s, s, s, s, s, s, f, f], strict=True)))
+        return pa.schema(list(zip(PREDICTION_COLUMNS, types, strict=True)))
+    return pa.schema(list(zip(SHADOW_CALL_COLUMNS, [s, s, s, s, s, s, s, f, f], strict=True)))
 
 
 def partition(model: str) -> str:
@@ -61,14 +58,6 @@ def partition(model: str) -> str:
 
 def hour(ts: float) -> str:
     return "hour=" + time.strftime("%Y-%m-%dT%H", time.gmtime(ts))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Lake:
@@ -131,43 +120,34 @@ class Lake:
             self.rows.setdefault(key, []).append(row)
             self.pending += 1
 
-    def flush(self) -> int:
-        """Write every pending row (a file per table, model and hour), then the checkpoint. Returns the
-        last stream sequence now durable (acknowledge up to it), 0 when there was nothing."""
+    def flush(self) -> None:
+        """Write every pending row (a file per table, model and hour, each fsynced and renamed into place),
+        then the checkpoint: every message read so far may then be acknowledged."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         if self.first_seq is None:
-            return 0
+            return
         name = f"{self.first_seq}-{self.last_seq}.parquet"
         folders = set()
         for (table, model, hr), rows in self.rows.items():
             folder = self.root / table / partition(model) / hr
-            folder.mkdir(parents=True, exist_ok=True)
             schema = _schema(table)
             columns = list(zip(*rows, strict=True))
             data = pa.table([pa.array(c, type=t) for c, t in zip(columns, schema.types, strict=True)],
                             schema=schema)  # fmt: skip
-            tmp = folder / (name + ".tmp")
-            with tmp.open("wb") as fh:
-                pq.write_table(data, fh, compression="zstd")
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.rename(folder / name)
+            buffer = pa.BufferOutputStream()
+            pq.write_table(data, buffer, compression="zstd")
+            write_atomic(folder / name, buffer.getvalue().to_pybytes())
             folders.add(folder)
             self.files += 1
         for folder in folders:
-            _fsync_dir(folder)
-        tmp = self.checkpoint.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"last_seq": self.last_seq, "at": time.time()}))
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        tmp.rename(self.checkpoint)
-        _fsync_dir(self.checkpoint.parent)
+            fsync_dir(folder)
+        write_atomic(self.checkpoint, json.dumps({"last_seq": self.last_seq, "at": time.time()}).encode())
+        fsync_dir(self.checkpoint.parent)
         self.landed += self.pending
-        self.landed_seq, last = self.last_seq, self.last_seq
+        self.landed_seq = self.last_seq
         self.rows, self.pending, self.first_seq = {}, 0, None
-        return last
 
 
 async def land(
@@ -222,9 +202,9 @@ async def land(
             if msgs:
                 idle_since = now
             if last_msg is not None and (lake.pending >= max_rows or now - last_flush >= flush_s or not msgs):
-                if lake.flush() or lake.skipped:
-                    with contextlib.suppress(Exception):  # (a lost ack: the checkpoint already says it)
-                        await last_msg.ack()  # every message up to it (AckPolicy.ALL)
+                lake.flush()  # (nothing to write when each was landed before: acknowledged all the same)
+                with contextlib.suppress(Exception):  # (a lost ack: the checkpoint already says it)
+                    await last_msg.ack()  # every message up to it (AckPolicy.ALL)
                 last_msg, last_flush = None, now
                 if progress is not None:
                     progress(lake)

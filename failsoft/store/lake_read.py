@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from failsoft.store.base import LogReader, Store, StoreError
-from failsoft.store.lake import CALL_COLUMNS, LIVE_COLUMNS, _schema
+from failsoft.store.base import PREDICTION_COLUMNS, SHADOW_CALL_COLUMNS, LogReader, Store, StoreError
+from failsoft.store.lake import _schema
 
 _SHADOW_VIEW = """CREATE OR REPLACE VIEW shadow_predictions AS
     SELECT record_id || '.' || (generate_subscripts(ids, 1) - 1) AS record_id, unnest(ids) AS request_id,
@@ -37,7 +37,7 @@ class LakeLog(LogReader):
         self._db = duckdb.connect(":memory:")
         self._lock = threading.Lock()
         self._labels_loaded = False
-        for table, columns in (("predictions", LIVE_COLUMNS), ("shadow_calls", CALL_COLUMNS)):
+        for table, columns in (("predictions", PREDICTION_COLUMNS), ("shadow_calls", SHADOW_CALL_COLUMNS)):
             files = sorted(str(p) for p in (root / table).glob("*/*/*.parquet"))
             if files:
                 listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)

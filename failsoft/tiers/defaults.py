@@ -15,7 +15,6 @@ import asyncio
 import csv
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from failsoft.config import DefaultTierSpec
+from failsoft.durable import write_atomic
 from failsoft.errors import ConfigError
 from failsoft.store.base import DefaultState
 from failsoft.tasks import stop
@@ -65,16 +65,6 @@ def top_n(path: Path, item_column: str, count_column: str | None, n: int) -> lis
                 counts.update(row[at] for row in reader if row[at])
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
     return [item for item, _ in ranked[:n]]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class DefaultBackend:
