@@ -57,15 +57,12 @@ class ShadowReport(msgspec.Struct, frozen=True):
     candidates: list[CandidateReport]
 
 
-def log_reader(spec: PortfolioSpec, store: Store) -> LogReader:
-    """Where the shadows' answers are read: the lake when the log goes to a stream and the lake is landed
-    (the store's labels beside it), else the store."""
-    lake = spec.lake_dir() if spec.store.log else None
-    if lake is not None and lake.is_dir():
-        from failsoft.store.lake_read import LakeLog
+def _answers(spec: PortfolioSpec, store: Store) -> LogReader:
+    """Where the shadows' answers are read: the lake once landed when the log goes to a stream, else the
+    store."""
+    from failsoft.store.lake_read import log_reader
 
-        return LakeLog(lake, store)
-    return store
+    return log_reader(spec, store, required=False)
 
 
 def report(store: Store, spec: PortfolioSpec, model: str, now: float | None = None) -> ShadowReport:
@@ -77,7 +74,7 @@ def report(store: Store, spec: PortfolioSpec, model: str, now: float | None = No
         model,
         live,
         msgspec.to_builtins(policy),
-        [candidate_report(store, model, c, live, policy, now, log_reader(spec, store)) for c in candidates],
+        [candidate_report(store, model, c, live, policy, now, _answers(spec, store)) for c in candidates],
     )
 
 
@@ -107,7 +104,7 @@ def promote(
     if force and not reason.strip():
         raise PromotionError("a forced promotion needs a reason (--reason TEXT); it is recorded")
     policy = spec.models[model].promotion
-    evidence = candidate_report(store, model, candidate, live, policy, log=log_reader(spec, store))
+    evidence = candidate_report(store, model, candidate, live, policy, log=_answers(spec, store))
     if not evidence.verdict.passed and not force:
         failing = [r for r in evidence.verdict.rules if not r.passed]
         lines = "; ".join(f"{r.rule}: {r.detail}" for r in failing)
@@ -145,7 +142,7 @@ def rollback(
             "and a reason"
         )
     evidence = candidate_report(
-        store, model, target, live, spec.models[model].promotion, log=log_reader(spec, store)
+        store, model, target, live, spec.models[model].promotion, log=_answers(spec, store)
     )
     flip = deployments.flip(model, "rollback", live, target, actor, reason or "rollback", force, evidence)
     return _flipped(model, flip)

@@ -13,7 +13,7 @@ from typing import Any
 from failsoft import config
 from failsoft.durations import parse_duration
 from failsoft.errors import ConfigError
-from failsoft.store import Store, StoreError, open_store
+from failsoft.store import StoreError, open_store
 from failsoft.store.base import LogReader
 
 
@@ -28,25 +28,9 @@ def _store(args: argparse.Namespace) -> LogReader:
         store = open_store(args.store)
         store.connect()
         return store
-    return open_log_reader(config.load(args.portfolio))
+    from failsoft.store.lake_read import log_reader
 
-
-def open_log_reader(spec: config.PortfolioSpec, store: Store | None = None) -> LogReader:
-    """The prediction log of a portfolio as it is read: the lake when the log goes to a stream (``store``,
-    the state store, gives its labels), else the store."""
-    if spec.store.log is not None:
-        from failsoft.store.lake_read import LakeLog
-
-        lake = spec.lake_dir()
-        if lake is None:
-            raise ConfigError(spec.file, "[store] lake", "the log goes to a stream and is read from the lake",
-                              'set lake = "lake" and run `failsoft log land`')  # fmt: skip
-        return LakeLog(lake, store)
-    if store is not None:
-        return store
-    store = open_store(spec.store_url())
-    store.connect()
-    return store
+    return log_reader(config.load(args.portfolio))
 
 
 def _land(args: argparse.Namespace) -> int:

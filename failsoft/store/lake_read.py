@@ -8,10 +8,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from failsoft.errors import ConfigError
+from failsoft.store import open_store
 from failsoft.store.base import PREDICTION_COLUMNS, SHADOW_CALL_COLUMNS, LogReader, Store, StoreError
 from failsoft.store.lake import _schema
+
+if TYPE_CHECKING:
+    from failsoft.config import PortfolioSpec
 
 _SHADOW_VIEW = """CREATE OR REPLACE VIEW shadow_predictions AS
     SELECT record_id || '.' || (generate_subscripts(ids, 1) - 1) AS record_id, unnest(ids) AS request_id,
@@ -77,3 +82,21 @@ class LakeLog(LogReader):
 
 def _duck(arrow_type: Any) -> str:
     return {"string": "VARCHAR", "double": "DOUBLE", "bool": "BOOLEAN"}[str(arrow_type)]
+
+
+def log_reader(spec: PortfolioSpec, store: Store | None = None, *, required: bool = True) -> LogReader:
+    """Where a portfolio's prediction log is read: the lake when the log goes to a stream (``store``, the
+    state store, gives it the labels), else the store (opened here when not given). ``required``: a stream
+    log with no lake set is a ConfigError (the export); otherwise, and while nothing is landed yet, the
+    store answers (shadow judging: no evidence there yet)."""
+    if spec.store.log is not None:
+        lake = spec.lake_dir()
+        if lake is not None and (required or lake.is_dir()):
+            return LakeLog(lake, store)
+        if required:
+            raise ConfigError(spec.file, "[store] lake", "the log goes to a stream and is read from the lake",
+                              'set lake = "lake" and run `failsoft log land`')  # fmt: skip
+    if store is None:
+        store = open_store(spec.store_url())
+        store.connect()
+    return store
