@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -50,10 +51,20 @@ def sample_buffer(url: str, stop: threading.Event, out: list[float]) -> None:
         stop.wait(0.25)
 
 
+def writer_gone(folder: Path, timeout_s: float = 30.0) -> None:
+    """Until the log writer of the gateway killed in ``folder`` has exited: it outlives the gateway, writes
+    out what it was sent, then exits (and holds the gateway's port till then)."""
+    deadline = time.monotonic() + timeout_s
+    while (
+        time.monotonic() < deadline
+        and subprocess.run(["pgrep", "-f", f"failsoft.store.writer .*{folder}"], capture_output=True).stdout
+    ):
+        time.sleep(0.1)
+
+
 def crash_once(work: Path, names: list[str], row: dict[str, float], journal: bool, k: int) -> dict[str, int]:
     """Answered ids lost by one kill -9 under load (8 client threads, about 4 s of traffic)."""
     import http.client
-    import time
 
     run = work / f"run-{journal}-{k}"  # a folder of its own: no spill or journal from another run
     run.mkdir()
@@ -93,13 +104,7 @@ def crash_once(work: Path, names: list[str], row: dict[str, float], journal: boo
     stop.set()
     for t in threads:
         t.join()
-    # its log writer outlives it: it writes out what it was sent, then exits
-    deadline = time.monotonic() + 30
-    while (
-        time.monotonic() < deadline
-        and subprocess.run(["pgrep", "-f", f"failsoft.store.writer .*{run}"], capture_output=True).stdout
-    ):
-        time.sleep(0.1)
+    writer_gone(run)
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/v2/health/ready", proc)
     proc.send_signal(signal.SIGINT)

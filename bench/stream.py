@@ -40,6 +40,7 @@ import joblib
 import msgspec
 import psycopg
 from overhead import portfolio, wrk
+from prediction_log import writer_gone
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
@@ -183,11 +184,10 @@ def _faults(
     answered: list[str] = []
     non_2xx = [0]
     stop = threading.Event()
-    current = {"port": port}
 
     def client(c: int) -> None:
         i = 0
-        conn = http.client.HTTPConnection("127.0.0.1", current["port"], timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         while not stop.is_set():
             rid = f"c{c}-{i}"
             i += 1
@@ -198,7 +198,7 @@ def _faults(
             except OSError:  # the gateway was killed: a new connection once it is back
                 conn.close()
                 time.sleep(0.05)
-                conn = http.client.HTTPConnection("127.0.0.1", current["port"], timeout=5)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                 continue
             if r.status == 200:
                 answered.append(rid)
@@ -233,15 +233,7 @@ def _faults(
     proc.kill()  # the gateway, kill -9
     proc.wait()
     kills["gateway"] += 1
-    # its log writer outlives it (it writes out what it was sent, then exits) and holds the port till then
-    end = time.monotonic() + 60
-    while (
-        time.monotonic() < end
-        and subprocess.run(
-            ["pgrep", "-f", f"failsoft.store.writer .*{work / 'faults'}"], capture_output=True
-        ).stdout
-    ):
-        time.sleep(0.1)
+    writer_gone(work / "faults", 60)
     with (work / "restart.log").open("wb") as said:
         proc = subprocess.Popen(serve_command(toml, port), stdout=said, stderr=said)
     try:
