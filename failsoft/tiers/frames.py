@@ -9,8 +9,6 @@ from typing import Any
 import msgspec
 
 LENGTH = struct.Struct("<I")
-# Worker processes yield the CPU to the serving process: a model that spins cannot slow the event loop.
-NICE = 5
 
 
 def read_frame(stream: Any) -> Any:

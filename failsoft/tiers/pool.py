@@ -6,7 +6,8 @@ that worker (SIGKILL) and a new one is started in its place. The tier's bulkhead
 killed worker's slot frees only once its replacement is ready, so spinning workers can never pile up, and
 a worker that fails call after call is replaced after a wait that doubles each time (0.5 s up to 30 s),
 so a crash loop cannot take the machine's CPU.
-Workers run niced (tiers/worker.py), so even while one spins the serving process keeps its CPU.
+Workers run niced from their first instruction (``BOOT``), so even while one spins, or a replacement
+imports its libraries, the serving process keeps its CPU.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, TierUnavailable
 from failsoft.tasks import stop
 from failsoft.tiers.base import Done
-from failsoft.tiers.frames import LENGTH, NICE, frame
+from failsoft.tiers.frames import LENGTH, frame
 from failsoft.validation import Batch
 
 log = logging.getLogger("failsoft.tiers.pool")
@@ -36,6 +37,8 @@ START_TIMEOUT_S = 120.0
 
 # A worker that has answered for this long has settled: the waits before replacements start over.
 SETTLED_S = 10.0
+# Worker processes yield the CPU to the serving process: a model that spins cannot slow the event loop.
+NICE = 5
 # A worker is niced before its interpreter imports anything: a replacement's start (its imports, its
 # model's load) yields the CPU to the serving process, not only its calls.
 BOOT = (f"import os, runpy; os.nice({NICE}); "
