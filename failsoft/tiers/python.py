@@ -1,9 +1,9 @@
 """In-process tiers: an imported callable or model object, or a model file (ONNX, joblib, LightGBM).
 
 Model files are compiled into validation-free numpy arithmetic when their family allows (see compile.py);
-compiled models answer on the event loop in microseconds. Everything else runs in a thread pool of the
-tier's own, sized to its concurrency limit, so a hung model can neither stall the server nor take more
-threads than its bulkhead allows.
+compiled models answer on the event loop in microseconds. Everything else runs in threads of the tier's
+own (tiers/threads.py), as many as its concurrency limit, so a hung model can neither stall the server nor
+take more threads than its bulkhead allows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from failsoft.tiers.base import Backend, Done, in_thread
 from failsoft.tiers.compile import RowFn, cheapest, compile_model, compile_row, cost_us, sample_rows
 from failsoft.tiers.loader import Loader
 from failsoft.tiers.pool import WorkerPool
+from failsoft.tiers.threads import Threads
 from failsoft.tiers.trees import Array
 from failsoft.types import Reason, TierKind
 from failsoft.validation import Batch
@@ -165,7 +165,7 @@ class PythonBackend(Backend):
         self._features = features
         self._resolve = resolve
         self._file, self._key = file, key
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Threads | None = None
         self._fn: Callable[[Batch], list[Any]] | None = None
         self.compiled = False
         self.own_from_rows: int | None = None  # compiled: the batch size from which its own method runs
@@ -199,9 +199,9 @@ class PythonBackend(Backend):
         self.inline = self.spec.run == "inline" or (
             self.spec.run == "auto" and self.compiled and self.single_row_us < INLINE_BUDGET_US
         )
-        # Threads for a model that runs off the loop, or for the batches too big to answer on it (a pool
-        # starts its threads only when first used).
-        self._executor = ThreadPoolExecutor(self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}")
+        # Threads for a model that runs off the loop, or for the batches too big to answer on it (they
+        # start only when first used, and never with the loop waiting: tiers/threads.py).
+        self._executor = Threads(self.spec.max_concurrency, thread_name_prefix=f"tier-{self.name}")
         self.loaded = True
 
     # ---- loaded on first use (tiers/loader.py) ----------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -23,6 +22,7 @@ from failsoft.errors import ConfigError, InvalidOutput, TierRejected, TierTimeou
 from failsoft.tiers.base import Backend, Done, in_thread
 from failsoft.tiers.http_json import dig, fill
 from failsoft.tiers.remote import TRANSIENT
+from failsoft.tiers.threads import Threads
 from failsoft.types import TierKind
 from failsoft.validation import Batch
 
@@ -60,7 +60,7 @@ class SageMakerBackend(Backend):
         self.spec = spec
         self._file, self._key = file, key
         self._client: Any = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Threads | None = None
         self._errors: Any = None
 
     async def start(self) -> None:
@@ -97,7 +97,7 @@ class SageMakerBackend(Backend):
                 'set region = "eu-west-1" (say) on the tier, or AWS_REGION',
             ) from None
         self._errors = botocore.exceptions
-        self._executor = ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix=f"tier-{self.name}")
+        self._executor = Threads(spec.max_concurrency, thread_name_prefix=f"tier-{self.name}")
 
     async def close(self) -> None:
         if self._executor is not None:
