@@ -9,6 +9,10 @@ from typing import Any
 import msgspec
 
 LENGTH = struct.Struct("<I")
+# The fork server's socket (tiers/forks.py): a request is a worker's arguments (at most MAX_ARGS bytes,
+# with its stdin and stdout as SCM_RIGHTS), an answer the child's pid (with its pidfd).
+MAX_ARGS = 64 << 10
+PID = struct.Struct("<i")
 
 
 def read_frame(stream: Any) -> Any:

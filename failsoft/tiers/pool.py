@@ -6,8 +6,10 @@ that worker (SIGKILL) and a new one is started in its place. The tier's bulkhead
 killed worker's slot frees only once its replacement is ready, so spinning workers can never pile up, and
 a worker that fails call after call is replaced after a wait that doubles each time (0.5 s up to 30 s),
 so a crash loop cannot take the machine's CPU.
-Workers run niced from their first instruction (``BOOT``), so even while one spins, or a replacement
-imports its libraries, the serving process keeps its CPU.
+Workers are forked from a fork server that has imported their libraries already (tiers/forks.py), so a
+replacement costs milliseconds of CPU, not a quarter of a second; they run niced (the server is, from its
+first instruction), so even while one spins, the serving process keeps its CPU. Where there is no fork
+server, a worker is started afresh, niced before it imports anything (``BOOT``).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ import msgspec
 from failsoft.config import FeatureSpec, PythonTierSpec
 from failsoft.errors import ConfigError, TierUnavailable
 from failsoft.tasks import stop
+from failsoft.tiers import forks
 from failsoft.tiers.base import Done
-from failsoft.tiers.frames import LENGTH, frame
+from failsoft.tiers.frames import LENGTH, MAX_ARGS, frame
 from failsoft.validation import Batch
 
 log = logging.getLogger("failsoft.tiers.pool")
@@ -52,10 +55,10 @@ def backoff_s(failing: int) -> float:
 
 
 class Spawned:
-    """A worker process and its pipes on the event loop. Started by the standard library (vfork, in a
-    thread), not by the loop: uvloop's spawn forks the whole serving process, copying its page tables on
-    the loop (33 ms median from a 500 MB process, against 4 ms), which every request waited for each time
-    a faulty model's worker was replaced."""
+    """A worker process started afresh and its pipes on the event loop. Started by the standard library
+    (vfork, in a thread), not by the loop: uvloop's spawn forks the whole serving process, copying its
+    page tables on the loop (33 ms median from a 500 MB process, against 4 ms), which every request
+    waited for each time a faulty model's worker was replaced."""
 
     def __init__(
         self, popen: subprocess.Popen[bytes], stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader
@@ -95,8 +98,25 @@ class Spawned:
         return code
 
 
+# The fork server the workers of this process are forked from (tiers/forks.py), where there are pidfds.
+FORKS = forks.ForkServer(NICE, START_TIMEOUT_S) if forks.AVAILABLE else None
+
+
+async def start_worker(args: str) -> Spawned | forks.Forked:
+    """A worker process for ``args``: forked by the fork server, or started afresh when it cannot be (not
+    Linux, arguments too big for its socket, or the server would not start: said once)."""
+    if FORKS is not None and not FORKS.broken and len(args) < MAX_ARGS:
+        try:
+            return await FORKS.fork(args.encode())
+        except OSError as err:
+            if FORKS.broken:
+                said = {"event": "fork_server_failed", "error": repr(err)[:300], "workers": "started afresh"}
+                log.warning(json.dumps(said))
+    return await Spawned.start([sys.executable, "-c", BOOT, args])
+
+
 class Worker:
-    def __init__(self, proc: Spawned, reads_matrix: bool) -> None:
+    def __init__(self, proc: Spawned | forks.Forked, reads_matrix: bool) -> None:
         self.proc = proc
         self.reads_matrix = reads_matrix
         self.started = time.monotonic()
@@ -114,7 +134,9 @@ class Worker:
             (n,) = LENGTH.unpack(head)
             doc = msgspec.msgpack.decode(await proc.stdout.readexactly(n))
         except (asyncio.IncompleteReadError, ConnectionError) as err:
-            raise TierUnavailable(f"worker process {proc.pid} died (exit code {proc.returncode})") from err
+            code = proc.returncode
+            said = f" (exit code {code})" if isinstance(proc, Spawned) and code is not None else ""
+            raise TierUnavailable(f"worker process {proc.pid} died{said}") from err
         if "error" in doc:
             raise TierUnavailable(f"in worker process {proc.pid}: {doc['error']}")
         out: list[Any] = doc["ok"]
@@ -163,7 +185,7 @@ class WorkerPool:
         self._idle.extend(workers)
 
     async def _spawn(self) -> Worker:
-        proc = await Spawned.start([sys.executable, "-c", BOOT, self._args])
+        proc = await start_worker(self._args)
         try:
             head = await asyncio.wait_for(proc.stdout.readexactly(LENGTH.size), START_TIMEOUT_S)
             doc = msgspec.msgpack.decode(await proc.stdout.readexactly(LENGTH.unpack(head)[0]))

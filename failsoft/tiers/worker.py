@@ -6,11 +6,19 @@ an answer is ``{"ok": [...]}`` or ``{"error": "..."}``. The first frame the work
 (``{"ready": true, "reads_matrix": bool}``) or why it could not load (``{"error": ...}``).
 
     python -m failsoft.tiers.worker SPEC_JSON     (the pool starts it niced: tiers/pool.py's BOOT)
+
+or forked by the fork server (tiers/forks.py), which calls ``main`` with the same JSON:
+
+    python -m failsoft.tiers.worker --fork-server FD
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import select
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,16 +26,25 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from failsoft.tiers.frames import frame, read_frame
+from failsoft.tiers.frames import MAX_ARGS, PID, frame, read_frame
 
 
-def main() -> None:
+def preload() -> None:
+    """What every worker imports before its model: done once by the fork server (tiers/forks.py)."""
+    import failsoft.config
+    import failsoft.errors
+    import failsoft.tiers.python
+    import failsoft.validation  # noqa: F401
+
+
+def main(args: str | None = None) -> None:
+    """Serve the tier that ``args`` (else the first argument) describes, over stdin and stdout."""
     from failsoft.config import FeatureSpec, PythonTierSpec
     from failsoft.errors import ConfigError
     from failsoft.tiers.python import PythonBackend
     from failsoft.validation import Batch
 
-    doc = msgspec.json.decode(sys.argv[1])
+    doc = msgspec.json.decode(args if args is not None else sys.argv[1])
     spec = msgspec.convert(doc["spec"], PythonTierSpec)
     features = tuple(msgspec.convert(f, FeatureSpec) for f in doc["features"])
     names = tuple(f.name for f in features)
@@ -63,5 +80,52 @@ def main() -> None:
         out.flush()
 
 
+def fork_server(sock: socket.socket) -> None:
+    """The fork server (tiers/forks.py): imports what every worker needs, says it is ready, then forks a
+    worker for each request until the socket closes, reaping its children as they exit."""
+    preload()
+    sock.sendall(b"ready")
+    while True:
+        readable = select.select([sock], [], [], 1.0)[0]
+        _reap()
+        if not readable:
+            continue
+        try:
+            args, fds, _, _ = socket.recv_fds(sock, MAX_ARGS, 2)
+        except OSError:
+            return
+        if not args:
+            return  # the serving process has gone
+        pid = os.fork()
+        if pid == 0:  # the worker: its pipes as stdin and stdout, then the model; never back in this loop
+            code = 1
+            try:
+                sock.close()
+                for fd, std in zip(fds, (0, 1), strict=True):
+                    os.dup2(fd, std)
+                    os.close(fd)
+                sys.stdin, sys.stdout = os.fdopen(0, "r"), os.fdopen(1, "w")
+                main(args.decode())
+                code = 0
+            finally:
+                os._exit(code)
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)  # before it can be reaped: no other process can have its pid meanwhile
+        try:
+            socket.send_fds(sock, [PID.pack(pid)], [pidfd])
+        finally:
+            os.close(pidfd)
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--fork-server"]:
+        fork_server(socket.socket(fileno=int(sys.argv[2])))
+    else:
+        main()
