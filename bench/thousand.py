@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -48,12 +49,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import faults  # noqa: E402
 from fleet import generate  # noqa: E402
 
 from failsoft.demo.procs import Proc  # noqa: E402
 
 ROW = {f"f{i}": 0.5 for i in range(8)}
 TOKEN = "thousand-bench-token-0123456789"
+Results = list[tuple[int, dict[str, Any], float]]  # a request's status, body and client-side ms
 
 
 def rss_mb(pid: int) -> float:
@@ -84,9 +87,12 @@ class Client:
             body = await r.json() if r.status == 200 else {}
             return r.status, body, (time.perf_counter() - t0) * 1000
 
+    async def text(self, path: str) -> str:
+        async with self.session.get(f"{self.base}{path}") as r:
+            return await r.text()
+
     async def metrics(self) -> dict[str, float]:
-        async with self.session.get(f"{self.base}/metrics") as r:
-            text = await r.text()
+        text = await self.text("/metrics")
         out: dict[str, float] = {}
         for line in text.splitlines():
             if line.startswith("failsoft_model") and " " in line and "{" not in line:
@@ -98,10 +104,20 @@ class Client:
         await self.session.close()
 
 
-async def open_loop(
-    client: Client, pick: Any, rate: float, seconds: float
-) -> list[tuple[int, dict[str, Any], float]]:
-    """``rate`` requests a second for ``seconds``, each to ``pick()``, not waiting for answers to send."""
+async def open_loop(client: Client, pick: Any, rate: float, seconds: float) -> Results:
+    """``rate`` requests a second for ``seconds``, each to ``pick()``, not waiting for answers to send. The
+    collector is off meanwhile: with the answers of earlier phases in memory, one full collection in this
+    process held its requests up to 95 ms, which read as the gateway's latency."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        return await _open_loop(client, pick, rate, seconds)
+    finally:
+        gc.enable()
+
+
+async def _open_loop(client: Client, pick: Any, rate: float, seconds: float) -> Results:
     tasks = []
     start = time.perf_counter()
     n = int(rate * seconds)
@@ -113,7 +129,7 @@ async def open_loop(
     return await asyncio.gather(*tasks)
 
 
-def summary(results: list[tuple[int, dict[str, Any], float]], deadline_ms: float) -> dict[str, Any]:
+def summary(results: Results, deadline_ms: float) -> dict[str, Any]:
     ok = [b for s, b, _ in results if s == 200]
     gateway = [b["latency_ms"] for b in ok]
     return {
@@ -163,57 +179,69 @@ async def first_run(gw: Proc, fleet: dict[str, Any], ready_s: float) -> dict[str
     return out
 
 
-FAULTS = {  # two models of each: what their tier does, and how it runs
-    "raising": {"target": "tests.helpers:boom"},
-    "hanging": {"target": "tests.helpers:hang", "timeout_ms": 50},
-    "spinning": {"target": "tests.helpers:spin", "run": "process", "processes": 1, "timeout_ms": 50},
-    "growing": {"target": "tests.helpers:grow", "run": "process", "processes": 1, "max_memory_mb": 400},
-    "nan": {"target": "tests.helpers:nan"},
-}
-
-
-def faulty_models() -> dict[str, Any]:
-    """Ten models whose tier fails in five ways, each with its safe default (input x = 7: spin spins)."""
-    out = {}
-    for kind, tier in FAULTS.items():
-        for i in range(2):
-            tiers = [{"name": "cpu", "kind": "python", **tier}, {"kind": "default", "value": 0.5}]
-            out[f"faulty-{kind}-{i}"] = {"deadline_ms": 100, "inputs": [{"name": "x"}], "tiers": tiers}
-    return out
-
-
-async def isolation(client: Client, gw: Proc, names: list[str], seconds: float) -> dict[str, Any]:
-    """The 10 hottest models at 300 requests a second, alone and then beside the ten faulty models asked
-    20 times a second each; and 100 loaded models' answers, before and during: the same."""
+async def isolation(
+    client: Client, gw: Proc, names: list[str], seconds: float, rounds: int
+) -> dict[str, Any]:
+    """The 10 hottest models at 300 requests a second while the ten faulty models are asked (about 20
+    times a second each, by a client process of their own: bench/faults.py), against the same while their
+    healthy twins are asked instead: the same portfolio and traffic, only the faults differ. First the
+    onset (the faulty models' first requests: they load, then fail), then ``rounds`` rounds of each, in
+    alternating order, pooled; the serving loop's lags in each; 100 loaded models' answers, before and
+    during: the same."""
     hot, sample = names[:10], names[10:110]
     for name in sample:
         while (await client.predict(name))[1].get("tier") != "cpu":
             await asyncio.sleep(0.005)
+    for name in faults.models(healthy=True):  # loaded: the faulty models are not, until the onset
+        while (await client.predict_row(name, faults.ROW))[1].get("tier") != "cpu":
+            await asyncio.sleep(0.005)
+    await idle(client)
     before = [(await client.predict(n))[1]["outputs"] for n in sample]
-    quiet = summary(await open_loop(client, lambda: random.choice(hot), 300, seconds), 100)
-    faulty = list(faulty_models())
-    asked: list[tuple[int, dict[str, Any], float]] = []
+    pick = lambda: random.choice(hot)  # noqa: E731
+    asked: list[dict[str, Any]] = []
 
-    async def faults() -> None:
-        while True:
-            for name in faulty:
-                asked.append(await client.predict_row(name, {"x": 7.0}))
-            await asyncio.sleep(0.05)
+    async def arm(healthy: bool, secs: float) -> tuple[Results, dict[str, int]]:
+        lag0 = faults.lag_buckets(await client.text("/metrics"))
+        proc = await faults.asked_elsewhere(client.base, list(faults.models(healthy)), secs)
+        results = await open_loop(client, pick, 300, secs)
+        out = json.loads((await proc.communicate())[0])
+        if not healthy:
+            asked.append(out)
+        return results, faults.lags_over(lag0, faults.lag_buckets(await client.text("/metrics")))
 
-    task = asyncio.create_task(faults())
-    busy = summary(await open_loop(client, lambda: random.choice(hot), 300, seconds), 100)
+    quiet, _ = await arm(True, seconds)
+    onset, _ = await arm(False, seconds)
+    pooled: dict[bool, Results] = {True: [], False: []}
+    lags: dict[bool, list[dict[str, int]]] = {True: [], False: []}
+    ratios = []
+    for r in range(rounds):
+        p99 = {}
+        for healthy in (True, False) if r % 2 else (False, True):
+            results, lag = await arm(healthy, seconds / 2)
+            pooled[healthy] += results
+            lags[healthy].append(lag)
+            p99[healthy] = pct([c for _, _, c in results], 0.99)
+        ratios.append(round(p99[False] / max(p99[True], 1e-9), 2))
     during = [(await client.predict(n))[1]["outputs"] for n in sample]
-    task.cancel()
+    healthy_s, faulty_s = summary(pooled[True], 100), summary(pooled[False], 100)
     assert gw.proc is not None
     return {
-        "quiet": quiet, "with_faults": busy,
-        "gateway_p99_ratio": round(busy["gateway_p99_ms"] / max(quiet["gateway_p99_ms"], 1e-9), 2),
-        "client_p99_ratio": round(busy["client_p99_ms"] / max(quiet["client_p99_ms"], 1e-9), 2),
-        "same_answers": before == during, "faulty_requests": len(asked),
-        "faulty_non_2xx": sum(1 for s, _, _ in asked if s != 200),
-        "faulty_answered_by": sorted({b.get("tier", "?") for _, b, _ in asked}),
+        "onset": {"healthy_twins": summary(quiet, 100), "faulty": summary(onset, 100)},
+        "rounds": rounds, "healthy_twins": healthy_s, "with_faults": faulty_s,
+        "gateway_p99_ratio": round(faulty_s["gateway_p99_ms"] / max(healthy_s["gateway_p99_ms"], 1e-9), 2),
+        "client_p99_ratio": round(faulty_s["client_p99_ms"] / max(healthy_s["client_p99_ms"], 1e-9), 2),
+        "client_p99_ratio_a_round": ratios,
+        "loop_lags": {"healthy_twins": lags_sum(lags[True]), "with_faults": lags_sum(lags[False])},
+        "same_answers": before == during,
+        "faulty_requests": sum(a["requests"] for a in asked),
+        "faulty_non_2xx": sum(a["non_2xx"] for a in asked),
+        "faulty_answered_by": sorted({t for a in asked for t in a["answered_by"]}),
         "gateway_alive": gw.proc.poll() is None, "rss_mb": round(rss_mb(gw.proc.pid), 1),
     }  # fmt: skip
+
+
+def lags_sum(lags: list[dict[str, int]]) -> dict[str, int]:
+    return {k: sum(lag[k] for lag in lags) for k in lags[0]} if lags else {}
 
 
 async def reload_under_load(client: Client, served: Path, names: list[str]) -> dict[str, Any]:
@@ -259,7 +287,7 @@ async def reload_under_load(client: Client, served: Path, names: list[str]) -> d
 
 
 async def second_run(
-    gw: Proc, fleet: dict[str, Any], seconds: float, cycle_s: float, served: Path
+    gw: Proc, fleet: dict[str, Any], seconds: float, cycle_s: float, served: Path, rounds: int
 ) -> dict[str, Any]:
     """A fresh gateway: cold loads of small models one at a time, its size with 100 of them loaded, hot
     models quiet and with cold loads going on, traffic cycling through all, /metrics (histograms for the
@@ -331,7 +359,7 @@ async def second_run(
         await idle(client)
         out["metrics_100_histograms"] = await scrape(client, hot)
         print(f"/metrics, histograms for the 100 busiest: {out['metrics_100_histograms']}")
-        out["isolation"] = await isolation(client, gw, names, seconds)
+        out["isolation"] = await isolation(client, gw, names, seconds, rounds)
         print(f"ten faulty models: {out['isolation']}")
         out["reload"] = await reload_under_load(client, served, names)
         print(f"reload under load: {out['reload']}")
@@ -383,6 +411,7 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=10.0, help="each hot-model phase")
     ap.add_argument("--cycle-seconds", type=float, default=30.0, help="traffic cycling through all")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of faulty models and healthy twins")
     ap.add_argument("--keep", type=Path, help="a folder for the fleet (reused when it has one)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="failsoft-thousand-"))
@@ -405,7 +434,7 @@ def main() -> None:
         doc["server"] = {"load": "first_use", "memory_budget_mb": budget_mb, "latency_histograms": histograms}
         doc["data_dir"] = str(work / f"state-{run.__name__}-{os.getpid()}")  # a fresh store each run
         if run is second_run:
-            doc["models"] |= faulty_models()
+            doc["models"] |= faults.models() | faults.models(healthy=True)
         served = work / "served.toml"
         served.write_text(tomli_w.dumps(doc))
         gw, ready_s = start(served, work / "gateway.log")
@@ -413,7 +442,9 @@ def main() -> None:
             if run is first_run:
                 out |= asyncio.run(first_run(gw, fleet, ready_s))
             else:
-                out |= asyncio.run(second_run(gw, fleet, args.seconds, args.cycle_seconds, served))
+                out |= asyncio.run(
+                    second_run(gw, fleet, args.seconds, args.cycle_seconds, served, args.rounds)
+                )
         finally:
             gw.stop()
     print(json.dumps(out))
