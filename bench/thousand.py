@@ -195,6 +195,9 @@ async def isolation(
     for name in faults.models(healthy=True):  # loaded: the faulty models are not, until the onset
         while (await client.predict_row(name, faults.ROW))[1].get("tier") != "cpu":
             await asyncio.sleep(0.005)
+    for name in hot:  # loaded again where the loads above took their place under the budget
+        while (await client.predict(name))[1].get("tier") != "cpu":
+            await asyncio.sleep(0.005)
     await idle(client)
     before = [(await client.predict(n))[1]["outputs"] for n in sample]
     pick = lambda: random.choice(hot)  # noqa: E731

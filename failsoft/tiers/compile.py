@@ -249,9 +249,13 @@ def sample_rows(ranges: list[tuple[float | None, float | None]], n: int = 256) -
 # ---- which call is cheaper, by batch size -------------------------------------------------------------
 
 
-def cost_us(fn: Callable[[Array], Any], rows: Array, calls: int = 15, within_s: float = 0.05) -> float:
+def cost_us(fn: Callable[[Array], Any], rows: Array, calls: int = 3, within_s: float = 0.05) -> float:
     """The median time of one call on ``rows``, in microseconds: of ``calls`` calls, or as many as fit in
-    ``within_s`` (at least three) for a slow model, which loads no slower for being measured."""
+    ``within_s`` (at least three) for a slow model, which loads no slower for being measured. Three: a
+    load measures four such costs (compiled and own, one row and a batch), and while it does, the loader's
+    thread holds the interpreter from the event loop; at 15 calls they were 4.2 ms of a small model's
+    6.4 ms load, and the hot models' p99 (their clients') with 20 cold loads a second fell from 4.6 ms to
+    3.2 ms at three (quiet: 1.6-1.8 ms)."""
     times: list[float] = []
     spent = 0.0
     while len(times) < calls and (len(times) < 3 or spent < within_s):
