@@ -122,28 +122,36 @@ class Watch:
         return out, share
 
     async def tick(self) -> None:
+        """Every model judged; the episodes that start and the tallies of those under way written in one
+        transaction each (hundreds at a time after traffic has cycled through a thousand models)."""
         now = time.time()
         audits = self.audits
         self._tally()
-        for model, state in list(self.models.items()):
-            if model not in self.chains:
+        live = [model for model in self.models if model in self.chains]  # not removed by a reload meanwhile
+        judged = {model: self.degraded_now(model, now) for model in live}
+        starting = [m for m in live if judged[m][0] and self.models[m].episode is None]
+        if starting:
+            ids = await asyncio.to_thread(audits.start_episodes, starting, self.replica, now)
+            for model, episode in zip(starting, ids, strict=True):
+                begun = self.models[model]
+                begun.episode, begun.started_at, begun.base = episode, now, self._counts(model)
+                begun.audited, begun.audit_from = False, now
+                said = {"event": "fallback_episode_started", "model": model, "share": judged[model][1]}
+                log.warning(json.dumps(said))
+        updates: list[tuple[int, dict[str, int], int, int, float | None]] = []
+        for model in live:
+            state = self.models.get(model)
+            if state is None or model not in self.chains:
                 continue  # removed by a reload meanwhile
-            degraded, share = self.degraded_now(model, now)
+            degraded = judged[model][0]
             total, deg, reasons = self._counts(model)
-            if degraded and state.episode is None:
-                state.episode = await asyncio.to_thread(audits.start_episode, model, self.replica, now)
-                state.started_at, state.base, state.audited = now, (total, deg, reasons), False
-                state.audit_from = now
-                log.warning(json.dumps({"event": "fallback_episode_started", "model": model, "share": share}))
             if state.episode is not None:
                 b_total, b_deg, b_reasons = state.base
                 delta = {
                     r: c - b_reasons.get(r, 0) for r, c in reasons.items() if c - b_reasons.get(r, 0) > 0
                 }
                 ended = None if degraded else now
-                await asyncio.to_thread(
-                    audits.update_episode, state.episode, delta, total - b_total, deg - b_deg, ended
-                )
+                updates.append((state.episode, delta, total - b_total, deg - b_deg, ended))
                 if ended is not None:
                     log.warning(
                         json.dumps(
@@ -174,6 +182,7 @@ class Watch:
                         },
                     )
             await self._stale_default(model, now)
+        await asyncio.to_thread(audits.update_episodes, updates)
         await self._reminders(now)
 
     async def _stale_default(self, model: str, now: float) -> None:

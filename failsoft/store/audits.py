@@ -169,12 +169,17 @@ class AuditQueue:
     # ---- episodes ---------------------------------------------------------------------------------------
 
     def start_episode(self, model: str, replica: str, started_at: float) -> int:
-        rows = self.store.execute(
+        return self.start_episodes([model], replica, started_at)[0]
+
+    def start_episodes(self, models: list[str], replica: str, started_at: float) -> list[int]:
+        """An episode for each of ``models``, in one transaction; their ids, in order."""
+        sql = (
             "INSERT INTO episodes (model, replica, started_at, reasons, answers, degraded) "
-            "VALUES (?, ?, ?, '{}', 0, 0) RETURNING id",
-            (model, replica, started_at),
+            "VALUES (?, ?, ?, '{}', 0, 0) RETURNING id"
         )
-        return int(rows[0][0])
+        return self.store.transaction(
+            lambda execute: [int(execute(sql, (m, replica, started_at))[0][0]) for m in models]
+        )
 
     def update_episode(
         self,
@@ -184,10 +189,22 @@ class AuditQueue:
         degraded: int,
         ended_at: float | None = None,
     ) -> None:
-        self.store.execute(
-            "UPDATE episodes SET reasons = ?, answers = ?, degraded = ?, ended_at = ? WHERE id = ?",
-            (json.dumps(reasons), answers, degraded, ended_at, episode_id),
-        )
+        self.update_episodes([(episode_id, reasons, answers, degraded, ended_at)])
+
+    def update_episodes(self, updates: list[tuple[int, dict[str, int], int, int, float | None]]) -> None:
+        """Episodes' tallies (id, reasons, answers, degraded, ended at or None), written in one transaction:
+        the audit watch's every tick, for every model in fallback (hundreds after traffic has cycled through
+        a thousand models, whose fallbacks while loading count), where a write each held the loop's thread
+        pool and the store a second at a time."""
+        if not updates:
+            return
+        sql = "UPDATE episodes SET reasons = ?, answers = ?, degraded = ?, ended_at = ? WHERE id = ?"
+
+        def write(execute: Execute) -> None:
+            for episode_id, reasons, answers, degraded, ended_at in updates:
+                execute(sql, (json.dumps(reasons), answers, degraded, ended_at, episode_id))
+
+        self.store.transaction(write)
 
     def episodes(self, model: str | None = None) -> list[Episode]:
         clause, args = _where(model=model or None)

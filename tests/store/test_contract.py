@@ -110,3 +110,25 @@ def test_a_default_set_by_a_person_is_one_row_per_model_and_a_state_change(store
     assert got[("churn", "base")].pinned is True
     kinds = [e.kind for e in store.state_events("recs")]
     assert kinds[:2] == ["default_refreshed", "default_pinned"]
+
+
+def test_episodes_start_and_are_tallied_many_in_one_transaction(store: Store) -> None:
+    """The audit watch writes a tick's episodes at once (hundreds of models in fallback after traffic has
+    cycled through a thousand): their ids in order, each tally where it belongs, one ended."""
+    from failsoft.store.audits import AuditQueue
+
+    audits = AuditQueue(store)
+    models = [f"m{i:03d}" for i in range(300)]
+    ids = audits.start_episodes(models, "replica-a", 1000.0)
+    assert len(set(ids)) == 300
+    calls = []
+    transaction = store.transaction
+    store.transaction = lambda fn: calls.append(1) or transaction(fn)  # type: ignore[method-assign]
+    audits.update_episodes(
+        [(e, {"timeout": i}, 10 + i, i, 1010.0 if i == 7 else None) for i, e in enumerate(ids)]
+    )
+    assert calls == [1], "one transaction for the tick"
+    got = {e.model: e for e in audits.episodes()}
+    assert [got[m].answers for m in models] == [10 + i for i in range(300)]
+    assert got["m007"].reasons == {"timeout": 7} and got["m007"].ended_at == 1010.0
+    assert got["m008"].ended_at is None and got["m008"].id == ids[8]
