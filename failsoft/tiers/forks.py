@@ -30,17 +30,23 @@ import socket
 import subprocess
 import sys
 import threading
+from typing import IO
 
-from failsoft.tiers.frames import PID
+from failsoft.tiers.frames import PID, READY
 
 log = logging.getLogger("failsoft.tiers.forks")
 AVAILABLE = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal") and hasattr(socket, "send_fds")
 
 
-def boot(nice: int) -> str:
-    """The server's ``python -c``: niced before it imports anything (its workers inherit it)."""
-    return (f"import os, runpy; os.nice({nice}); "
-            "runpy.run_module('failsoft.tiers.worker', run_name='__main__', alter_sys=True)")  # fmt: skip
+async def join_pipes(
+    stdin: IO[bytes], stdout: IO[bytes]
+) -> tuple[asyncio.StreamWriter, asyncio.StreamReader]:
+    """A worker's stdin and stdout (our ends) as streams on the event loop."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdout)
+    transport, protocol = await loop.connect_write_pipe(lambda: asyncio.streams.FlowControlMixin(), stdin)
+    return asyncio.StreamWriter(transport, protocol, None, loop), reader
 
 
 class Forked:
@@ -88,8 +94,10 @@ class Forked:
 class ForkServer:
     """The serving process's end: starts the server when first asked, again if it has died."""
 
-    def __init__(self, nice: int, start_timeout_s: float) -> None:
-        self.nice, self.start_timeout_s = nice, start_timeout_s
+    def __init__(self, boot: str, start_timeout_s: float) -> None:
+        # ``boot``: the worker's ``python -c`` (tiers/pool.py's BOOT: niced before it imports anything,
+        # so the server's children are too), given ``--fork-server FD``
+        self.boot, self.start_timeout_s = boot, start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()  # one request at a time on the socket (asked from threads)
@@ -98,13 +106,13 @@ class ForkServer:
     def _start(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            argv = [sys.executable, "-c", boot(self.nice), "--fork-server", str(theirs.fileno())]
+            argv = [sys.executable, "-c", self.boot, "--fork-server", str(theirs.fileno())]
             self._proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
             atexit.register(self.close)
         finally:
             theirs.close()
         ours.settimeout(self.start_timeout_s)
-        if ours.recv(16) != b"ready":
+        if ours.recv(16) != READY:
             ours.close()
             raise OSError("the fork server did not start")
         return ours
@@ -144,19 +152,13 @@ class ForkServer:
         finally:
             os.close(stdin_r)
             os.close(stdout_w)
-        loop = asyncio.get_running_loop()
-        stdin_file, stdout_file = os.fdopen(stdin_w, "wb", 0), os.fdopen(stdout_r, "rb", 0)
         try:
-            stdout = asyncio.StreamReader()
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), stdout_file)
-            transport, protocol = await loop.connect_write_pipe(
-                lambda: asyncio.streams.FlowControlMixin(), stdin_file
-            )
+            stdin, stdout = await join_pipes(os.fdopen(stdin_w, "wb", 0), os.fdopen(stdout_r, "rb", 0))
         except BaseException:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             os.close(pidfd)
             raise
-        return Forked(pid, pidfd, asyncio.StreamWriter(transport, protocol, None, loop), stdout)
+        return Forked(pid, pidfd, stdin, stdout)
 
     def close(self) -> None:
         atexit.unregister(self.close)

@@ -13,6 +13,7 @@ LENGTH = struct.Struct("<I")
 # with its stdin and stdout as SCM_RIGHTS), an answer the child's pid (with its pidfd).
 MAX_ARGS = 64 << 10
 PID = struct.Struct("<i")
+READY = b"ready"  # the server's first message: it has imported what workers need
 
 
 def read_frame(stream: Any) -> Any:

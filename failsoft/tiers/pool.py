@@ -70,17 +70,12 @@ class Spawned:
     async def start(cls, argv: list[str]) -> Spawned:
         popen = await asyncio.to_thread(subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert popen.stdin is not None and popen.stdout is not None
-        loop = asyncio.get_running_loop()
         try:
-            stdout = asyncio.StreamReader()
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), popen.stdout)
-            transport, protocol = await loop.connect_write_pipe(
-                lambda: asyncio.streams.FlowControlMixin(), popen.stdin
-            )
+            stdin, stdout = await forks.join_pipes(popen.stdin, popen.stdout)
         except BaseException:
             popen.kill()
             raise
-        return cls(popen, asyncio.StreamWriter(transport, protocol, None, loop), stdout)
+        return cls(popen, stdin, stdout)
 
     @property
     def returncode(self) -> int | None:
@@ -99,7 +94,7 @@ class Spawned:
 
 
 # The fork server the workers of this process are forked from (tiers/forks.py), where there are pidfds.
-FORKS = forks.ForkServer(NICE, START_TIMEOUT_S) if forks.AVAILABLE else None
+FORKS = forks.ForkServer(BOOT, START_TIMEOUT_S) if forks.AVAILABLE else None
 
 
 async def start_worker(args: str) -> Spawned | forks.Forked:

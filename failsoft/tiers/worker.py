@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from failsoft.tiers.frames import MAX_ARGS, PID, frame, read_frame
+from failsoft.tiers.frames import MAX_ARGS, PID, READY, frame, read_frame
 
 
 def preload() -> None:
@@ -84,7 +84,7 @@ def fork_server(sock: socket.socket) -> None:
     """The fork server (tiers/forks.py): imports what every worker needs, says it is ready, then forks a
     worker for each request until the socket closes, reaping its children as they exit."""
     preload()
-    sock.sendall(b"ready")
+    sock.sendall(READY)
     while True:
         readable = select.select([sock], [], [], 1.0)[0]
         _reap()

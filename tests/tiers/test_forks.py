@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not forks.AVAILABLE, reason="the fork server nee
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[forks.ForkServer]:
     """A fork server of the test's own (not the process's), closed after it."""
-    own = forks.ForkServer(pool.NICE, pool.START_TIMEOUT_S)
+    own = forks.ForkServer(pool.BOOT, pool.START_TIMEOUT_S)
     monkeypatch.setattr(pool, "FORKS", own)
     yield own
     own.close()
@@ -97,7 +97,7 @@ async def test_a_server_that_cannot_start_leaves_workers_started_afresh(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(forks, "boot", lambda nice: "import sys; sys.exit(1)")
+    monkeypatch.setattr(server, "boot", "import sys; sys.exit(1)")
     async with portfolio(tmp_path) as p:
         assert (await p.predict("m", {"x": 3.0})).outputs == 0.3
         assert all(isinstance(w.proc, pool.Spawned) for w in workers(p))
