@@ -168,9 +168,6 @@ class AuditQueue:
 
     # ---- episodes ---------------------------------------------------------------------------------------
 
-    def start_episode(self, model: str, replica: str, started_at: float) -> int:
-        return self.start_episodes([model], replica, started_at)[0]
-
     def start_episodes(self, models: list[str], replica: str, started_at: float) -> list[int]:
         """An episode for each of ``models``, in one transaction; their ids, in order."""
         sql = (
@@ -180,16 +177,6 @@ class AuditQueue:
         return self.store.transaction(
             lambda execute: [int(execute(sql, (m, replica, started_at))[0][0]) for m in models]
         )
-
-    def update_episode(
-        self,
-        episode_id: int,
-        reasons: dict[str, int],
-        answers: int,
-        degraded: int,
-        ended_at: float | None = None,
-    ) -> None:
-        self.update_episodes([(episode_id, reasons, answers, degraded, ended_at)])
 
     def update_episodes(self, updates: list[tuple[int, dict[str, int], int, int, float | None]]) -> None:
         """Episodes' tallies (id, reasons, answers, degraded, ended at or None), written in one transaction:
