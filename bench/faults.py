@@ -98,5 +98,10 @@ def lags_over(before: dict[str, float], after: dict[str, float]) -> dict[str, in
     }
 
 
+def lags_sum(lags: list[dict[str, int]]) -> dict[str, int]:
+    """``lags_over`` of several stretches, added up."""
+    return {k: sum(lag[k] for lag in lags) for k in lags[0]} if lags else {}
+
+
 if __name__ == "__main__":
     print(json.dumps(asyncio.run(ask(sys.argv[1], sys.argv[2].split(","), float(sys.argv[3])))))

@@ -87,6 +87,11 @@ class Client:
             body = await r.json() if r.status == 200 else {}
             return r.status, body, (time.perf_counter() - t0) * 1000
 
+    async def own_tier(self, model: str, row: dict[str, float] = ROW, poll_s: float = 0.005) -> None:
+        """Asked every ``poll_s`` until the model's own tier answers (it has loaded)."""
+        while (await self.predict_row(model, row))[1].get("tier") != "cpu":
+            await asyncio.sleep(poll_s)
+
     async def text(self, path: str) -> str:
         async with self.session.get(f"{self.base}{path}") as r:
             return await r.text()
@@ -190,14 +195,11 @@ async def isolation(
     during: the same."""
     hot, sample = names[:10], names[10:110]
     for name in sample:
-        while (await client.predict(name))[1].get("tier") != "cpu":
-            await asyncio.sleep(0.005)
+        await client.own_tier(name)
     for name in faults.models(healthy=True):  # loaded: the faulty models are not, until the onset
-        while (await client.predict_row(name, faults.ROW))[1].get("tier") != "cpu":
-            await asyncio.sleep(0.005)
+        await client.own_tier(name, faults.ROW)
     for name in hot:  # loaded again where the loads above took their place under the budget
-        while (await client.predict(name))[1].get("tier") != "cpu":
-            await asyncio.sleep(0.005)
+        await client.own_tier(name)
     await idle(client)
     before = [(await client.predict(n))[1]["outputs"] for n in sample]
     pick = lambda: random.choice(hot)  # noqa: E731
@@ -227,6 +229,7 @@ async def isolation(
         ratios.append(round(p99[False] / max(p99[True], 1e-9), 2))
     during = [(await client.predict(n))[1]["outputs"] for n in sample]
     healthy_s, faulty_s = summary(pooled[True], 100), summary(pooled[False], 100)
+    twins_lags, faulty_lags = faults.lags_sum(lags[True]), faults.lags_sum(lags[False])
     assert gw.proc is not None
     return {
         "onset": {"healthy_twins": summary(quiet, 100), "faulty": summary(onset, 100)},
@@ -234,17 +237,13 @@ async def isolation(
         "gateway_p99_ratio": round(faulty_s["gateway_p99_ms"] / max(healthy_s["gateway_p99_ms"], 1e-9), 2),
         "client_p99_ratio": round(faulty_s["client_p99_ms"] / max(healthy_s["client_p99_ms"], 1e-9), 2),
         "client_p99_ratio_a_round": ratios,
-        "loop_lags": {"healthy_twins": lags_sum(lags[True]), "with_faults": lags_sum(lags[False])},
+        "loop_lags": {"healthy_twins": twins_lags, "with_faults": faulty_lags},
         "same_answers": before == during,
         "faulty_requests": sum(a["requests"] for a in asked),
         "faulty_non_2xx": sum(a["non_2xx"] for a in asked),
         "faulty_answered_by": sorted({t for a in asked for t in a["answered_by"]}),
         "gateway_alive": gw.proc.poll() is None, "rss_mb": round(rss_mb(gw.proc.pid), 1),
     }  # fmt: skip
-
-
-def lags_sum(lags: list[dict[str, int]]) -> dict[str, int]:
-    return {k: sum(lag[k] for lag in lags) for k in lags[0]} if lags else {}
 
 
 async def reload_under_load(client: Client, served: Path, names: list[str]) -> dict[str, Any]:
@@ -304,11 +303,8 @@ async def second_run(
     async def own_tier_ms(name: str) -> float:
         """From a model's first request until its own tier answers."""
         t0 = time.perf_counter()
-        while True:
-            status, body, _ = await client.predict(name)
-            if status == 200 and body["tier"] == "cpu":
-                return (time.perf_counter() - t0) * 1000
-            await asyncio.sleep(0.001)
+        await client.own_tier(name, poll_s=0.001)
+        return (time.perf_counter() - t0) * 1000
 
     try:
         # the first model asked right after the start waits for the libraries' import (in the background)
@@ -322,8 +318,7 @@ async def second_run(
         )
         hot = names[:10]
         for name in hot:  # loaded before the comparison
-            while (await client.predict(name))[1].get("tier") != "cpu":
-                await asyncio.sleep(0.01)
+            await client.own_tier(name, poll_s=0.01)
         await idle(client)
         pick_hot = lambda: random.choice(hot)  # noqa: E731
         quiet = summary(await open_loop(client, pick_hot, 300, seconds), 100)
