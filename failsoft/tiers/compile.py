@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from failsoft.tiers.trees import Array, Compiled, binary, lightgbm_booster, sigmoid, sklearn_trees, softmax
@@ -154,14 +155,19 @@ def _row_linear(model: Any, method: str) -> RowFn | None:
     return None
 
 
-def compile_row(model: Any, method: str, sample: Array) -> RowFn | None:
-    """The one-row form of a linear model (its pipeline's affine steps folded in) in plain Python, free of
-    numpy's per-call cost, proven equal to ``getattr(model, method)`` row by row on ``sample``; else None."""
+def unproven_row(model: Any, method: str) -> RowFn | None:
+    """The one-row form, not checked against the model (see ``unproven``)."""
     try:
-        row = _row_linear(model, method)
+        return _row_linear(model, method)
     except Exception as err:  # an unfamiliar model shape: the matrix form answers
         log.info("model %s has no one-row form: %s", type(model).__name__, err)
         return None
+
+
+def compile_row(model: Any, method: str, sample: Array) -> RowFn | None:
+    """The one-row form of a linear model (its pipeline's affine steps folded in) in plain Python, free of
+    numpy's per-call cost, proven equal to ``getattr(model, method)`` row by row on ``sample``; else None."""
+    row = unproven_row(model, method)
     if row is None:
         return None
     original = model.predict if method == "predict" else getattr(model, method)
@@ -204,13 +210,19 @@ def _compile(model: Any, method: str) -> Compiled | None:
     return _linear(model, method) or sklearn_trees(model, method)
 
 
-def compile_model(model: Any, method: str, sample: Array) -> Compiled | None:
-    """A validation-free equivalent of ``getattr(model, method)``, proven equal on ``sample``; else None."""
+def unproven(model: Any, method: str) -> Compiled | None:
+    """The compiled closure, not checked against the model: for a model equal to one ``compile_model`` has
+    proven (the same file, loaded in another process: tiers/helper.py)."""
     try:
-        fast = _compile(model, method)
+        return _compile(model, method)
     except Exception as err:  # an unfamiliar model shape: run it as it is
         log.info("model %s not compiled: %s", type(model).__name__, err)
         return None
+
+
+def compile_model(model: Any, method: str, sample: Array) -> Compiled | None:
+    """A validation-free equivalent of ``getattr(model, method)``, proven equal on ``sample``; else None."""
+    fast = unproven(model, method)
     if fast is None:
         return None
     original = model.predict if method == "predict" else getattr(model, method)
@@ -244,6 +256,18 @@ def sample_rows(ranges: list[tuple[float | None, float | None]], n: int = 256) -
     lo = np.array([-3.0 if a is None else a for a, _ in ranges])
     hi = np.array([3.0 if b is None else b for _, b in ranges])
     return rng.uniform(lo, hi, size=(n, len(ranges)))
+
+
+class Measured(msgspec.Struct, array_like=True):
+    """What building a tier found of its model (``PythonBackend.measured``): the method it calls, whether
+    it compiled (proven on sample rows) and has a one-row form, and the costs measured."""
+
+    method: str
+    compiled: bool = False
+    row_form: bool = False
+    own_from_rows: int | None = None
+    single_row_us: float = float("inf")
+    inline_rows: int = sys.maxsize
 
 
 # ---- which call is cheaper, by batch size -------------------------------------------------------------
@@ -299,8 +323,13 @@ def cheapest(fast: Compiled, own: Compiled, sample: Array) -> tuple[Compiled, in
     switch = compiled.beaten_from(original)
     if switch is not None and switch > 4 * len(sample):
         switch = None  # far past the sizes measured: a guess, and both are cheap there
+    return by_size(fast, own, switch), switch, compiled, original
+
+
+def by_size(fast: Compiled, own: Compiled, switch: int | None) -> Compiled:
+    """The compiled closure below ``switch`` rows, the model's own method from there (None: never)."""
     if switch is None:
-        return fast, None, compiled, original
+        return fast
     if switch <= 1:
-        return own, 1, compiled, original
-    return (lambda x: fast(x) if len(x) < switch else own(x)), switch, compiled, original
+        return own
+    return lambda x: fast(x) if len(x) < switch else own(x)

@@ -4,8 +4,10 @@
 A lazy tier stays cold (a few hundred bytes: its spec and counters) until a request needs it. That
 request is not kept waiting: the chain passes the tier by with the reason ``loading`` (its next ready
 tier answers, the safe default at least) and asks the loader for it. The loader loads one model at a time
-(the smallest file first) in a thread of its own, off the event loop, and measures what it cost: what the
-process's resident size grew by while it loaded, at least the size of its file. Loaded lazy tiers are kept
+(the smallest file first), off the event loop: a model file is loaded, compiled and measured by the load
+helper, a process of its own (tiers/helper.py), and handed over; the loader's thread unpickles and installs
+it (or loads it, where the helper cannot), and measures what it cost: what the process's resident size
+grew by meanwhile, at least the size of its file. Loaded lazy tiers are kept
 while their sum fits the budget (models loaded at start, ``preload = true``, are not counted); past it,
 the least recently used is unloaded (its calls in flight finish on the model they started with) and the
 memory is given back to the system (``malloc_trim``). A model that fails to load is retried after
@@ -32,6 +34,7 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from failsoft.metrics import Histogram
+from failsoft.tiers.helper import LoadHelper, Prepared
 from failsoft.types import Reason
 
 __all__ = ["Lazy", "Loader", "resident_bytes"]
@@ -67,8 +70,12 @@ class Lazy(Protocol):
     model: str
     last_use: float
 
-    def load(self) -> Callable[[], None]:
-        """Load in the loader's thread; returns what installs the model, called on the event loop."""
+    def prepare_args(self) -> str | None:
+        """What the load helper needs to load it (tiers/helper.py); None: loaded in this process."""
+
+    def load(self, prepared: Prepared | None) -> Callable[[], None]:
+        """Load in the loader's thread (from what the helper handed over, if it did); returns what installs
+        the model, called on the event loop."""
 
     def unload(self) -> None:
         """Forget the model (on the event loop); calls in flight finish on it."""
@@ -92,8 +99,10 @@ class Loader:
         self._queue: list[tuple[int, int, Lazy]] = []  # (file bytes, order asked, tier): a heap
         self._order = itertools.count()
         self._worker: asyncio.Task[None] | None = None  # loads what is queued, one at a time
+        self._helping: asyncio.Task[bool] | None = None  # the helper's start, with the libraries' import
         self._failed: dict[Lazy, tuple[float, str]] = {}  # -> (when it may be tried again, why it failed)
         self._executor: ThreadPoolExecutor | None = None
+        self.helper = LoadHelper(self.libraries)  # loads each model in a process of its own
         self.loads = 0
         self.unloads = 0
         self.failures = 0
@@ -128,8 +137,10 @@ class Loader:
     async def _load(self, tier: Lazy) -> None:
         asked = self.clock()
         try:
+            args = tier.prepare_args()
+            prepared = await self.helper.prepare(args) if args is not None else None
             install, cost, took = await asyncio.get_running_loop().run_in_executor(
-                self._thread(), _measure, tier
+                self._thread(), _measure, tier, prepared
             )
         except asyncio.CancelledError:
             self._pending.discard(tier)
@@ -164,6 +175,8 @@ class Loader:
             self.warming = True
             done = self._thread().submit(_import, sorted(self.libraries))
             done.add_done_callback(lambda _: setattr(self, "warming", False))
+            helper = self.helper.start()
+            self._helping = asyncio.get_running_loop().create_task(helper, name="failsoft-helper")
 
     def _keep_to_budget(self, newest: Lazy) -> None:
         if not self.budget or self.held <= self.budget:
@@ -196,6 +209,9 @@ class Loader:
     def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+        if self._helping is not None:
+            self._helping.cancel()
+        self.helper.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -237,10 +253,10 @@ def _import(modules: list[str]) -> None:
             importlib.import_module(name)
 
 
-def _measure(tier: Lazy) -> tuple[Callable[[], None], int, float]:
+def _measure(tier: Lazy, prepared: Prepared | None) -> tuple[Callable[[], None], int, float]:
     """``tier.load()`` in the loader's thread: what installs it, the bytes it holds, the seconds it took."""
     before, started = resident_bytes(), time.perf_counter()
-    install = tier.load()
+    install = tier.load(prepared)
     took = time.perf_counter() - started
     grew = resident_bytes() - before
     return install, max(grew, tier.file_bytes(), 1), took

@@ -110,6 +110,19 @@ async def start_worker(args: str) -> Spawned | forks.Forked:
     return await Spawned.start([sys.executable, "-c", BOOT, args])
 
 
+def worker_args(spec: PythonTierSpec, features: tuple[FeatureSpec, ...], file: str, key: str) -> str:
+    """What a worker process (or the load helper, tiers/helper.py) needs to load a tier's model: its spec
+    (a model file's path absolute), inputs, and where in which file it is declared."""
+    doc = {"spec": msgspec.to_builtins(spec), "features": [msgspec.to_builtins(f) for f in features]}
+    return json.dumps(doc | {"file": file, "key": key})
+
+
+async def read_doc(stdout: asyncio.StreamReader, timeout_s: float | None = None) -> Any:
+    """A worker's next frame, decoded (the wait for its first byte bounded by ``timeout_s``)."""
+    head = await asyncio.wait_for(stdout.readexactly(LENGTH.size), timeout_s)
+    return msgspec.msgpack.decode(await stdout.readexactly(LENGTH.unpack(head)[0]))
+
+
 class Worker:
     def __init__(self, proc: Spawned | forks.Forked, reads_matrix: bool) -> None:
         self.proc = proc
@@ -125,9 +138,7 @@ class Worker:
             req = frame({"rows": batch.rows})
         proc.stdin.write(req)
         try:
-            head = await proc.stdout.readexactly(LENGTH.size)
-            (n,) = LENGTH.unpack(head)
-            doc = msgspec.msgpack.decode(await proc.stdout.readexactly(n))
+            doc = await read_doc(proc.stdout)
         except (asyncio.IncompleteReadError, ConnectionError) as err:
             code = proc.returncode
             said = f" (exit code {code})" if isinstance(proc, Spawned) and code is not None else ""
@@ -157,14 +168,7 @@ class WorkerPool:
         self.name = spec.name
         self.size = size
         self._file, self._key = file, key
-        self._args = json.dumps(
-            {
-                "spec": msgspec.to_builtins(spec),
-                "features": [msgspec.to_builtins(f) for f in features],
-                "file": file,
-                "key": key,
-            }
-        )
+        self._args = worker_args(spec, features, file, key)
         self._idle: collections.deque[Worker] = collections.deque()
         self._replacing: set[asyncio.Task[None]] = set()
         self._dying: set[Worker] = set()  # killed, not yet reaped
@@ -182,8 +186,7 @@ class WorkerPool:
     async def _spawn(self) -> Worker:
         proc = await start_worker(self._args)
         try:
-            head = await asyncio.wait_for(proc.stdout.readexactly(LENGTH.size), START_TIMEOUT_S)
-            doc = msgspec.msgpack.decode(await proc.stdout.readexactly(LENGTH.unpack(head)[0]))
+            doc = await read_doc(proc.stdout, START_TIMEOUT_S)
         except asyncio.CancelledError:  # the pool is closing while this one starts: no orphan left behind
             Worker(proc, False).kill()
             await proc.wait()

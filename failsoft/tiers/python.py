@@ -9,9 +9,8 @@ take more threads than its bulkhead allows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import logging
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -22,11 +21,31 @@ import msgspec
 import numpy as np
 
 from failsoft.config import FeatureSpec, PythonTierSpec
-from failsoft.errors import ConfigError, InvalidOutput
+from failsoft.errors import ConfigError
 from failsoft.tiers.base import Backend, Done, in_thread
-from failsoft.tiers.compile import RowFn, cheapest, compile_model, compile_row, cost_us, sample_rows
+from failsoft.tiers.compile import (
+    Measured,
+    RowFn,
+    by_size,
+    cheapest,
+    compile_model,
+    compile_row,
+    cost_us,
+    sample_rows,
+    unproven,
+    unproven_row,
+)
+from failsoft.tiers.helper import Prepared
 from failsoft.tiers.loader import Loader
-from failsoft.tiers.pool import WorkerPool
+from failsoft.tiers.model_files import (
+    LIBRARIES,
+    Onnx,
+    forget_names,
+    import_target,
+    input_mismatch,
+    load_model_file,
+)
+from failsoft.tiers.pool import WorkerPool, worker_args
 from failsoft.tiers.threads import Threads
 from failsoft.tiers.trees import Array
 from failsoft.types import Reason, TierKind
@@ -34,114 +53,6 @@ from failsoft.validation import Batch
 
 log = logging.getLogger("failsoft.tiers.python")
 _now = time.monotonic
-
-
-def import_target(target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-# The libraries a model file of each kind needs to load, imported ahead of the first load on first use
-# (tiers/loader.py ``warm``): importing scikit-learn takes about half a second, which the first model to
-# load would otherwise pay. Pickles name their classes; these are the families failsoft compiles.
-LIBRARIES = {
-    ".onnx": ("onnxruntime",),
-    ".txt": ("lightgbm",),
-    ".lgb": ("lightgbm",),
-    "": ("joblib", "sklearn.linear_model", "sklearn.ensemble", "sklearn.tree", "sklearn.pipeline"),
-}
-
-
-def load_model_file(path: Path) -> Any:
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        import onnxruntime
-
-        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    if suffix in {".txt", ".lgb"}:
-        import lightgbm
-
-        return lightgbm.Booster(model_file=str(path))
-    import joblib
-
-    return joblib.load(path)
-
-
-class _Onnx:
-    """An onnxruntime session behind the predict/predict_proba face of a scikit-learn model."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        inp = session.get_inputs()[0]
-        self.input_name = inp.name
-        self.dtype = np.float32 if "float)" in inp.type and "double" not in inp.type else np.float64
-        outs = [o.name for o in session.get_outputs()]
-        self.label_name = outs[0]
-        self.proba_name = next((o for o in outs if "prob" in o.lower()), outs[-1] if len(outs) > 1 else None)
-
-    def _run(self, x: Array, name: str) -> Array:
-        out = self.session.run([name], {self.input_name: x.astype(self.dtype)})[0]
-        if isinstance(out, list):  # ZipMap: a list of {class: probability}
-            return np.array([[row[k] for k in sorted(row)] for row in out])
-        return np.asarray(out)
-
-    def predict(self, x: Array) -> Array:
-        return self._run(x, self.label_name)
-
-    def predict_proba(self, x: Array) -> Array:
-        if self.proba_name is None:
-            raise InvalidOutput("this ONNX model has no probability output")
-        return self._run(x, self.proba_name)
-
-
-def expected_inputs(obj: Any) -> tuple[int | None, list[str] | None]:
-    """How many features a model object was fitted on, and their names when it knows them (scikit-learn's
-    ``n_features_in_``/``feature_names_in_``, a LightGBM Booster's own, an ONNX input's last dimension)."""
-    if isinstance(obj, _Onnx):
-        shape = obj.session.get_inputs()[0].shape
-        last = shape[-1] if len(shape) >= 2 else None
-        return (last if isinstance(last, int) else None), None
-    if callable(getattr(obj, "num_feature", None)) and callable(getattr(obj, "feature_name", None)):
-        names = [str(n) for n in obj.feature_name()]
-        generic = all(n == f"Column_{i}" for i, n in enumerate(names))  # fitted without names
-        return int(obj.num_feature()), None if generic else names
-    n = getattr(obj, "n_features_in_", None)
-    fitted = getattr(obj, "feature_names_in_", None)
-    return (int(n) if isinstance(n, int | np.integer) else None), (
-        [str(x) for x in fitted] if fitted is not None else None
-    )
-
-
-def input_mismatch(obj: Any, declared: list[str]) -> str | None:
-    """Why the declared inputs cannot feed this model (its matrix is built in declared order); None when
-    they can."""
-    n, names = expected_inputs(obj)
-    if names is not None and names != declared:
-        if sorted(names) == sorted(declared):
-            return (
-                f"the model was fitted on ({', '.join(names)}) in that order; the inputs are declared "
-                f"as ({', '.join(declared)}): each value would reach the wrong feature"
-            )
-        return (
-            f"the model was fitted on {len(names)} features ({', '.join(names)}); the inputs declared "
-            f"are {len(declared)} ({', '.join(declared)})"
-        )
-    if n is not None and n != len(declared):
-        return f"the model expects {n} features; {len(declared)} inputs are declared ({', '.join(declared)})"
-    return None
-
-
-def _forget_names(obj: Any) -> None:
-    """Drop the column names a model loaded from its file was fitted with, once they are known to be the
-    declared inputs in order: the tier hands it a matrix, on which scikit-learn would warn on every call."""
-    first = obj.steps[0][1] if hasattr(obj, "steps") and obj.steps else None
-    for part in (obj, first):
-        if part is not None and getattr(part, "feature_names_in_", None) is not None:
-            with contextlib.suppress(AttributeError):
-                del part.feature_names_in_
 
 
 # A compiled model answers on the event loop only when one row costs less than this; a big forest that
@@ -168,6 +79,8 @@ class PythonBackend(Backend):
         self._executor: Threads | None = None
         self._fn: Callable[[Batch], list[Any]] | None = None
         self.compiled = False
+        self.method: str = spec.method  # the one it calls ("auto" resolved once built)
+        self.row_form = False
         self.own_from_rows: int | None = None  # compiled: the batch size from which its own method runs
         self.single_row_us = float("inf")
         self.source = spec.target or spec.path or ""
@@ -185,14 +98,19 @@ class PythonBackend(Backend):
 
     async def start(self) -> None:
         if self.spec.run == "process":
-            spec = self.spec
-            if spec.path is not None:  # the worker starts elsewhere: give it the file, not the folder
-                spec = msgspec.structs.replace(spec, path=str(self._resolve(spec.path).resolve()))
+            spec = self._spec_elsewhere()
             self._pool = WorkerPool(spec, self._features, self._file, self._key, spec.processes)
             await self._pool.start()
             return
         if not self.lazy:  # loaded in a thread: a big model does not hold the event loop (a reload serves)
             self._install(await asyncio.to_thread(self.build_function))
+
+    def _spec_elsewhere(self) -> PythonTierSpec:
+        """Its spec for another process: a model file's path absolute, not relative to the portfolio."""
+        spec = self.spec
+        if spec.path is not None:
+            spec = msgspec.structs.replace(spec, path=str(self._resolve(spec.path).resolve()))
+        return spec
 
     def _install(self, fn: Callable[[Batch], list[Any]]) -> None:
         self._fn = fn
@@ -218,8 +136,27 @@ class PythonBackend(Backend):
         assert self.loader is not None
         return self.loader.want(self)
 
-    def load(self) -> Callable[[], None]:
-        fn = self.build_function()  # in the loader's thread
+    def prepare_args(self) -> str | None:
+        """What the load helper needs to load its model file (tiers/helper.py); None for an imported target,
+        which is loaded here."""
+        if self.spec.path is None:
+            return None
+        return worker_args(self._spec_elsewhere(), self._features, self._file, self._key)
+
+    def load_measured(self) -> tuple[Any, Measured]:
+        """Its model loaded, compiled and measured (in the load helper): the object and what was found."""
+        obj = self._load()
+        self._build(obj)
+        return obj, self.measured()
+
+    def load(self, prepared: Prepared | None = None) -> Callable[[], None]:
+        """In the loader's thread: the model loaded here, or handed over by the load helper (``prepared``,
+        the pickled object and what the helper measured of it: nothing to run on sample rows here)."""
+        if prepared is None:
+            fn = self.build_function()
+        else:
+            blob, measured = prepared
+            fn = self._build(pickle.loads(blob), measured)
         return lambda: self._install(fn)
 
     def unload(self) -> None:
@@ -227,7 +164,8 @@ class PythonBackend(Backend):
         if self._executor is not None:  # its calls in flight finish on the model they hold
             self._executor.shutdown(wait=False)
             self._executor = None
-        self.compiled, self.own_from_rows, self.single_row_us = False, None, float("inf")
+        self.compiled, self.row_form, self.own_from_rows = False, False, None
+        self.single_row_us = float("inf")
         self.__dict__.pop("inline_rows", None)
 
     def libraries(self) -> tuple[str, ...]:
@@ -261,12 +199,16 @@ class PythonBackend(Backend):
                 f"cannot load {self.source!r}: {err}",
                 "check the import path or file",
             ) from err
-        return _Onnx(obj) if type(obj).__name__ == "InferenceSession" else obj
+        return Onnx(obj) if type(obj).__name__ == "InferenceSession" else obj
 
-    def _build(self, obj: Any) -> Callable[[Batch], list[Any]]:
+    def _build(self, obj: Any, measured: Measured | None = None) -> Callable[[Batch], list[Any]]:
+        """The function answering a batch from ``obj``: compiled, proven and measured here, or as
+        ``measured`` says another process found it for an equal object (tiers/helper.py)."""
         spec = self.spec
-        method = spec.method
-        if method == "auto":
+        method: str = spec.method
+        if measured is not None:
+            method = measured.method
+        elif method == "auto":
             method = (
                 "predict_proba"
                 if hasattr(obj, "predict_proba")
@@ -274,6 +216,7 @@ class PythonBackend(Backend):
                 if hasattr(obj, "predict")
                 else "call"
             )
+        self.method = method
         if method == "call":
             if not callable(obj):
                 raise ConfigError(
@@ -297,21 +240,15 @@ class PythonBackend(Backend):
         if self._features:
             self.input_problem = input_mismatch(obj, [f.name for f in self._features])
             if self.input_problem is None and spec.path is not None:
-                _forget_names(obj)
+                forget_names(obj)
         row_fn: RowFn | None = None  # one row's answer from its values, in plain Python (linear models)
         if spec.compile and self._features:
-            sample = sample_rows([(f.min, f.max) for f in self._features])
-            fast = compile_model(obj, method, sample)
-            if fast is not None:
-                self.compiled = True
-                row_fn = compile_row(obj, method, sample)
-                matrix_fn = self._dispatch(fast, matrix_fn, sample)
-                if row_fn is not None:  # one row costs what its plain-Python form costs
-                    one = sample[0].tolist()
-                    row_us = cost_us(lambda _: row_fn(one), sample[:1])
-                    self.single_row_us = min(self.single_row_us, row_us)
-                    if row_us < INLINE_BUDGET_US:
-                        self.inline_rows = max(self.inline_rows, 1)
+            if measured is not None and measured.compiled:
+                row_fn, matrix_fn = self._as_measured(obj, matrix_fn, measured)
+            elif measured is None:
+                row_fn, matrix_fn = self._compile(obj, matrix_fn)
+            self.row_form = row_fn is not None
+            if self.compiled:
                 log.info(
                     "tier %s: %s compiled to numpy (%.1f µs a row; its own method from %s rows; on the "
                     "event loop up to %s rows)",
@@ -343,6 +280,50 @@ class PythonBackend(Backend):
             return result
 
         return run
+
+    def _compile(
+        self, obj: Any, own: Callable[[Array], Array]
+    ) -> tuple[RowFn | None, Callable[[Array], Array]]:
+        """Compiled, proven on sample rows and measured: the one-row form (None: none) and the matrix
+        function (``own``, the model's method, where it cannot be compiled)."""
+        sample = sample_rows([(f.min, f.max) for f in self._features])
+        fast = compile_model(obj, self.method, sample)
+        if fast is None:
+            return None, own
+        self.compiled = True
+        row_fn = compile_row(obj, self.method, sample)
+        matrix_fn = self._dispatch(fast, own, sample)
+        if row_fn is not None:  # one row costs what its plain-Python form costs
+            one = sample[0].tolist()
+            row_us = cost_us(lambda _: row_fn(one), sample[:1])
+            self.single_row_us = min(self.single_row_us, row_us)
+            if row_us < INLINE_BUDGET_US:
+                self.inline_rows = max(self.inline_rows, 1)
+        return row_fn, matrix_fn
+
+    def _as_measured(
+        self, obj: Any, own: Callable[[Array], Array], measured: Measured
+    ) -> tuple[RowFn | None, Callable[[Array], Array]]:
+        """Compiled as another process proved and measured an equal model (no sample rows run here)."""
+        fast = unproven(obj, self.method)
+        if fast is None:  # it compiled there: an equal object compiles here; if not, find out here
+            return self._compile(obj, own)
+        self.compiled = True
+        self.own_from_rows, self.single_row_us = measured.own_from_rows, measured.single_row_us
+        self.inline_rows = measured.inline_rows
+        row_fn = unproven_row(obj, self.method) if measured.row_form else None
+        return row_fn, by_size(fast, own, measured.own_from_rows)
+
+    def measured(self) -> Measured:
+        """What the last build found, for another process to build an equal model without measuring."""
+        return Measured(
+            self.method,
+            self.compiled,
+            self.row_form,
+            self.own_from_rows,
+            self.single_row_us,
+            self.inline_rows,
+        )
 
     def _dispatch(
         self, fast: Callable[[Array], Array], own: Callable[[Array], Array], sample: Array

@@ -15,18 +15,23 @@ or forked by the fork server (tiers/forks.py), which calls ``main`` with the sam
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import pickle
 import resource
 import select
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from failsoft.tiers.frames import MAX_ARGS, PID, READY, frame, read_frame
+
+if TYPE_CHECKING:
+    from failsoft.tiers.python import PythonBackend
 
 
 def preload() -> None:
@@ -37,34 +42,47 @@ def preload() -> None:
     import failsoft.validation  # noqa: F401
 
 
-def main(args: str | None = None) -> None:
-    """Serve the tier that ``args`` (else the first argument) describes, over stdin and stdout."""
+def backend(doc: dict[str, Any]) -> PythonBackend:
+    """The tier that ``doc`` (``pool.worker_args``) describes, not loaded yet."""
     from failsoft.config import FeatureSpec, PythonTierSpec
-    from failsoft.errors import ConfigError
     from failsoft.tiers.python import PythonBackend
+
+    spec = msgspec.convert(doc["spec"], PythonTierSpec)
+    features = tuple(msgspec.convert(f, FeatureSpec) for f in doc["features"])
+    return PythonBackend(spec, features, Path, doc["file"], doc["key"])
+
+
+def failure(err: Exception) -> dict[str, Any]:
+    """Why a model did not load, as a frame's document (a ConfigError's file, key, problem and fix)."""
+    from failsoft.errors import ConfigError
+
+    if isinstance(err, ConfigError):
+        return {"error": str(err), "config": [err.file, err.key, err.problem, err.fix]}
+    return {"error": f"{type(err).__name__}: {err}"[:1000]}
+
+
+def main(args: str | None = None) -> None:
+    """Serve the tier that ``args`` (else the first argument) describes, over stdin and stdout; or, when
+    it names ``helper``, be the load helper (``helper``)."""
     from failsoft.validation import Batch
 
     doc = msgspec.json.decode(args if args is not None else sys.argv[1])
-    spec = msgspec.convert(doc["spec"], PythonTierSpec)
-    features = tuple(msgspec.convert(f, FeatureSpec) for f in doc["features"])
-    names = tuple(f.name for f in features)
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer
-    if spec.max_memory_mb is not None:  # malloc fails past it: a MemoryError, not the OOM killer
-        limit = spec.max_memory_mb * 2**20
+    if "helper" in doc:
+        return helper(doc["helper"], stdin, out)
+    tier = backend(doc)
+    names = tuple(f["name"] for f in doc["features"])
+    if tier.spec.max_memory_mb is not None:  # malloc fails past it: a MemoryError, not the OOM killer
+        limit = tier.spec.max_memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-    backend = PythonBackend(spec, features, Path, doc["file"], doc["key"])
     try:
-        fn = backend.build_function()
-    except ConfigError as err:
-        out.write(frame({"error": str(err), "config": [err.file, err.key, err.problem, err.fix]}))
-        out.flush()
-        return
+        fn = tier.build_function()
     except Exception as err:
-        out.write(frame({"error": f"{type(err).__name__}: {err}"}))
+        out.write(frame(failure(err)))
         out.flush()
         return
-    out.write(frame({"ready": True, "reads_matrix": backend.reads_matrix}))
+    out.write(frame({"ready": True, "reads_matrix": tier.reads_matrix}))
     out.flush()
     while (req := read_frame(stdin)) is not None:
         try:
@@ -76,6 +94,42 @@ def main(args: str | None = None) -> None:
             answer: dict[str, Any] = {"ok": fn(batch)}
         except Exception as err:
             answer = {"error": f"{type(err).__name__}: {err}"[:1000]}
+        out.write(frame(answer))
+        out.flush()
+
+
+# The biggest pickled model handed over (a frame says its length in 4 bytes); a bigger one loads here
+MAX_MODEL = 1 << 31
+
+
+def helper(libraries: list[str], stdin: Any, out: Any) -> None:
+    """The load helper (tiers/helper.py): imports ``libraries``, says it is ready, then for each request
+    (``{"load": worker_args}``) loads that model, compiles, proves and measures it, and answers with the
+    object pickled and what was measured (``{"model": None}``: it cannot be pickled) or why it failed."""
+    # It runs only on CPU the serving process leaves: a process at nice 5 that has a core keeps it for the
+    # rest of its slice when the serving process wakes (milliseconds, on every request that arrived
+    # meanwhile); one at SCHED_IDLE gives it up at once. A load waits for idle CPU; its model's requests
+    # are answered by their next tier meanwhile.
+    with contextlib.suppress(AttributeError, OSError):  # Linux's
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    for name in libraries:
+        with contextlib.suppress(Exception):  # one that is missing: the load that needs it says so
+            importlib.import_module(name)
+    out.write(frame({"ready": True}))
+    out.flush()
+    while (req := read_frame(stdin)) is not None:
+        answer: dict[str, Any]
+        try:
+            obj, measured = backend(msgspec.json.decode(req["load"])).load_measured()
+        except Exception as err:
+            answer = failure(err)
+        else:
+            try:
+                blob = pickle.dumps(obj, protocol=5)
+                answer = {"model": blob if len(blob) < MAX_MODEL else None, "measured": measured}
+            except Exception:  # loaded in the serving process instead
+                answer = {"model": None}
+            del obj
         out.write(frame(answer))
         out.flush()
 

@@ -33,7 +33,10 @@ class Fake:
         self.held: np.ndarray | None = None
         self.loads = 0
 
-    def load(self) -> Callable[[], None]:
+    def prepare_args(self) -> None:  # loaded in this process, not by the load helper
+        return None
+
+    def load(self, prepared: object) -> Callable[[], None]:
         self.loads += 1
         if self.fails:
             raise OSError("model file is truncated")
