@@ -12,14 +12,15 @@ longest a hot request waited meanwhile.
 The second (``latency_histograms = 100``): (4) cold loads: the first model asked right after the start
 (it waits for the libraries' import), then 100 small models never used, one after another, from a
 model's first request until its own tier answers (polled every millisecond), p50/p99, and the resident
-size with them loaded; (5) the 10 hottest models' latency (open loop, 300 requests a
-second) quiet, then with 20 small cold models a second asked for the first time, the gateway's own p99
-and the client's; (6) traffic cycling through all 1,000 (uniform) for ``--cycle-seconds``: answered, non-2xx,
-the degraded share, loads and unloads a second (the budget at work); (7) ``/metrics`` again; (8) ten
-faulty models beside them (two each raising, hanging, spinning in Python in a worker process, growing
-their memory in one held to 400 MB, answering NaN), asked 20 times a second each: the hot models' p99
-alone and beside them, 100 models' answers before and during; (9) a reload under load (300 requests a
-second): 100 models added, 100 removed, 100 replaced, then a broken file.
+size with them loaded; (5) the 10 hottest models' latency (open loop, 300 requests a second) quiet and
+with 20 small cold models a second asked for the first time, in alternating rounds (``--rounds``),
+pooled: the gateway's own p99 and the client's; (6) traffic cycling through all 1,000 (uniform) for
+``--cycle-seconds``: answered, non-2xx, the degraded share, loads and unloads a second (the budget at
+work); (7) ``/metrics`` again; (8) ten faulty models beside them (two each raising, hanging, spinning in
+Python in a worker process, growing their memory in one held to 400 MB, answering NaN), asked 20 times a
+second each: the hot models' p99 alone and beside them, 100 models' answers before and during; (9) a
+reload under load (300 requests a second): 100 models added, 100 removed, 100 replaced, then a broken
+file.
 
 Prints each phase, then one JSON object. Generating the fleet takes a minute or so; ``--keep DIR`` keeps
 it for the next run.
@@ -53,6 +54,7 @@ import faults  # noqa: E402
 from fleet import generate  # noqa: E402
 
 from failsoft.demo.procs import Proc  # noqa: E402
+from failsoft.tasks import stop  # noqa: E402
 
 ROW = {f"f{i}": 0.5 for i in range(8)}
 TOKEN = "thousand-bench-token-0123456789"
@@ -321,7 +323,6 @@ async def second_run(
             await client.own_tier(name, poll_s=0.01)
         await idle(client)
         pick_hot = lambda: random.choice(hot)  # noqa: E731
-        quiet = summary(await open_loop(client, pick_hot, 300, seconds), 100)
         cold = iter(small[100:])
 
         async def cold_loads() -> None:
@@ -329,10 +330,17 @@ async def second_run(
                 await client.predict(next(cold))
                 await asyncio.sleep(0.05)
 
-        loader = asyncio.create_task(cold_loads())
-        busy = summary(await open_loop(client, pick_hot, 300, seconds), 100)
-        loader.cancel()
+        arms: dict[bool, Results] = {False: [], True: []}  # with cold loads or not: rounds, in turns
+        for i in range(rounds):
+            for loading in (False, True) if i % 2 == 0 else (True, False):
+                loader = asyncio.create_task(cold_loads()) if loading else None
+                arms[loading] += await open_loop(client, pick_hot, 300, seconds / 2)
+                if loader is not None:
+                    await stop(loader)
+                await idle(client)
+        quiet, busy = summary(arms[False], 100), summary(arms[True], 100)
         out["hot"] = {
+            "rounds": rounds,
             "quiet": quiet,
             "with_20_cold_loads_a_s": busy,
             "gateway_p99_added_ms": round(busy["gateway_p99_ms"] - quiet["gateway_p99_ms"], 2),
@@ -407,9 +415,12 @@ async def scrape(client: Client, hot: list[str]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=1000)
-    ap.add_argument("--seconds", type=float, default=10.0, help="each hot-model phase")
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="the faults' onset, each arm; a round of each arm (hot models quiet or with cold "
+                    "loads, faulty models or twins) lasts half of it")  # fmt: skip
     ap.add_argument("--cycle-seconds", type=float, default=30.0, help="traffic cycling through all")
-    ap.add_argument("--rounds", type=int, default=6, help="rounds of faulty models and healthy twins")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of each arm: hot models quiet and with "
+                    "cold loads, faulty models and healthy twins")  # fmt: skip
     ap.add_argument("--keep", type=Path, help="a folder for the fleet (reused when it has one)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="failsoft-thousand-"))
