@@ -5,6 +5,7 @@ helper; a model that cannot be pickled is loaded here."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pytest
 from sklearn.linear_model import LogisticRegression
 
 from failsoft import Portfolio, Reason
@@ -44,7 +46,10 @@ async def loaded(p: Portfolio, name: str) -> Any:
     return await p.predict(name, ROW)
 
 
-async def test_a_model_is_loaded_in_the_helper_and_answers_as_if_loaded_here(tmp_path: Path) -> None:
+async def test_a_model_is_loaded_in_the_helper_and_answers_as_if_loaded_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "failsoft.tiers.loader")
     path = lr_portfolio(tmp_path, ["hot", "cold"])
     async with Portfolio.from_toml(path) as p:
         answer = await loaded(p, "cold")
@@ -57,6 +62,7 @@ async def test_a_model_is_loaded_in_the_helper_and_answers_as_if_loaded_here(tmp
         hot, cold = (next(m.chain[0] for m in p.describe() if m.name == n) for n in ("hot", "cold"))
         assert cold.compiled and cold.inline, "compiled as the helper proved it, on the event loop"
         assert cold.single_row_us > 0 and hot.compiled, "its costs as the helper measured them"
+        assert '"model": "cold"' in caplog.text and '"loaded_by": "helper"' in caplog.text
 
 
 async def test_a_load_that_ends_the_helper_fails_and_the_next_starts_a_new_one(tmp_path: Path) -> None:
@@ -74,7 +80,10 @@ async def test_a_load_that_ends_the_helper_fails_and_the_next_starts_a_new_one(t
         assert after.tier == "cpu" and p.loader.helper.pid not in (None, first_helper), "a new helper"
 
 
-async def test_a_model_that_cannot_be_pickled_is_loaded_here(tmp_path: Path) -> None:
+async def test_a_model_that_cannot_be_pickled_is_loaded_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "failsoft.tiers.loader")
     path = lr_portfolio(tmp_path, ["hot", "locked"])
     x = np.random.default_rng(0).uniform(0, 1, (200, 2))
     joblib.dump(Locked().fit(x, (x[:, 0] > x[:, 1]).astype(int)), tmp_path / "models" / "locked.joblib")
@@ -82,3 +91,4 @@ async def test_a_model_that_cannot_be_pickled_is_loaded_here(tmp_path: Path) -> 
         answer = await loaded(p, "locked")
         assert answer.tier == "cpu" and answer.outputs > 0.5
         assert p.loader.helper.loads == 0 and p.loader.loads == 1
+        assert '"loaded_by": "this process"' in caplog.text
