@@ -14,13 +14,14 @@ The second (``latency_histograms = 100``): (4) cold loads: the first model asked
 model's first request until its own tier answers (polled every millisecond), p50/p99, and the resident
 size with them loaded; (5) the 10 hottest models' latency (open loop, 300 requests a second) quiet and
 with 20 small cold models a second asked for the first time, in alternating rounds (``--rounds``),
-pooled: the gateway's own p99 and the client's; (6) traffic cycling through all 1,000 (uniform) for
-``--cycle-seconds``: answered, non-2xx, the degraded share, loads and unloads a second (the budget at
-work); (7) ``/metrics`` again; (8) ten faulty models beside them (two each raising, hanging, spinning in
-Python in a worker process, growing their memory in one held to 400 MB, answering NaN), asked 20 times a
-second each: the hot models' p99 alone and beside them, 100 models' answers before and during; (9) a
-reload under load (300 requests a second): 100 models added, 100 removed, 100 replaced, then a broken
-file.
+pooled: the gateway's own p99 and the client's, and the quiet rounds' against each other (the noise
+floor); (6) traffic cycling through all 1,000 (uniform) for ``--cycle-seconds``: answered, non-2xx, the
+degraded share, loads and unloads a second (the budget at work); (7) ``/metrics`` again; (8) ten faulty
+models beside them (two each raising, hanging, spinning in Python in a worker process, growing their
+memory in one held to 400 MB, answering NaN), asked 20 times a second each, against their healthy twins
+in alternating rounds: the hot models' p99 with each (and the twins' rounds against each other), 100
+models' answers before and during; (9) a reload under load (300 requests a second): 100 models added,
+100 removed, 100 replaced, then a broken file.
 
 Prints each phase, then one JSON object. Generating the fleet takes a minute or so; ``--keep DIR`` keeps
 it for the next run.
@@ -136,6 +137,13 @@ async def _open_loop(client: Client, pick: Any, rate: float, seconds: float) -> 
     return await asyncio.gather(*tasks)
 
 
+def noise_floor(halves: list[Results]) -> float:
+    """The clients' p99 of an arm's odd rounds over its even ones: nothing differs but the time, so this is
+    how far the measure itself spreads."""
+    odd, even = (pct([c for _, _, c in half], 0.99) for half in (halves[1], halves[0]))
+    return round(odd / max(even, 1e-9), 2)
+
+
 def summary(results: Results, deadline_ms: float) -> dict[str, Any]:
     ok = [b for s, b, _ in results if s == 200]
     gateway = [b["latency_ms"] for b in ok]
@@ -193,8 +201,8 @@ async def isolation(
     times a second each, by a client process of their own: bench/faults.py), against the same while their
     healthy twins are asked instead: the same portfolio and traffic, only the faults differ. First the
     onset (the faulty models' first requests: they load, then fail), then ``rounds`` rounds of each, in
-    alternating order, pooled; the serving loop's lags in each; 100 loaded models' answers, before and
-    during: the same."""
+    alternating order, pooled (and the twins' odd rounds against their even ones: what the measure itself
+    spreads); the serving loop's lags in each; 100 loaded models' answers, before and during: the same."""
     hot, sample = names[:10], names[10:110]
     for name in sample:
         await client.own_tier(name)
@@ -219,6 +227,7 @@ async def isolation(
     quiet, _ = await arm(True, seconds)
     onset, _ = await arm(False, seconds)
     pooled: dict[bool, Results] = {True: [], False: []}
+    halves: list[Results] = [[], []]  # the twins' rounds, even and odd: the same arm against itself
     lags: dict[bool, list[dict[str, int]]] = {True: [], False: []}
     ratios = []
     for r in range(rounds):
@@ -226,6 +235,8 @@ async def isolation(
         for healthy in (True, False) if r % 2 else (False, True):
             results, lag = await arm(healthy, seconds / 2)
             pooled[healthy] += results
+            if healthy:
+                halves[r % 2] += results
             lags[healthy].append(lag)
             p99[healthy] = pct([c for _, _, c in results], 0.99)
         ratios.append(round(p99[False] / max(p99[True], 1e-9), 2))
@@ -239,6 +250,7 @@ async def isolation(
         "gateway_p99_ratio": round(faulty_s["gateway_p99_ms"] / max(healthy_s["gateway_p99_ms"], 1e-9), 2),
         "client_p99_ratio": round(faulty_s["client_p99_ms"] / max(healthy_s["client_p99_ms"], 1e-9), 2),
         "client_p99_ratio_a_round": ratios,
+        "twins_against_twins_client_p99_ratio": noise_floor(halves),
         "loop_lags": {"healthy_twins": twins_lags, "with_faults": faulty_lags},
         "same_answers": before == during,
         "faulty_requests": sum(a["requests"] for a in asked),
@@ -331,10 +343,14 @@ async def second_run(
                 await asyncio.sleep(0.05)
 
         arms: dict[bool, Results] = {False: [], True: []}  # with cold loads or not: rounds, in turns
+        halves: list[Results] = [[], []]  # the quiet rounds, even and odd: the same arm against itself
         for i in range(rounds):
             for loading in (False, True) if i % 2 == 0 else (True, False):
                 loader = asyncio.create_task(cold_loads()) if loading else None
-                arms[loading] += await open_loop(client, pick_hot, 300, seconds / 2)
+                results = await open_loop(client, pick_hot, 300, seconds / 2)
+                arms[loading] += results
+                if not loading:
+                    halves[i % 2] += results
                 if loader is not None:
                     await stop(loader)
                 await idle(client)
@@ -346,6 +362,7 @@ async def second_run(
             "gateway_p99_added_ms": round(busy["gateway_p99_ms"] - quiet["gateway_p99_ms"], 2),
             "client_p99_added_ms": round(busy["client_p99_ms"] - quiet["client_p99_ms"], 2),
             "client_p99_ratio": round(busy["client_p99_ms"] / max(quiet["client_p99_ms"], 1e-9), 2),
+            "quiet_against_quiet_client_p99_ratio": noise_floor(halves),
         }
         print(f"hot models: {out['hot']}")
         await idle(client)
