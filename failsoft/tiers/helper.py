@@ -11,7 +11,7 @@ serving process builds the same function from them without running anything on s
 
 It runs at ``SCHED_IDLE`` (tiers/worker.py ``helper``): at nice 5 it kept a core for the rest of its slice
 each time the serving process woke, and with 20 cold loads a second the hot models' p99 at their clients
-rose 1.4-2.1x; at ``SCHED_IDLE`` it gives the core up at once (0.84-1.36x in six runs, median 1.05).
+rose 1.4-2.1x; at ``SCHED_IDLE`` it gives the core up at once (0.84-1.36x in seven runs, median 1.08).
 
 A model the helper cannot hand over (an ONNX session cannot be pickled) is loaded in the serving process
 as before, as is every model where the helper cannot start (said once). A model whose load ends the helper
