@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -125,3 +126,9 @@ def grow(row: dict[str, Any]) -> float:
 def nan(row: dict[str, Any]) -> float:
     """Answers NaN (the output check refuses it)."""
     return float("nan")
+
+
+def unpickled_slowly(seconds: float, blob: bytes) -> Any:
+    """What a model file that takes ``seconds`` to load gives (a pickle whose reduce calls this)."""
+    time.sleep(seconds)
+    return pickle.loads(blob)

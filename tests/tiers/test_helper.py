@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+import failsoft.tiers.helper as helper_module
 from failsoft import Portfolio, Reason
-from tests.helpers import until
+from tests.helpers import unpickled_slowly, until
 from tests.tiers.test_loader import lr_portfolio
 
 ROW = {"a": 0.9, "b": 0.1}
@@ -92,3 +95,46 @@ async def test_a_model_that_cannot_be_pickled_is_loaded_here(
         assert answer.tier == "cpu" and answer.outputs > 0.5
         assert p.loader.helper.loads == 0 and p.loader.loads == 1
         assert '"loaded_by": "this process"' in caplog.text
+
+
+async def test_a_helper_killed_between_loads_is_started_again_and_the_next_load_does_not_fail(
+    tmp_path: Path,
+) -> None:
+    path = lr_portfolio(tmp_path, ["hot", "a", "b"])
+    async with Portfolio.from_toml(path) as p:
+        assert (await loaded(p, "a")).tier == "cpu"
+        helper = p.loader.helper
+        killed = helper.pid
+        assert killed is not None and helper.proc is not None
+        os.kill(killed, signal.SIGKILL)  # from outside: an operator, the OOM killer
+        await until(lambda: helper.proc is not None and helper.proc.returncode is not None)
+        assert (await loaded(p, "b")).tier == "cpu" and p.loader.failures == 0
+        assert helper.pid not in (None, killed) and helper.loads == 2
+
+
+class Slow:
+    """A model file that takes ``seconds`` to load (in whichever process loads it)."""
+
+    def __init__(self, model: Any, seconds: float) -> None:
+        self.blob, self.seconds = pickle.dumps(model), seconds
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return unpickled_slowly, (self.seconds, self.blob)
+
+
+async def test_a_helper_that_gets_no_cpu_leaves_the_loads_to_this_process_for_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "failsoft.tiers")
+    path = lr_portfolio(tmp_path, ["hot", "slow", "next"])
+    x = np.random.default_rng(0).uniform(0, 1, (200, 2))
+    fitted = LogisticRegression().fit(x, (x[:, 0] > x[:, 1]).astype(int))
+    joblib.dump(Slow(fitted, 1.0), tmp_path / "models" / "slow.joblib")
+    monkeypatch.setattr(helper_module, "PATIENCE_S", 0.2)
+    monkeypatch.setattr(helper_module, "cpu_seconds", lambda pid: 1.0)  # as if it never got a core
+    async with Portfolio.from_toml(path) as p:
+        assert (await loaded(p, "slow")).tier == "cpu", "loaded in this process once the helper starved"
+        assert p.loader.helper.starved == 1 and p.loader.helper.proc is None and p.loader.failures == 0
+        assert '"event": "load_helper_starved"' in caplog.text
+        assert (await loaded(p, "next")).tier == "cpu"
+        assert p.loader.helper.loads == 0 and p.loader.helper.proc is None, "the next, too, for a while"
