@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import gc
 import heapq
-import importlib
 import itertools
 import json
 import logging
@@ -35,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from failsoft.metrics import Histogram
 from failsoft.tiers.helper import LoadHelper, Prepared
+from failsoft.tiers.model_files import import_libraries
 from failsoft.types import Reason
 
 __all__ = ["Lazy", "Loader", "resident_bytes"]
@@ -177,7 +177,7 @@ class Loader:
         to say. Counted in ``failsoft_models_loading`` while it runs."""
         if self.libraries:
             self.warming = True
-            done = self._thread().submit(_import, sorted(self.libraries))
+            done = self._thread().submit(import_libraries, sorted(self.libraries))
             done.add_done_callback(lambda _: setattr(self, "warming", False))
             helper = self.helper.start()
             self._helping = asyncio.get_running_loop().create_task(helper, name="failsoft-helper")
@@ -249,12 +249,6 @@ class Loader:
         )
         hist.add_metric([], self.seconds.cumulative(), self.seconds.total)
         yield hist
-
-
-def _import(modules: list[str]) -> None:
-    for name in modules:
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
 
 
 def _measure(tier: Lazy, prepared: Prepared | None) -> tuple[Callable[[], None], int, float]:

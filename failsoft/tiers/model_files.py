@@ -23,14 +23,23 @@ def import_target(target: str) -> Any:
 
 
 # The libraries a model file of each kind needs to load, imported ahead of the first load on first use
-# (tiers/loader.py ``warm``): importing scikit-learn takes about half a second, which the first model to
-# load would otherwise pay. Pickles name their classes; these are the families failsoft compiles.
+# (tiers/loader.py ``warm``, and the load helper as it starts): importing scikit-learn takes about half a
+# second, which the first model to load would otherwise pay. Pickles name their classes; these are the
+# families failsoft compiles.
 LIBRARIES = {
     ".onnx": ("onnxruntime",),
     ".txt": ("lightgbm",),
     ".lgb": ("lightgbm",),
     "": ("joblib", "sklearn.linear_model", "sklearn.ensemble", "sklearn.tree", "sklearn.pipeline"),
 }
+
+
+def import_libraries(names: list[str]) -> None:
+    """``names`` imported ahead of the loads that need them (in the loader's thread, in the load helper);
+    one that is missing is left to the load that needs it to say."""
+    for name in names:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
 
 
 def load_model_file(path: Path) -> Any:

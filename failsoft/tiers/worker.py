@@ -15,7 +15,6 @@ or forked by the fork server (tiers/forks.py), which calls ``main`` with the sam
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import pickle
 import resource
@@ -112,9 +111,9 @@ def helper(libraries: list[str], stdin: Any, out: Any) -> None:
     # are answered by their next tier meanwhile.
     with contextlib.suppress(AttributeError, OSError):  # Linux's
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    for name in libraries:
-        with contextlib.suppress(Exception):  # one that is missing: the load that needs it says so
-            importlib.import_module(name)
+    from failsoft.tiers.model_files import import_libraries
+
+    import_libraries(libraries)
     out.write(frame({"ready": True}))
     out.flush()
     while (req := read_frame(stdin)) is not None:
